@@ -1,0 +1,1040 @@
+/*
+ * conn.c - one connection end: the public API of crust.h, packet parsing
+ * and packet building. Loss recovery lives in recovery.c, path MTU search
+ * in pmtu.c, pacing in pacer.c, congestion control behind cc.h.
+ *
+ * Scheduling rule for a packet: ACK first (never paced, never limited by the
+ * congestion window), then control frames, then stream data by strict
+ * priority (0 first), retransmissions before new bytes within a priority.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "frame.h"
+
+#define FLAGS_FIXED 0x40
+#define FLAGS_LONG 0x80
+#define FLAGS_KEY_PHASE 0x04
+#define CLOSE_REPLIES_MAX 8
+
+const char *crust_strerror(int err)
+{
+    switch (err) {
+    case CRUST_OK: return "ok";
+    case CRUST_EINVAL: return "invalid argument";
+    case CRUST_EWOULDBLOCK: return "send buffer full (would block)";
+    case CRUST_EMSGSIZE: return "message larger than max_message_size";
+    case CRUST_ECLOSED: return "connection is closing or closed";
+    case CRUST_ENOMEM: return "out of memory or buffer cap reached";
+    case CRUST_ENOKEY: return "no packet keys installed";
+    case CRUST_EDECRYPT: return "packet failed authentication";
+    case CRUST_EMALFORMED: return "malformed packet";
+    case CRUST_EDUPLICATE: return "duplicate packet (replay)";
+    case CRUST_ETOOOLD: return "packet number too old (replay window)";
+    case CRUST_ENOTOURS: return "not a packet for this connection";
+    case CRUST_EPROTO: return "protocol violation by peer";
+    default: return "unknown error";
+    }
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+void crust_config_default(crust_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_message_size = 8u << 20;
+    cfg->send_buffer = 16u << 20;
+    cfg->recv_window = 16u << 20;
+    cfg->initial_mtu = CRUST_MIN_MTU;
+    cfg->max_mtu = 1472;
+    cfg->ack_frequency = 2;
+    cfg->max_ack_delay_us = 25000;
+    cfg->initial_rtt_us = 333000;
+    cfg->idle_timeout_us = 60000000;
+    cfg->keepalive_us = 20000000;
+    cfg->drop_deadline_us = 60000000;
+    cfg->drop_min_prio = 2;
+    cfg->cc = CRUST_CC_BBR;
+    cfg->pacing = 1;
+    cfg->initial_cwnd_pkts = 10;
+}
+
+int crust_config_validate(const crust_config *cfg, const char **field)
+{
+#define BAD(name)           \
+    do {                    \
+        if (field)          \
+            *field = name;  \
+        return CRUST_EINVAL; \
+    } while (0)
+    if (cfg->max_message_size < 1 || cfg->max_message_size > (UINT64_C(1) << 32))
+        BAD("max_message_size");
+    if (cfg->send_buffer < 65536 || cfg->send_buffer > (UINT64_C(1) << 40))
+        BAD("send_buffer");
+    /* A whole message must fit the window or it could never complete. */
+    if (cfg->recv_window < CRUST_INITIAL_MAX_DATA || cfg->recv_window > (UINT64_C(1) << 40) ||
+        cfg->recv_window < cfg->max_message_size + 8)
+        BAD("recv_window");
+    if (cfg->max_mtu < CRUST_MIN_MTU || cfg->max_mtu > CRUST_MAX_PACKET)
+        BAD("max_mtu");
+    if (cfg->initial_mtu < CRUST_MIN_MTU || cfg->initial_mtu > cfg->max_mtu)
+        BAD("initial_mtu");
+    if (cfg->ack_frequency < 1 || cfg->ack_frequency > 1000)
+        BAD("ack_frequency");
+    if (cfg->max_ack_delay_us > 1000000)
+        BAD("max_ack_delay_us");
+    if (cfg->initial_rtt_us < 1000 || cfg->initial_rtt_us > 10000000)
+        BAD("initial_rtt_us");
+    if (cfg->idle_timeout_us != 0 && cfg->idle_timeout_us < 100000)
+        BAD("idle_timeout_us");
+    if (cfg->keepalive_us != 0 &&
+        (cfg->keepalive_us < 10000 ||
+         (cfg->idle_timeout_us && cfg->keepalive_us >= cfg->idle_timeout_us)))
+        BAD("keepalive_us");
+    if (cfg->drop_min_prio > CRUST_NUM_PRIO)
+        BAD("drop_min_prio");
+    if (cfg->cc >= CRUST_CC_COUNT)
+        BAD("cc");
+    if (cfg->pacing > 1)
+        BAD("pacing");
+    if (cfg->initial_cwnd_pkts < 2 || cfg->initial_cwnd_pkts > 1000)
+        BAD("initial_cwnd_pkts");
+    return CRUST_OK;
+#undef BAD
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+static uint64_t pacing_burst(const crust_conn *c, uint64_t rate)
+{
+    uint64_t b = rate / 4000; /* 250 us of sending */
+    return b > 2u * c->mtu ? b : 2u * c->mtu;
+}
+
+crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUST_CID_LEN],
+                           const uint8_t remote_cid[CRUST_CID_LEN], uint64_t now_us)
+{
+    crust_config def;
+    if (!cfg) {
+        crust_config_default(&def);
+        cfg = &def;
+    }
+    if (crust_config_validate(cfg, NULL) != CRUST_OK || !local_cid || !remote_cid)
+        return NULL;
+    crust_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->cfg = *cfg;
+    memcpy(c->local_cid, local_cid, CRUST_CID_LEN);
+    memcpy(c->remote_cid, remote_cid, CRUST_CID_LEN);
+    crust_rec_init(c);
+    crust_pmtu_init(c);
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        crust_send_stream_init(&c->ss[p]);
+        crust_recv_stream_init(&c->rs[p]);
+    }
+    crust_rs_init(&c->rx_pns, CRUST_ACK_RANGES_KEPT);
+    c->cc = cfg->cc == CRUST_CC_CUBIC ? &crust_cc_cubic : &crust_cc_bbr;
+    crust_cc_env env;
+    crust_cc_env_fill(c, &env);
+    c->cc->init(c->cc_state, &env, now_us);
+    crust_pacer_init(&c->pacer, now_us, (uint64_t)cfg->initial_cwnd_pkts * c->mtu);
+    c->tx_max_data = CRUST_INITIAL_MAX_DATA;
+    c->rx_max_data = cfg->recv_window;
+    c->max_data_pending = cfg->recv_window > CRUST_INITIAL_MAX_DATA;
+    c->last_rx_us = c->last_tx_us = c->last_ack_eliciting_sent = now_us;
+    c->st.cc = cfg->cc;
+    return c;
+}
+
+void crust_conn_free(crust_conn *c)
+{
+    if (!c)
+        return;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        crust_send_stream_free(&c->ss[p]);
+        crust_recv_stream_free(&c->rs[p]);
+    }
+    crust_rs_free(&c->rx_pns);
+    crust_rec_free(c);
+    free(c->evq);
+    /* Keys are secrets: do not leave them in freed memory. */
+    volatile uint8_t *k = (volatile uint8_t *)c->tx;
+    for (size_t i = 0; i < sizeof c->tx + sizeof c->rx; i++)
+        k[i] = 0;
+    free(c);
+}
+
+int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
+                        const uint8_t tx_key[CRUST_KEY_LEN], const uint8_t tx_iv[CRUST_IV_LEN],
+                        const uint8_t rx_key[CRUST_KEY_LEN], const uint8_t rx_iv[CRUST_IV_LEN])
+{
+    if (phase > 1 || !crust_aead_available(aead) || !tx_key || !tx_iv || !rx_key || !rx_iv)
+        return CRUST_EINVAL;
+    crust_keys *t = &c->tx[phase], *r = &c->rx[phase];
+    memcpy(t->key, tx_key, CRUST_KEY_LEN);
+    memcpy(t->iv, tx_iv, CRUST_IV_LEN);
+    memcpy(r->key, rx_key, CRUST_KEY_LEN);
+    memcpy(r->iv, rx_iv, CRUST_IV_LEN);
+    t->aead = r->aead = (uint8_t)aead;
+    t->valid = r->valid = 1;
+    return CRUST_OK;
+}
+
+int crust_conn_update_keys(crust_conn *c, uint64_t now_us)
+{
+    (void)now_us;
+    unsigned next = c->tx_phase ^ 1u;
+    if (!c->tx[next].valid)
+        return CRUST_ENOKEY;
+    c->tx_phase = next;
+    c->st.key_phase = next;
+    return CRUST_OK;
+}
+
+/* ---- events --------------------------------------------------------------- */
+
+void crust_conn_push_event(crust_conn *c, const crust_event *ev)
+{
+    if (c->evq_n == c->evq_cap) {
+        uint32_t ncap = c->evq_cap ? c->evq_cap * 2 : 8;
+        crust_event *q = malloc((size_t)ncap * sizeof *q);
+        if (!q)
+            return; /* drop-event notices are advisory; the drop itself stands */
+        for (uint32_t i = 0; i < c->evq_n; i++)
+            q[i] = c->evq[(c->evq_head + i) % c->evq_cap];
+        free(c->evq);
+        c->evq = q;
+        c->evq_cap = ncap;
+        c->evq_head = 0;
+    }
+    c->evq[(c->evq_head + c->evq_n) % c->evq_cap] = *ev;
+    c->evq_n++;
+}
+
+static void begin_close(crust_conn *c, uint64_t now, conn_state st, uint32_t reason,
+                        uint64_t code)
+{
+    if (c->state != ST_OPEN)
+        return;
+    c->state = st;
+    c->close_reason = reason;
+    c->close_code = code;
+    c->close_event_pending = 1;
+    c->drain_until = now + 3 * crust_rec_pto(c);
+    if (st == ST_CLOSING) {
+        c->close_frame_pending = 1;
+        c->closing_tx_budget = CLOSE_REPLIES_MAX;
+    }
+}
+
+static void protocol_error(crust_conn *c, uint64_t now)
+{
+    begin_close(c, now, ST_CLOSING, CRUST_CLOSE_PROTOCOL, 0);
+}
+
+static uint64_t send_buffered(const crust_conn *c)
+{
+    uint64_t n = 0;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        n += crust_send_stream_buffered(&c->ss[p]);
+    return n;
+}
+
+static void after_send_progress(crust_conn *c, uint64_t now)
+{
+    uint64_t buffered = send_buffered(c);
+    if (c->want_send_ready && buffered <= c->cfg.send_buffer / 2) {
+        c->want_send_ready = 0;
+        c->send_ready_pending = 1;
+    }
+    if (buffered == 0) {
+        if (c->all_acked_armed) {
+            c->all_acked_armed = 0;
+            c->all_acked_pending = 1;
+        }
+        if (c->graceful_close)
+            begin_close(c, now, ST_CLOSING, CRUST_CLOSE_LOCAL, c->close_code);
+    }
+}
+
+void crust_conn_on_stream_acked(crust_conn *c, unsigned prio, uint64_t off, uint64_t len)
+{
+    crust_send_stream_ack(&c->ss[prio], off, len);
+}
+
+/* ---- sending messages ----------------------------------------------------- */
+
+uint64_t crust_conn_send_capacity(const crust_conn *c)
+{
+    uint64_t b = send_buffered(c);
+    return b >= c->cfg.send_buffer ? 0 : c->cfg.send_buffer - b;
+}
+
+int crust_conn_send(crust_conn *c, uint64_t now_us, const uint8_t *msg, size_t len, unsigned prio,
+                    uint64_t *msg_id)
+{
+    if (prio >= CRUST_NUM_PRIO || (!msg && len))
+        return CRUST_EINVAL;
+    if (c->state != ST_OPEN || c->graceful_close)
+        return CRUST_ECLOSED;
+    if (len > c->cfg.max_message_size)
+        return CRUST_EMSGSIZE;
+    uint64_t buffered = send_buffered(c);
+    if (buffered && buffered + len + 8 > c->cfg.send_buffer) {
+        c->want_send_ready = 1;
+        return CRUST_EWOULDBLOCK;
+    }
+    uint64_t id = c->next_msg_id;
+    int track = c->cfg.drop_deadline_us && prio >= c->cfg.drop_min_prio;
+    int rc = crust_send_stream_push(&c->ss[prio], msg ? msg : (const uint8_t *)"", len, id, now_us,
+                                    track);
+    if (rc)
+        return rc;
+    c->next_msg_id++;
+    c->all_acked_armed = 1;
+    c->st.tx_msgs++;
+    c->st.tx_msg_bytes += len;
+    buffered += len;
+    if (buffered > c->st.send_buffer_peak)
+        c->st.send_buffer_peak = buffered;
+    if (msg_id)
+        *msg_id = id;
+    return CRUST_OK;
+}
+
+/* Drop unsent low-priority messages older than the deadline. */
+static void drop_stale(crust_conn *c, uint64_t now)
+{
+    if (!c->cfg.drop_deadline_us)
+        return;
+    for (unsigned p = c->cfg.drop_min_prio; p < CRUST_NUM_PRIO; p++) {
+        crust_send_stream *s = &c->ss[p];
+        const crust_pending_msg *m;
+        while ((m = crust_send_stream_oldest_pending(s)) &&
+               m->queued_us + c->cfg.drop_deadline_us <= now && m->start == s->sent_hi) {
+            crust_event ev = {0};
+            ev.type = CRUST_EV_MESSAGE_DROPPED;
+            ev.prio = p;
+            ev.msg_id = m->id;
+            ev.len = crust_send_stream_drop_oldest(s);
+            c->st.dropped_msgs++;
+            crust_conn_push_event(c, &ev);
+        }
+    }
+    after_send_progress(c, now);
+}
+
+static uint64_t stale_deadline(const crust_conn *c)
+{
+    uint64_t t = UINT64_MAX;
+    if (!c->cfg.drop_deadline_us)
+        return t;
+    for (unsigned p = c->cfg.drop_min_prio; p < CRUST_NUM_PRIO; p++) {
+        const crust_pending_msg *m = crust_send_stream_oldest_pending(&c->ss[p]);
+        if (m && m->queued_us + c->cfg.drop_deadline_us < t)
+            t = m->queued_us + c->cfg.drop_deadline_us;
+    }
+    return t;
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+int crust_packet_cid(const uint8_t *pkt, size_t len, uint8_t cid[CRUST_CID_LEN])
+{
+    if (!pkt || len < CRUST_SHORT_HEADER_MIN || (pkt[0] & FLAGS_LONG) || !(pkt[0] & FLAGS_FIXED))
+        return CRUST_ENOTOURS;
+    memcpy(cid, pkt + 1, CRUST_CID_LEN);
+    return CRUST_OK;
+}
+
+static int replay_seen(const crust_conn *c, uint64_t pn)
+{
+    if (!c->rx_largest_plus1)
+        return CRUST_OK;
+    if (pn + CRUST_REPLAY_BITS < c->rx_largest_plus1)
+        return CRUST_ETOOOLD;
+    if (c->replay[(pn / 64) % (CRUST_REPLAY_BITS / 64)] & (UINT64_C(1) << (pn % 64)))
+        return pn < c->rx_largest_plus1 ? CRUST_EDUPLICATE : CRUST_OK;
+    return CRUST_OK;
+}
+
+static void replay_mark(crust_conn *c, uint64_t pn)
+{
+    if (pn >= c->rx_largest_plus1) {
+        /* Slide the window: clear the bits of the numbers we skip over, in
+         * 64-bit words, as they now stand for new packet numbers. */
+        uint64_t from = c->rx_largest_plus1, to = pn + 1;
+        if (to - from >= CRUST_REPLAY_BITS) {
+            memset(c->replay, 0, sizeof c->replay);
+        } else {
+            for (uint64_t x = from; x < to; x++) {
+                if (x % 64 == 0 && x + 64 <= to) {
+                    c->replay[(x / 64) % (CRUST_REPLAY_BITS / 64)] = 0;
+                    x += 63;
+                } else {
+                    c->replay[(x / 64) % (CRUST_REPLAY_BITS / 64)] &= ~(UINT64_C(1) << (x % 64));
+                }
+            }
+        }
+    }
+    c->replay[(pn / 64) % (CRUST_REPLAY_BITS / 64)] |= UINT64_C(1) << (pn % 64);
+}
+
+static int count_drop(crust_conn *c, int err)
+{
+    switch (err) {
+    case CRUST_EDECRYPT: c->st.rx_dropped_decrypt++; break;
+    case CRUST_EMALFORMED: c->st.rx_dropped_malformed++; break;
+    case CRUST_EDUPLICATE: c->st.rx_dropped_duplicate++; break;
+    case CRUST_ETOOOLD: c->st.rx_dropped_old++; break;
+    case CRUST_ENOTOURS: c->st.rx_dropped_notours++; break;
+    default: break;
+    }
+    return err;
+}
+
+static int on_stream_frame(crust_conn *c, const crust_frame *f)
+{
+    crust_recv_stream *s = &c->rs[f->prio];
+    uint64_t end = f->a + f->b;
+    if (end > s->hi) {
+        /* Flow control: total stream bytes may not pass what we allowed. */
+        if (c->rx_data + (end - s->hi) > c->rx_max_data)
+            return CRUST_EPROTO;
+    }
+    uint64_t old_hi = s->hi;
+    int rc = crust_recv_stream_write(s, f->a, f->data, f->data_len);
+    if (rc)
+        return rc;
+    c->rx_data += s->hi - old_hi;
+    uint64_t held = 0;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        held += crust_recv_stream_buffered(&c->rs[p]);
+    if (held > c->st.recv_buffer_peak)
+        c->st.recv_buffer_peak = held;
+    return CRUST_OK;
+}
+
+static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t len,
+                          int *ack_eliciting)
+{
+    crust_frame f;
+    size_t off = 0;
+    while (off < len) {
+        int n = crust_frame_parse_untrusted(p + off, len - off, &f);
+        if (n < 0)
+            return n;
+        off += (size_t)n;
+        int rc = CRUST_OK;
+        switch (f.type) {
+        case CRUST_FT_PADDING:
+            break;
+        case CRUST_FT_PING:
+            *ack_eliciting = 1;
+            break;
+        case CRUST_FT_ACK:
+            rc = crust_rec_on_ack(c, now, &f);
+            break;
+        case CRUST_FT_STREAM:
+            *ack_eliciting = 1;
+            rc = on_stream_frame(c, &f);
+            break;
+        case CRUST_FT_MAX_DATA:
+            *ack_eliciting = 1;
+            if (f.a > c->tx_max_data)
+                c->tx_max_data = f.a;
+            break;
+        case CRUST_FT_PATH_CHALLENGE:
+            *ack_eliciting = 1;
+            memcpy(c->path_response, f.data, 8);
+            c->path_response_pending = 1;
+            break;
+        case CRUST_FT_PATH_RESPONSE:
+            *ack_eliciting = 1;
+            if (c->path_challenge_seq && memcmp(f.data, c->path_challenge, 8) == 0) {
+                c->path_challenge_seq = 0;
+                c->path_challenge_pending = 0;
+                c->path_validated_pending = 1;
+            }
+            break;
+        case CRUST_FT_CLOSE:
+            begin_close(c, now, ST_DRAINING,
+                        f.a == CRUST_CLOSE_PROTOCOL ? CRUST_CLOSE_PROTOCOL : CRUST_CLOSE_REMOTE,
+                        f.b);
+            break;
+        default:
+            return CRUST_EMALFORMED;
+        }
+        if (rc)
+            return rc;
+    }
+    return CRUST_OK;
+}
+
+/* Frames must all parse before any takes effect, so that a packet is
+ * either processed whole or dropped whole. */
+static int validate_frames(const uint8_t *p, size_t len, int *has_close)
+{
+    crust_frame f;
+    size_t off = 0;
+    if (len == 0)
+        return CRUST_EMALFORMED; /* a packet carries at least one frame */
+    while (off < len) {
+        int n = crust_frame_parse_untrusted(p + off, len - off, &f);
+        if (n < 0)
+            return n;
+        if (f.type == CRUST_FT_CLOSE)
+            *has_close = 1;
+        off += (size_t)n;
+    }
+    return CRUST_OK;
+}
+
+int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t len)
+{
+    if (!pkt || len < CRUST_SHORT_HEADER_MIN + CRUST_TAG_LEN)
+        return count_drop(c, CRUST_EMALFORMED);
+    uint8_t flags = pkt[0];
+    if (flags & FLAGS_LONG)
+        return count_drop(c, CRUST_ENOTOURS);
+    if (!(flags & FLAGS_FIXED))
+        return count_drop(c, CRUST_EMALFORMED);
+    if (memcmp(pkt + 1, c->local_cid, CRUST_CID_LEN) != 0)
+        return count_drop(c, CRUST_ENOTOURS);
+    if (c->state == ST_DRAINING || c->state == ST_CLOSED)
+        return CRUST_ECLOSED;
+    unsigned pnlen = (flags & 3u) + 1;
+    size_t hdr = 1 + CRUST_CID_LEN + pnlen;
+    if (len < hdr + CRUST_TAG_LEN + 1 || len - hdr - CRUST_TAG_LEN > sizeof c->scratch)
+        return count_drop(c, CRUST_EMALFORMED);
+    uint64_t trunc = 0;
+    for (unsigned i = 0; i < pnlen; i++)
+        trunc = (trunc << 8) | pkt[1 + CRUST_CID_LEN + i];
+    uint64_t pn = crust_pn_decode(c->rx_largest_plus1, trunc, pnlen * 8);
+    /* Cheap replay rejection before any crypto work. */
+    int rc = replay_seen(c, pn);
+    if (rc)
+        return count_drop(c, rc);
+    const crust_keys *k = &c->rx[(flags & FLAGS_KEY_PHASE) ? 1 : 0];
+    if (!k->valid)
+        return count_drop(c, CRUST_EDECRYPT);
+    size_t plen = len - hdr - CRUST_TAG_LEN;
+    if (crust_aead_open(k, pn, c->scratch, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK)
+        return count_drop(c, CRUST_EDECRYPT);
+    int has_close = 0;
+    if (validate_frames(c->scratch, plen, &has_close) != CRUST_OK) {
+        /* Authenticated yet malformed: the peer is broken or hostile. */
+        count_drop(c, CRUST_EMALFORMED);
+        protocol_error(c, now_us);
+        return CRUST_EPROTO;
+    }
+    c->last_rx_us = now_us;
+    c->st.rx_packets++;
+    c->st.rx_bytes += len;
+    if (c->state == ST_CLOSING) {
+        replay_mark(c, pn);
+        if (has_close) {
+            c->state = ST_DRAINING;
+        } else if (c->closing_tx_budget > 0) {
+            c->closing_tx_budget--;
+            c->close_frame_pending = 1;
+        }
+        return CRUST_OK;
+    }
+    int ack_eliciting = 0;
+    rc = process_frames(c, now_us, c->scratch, plen, &ack_eliciting);
+    if (rc == CRUST_EPROTO) {
+        protocol_error(c, now_us);
+        return rc;
+    }
+    if (rc)
+        return rc; /* resource limit: dropped unacknowledged, resent later */
+    replay_mark(c, pn);
+    uint64_t prev_largest_plus1 = c->rx_largest_plus1;
+    if (pn + 1 > c->rx_largest_plus1) {
+        c->rx_largest_plus1 = pn + 1;
+        c->rx_largest_time = now_us;
+    }
+    if (crust_rs_add(&c->rx_pns, pn, pn + 1) != CRUST_OK) {
+        crust_rs_pop_lowest(&c->rx_pns);
+        crust_rs_add(&c->rx_pns, pn, pn + 1);
+    }
+    if (ack_eliciting) {
+        c->ack_pending = 1;
+        c->rx_unacked_eliciting++;
+        /* Acknowledge at once what helps the sender detect loss quickly:
+         * reordering, or a new gap (RFC 9000 13.2.1). */
+        if (pn + 1 < prev_largest_plus1 || pn > prev_largest_plus1 ||
+            c->rx_unacked_eliciting >= c->cfg.ack_frequency)
+            c->ack_immediate = 1;
+        else if (!c->ack_deadline)
+            c->ack_deadline = now_us + c->cfg.max_ack_delay_us;
+    }
+    after_send_progress(c, now_us);
+    return CRUST_OK;
+}
+
+/* ---- events out ----------------------------------------------------------- */
+
+int crust_conn_poll_event(crust_conn *c, crust_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    if (c->evq_n) {
+        *ev = c->evq[c->evq_head];
+        c->evq_head = (c->evq_head + 1) % c->evq_cap;
+        c->evq_n--;
+        return 1;
+    }
+    int *flag[4] = {&c->path_validated_pending, &c->mtu_event_pending, &c->send_ready_pending,
+                    &c->all_acked_pending};
+    const uint32_t type[4] = {CRUST_EV_PATH_VALIDATED, CRUST_EV_MTU, CRUST_EV_SEND_READY,
+                              CRUST_EV_ALL_ACKED};
+    for (int i = 0; i < 4; i++) {
+        if (*flag[i]) {
+            *flag[i] = 0;
+            ev->type = type[i];
+            ev->len = type[i] == CRUST_EV_MTU ? c->mtu : 0;
+            return 1;
+        }
+    }
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        uint64_t len, hdr;
+        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr);
+        if (r == 1) {
+            ev->type = CRUST_EV_MESSAGE;
+            ev->prio = p;
+            ev->len = len;
+            return 1;
+        }
+        if (r < 0 && c->state == ST_OPEN)
+            begin_close(c, c->last_rx_us, ST_CLOSING, CRUST_CLOSE_PROTOCOL, 0);
+    }
+    if (c->close_event_pending) {
+        c->close_event_pending = 0;
+        c->close_event_done = 1;
+        ev->type = CRUST_EV_CLOSED;
+        ev->reason = c->close_reason;
+        ev->code = c->close_code;
+        return 1;
+    }
+    return 0;
+}
+
+int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf, size_t cap)
+{
+    if (prio >= CRUST_NUM_PRIO)
+        return CRUST_EINVAL;
+    uint64_t len, hdr;
+    crust_recv_stream *s = &c->rs[prio];
+    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr) != 1 || cap < len ||
+        (!buf && len))
+        return CRUST_EINVAL;
+    crust_recv_stream_consume(s, hdr, len, buf);
+    c->rx_consumed += hdr + len;
+    c->st.rx_msgs++;
+    c->st.rx_msg_bytes += len;
+    /* Open the window again once half of it has been used. */
+    if (c->rx_max_data - c->rx_consumed < c->cfg.recv_window / 2) {
+        c->rx_max_data = c->rx_consumed + c->cfg.recv_window;
+        c->max_data_pending = 1;
+    }
+    return (int64_t)len;
+}
+
+/* ---- building packets ----------------------------------------------------- */
+
+typedef struct builder {
+    uint8_t *p;      /* plaintext (c->scratch) */
+    size_t len, cap; /* cap excludes the tag */
+    crust_sent_pkt info;
+    int eliciting;
+} builder;
+
+static void put_ack(crust_conn *c, builder *b, uint64_t now)
+{
+    const crust_rangeset *r = &c->rx_pns;
+    if (crust_rs_empty(r))
+        return;
+    uint8_t tmp[8 + 8 * 4 + 16 * CRUST_ACK_RANGES_SENT];
+    size_t n = 0;
+    uint32_t i = r->n - 1;
+    uint64_t largest = r->r[i].hi - 1;
+    uint64_t delay = now > c->rx_largest_time ? now - c->rx_largest_time : 0;
+    uint32_t count = r->n - 1;
+    if (count > CRUST_ACK_RANGES_SENT - 1)
+        count = CRUST_ACK_RANGES_SENT - 1;
+    tmp[n++] = CRUST_FT_ACK;
+    n += crust_varint_put(tmp + n, largest);
+    n += crust_varint_put(tmp + n, delay >> CRUST_ACK_DELAY_EXP);
+    n += crust_varint_put(tmp + n, count);
+    n += crust_varint_put(tmp + n, largest - r->r[i].lo);
+    uint64_t prev_lo = r->r[i].lo;
+    for (uint32_t k = 0; k < count; k++) {
+        const crust_range *g = &r->r[i - 1 - k];
+        n += crust_varint_put(tmp + n, prev_lo - g->hi - 1);
+        n += crust_varint_put(tmp + n, g->hi - 1 - g->lo);
+        prev_lo = g->lo;
+    }
+    if (n > b->cap - b->len)
+        return; /* cannot happen with cap >= 1200; keeps the invariant local */
+    memcpy(b->p + b->len, tmp, n);
+    b->len += n;
+    b->info.flags |= SP_HAS_ACK;
+    b->info.ack_largest = largest;
+    c->ack_pending = 0;
+    c->ack_immediate = 0;
+    c->ack_deadline = 0;
+    c->rx_unacked_eliciting = 0;
+}
+
+static int add_sframe(builder *b, unsigned prio, uint64_t off, uint64_t len)
+{
+    crust_sframe *f = &b->info.frames[b->info.nframes++];
+    f->prio = (uint8_t)prio;
+    f->off = off;
+    f->len = (uint32_t)len;
+    b->eliciting = 1;
+    return 0;
+}
+
+/* Write one STREAM frame of up to `max` bytes from stream offset off.
+ * Returns bytes of data written (0 if no room). */
+static uint64_t put_stream(crust_conn *c, builder *b, unsigned prio, uint64_t off, uint64_t max)
+{
+    size_t room = b->cap - b->len;
+    size_t ovh = crust_frame_stream_overhead(off, max);
+    if (room <= ovh || b->info.nframes >= CRUST_MAX_SFRAMES)
+        return 0;
+    uint64_t n = max < room - ovh ? max : room - ovh;
+    b->len += crust_frame_put_stream_header(b->p + b->len, room, prio, off, n);
+    crust_send_stream_copy(&c->ss[prio], off, (size_t)n, b->p + b->len);
+    b->len += (size_t)n;
+    add_sframe(b, prio, off, n);
+    return n;
+}
+
+static void put_streams(crust_conn *c, builder *b)
+{
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        crust_send_stream *s = &c->ss[p];
+        while (!crust_rs_empty(&s->lost)) {
+            crust_range r = *crust_rs_lowest(&s->lost);
+            uint64_t n = put_stream(c, b, p, r.lo, r.hi - r.lo);
+            if (!n)
+                return;
+            crust_rs_remove(&s->lost, r.lo, r.lo + n);
+        }
+        if (s->sent_hi < s->end) {
+            uint64_t credit = c->tx_max_data > c->tx_data ? c->tx_max_data - c->tx_data : 0;
+            uint64_t avail = s->end - s->sent_hi;
+            if (avail > credit)
+                avail = credit;
+            if (!avail)
+                continue;
+            uint64_t n = put_stream(c, b, p, s->sent_hi, avail);
+            if (!n)
+                return;
+            s->sent_hi += n;
+            c->tx_data += n;
+            crust_send_stream_sent(s);
+            if (s->sent_hi < s->end && n < avail)
+                return; /* packet full */
+        }
+    }
+}
+
+static int has_stream_data(const crust_conn *c)
+{
+    int credit = c->tx_max_data > c->tx_data;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        const crust_send_stream *s = &c->ss[p];
+        if (!crust_rs_empty(&s->lost) || (credit && s->sent_hi < s->end))
+            return 1;
+    }
+    return 0;
+}
+
+static int has_control(const crust_conn *c)
+{
+    return c->max_data_pending || c->ping_pending || c->path_challenge_pending ||
+           c->path_response_pending;
+}
+
+static void put_control(crust_conn *c, builder *b)
+{
+    size_t room = b->cap - b->len;
+    size_t n;
+    if (c->path_response_pending &&
+        (n = crust_frame_put_path(b->p + b->len, room, CRUST_FT_PATH_RESPONSE,
+                                  c->path_response))) {
+        b->len += n;
+        room -= n;
+        c->path_response_pending = 0;
+        b->eliciting = 1;
+    }
+    if (c->path_challenge_pending &&
+        (n = crust_frame_put_path(b->p + b->len, room, CRUST_FT_PATH_CHALLENGE,
+                                  c->path_challenge))) {
+        b->len += n;
+        room -= n;
+        c->path_challenge_pending = 0;
+        b->info.flags |= SP_PATH_CHALLENGE;
+        b->eliciting = 1;
+    }
+    if (c->max_data_pending && (n = crust_frame_put_max_data(b->p + b->len, room, c->rx_max_data))) {
+        b->len += n;
+        c->max_data_pending = 0;
+        b->info.flags |= SP_MAX_DATA;
+        b->eliciting = 1;
+    }
+}
+
+/* Seal the built payload into out and record the packet. */
+static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *out)
+{
+    uint64_t pn = c->next_pn;
+    unsigned pnlen = crust_pn_encode_len(pn, c->largest_acked_plus1);
+    size_t hdr = 1 + CRUST_CID_LEN + pnlen;
+    out[0] = (uint8_t)(FLAGS_FIXED | (c->tx_phase ? FLAGS_KEY_PHASE : 0) | (pnlen - 1));
+    memcpy(out + 1, c->remote_cid, CRUST_CID_LEN);
+    for (unsigned i = 0; i < pnlen; i++)
+        out[1 + CRUST_CID_LEN + i] = (uint8_t)(pn >> (8 * (pnlen - 1 - i)));
+    if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, b->p, b->len, out, hdr) != CRUST_OK)
+        return 0;
+    size_t size = hdr + b->len + CRUST_TAG_LEN;
+    crust_sent_pkt *sp = crust_rec_on_sent(c, pn);
+    if (!sp)
+        return 0; /* out of memory: nothing was committed, try again later */
+    c->next_pn++;
+    b->info.size = (uint32_t)size;
+    b->info.time_sent = now;
+    if (b->eliciting) {
+        b->info.flags |= SP_ACK_ELICITING | SP_IN_FLIGHT;
+        if (c->bytes_in_flight == 0) {
+            c->first_sent_time = now;
+            c->delivered_time = now;
+        }
+        b->info.delivered = c->delivered;
+        b->info.delivered_time = c->delivered_time;
+        b->info.first_sent_time = c->first_sent_time;
+        if (c->app_limited_until)
+            b->info.flags |= SP_APP_LIMITED;
+        c->bytes_in_flight += size;
+        c->ack_eliciting_in_flight++;
+        c->last_ack_eliciting_sent = now;
+        crust_cc_env env;
+        crust_cc_env_fill(c, &env);
+        c->cc->on_sent(c->cc_state, &env, now, size, c->bytes_in_flight);
+        crust_pacer_on_sent(&c->pacer, size);
+    } else {
+        b->info.done = SP_DONE_ACKED; /* nothing waits for its fate */
+    }
+    *sp = b->info;
+    if (!b->eliciting && c->sent_lo == pn)
+        c->sent_lo++;
+    c->last_tx_us = now;
+    c->st.tx_packets++;
+    c->st.tx_bytes += size;
+    return size;
+}
+
+size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_t cap)
+{
+    if (!out || c->state == ST_DRAINING || c->state == ST_CLOSED || !c->tx[c->tx_phase].valid)
+        return 0;
+    size_t budget = cap < c->mtu ? cap : c->mtu;
+    if (budget < CRUST_SHORT_HEADER_MIN + 4 + CRUST_TAG_LEN + 16)
+        return 0;
+    builder b;
+    memset(&b, 0, sizeof b);
+    b.p = c->scratch;
+    b.cap = budget - (1 + CRUST_CID_LEN + 4) - CRUST_TAG_LEN;
+
+    if (c->state == ST_CLOSING) {
+        if (!c->close_frame_pending)
+            return 0;
+        c->close_frame_pending = 0;
+        uint64_t reason = c->close_reason == CRUST_CLOSE_PROTOCOL ? CRUST_CLOSE_PROTOCOL
+                                                                    : CRUST_CLOSE_REMOTE;
+        b.len = crust_frame_put_close(b.p, b.cap, reason, c->close_code);
+        return finish_packet(c, &b, now, out);
+    }
+    drop_stale(c, now);
+
+    int probe = c->probes_pending > 0;
+    crust_cc_env env;
+    crust_cc_env_fill(c, &env);
+    uint64_t cwnd = c->cc->cwnd(c->cc_state);
+    int cwnd_ok = probe || c->bytes_in_flight + c->mtu <= cwnd;
+    int want_elicit = has_stream_data(c) || has_control(c) || probe;
+    uint32_t mtu_probe = cwnd_ok ? crust_pmtu_want_probe(c, now) : 0;
+    if (mtu_probe > cap)
+        mtu_probe = 0;
+    int may_elicit = 0;
+    if (cwnd_ok && (want_elicit || mtu_probe)) {
+        uint64_t rate = c->cfg.pacing ? c->cc->pacing_rate(c->cc_state, &env) : 0;
+        may_elicit = probe || crust_pacer_can_send(&c->pacer, now, rate, c->mtu,
+                                                   pacing_burst(c, rate));
+    }
+    if (cwnd_ok && !want_elicit && !c->app_limited_until) {
+        /* The window is open and we have nothing to send. */
+        c->app_limited_until = c->delivered + c->bytes_in_flight;
+        if (!c->app_limited_until)
+            c->app_limited_until = 1;
+        c->cc->on_app_limited(c->cc_state, now);
+    }
+
+    if (may_elicit && mtu_probe && !probe) {
+        /* PING + PADDING up to the probe size; data never rides on a probe. */
+        size_t hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->next_pn, c->largest_acked_plus1);
+        size_t plen = mtu_probe - hdr - CRUST_TAG_LEN;
+        memset(b.p, 0, plen);
+        b.p[0] = CRUST_FT_PING;
+        b.len = plen;
+        b.eliciting = 1;
+        b.info.flags |= SP_MTU_PROBE;
+        uint64_t pn = c->next_pn;
+        size_t n = finish_packet(c, &b, now, out);
+        if (n)
+            crust_pmtu_on_probe_sent(c, pn, (uint32_t)n);
+        return n;
+    }
+
+    int ack_due = c->ack_pending && (c->ack_immediate || (c->ack_deadline && now >= c->ack_deadline));
+    if (c->ack_pending && (ack_due || (may_elicit && want_elicit)))
+        put_ack(c, &b, now);
+    if (may_elicit && want_elicit) {
+        put_control(c, &b);
+        put_streams(c, &b);
+        if (!b.eliciting && (c->ping_pending || probe)) {
+            b.p[b.len++] = CRUST_FT_PING;
+            b.eliciting = 1;
+        }
+        if (b.eliciting)
+            c->ping_pending = 0;
+        if (probe && b.eliciting)
+            c->probes_pending--;
+    }
+    if (b.len == 0)
+        return 0;
+    return finish_packet(c, &b, now, out);
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+uint64_t crust_conn_next_timeout(const crust_conn *c)
+{
+    if (c->state == ST_CLOSED)
+        return UINT64_MAX;
+    if (c->state != ST_OPEN)
+        return c->drain_until;
+    uint64_t t = crust_rec_timer(c);
+    if (c->ack_pending)
+        t = min64(t, c->ack_immediate ? c->last_rx_us : c->ack_deadline);
+    if (c->cfg.idle_timeout_us)
+        t = min64(t, c->last_rx_us + c->cfg.idle_timeout_us);
+    if (c->cfg.keepalive_us && !c->ping_pending)
+        t = min64(t, c->last_ack_eliciting_sent + c->cfg.keepalive_us);
+    if (c->pacer.wakeup_us && has_stream_data(c))
+        t = min64(t, c->pacer.wakeup_us);
+    if (c->pmtu.next_probe_us && c->pmtu.high >= c->pmtu.low + 16 && !c->pmtu.probe_size)
+        t = min64(t, c->pmtu.next_probe_us);
+    return min64(t, stale_deadline(c));
+}
+
+void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    if (c->state != ST_OPEN) {
+        if (now >= c->drain_until)
+            c->state = ST_CLOSED;
+        return;
+    }
+    if (c->cfg.idle_timeout_us && now >= c->last_rx_us + c->cfg.idle_timeout_us) {
+        begin_close(c, now, ST_CLOSED, CRUST_CLOSE_IDLE, 0);
+        return;
+    }
+    if (c->ack_pending && c->ack_deadline && now >= c->ack_deadline)
+        c->ack_immediate = 1;
+    crust_rec_on_timeout(c, now);
+    if (c->cfg.keepalive_us && now >= c->last_ack_eliciting_sent + c->cfg.keepalive_us)
+        c->ping_pending = 1;
+    if (c->pacer.wakeup_us && now >= c->pacer.wakeup_us)
+        c->pacer.wakeup_us = 0;
+    drop_stale(c, now);
+}
+
+/* ---- close, paths, introspection ------------------------------------------ */
+
+int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code, int graceful)
+{
+    if (c->state != ST_OPEN)
+        return CRUST_ECLOSED;
+    c->close_code = code;
+    if (graceful) {
+        c->graceful_close = 1;
+        after_send_progress(c, now_us);
+        return CRUST_OK;
+    }
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        crust_send_stream_free(&c->ss[p]);
+        crust_send_stream_init(&c->ss[p]);
+    }
+    begin_close(c, now_us, ST_CLOSING, CRUST_CLOSE_LOCAL, code);
+    return CRUST_OK;
+}
+
+int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
+{
+    if (c->state != ST_OPEN)
+        return CRUST_ECLOSED;
+    /* The challenge only has to be unpredictable to an off-path attacker
+     * who cannot read our packets (they are encrypted); mix state that is
+     * secret to the connection rather than needing a random source here. */
+    uint64_t x = ++c->path_challenge_seq * 0x9e3779b97f4a7c15ull ^ now_us ^ c->next_pn;
+    for (int i = 0; i < 8; i++) {
+        x ^= x >> 31;
+        x *= 0xbf58476d1ce4e5b9ull;
+        c->path_challenge[i] = (uint8_t)(x >> 56) ^ c->tx[c->tx_phase].iv[i];
+    }
+    c->path_challenge_pending = 1;
+    return CRUST_OK;
+}
+
+void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
+{
+    *st = c->st;
+    st->srtt_us = c->srtt;
+    st->rttvar_us = c->rttvar;
+    st->min_rtt_us = c->min_rtt == UINT64_MAX ? 0 : c->min_rtt;
+    st->latest_rtt_us = c->latest_rtt;
+    st->cwnd = c->cc->cwnd(c->cc_state);
+    st->bytes_in_flight = c->bytes_in_flight;
+    crust_cc_env env;
+    crust_cc_env_fill(c, &env);
+    st->pacing_rate = c->cc->pacing_rate(c->cc_state, &env);
+    st->send_buffered = send_buffered(c);
+    uint64_t r = 0;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        r += crust_recv_stream_buffered(&c->rs[p]);
+    st->recv_buffered = r;
+    st->mtu = c->mtu;
+    st->key_phase = c->tx_phase;
+    st->state = (uint32_t)c->state;
+}
+
+size_t crust_conn_memory(const crust_conn *c)
+{
+    size_t m = sizeof *c + (size_t)c->sent_cap * sizeof(crust_sent_pkt) +
+               crust_rs_memory(&c->rx_pns) + (size_t)c->evq_cap * sizeof(crust_event);
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        m += crust_send_stream_memory(&c->ss[p]) + crust_recv_stream_memory(&c->rs[p]);
+    return m;
+}
+
+int crust_conn_is_closed(const crust_conn *c) { return c->state == ST_CLOSED; }

@@ -1,0 +1,169 @@
+/*
+ * conn.h - the connection state shared by the engine's files (internal).
+ * conn.c: packet build/parse and the public API; recovery.c: RTT, sent
+ * packets, ACK processing and loss detection (RFC 9002); pmtu.c: path MTU
+ * search (RFC 8899); pacer.c: the token-bucket pacer.
+ */
+#ifndef CRUST_CONN_H
+#define CRUST_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aead.h"
+#include "cc.h"
+#include "crust.h"
+#include "ranges.h"
+#include "stream.h"
+
+/* STREAM frames one sent packet can carry (and we can requeue if lost). */
+#define CRUST_MAX_SFRAMES 6
+#define CRUST_REPLAY_BITS 8192
+#define CRUST_ACK_RANGES_SENT 32   /* ranges reported in one ACK frame */
+#define CRUST_ACK_RANGES_KEPT 256  /* ranges of received pns remembered */
+#define CRUST_GRANULARITY_US 1000
+#define CRUST_INITIAL_MAX_DATA (256u * 1024u)
+#define CRUST_PERSISTENT_CONGESTION_THRESHOLD 3
+
+enum { SP_ACK_ELICITING = 1, SP_IN_FLIGHT = 2, SP_APP_LIMITED = 4, SP_MTU_PROBE = 8,
+       SP_MAX_DATA = 16, SP_PATH_CHALLENGE = 32, SP_PATH_RESPONSE = 64, SP_HAS_ACK = 128 };
+enum { SP_DONE_ACKED = 1, SP_DONE_LOST = 2 };
+
+typedef struct crust_sframe {
+    uint64_t off;
+    uint32_t len;
+    uint8_t prio;
+} crust_sframe;
+
+typedef struct crust_sent_pkt {
+    uint64_t time_sent;
+    uint64_t delivered, delivered_time, first_sent_time; /* rate sampling */
+    uint64_t ack_largest;       /* largest pn our ACK frame in it reported */
+    uint32_t size;
+    uint8_t flags, done, nframes;
+    crust_sframe frames[CRUST_MAX_SFRAMES];
+} crust_sent_pkt;
+
+typedef enum { ST_OPEN = 0, ST_CLOSING = 1, ST_DRAINING = 2, ST_CLOSED = 3 } conn_state;
+
+typedef struct crust_pmtu {
+    uint32_t low, high;         /* confirmed size, largest size still possible */
+    uint32_t probe_size;        /* size of the probe in flight, 0 if none */
+    uint64_t probe_pn;
+    uint32_t fails;             /* consecutive losses of probes of probe_size */
+    uint32_t bisect;            /* 0: try `high` first; 1: bisect */
+    uint64_t next_probe_us;     /* earliest time for the next probe */
+} crust_pmtu;
+
+typedef struct crust_pacer {
+    uint64_t tokens;            /* bytes x 1e6 */
+    uint64_t last_us;
+    uint64_t wakeup_us;         /* when blocked, the time enough tokens exist */
+} crust_pacer;
+
+struct crust_conn {
+    crust_config cfg;
+    uint8_t local_cid[CRUST_CID_LEN], remote_cid[CRUST_CID_LEN];
+    conn_state state;
+    uint32_t close_reason;
+    uint64_t close_code;
+    int close_event_pending, close_event_done;
+    int graceful_close;         /* close once everything queued is acked */
+    int close_frame_pending;    /* send CLOSE in the next packet */
+    uint64_t drain_until;
+
+    /* keys: [phase] */
+    crust_keys tx[2], rx[2];
+    unsigned tx_phase;
+    uint32_t mtu;
+
+    /* sending */
+    uint64_t next_pn;
+    crust_sent_pkt *sent;       /* ring indexed by pn & (sent_cap - 1) */
+    uint64_t sent_cap;
+    uint64_t sent_lo;           /* lowest pn still in the ring */
+    uint64_t largest_acked_plus1; /* 0 = nothing acked yet */
+    uint64_t bytes_in_flight;
+    uint64_t ack_eliciting_in_flight;
+    uint64_t last_ack_eliciting_sent;
+    uint64_t last_tx_us;
+    crust_send_stream ss[CRUST_NUM_PRIO];
+    uint64_t tx_max_data;       /* peer's flow-control limit */
+    uint64_t tx_data;           /* sum of sent_hi over streams */
+    uint64_t next_msg_id;
+    int want_send_ready, all_acked_armed;
+    uint32_t probes_pending;    /* PTO probe packets to send */
+    int ping_pending;
+    int max_data_pending;
+    int path_challenge_pending, path_response_pending;
+    uint8_t path_challenge[8], path_response[8];
+    uint64_t path_challenge_seq;
+
+    /* recovery (RFC 9002) */
+    uint64_t srtt, rttvar, min_rtt, latest_rtt;
+    int have_rtt;
+    uint64_t loss_time;         /* 0 = unset */
+    uint32_t pto_count;
+    uint64_t delivered, delivered_time, first_sent_time, app_limited_until;
+
+    /* congestion control */
+    const crust_cc_ops *cc;
+    uint64_t cc_state[CRUST_CC_STATE_WORDS];
+    crust_pacer pacer;
+    crust_pmtu pmtu;
+
+    /* receiving */
+    uint64_t rx_largest_plus1;  /* 0 = nothing received */
+    uint64_t replay[CRUST_REPLAY_BITS / 64];
+    crust_rangeset rx_pns;      /* pns to acknowledge */
+    uint64_t rx_largest_time;   /* when the largest pn arrived */
+    uint32_t rx_unacked_eliciting;
+    int ack_pending, ack_immediate;
+    uint64_t ack_deadline;      /* 0 = unset */
+    uint64_t last_rx_us;
+    crust_recv_stream rs[CRUST_NUM_PRIO];
+    uint64_t rx_max_data;       /* limit we advertised */
+    uint64_t rx_consumed;       /* bytes delivered to the application */
+    uint64_t rx_data;           /* sum of hi over streams */
+
+    /* events */
+    crust_event *evq;
+    uint32_t evq_head, evq_n, evq_cap;
+    int path_validated_pending, mtu_event_pending, send_ready_pending, all_acked_pending;
+    int closing_tx_budget;      /* CLOSE replies allowed while closing */
+
+    crust_stats st;
+    uint8_t scratch[CRUST_MAX_PACKET];
+};
+
+/* recovery.c */
+int crust_rec_init(crust_conn *c);
+void crust_rec_free(crust_conn *c);
+crust_sent_pkt *crust_rec_on_sent(crust_conn *c, uint64_t pn);  /* slot for pn */
+int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *ack_frame);
+void crust_rec_on_timeout(crust_conn *c, uint64_t now);
+uint64_t crust_rec_timer(const crust_conn *c);
+uint64_t crust_rec_pto(const crust_conn *c);
+void crust_rec_set_loss_timer(crust_conn *c);
+void crust_cc_env_fill(const crust_conn *c, crust_cc_env *env);
+
+/* pmtu.c */
+void crust_pmtu_init(crust_conn *c);
+uint32_t crust_pmtu_want_probe(const crust_conn *c, uint64_t now); /* size or 0 */
+void crust_pmtu_on_probe_sent(crust_conn *c, uint64_t pn, uint32_t size);
+void crust_pmtu_on_acked(crust_conn *c, uint64_t now, uint64_t pn);
+void crust_pmtu_on_lost(crust_conn *c, uint64_t now, uint64_t pn);
+void crust_pmtu_on_black_hole(crust_conn *c, uint64_t now);
+
+/* pacer.c */
+void crust_pacer_init(crust_pacer *p, uint64_t now, uint64_t burst_bytes);
+/* 1 if a packet of `bytes` may go at now; else 0 and wakeup_us set. */
+int crust_pacer_can_send(crust_pacer *p, uint64_t now, uint64_t rate, uint64_t bytes,
+                         uint64_t burst_bytes);
+void crust_pacer_on_sent(crust_pacer *p, uint64_t bytes);
+
+/* conn.c helpers used by recovery.c */
+void crust_conn_on_stream_acked(crust_conn *c, unsigned prio, uint64_t off, uint64_t len);
+void crust_conn_push_event(crust_conn *c, const crust_event *ev);
+
+#endif

@@ -1,0 +1,304 @@
+/*
+ * crust.h - the public C API of crust's reliable-UDP engine.
+ *
+ * The engine is sans-IO and clock-free: it never touches a socket or reads a
+ * clock. Every entry point that can depend on time takes `now_us`, a
+ * monotonic time in microseconds chosen by the caller (a real clock under a
+ * socket, a virtual one under crust.testing). Times must never go backwards.
+ *
+ * One crust_conn is one end of one connection. The caller:
+ *   - feeds it every datagram addressed to it       (crust_conn_recv)
+ *   - asks it for datagrams to send until it says 0  (crust_conn_poll_transmit)
+ *   - drains its events                              (crust_conn_poll_event)
+ *   - calls crust_conn_handle_timeout at or after crust_conn_next_timeout.
+ *
+ * Wire format of a packet (one UDP payload):
+ *
+ *   byte 0         flags: 0x80 long header (handshake; never parsed here),
+ *                  0x40 fixed bit (must be 1), 0x04 key phase,
+ *                  0x03 packet-number length - 1
+ *   bytes 1..8     destination connection id (CRUST_CID_LEN bytes)
+ *   1-4 bytes      packet number, truncated (RFC 9000 section 17.1)
+ *   rest           AEAD ciphertext of the frames, then the tag.
+ *                  AAD = the header above; nonce = iv XOR packet number.
+ *
+ * Packet numbers are 62-bit, start at 0 and are never reused within a
+ * connection and direction, so a (key, nonce) pair is never reused.
+ *
+ * Frames (QUIC variable-length integers, "varint"), see frame.h:
+ *   PADDING, PING, ACK (with ranges and ack delay), STREAM (one ordered
+ *   byte stream per priority carrying length-prefixed messages), MAX_DATA,
+ *   PATH_CHALLENGE, PATH_RESPONSE, CLOSE.
+ *
+ * Errors are negative CRUST_E* values. No function asserts on input bytes:
+ * bad datagrams are dropped and counted (crust_stats.rx_dropped_*).
+ *
+ * Thread safety: a crust_conn is not thread-safe; callers serialise access
+ * (the Python binding holds the object and releases the GIL around calls).
+ */
+#ifndef CRUST_H
+#define CRUST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CRUST_VERSION_MAJOR 0
+#define CRUST_VERSION_MINOR 1
+
+/* Connection ids have a fixed length so an endpoint can demultiplex short
+ * headers without a length byte. */
+#define CRUST_CID_LEN 8
+/* Priority levels: 0 is the highest. */
+#define CRUST_NUM_PRIO 4
+#define CRUST_KEY_LEN 32
+#define CRUST_IV_LEN 12
+#define CRUST_TAG_LEN 16
+/* Smallest UDP payload every path must carry (as QUIC). */
+#define CRUST_MIN_MTU 1200
+#define CRUST_MAX_MTU 65527
+/* Largest packet the engine ever builds (probing stops here). */
+#define CRUST_MAX_PACKET 1500
+#define CRUST_SHORT_HEADER_MIN (1 + CRUST_CID_LEN + 1)
+
+/* ---- error codes ---------------------------------------------------- */
+enum {
+    CRUST_OK = 0,
+    CRUST_EINVAL = -1,        /* bad argument (message says which, in docs) */
+    CRUST_EWOULDBLOCK = -2,   /* send buffer full: wait for SEND_READY */
+    CRUST_EMSGSIZE = -3,      /* message larger than max_message_size */
+    CRUST_ECLOSED = -4,       /* connection closing or closed */
+    CRUST_ENOMEM = -5,        /* allocation failed or a memory cap hit */
+    CRUST_ENOKEY = -6,        /* no packet keys installed yet */
+    /* crust_conn_recv results: the datagram was dropped (and counted). */
+    CRUST_EDECRYPT = -10,     /* failed authentication */
+    CRUST_EMALFORMED = -11,   /* header or frame did not parse */
+    CRUST_EDUPLICATE = -12,   /* packet number already seen (replay) */
+    CRUST_ETOOOLD = -13,      /* packet number left of the replay window */
+    CRUST_ENOTOURS = -14,     /* long header or wrong connection id */
+    CRUST_EPROTO = -15        /* peer broke the protocol: connection closed */
+};
+
+/* Human-readable name of an error code ("would block", ...). Never NULL. */
+const char *crust_strerror(int err);
+
+/* ---- AEAD function table -------------------------------------------- */
+/*
+ * Packet protection goes through this table so the core needs no crypto
+ * library of its own: the Python layer fills it with pointers taken from
+ * the libsodium inside PyNaCl (libsodium's combined-mode signatures).
+ * seal: c = ciphertext || tag (clen = mlen + 16); c may equal m.
+ * open: returns 0 on success, -1 if the tag does not verify; m may equal c.
+ */
+typedef int (*crust_aead_seal_fn)(unsigned char *c, unsigned long long *clen,
+                                  const unsigned char *m, unsigned long long mlen,
+                                  const unsigned char *ad, unsigned long long adlen,
+                                  const unsigned char *nsec, const unsigned char *npub,
+                                  const unsigned char *k);
+typedef int (*crust_aead_open_fn)(unsigned char *m, unsigned long long *mlen,
+                                  unsigned char *nsec,
+                                  const unsigned char *c, unsigned long long clen,
+                                  const unsigned char *ad, unsigned long long adlen,
+                                  const unsigned char *npub, const unsigned char *k);
+
+typedef enum {
+    CRUST_AEAD_NULL = 0,               /* no confidentiality: tests/benchmarks */
+    CRUST_AEAD_CHACHA20_POLY1305 = 1,
+    CRUST_AEAD_AES256_GCM = 2,
+    CRUST_AEAD_COUNT = 3
+} crust_aead_id;
+
+/* Register the libsodium functions for an AEAD. Call once at start-up,
+ * before any connection uses that AEAD. The null AEAD is built in and
+ * cannot be replaced. Returns CRUST_EINVAL for a bad id or NULL pointer. */
+int crust_aead_register(crust_aead_id id, crust_aead_seal_fn seal,
+                        crust_aead_open_fn open);
+/* 1 when the AEAD can be used (registered, or the built-in null one). */
+int crust_aead_available(crust_aead_id id);
+
+/* ---- configuration ---------------------------------------------------- */
+typedef enum { CRUST_CC_BBR = 0, CRUST_CC_CUBIC = 1, CRUST_CC_COUNT = 2 } crust_cc_id;
+
+/* Tunables with their defaults (crust_config_default). Sizes in bytes,
+ * times in microseconds. */
+typedef struct crust_config {
+    uint64_t max_message_size;   /* 8 MiB: larger messages are refused     */
+    uint64_t send_buffer;        /* 16 MiB: queued + unacked bytes cap     */
+    uint64_t recv_window;        /* 16 MiB: connection flow-control window */
+    uint32_t initial_mtu;        /* 1200: UDP payload bytes we start with  */
+    uint32_t max_mtu;            /* 1472: probing goes no higher           */
+    uint32_t ack_frequency;      /* 2: ack every N ack-eliciting packets   */
+    uint32_t max_ack_delay_us;   /* 25 ms                                  */
+    uint64_t initial_rtt_us;     /* 333 ms (RFC 9002)                      */
+    uint64_t idle_timeout_us;    /* 60 s without hearing from the peer     */
+    uint64_t keepalive_us;       /* 20 s: PING when nothing else was sent  */
+    uint64_t drop_deadline_us;   /* 60 s: unsent messages of priority      */
+    uint32_t drop_min_prio;      /*   >= 2 older than this are dropped     */
+    uint32_t cc;                 /* crust_cc_id, BBR                        */
+    uint32_t pacing;             /* 1: pace transmissions                  */
+    uint32_t initial_cwnd_pkts;  /* 10                                     */
+} crust_config;
+
+void crust_config_default(crust_config *cfg);
+/* CRUST_OK, or CRUST_EINVAL with *field set to the offending field name. */
+int crust_config_validate(const crust_config *cfg, const char **field);
+
+/* ---- events ----------------------------------------------------------- */
+typedef enum {
+    CRUST_EV_NONE = 0,
+    /* A whole message is ready: prio, len. Read it with
+     * crust_conn_read_message before polling again; until then the same
+     * event is returned. */
+    CRUST_EV_MESSAGE = 1,
+    /* An unsent message waited past drop_deadline_us and was discarded:
+     * prio, len, msg_id (as returned by crust_conn_send). */
+    CRUST_EV_MESSAGE_DROPPED = 2,
+    /* The send buffer has room again after a CRUST_EWOULDBLOCK. */
+    CRUST_EV_SEND_READY = 3,
+    /* A PATH_CHALLENGE we sent was answered (crust_conn_probe_path). */
+    CRUST_EV_PATH_VALIDATED = 4,
+    /* The path MTU changed: len = new UDP payload size. */
+    CRUST_EV_MTU = 5,
+    /* Every message queued so far has been acknowledged. */
+    CRUST_EV_ALL_ACKED = 6,
+    /* The connection ended: reason (crust_close_reason), code. Final. */
+    CRUST_EV_CLOSED = 7
+} crust_event_type;
+
+typedef enum {
+    CRUST_CLOSE_LOCAL = 1,       /* crust_conn_close was called            */
+    CRUST_CLOSE_REMOTE = 2,      /* the peer sent CLOSE                    */
+    CRUST_CLOSE_IDLE = 3,        /* nothing heard for idle_timeout_us      */
+    CRUST_CLOSE_PROTOCOL = 4     /* the peer broke the protocol            */
+} crust_close_reason;
+
+typedef struct crust_event {
+    uint32_t type;     /* crust_event_type */
+    uint32_t prio;
+    uint64_t len;
+    uint64_t msg_id;
+    uint32_t reason;   /* crust_close_reason for CLOSED */
+    uint64_t code;     /* application close code for CLOSED */
+} crust_event;
+
+/* ---- statistics --------------------------------------------------------- */
+typedef struct crust_stats {
+    uint64_t srtt_us, rttvar_us, min_rtt_us, latest_rtt_us;
+    uint64_t cwnd, bytes_in_flight, pacing_rate;  /* bytes, bytes/s */
+    uint64_t tx_packets, tx_bytes, rx_packets, rx_bytes;
+    uint64_t tx_msgs, rx_msgs, tx_msg_bytes, rx_msg_bytes;
+    uint64_t lost_packets, retransmitted_bytes, spurious_losses;
+    uint64_t pto_count, persistent_congestion;
+    uint64_t rx_dropped_decrypt, rx_dropped_malformed, rx_dropped_duplicate,
+             rx_dropped_old, rx_dropped_notours;
+    uint64_t dropped_msgs;          /* stale low-priority messages */
+    uint64_t send_buffered, recv_buffered;   /* bytes held now */
+    uint64_t send_buffer_peak, recv_buffer_peak;
+    uint32_t mtu;
+    uint32_t key_phase;
+    uint32_t cc;                    /* crust_cc_id in use */
+    uint32_t state;                 /* 0 open, 1 closing, 2 draining, 3 closed */
+} crust_stats;
+
+/* ---- connections -------------------------------------------------------- */
+typedef struct crust_conn crust_conn;
+
+/* Create a connection end. local_cid is the id the peer puts in packets to
+ * us, remote_cid the one we put in packets to the peer. cfg is copied;
+ * NULL means defaults. Returns NULL if cfg is invalid or memory is short. */
+crust_conn *crust_conn_new(const crust_config *cfg,
+                           const uint8_t local_cid[CRUST_CID_LEN],
+                           const uint8_t remote_cid[CRUST_CID_LEN],
+                           uint64_t now_us);
+void crust_conn_free(crust_conn *c);
+
+/* Install packet keys for key phase `phase` (0 or 1). The first call
+ * (phase 0) makes the connection usable; a later call for the other phase
+ * prepares a key update, which starts with crust_conn_update_keys. */
+int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
+                        const uint8_t tx_key[CRUST_KEY_LEN],
+                        const uint8_t tx_iv[CRUST_IV_LEN],
+                        const uint8_t rx_key[CRUST_KEY_LEN],
+                        const uint8_t rx_iv[CRUST_IV_LEN]);
+/* Start sending with the other key phase (whose keys must be installed).
+ * The old receive keys stay usable for packets still in flight. */
+int crust_conn_update_keys(crust_conn *c, uint64_t now_us);
+
+/* Queue one message. The bytes are copied into the connection's send
+ * buffer, so the caller's buffer is free on return. Returns CRUST_OK and
+ * sets *msg_id (may be NULL), or CRUST_EWOULDBLOCK (buffer full: retry after
+ * CRUST_EV_SEND_READY), CRUST_EMSGSIZE, CRUST_EINVAL (prio), CRUST_ECLOSED.
+ * A message of any allowed size is accepted when nothing is queued, so
+ * max_message_size never deadlocks against send_buffer. */
+int crust_conn_send(crust_conn *c, uint64_t now_us, const uint8_t *msg,
+                    size_t len, unsigned prio, uint64_t *msg_id);
+/* Bytes crust_conn_send would accept right now. */
+uint64_t crust_conn_send_capacity(const crust_conn *c);
+
+/* Process one received datagram. Returns CRUST_OK, or a negative code saying
+ * why the datagram was dropped (always counted; never answered). */
+int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt,
+                    size_t len);
+
+/* Build the next datagram into out (cap >= the current MTU, at most
+ * CRUST_MAX_PACKET is ever written). Returns its length, or 0 when there is
+ * nothing to send now (pacing, congestion window, or nothing queued). */
+size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now_us, uint8_t *out,
+                                size_t cap);
+
+/* Pop the next event into *ev; returns 1, or 0 when there is none. */
+int crust_conn_poll_event(crust_conn *c, crust_event *ev);
+
+/* Copy the message announced by the last CRUST_EV_MESSAGE of priority prio
+ * into buf (cap >= its len) and release it. Returns its length, or a
+ * negative error (CRUST_EINVAL when no message of that priority is ready or
+ * cap is too small). */
+int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf,
+                                size_t cap);
+
+/* Earliest time at which crust_conn_handle_timeout must be called;
+ * UINT64_MAX when no timer is armed. */
+uint64_t crust_conn_next_timeout(const crust_conn *c);
+/* Run the timers that are due at now_us (loss detection, PTO, delayed ACK,
+ * keepalive, idle, close). Harmless when called early. */
+void crust_conn_handle_timeout(crust_conn *c, uint64_t now_us);
+
+/* Close. graceful=1 first delivers every queued message, then sends CLOSE;
+ * graceful=0 sends CLOSE at once and discards queued data. `code` is an
+ * application code the peer sees in its CLOSED event. */
+int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
+                     int graceful);
+
+/* Queue a PATH_CHALLENGE; CRUST_EV_PATH_VALIDATED follows when answered.
+ * The endpoint calls this after a peer's address changed. */
+int crust_conn_probe_path(crust_conn *c, uint64_t now_us);
+
+void crust_conn_get_stats(const crust_conn *c, crust_stats *st);
+/* Bytes of heap the connection holds now (structs and buffers). */
+size_t crust_conn_memory(const crust_conn *c);
+/* 1 once CRUST_EV_CLOSED has been produced and the draining period ended:
+ * the caller may free the connection. */
+int crust_conn_is_closed(const crust_conn *c);
+
+/* Extract the destination connection id of a short-header packet (for an
+ * endpoint's demultiplexer). Returns 0 and fills cid, or CRUST_ENOTOURS. */
+int crust_packet_cid(const uint8_t *pkt, size_t len,
+                     uint8_t cid[CRUST_CID_LEN]);
+
+/* ---- benchmark helpers (no clocks in the engine; these use one) --------- */
+/* Move `bytes` of messages of size msg_len from a to b over a perfect
+ * in-memory link, driving both ends; returns packets carried a->b, or a
+ * negative error. *elapsed_ns gets the wall time. */
+int64_t crust_bench_pair(crust_conn *a, crust_conn *b, uint64_t bytes,
+                         size_t msg_len, uint64_t *elapsed_ns);
+/* Seal and open `count` packets of pkt_len bytes with the AEAD alone. */
+int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
+                         uint64_t *elapsed_ns);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CRUST_H */

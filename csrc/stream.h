@@ -1,0 +1,94 @@
+/*
+ * stream.h - the per-priority byte streams that carry messages (internal).
+ *
+ * Each priority level is one ordered byte stream; a message is a varint
+ * length then its bytes. Both directions keep the stream bytes in a ring
+ * buffer indexed by stream offset (offset & (cap - 1)), grown by doubling,
+ * so the hot path never allocates and a retransmission is a copy from the
+ * ring. Memory is bounded by the connection's send buffer and flow-control
+ * window (conn.c enforces both).
+ */
+#ifndef CRUST_STREAM_H
+#define CRUST_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ranges.h"
+
+/* A queued message that no byte of has been sent yet: it may still be
+ * dropped when it goes stale (low priorities only). */
+typedef struct crust_pending_msg {
+    uint64_t id;
+    uint64_t start, end;   /* stream offsets, header included */
+    uint64_t queued_us;
+    uint64_t body_len;
+} crust_pending_msg;
+
+typedef struct crust_send_stream {
+    uint8_t *buf;
+    uint64_t cap;          /* power of two, or 0 before first use */
+    uint64_t base;         /* every byte below is acknowledged */
+    uint64_t sent_hi;      /* every byte below was sent at least once */
+    uint64_t end;          /* offset after the last queued byte */
+    crust_rangeset acked;  /* acknowledged ranges above base */
+    crust_rangeset lost;   /* ranges to send again, below sent_hi */
+    crust_pending_msg *pend; /* ring of unsent droppable messages */
+    uint32_t pend_head, pend_n, pend_cap;
+} crust_send_stream;
+
+typedef struct crust_recv_stream {
+    uint8_t *buf;
+    uint64_t cap;
+    uint64_t read;         /* next undelivered byte (a message header) */
+    uint64_t contig;       /* every byte below was received */
+    uint64_t hi;           /* highest received offset + 1 */
+    crust_rangeset ooo;    /* received ranges above contig */
+} crust_recv_stream;
+
+void crust_send_stream_init(crust_send_stream *s);
+void crust_send_stream_free(crust_send_stream *s);
+/* Append a message (header + body); `track` keeps a pending record so the
+ * message can be dropped while unsent. CRUST_ENOMEM on allocation failure. */
+int crust_send_stream_push(crust_send_stream *s, const uint8_t *msg, size_t len, uint64_t id,
+                           uint64_t now_us, int track);
+/* Copy stream bytes [off, off+n) (all below end and >= base) into dst. */
+void crust_send_stream_copy(const crust_send_stream *s, uint64_t off, size_t n, uint8_t *dst);
+/* Mark [off, off+n) acknowledged; advances base. Returns bytes freed. */
+uint64_t crust_send_stream_ack(crust_send_stream *s, uint64_t off, uint64_t n);
+/* Mark [off, off+n) lost: what is not yet acknowledged is queued again. */
+int crust_send_stream_lose(crust_send_stream *s, uint64_t off, uint64_t n);
+/* Forget pending records of messages whose first byte went out. */
+void crust_send_stream_sent(crust_send_stream *s);
+/* The oldest still-unsent droppable message, or NULL. */
+const crust_pending_msg *crust_send_stream_oldest_pending(const crust_send_stream *s);
+/* Remove the oldest pending message's bytes (it must start at sent_hi).
+ * Returns its body length. */
+uint64_t crust_send_stream_drop_oldest(crust_send_stream *s);
+static inline uint64_t crust_send_stream_buffered(const crust_send_stream *s)
+{
+    return s->end - s->base;
+}
+static inline int crust_send_stream_has_data(const crust_send_stream *s)
+{
+    return s->sent_hi < s->end || !crust_rs_empty(&s->lost);
+}
+size_t crust_send_stream_memory(const crust_send_stream *s);
+
+void crust_recv_stream_init(crust_recv_stream *s);
+void crust_recv_stream_free(crust_recv_stream *s);
+/* Store received bytes at offset off. Duplicates are harmless. */
+int crust_recv_stream_write(crust_recv_stream *s, uint64_t off, const uint8_t *data, size_t n);
+/* If a whole message is ready: returns 1 and sets *len (body) and *hdr.
+ * Returns 0 if not yet, CRUST_EMSGSIZE if its length exceeds max. */
+int crust_recv_stream_peek(const crust_recv_stream *s, uint64_t max, uint64_t *len,
+                           uint64_t *hdr);
+/* Copy the ready message body into dst and consume it (header too). */
+void crust_recv_stream_consume(crust_recv_stream *s, uint64_t hdr, uint64_t len, uint8_t *dst);
+static inline uint64_t crust_recv_stream_buffered(const crust_recv_stream *s)
+{
+    return s->hi - s->read;
+}
+size_t crust_recv_stream_memory(const crust_recv_stream *s);
+
+#endif

@@ -1,0 +1,345 @@
+/*
+ * test_engine.c - two engine ends over a tiny in-memory lossy link with a
+ * virtual clock: every message arrives exactly once, in order per priority,
+ * byte-exact; replayed, corrupted and truncated packets are dropped and
+ * counted; close, idle timeout and stale-message drops behave.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "crust.h"
+
+#define MAXQ 65536
+
+typedef struct pkt {
+    uint64_t at;
+    size_t len;
+    uint8_t data[CRUST_MAX_PACKET];
+} pkt;
+
+typedef struct link {
+    pkt *q;
+    size_t n;
+    uint64_t delay_us;
+    unsigned loss_pct, dup_pct, reorder_pct, corrupt_pct;
+    uint64_t busy_until, per_byte_ns; /* bandwidth as ns per byte */
+} link;
+
+static uint64_t rng = 88172645463325252ull;
+static unsigned rnd(unsigned n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (unsigned)(rng % n);
+}
+
+static void link_push(link *l, uint64_t now, const uint8_t *d, size_t len)
+{
+    if (rnd(100) < l->loss_pct || l->n >= MAXQ - 2)
+        return;
+    uint64_t start = now > l->busy_until ? now : l->busy_until;
+    l->busy_until = start + (len * l->per_byte_ns) / 1000;
+    uint64_t at = l->busy_until + l->delay_us;
+    if (rnd(100) < l->reorder_pct)
+        at += l->delay_us / 2 + 1;
+    int copies = rnd(100) < l->dup_pct ? 2 : 1;
+    for (int i = 0; i < copies; i++) {
+        pkt *p = &l->q[l->n++];
+        p->at = at + (uint64_t)i;
+        p->len = len;
+        memcpy(p->data, d, len);
+        if (rnd(100) < l->corrupt_pct)
+            p->data[rnd((unsigned)len)] ^= (uint8_t)(1u << rnd(8));
+    }
+}
+
+/* Pop the earliest packet due at or before now. */
+static int link_pop(link *l, uint64_t now, pkt *out)
+{
+    size_t best = l->n;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->q[i].at <= now && (best == l->n || l->q[i].at < l->q[best].at))
+            best = i;
+    if (best == l->n)
+        return 0;
+    *out = l->q[best];
+    l->q[best] = l->q[--l->n];
+    return 1;
+}
+
+static uint64_t link_next(const link *l)
+{
+    uint64_t t = UINT64_MAX;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->q[i].at < t)
+            t = l->q[i].at;
+    return t;
+}
+
+static void setup(crust_conn **a, crust_conn **b, const crust_config *cfg, crust_aead_id aead)
+{
+    uint8_t ca[8] = {1, 1, 1, 1, 1, 1, 1, 1}, cb[8] = {2, 2, 2, 2, 2, 2, 2, 2};
+    uint8_t k1[32], k2[32], iv1[12], iv2[12];
+    memset(k1, 1, 32);
+    memset(k2, 2, 32);
+    memset(iv1, 3, 12);
+    memset(iv2, 4, 12);
+    *a = crust_conn_new(cfg, ca, cb, 0);
+    *b = crust_conn_new(cfg, cb, ca, 0);
+    CHECK(*a && *b);
+    CHECK(crust_conn_set_keys(*a, 0, aead, k1, iv1, k2, iv2) == CRUST_OK);
+    CHECK(crust_conn_set_keys(*b, 0, aead, k2, iv2, k1, iv1) == CRUST_OK);
+}
+
+/* Message i of priority p: length and content derived from (p, i). */
+static size_t msg_len(unsigned p, unsigned i) { return 1 + (size_t)((i * 7919u + p * 31u) % 5000u); }
+static uint8_t msg_byte(unsigned p, unsigned i, size_t k) { return (uint8_t)(p * 17 + i * 3 + k); }
+
+typedef struct run_result {
+    unsigned got[CRUST_NUM_PRIO];
+    int bad;
+    uint64_t end_time;
+} run_result;
+
+static run_result transfer(const crust_config *cfg, link *ab, link *ba, unsigned nmsg,
+                           uint64_t limit_us)
+{
+    crust_conn *a, *b;
+    setup(&a, &b, cfg, CRUST_AEAD_NULL);
+    run_result res;
+    memset(&res, 0, sizeof res);
+    unsigned next[CRUST_NUM_PRIO] = {0};
+    static uint8_t buf[1 << 16];
+    uint64_t now = 0;
+    while (now < limit_us) {
+        for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+            while (next[p] < nmsg) {
+                size_t len = msg_len(p, next[p]);
+                for (size_t k = 0; k < len; k++)
+                    buf[k] = msg_byte(p, next[p], k);
+                if (crust_conn_send(a, now, buf, len, p, NULL) != CRUST_OK)
+                    break;
+                next[p]++;
+            }
+        uint8_t out[CRUST_MAX_PACKET];
+        size_t n;
+        while ((n = crust_conn_poll_transmit(a, now, out, sizeof out)))
+            link_push(ab, now, out, n);
+        while ((n = crust_conn_poll_transmit(b, now, out, sizeof out)))
+            link_push(ba, now, out, n);
+        pkt p;
+        while (link_pop(ab, now, &p))
+            crust_conn_recv(b, now, p.data, p.len);
+        while (link_pop(ba, now, &p))
+            crust_conn_recv(a, now, p.data, p.len);
+        crust_event ev;
+        while (crust_conn_poll_event(b, &ev)) {
+            if (ev.type != CRUST_EV_MESSAGE)
+                continue;
+            int64_t m = crust_conn_read_message(b, ev.prio, buf, sizeof buf);
+            unsigned i = res.got[ev.prio]++;
+            if (m != (int64_t)msg_len(ev.prio, i)) {
+                res.bad++;
+                continue;
+            }
+            for (int64_t k = 0; k < m; k++)
+                if (buf[k] != msg_byte(ev.prio, i, (size_t)k)) {
+                    res.bad++;
+                    break;
+                }
+        }
+        while (crust_conn_poll_event(a, &ev)) {
+        }
+        unsigned done = 0;
+        for (unsigned q = 0; q < CRUST_NUM_PRIO; q++)
+            done += res.got[q] == nmsg;
+        if (done == CRUST_NUM_PRIO)
+            break;
+        while ((n = crust_conn_poll_transmit(a, now, out, sizeof out)))
+            link_push(ab, now, out, n);
+        while ((n = crust_conn_poll_transmit(b, now, out, sizeof out)))
+            link_push(ba, now, out, n);
+        uint64_t t = crust_conn_next_timeout(a);
+        uint64_t tb = crust_conn_next_timeout(b);
+        if (tb < t)
+            t = tb;
+        uint64_t tl = link_next(ab), tl2 = link_next(ba);
+        if (tl < t)
+            t = tl;
+        if (tl2 < t)
+            t = tl2;
+        if (t <= now)
+            t = now + 1;
+        now = t;
+        if (crust_conn_next_timeout(a) <= now)
+            crust_conn_handle_timeout(a, now);
+        if (crust_conn_next_timeout(b) <= now)
+            crust_conn_handle_timeout(b, now);
+    }
+    res.end_time = now;
+    crust_conn_free(a);
+    crust_conn_free(b);
+    return res;
+}
+
+static void test_transfer(unsigned loss, unsigned dup, unsigned reorder, unsigned corrupt)
+{
+    crust_config cfg;
+    crust_config_default(&cfg);
+    cfg.idle_timeout_us = 0;
+    cfg.keepalive_us = 0;
+    link ab = {calloc(MAXQ, sizeof(pkt)), 0, 20000, loss, dup, reorder, corrupt, 0, 800};
+    link ba = {calloc(MAXQ, sizeof(pkt)), 0, 20000, loss, dup, reorder, corrupt, 0, 800};
+    run_result r = transfer(&cfg, &ab, &ba, 200, 600000000ull);
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        CHECK(r.got[p] == 200);
+    CHECK(r.bad == 0);
+    if (getenv("VERBOSE") || r.got[3] != 200)
+        fprintf(stderr, "  loss=%u dup=%u reorder=%u corrupt=%u got %u %u %u %u at t=%llu\n", loss,
+                dup, reorder, corrupt, r.got[0], r.got[1], r.got[2], r.got[3],
+                (unsigned long long)r.end_time);
+    free(ab.q);
+    free(ba.q);
+}
+
+static void test_replay_and_junk(void)
+{
+    crust_conn *a, *b;
+    setup(&a, &b, NULL, CRUST_AEAD_NULL);
+    CHECK(crust_conn_send(a, 0, (const uint8_t *)"hello", 5, 0, NULL) == CRUST_OK);
+    uint8_t out[CRUST_MAX_PACKET];
+    size_t n = crust_conn_poll_transmit(a, 0, out, sizeof out);
+    CHECK(n > 0);
+    uint8_t copy[CRUST_MAX_PACKET];
+    memcpy(copy, out, n);
+    /* Corrupt each byte in turn: always rejected. */
+    for (size_t i = 0; i < n; i++) {
+        copy[i] ^= 0x10;
+        CHECK(crust_conn_recv(b, 1, copy, n) < 0);
+        copy[i] ^= 0x10;
+    }
+    for (size_t k = 0; k < n; k++)
+        CHECK(crust_conn_recv(b, 1, copy, k) < 0); /* truncations */
+    CHECK(crust_conn_recv(b, 1, out, n) == CRUST_OK);
+    CHECK(crust_conn_recv(b, 1, out, n) == CRUST_EDUPLICATE);
+    crust_event ev;
+    CHECK(crust_conn_poll_event(b, &ev) && ev.type == CRUST_EV_MESSAGE && ev.len == 5);
+    uint8_t m[8];
+    CHECK(crust_conn_read_message(b, 0, m, sizeof m) == 5 && memcmp(m, "hello", 5) == 0);
+    CHECK(!crust_conn_poll_event(b, &ev));
+    /* Random junk: dropped, counted, never delivered. */
+    for (int i = 0; i < 100000; i++) {
+        uint8_t j[256];
+        size_t len = rnd(256);
+        for (size_t k = 0; k < len; k++)
+            j[k] = (uint8_t)rnd(256);
+        if (len > 9 && rnd(2)) {
+            j[0] = 0x40 | (j[0] & 0x07);
+            memcpy(j + 1, (uint8_t[8]){2, 2, 2, 2, 2, 2, 2, 2}, 8); /* right cid */
+        }
+        CHECK(crust_conn_recv(b, 2, j, len) < 0);
+    }
+    CHECK(!crust_conn_poll_event(b, &ev));
+    crust_stats st;
+    crust_conn_get_stats(b, &st);
+    CHECK(st.rx_dropped_decrypt + st.rx_dropped_malformed + st.rx_dropped_notours +
+              st.rx_dropped_duplicate + st.rx_dropped_old >= 100000);
+    CHECK(st.rx_msgs == 1);
+    crust_conn_free(a);
+    crust_conn_free(b);
+}
+
+static void test_stale_drop_and_close(void)
+{
+    crust_config cfg;
+    crust_config_default(&cfg);
+    cfg.drop_deadline_us = 1000000;
+    crust_conn *a, *b;
+    setup(&a, &b, &cfg, CRUST_AEAD_NULL);
+    uint64_t id0 = 0, id1 = 0;
+    CHECK(crust_conn_send(a, 0, (const uint8_t *)"stale", 5, 3, &id0) == CRUST_OK);
+    CHECK(crust_conn_send(a, 0, (const uint8_t *)"keep", 4, 1, &id1) == CRUST_OK);
+    CHECK(crust_conn_next_timeout(a) <= 1000000);
+    crust_conn_handle_timeout(a, 2000000);
+    crust_event ev;
+    int dropped = 0;
+    while (crust_conn_poll_event(a, &ev))
+        if (ev.type == CRUST_EV_MESSAGE_DROPPED && ev.msg_id == id0 && ev.len == 5 && ev.prio == 3)
+            dropped++;
+    CHECK(dropped == 1);
+    uint8_t out[CRUST_MAX_PACKET];
+    size_t n;
+    while ((n = crust_conn_poll_transmit(a, 2000000, out, sizeof out)))
+        crust_conn_recv(b, 2000000, out, n);
+    int got = 0;
+    while (crust_conn_poll_event(b, &ev))
+        if (ev.type == CRUST_EV_MESSAGE) {
+            uint8_t m[8];
+            CHECK(ev.prio == 1 && crust_conn_read_message(b, ev.prio, m, 8) == 4);
+            got++;
+        }
+    CHECK(got == 1);
+    /* Abrupt close: the peer sees CLOSED with our code. */
+    CHECK(crust_conn_close(a, 2000000, 42, 0) == CRUST_OK);
+    CHECK(crust_conn_send(a, 2000000, out, 1, 0, NULL) == CRUST_ECLOSED);
+    while ((n = crust_conn_poll_transmit(a, 2000001, out, sizeof out)))
+        crust_conn_recv(b, 2000001, out, n);
+    int closed = 0;
+    while (crust_conn_poll_event(b, &ev))
+        if (ev.type == CRUST_EV_CLOSED && ev.reason == CRUST_CLOSE_REMOTE && ev.code == 42)
+            closed++;
+    CHECK(closed == 1);
+    crust_conn_handle_timeout(b, crust_conn_next_timeout(b));
+    CHECK(crust_conn_is_closed(b));
+    /* Idle timeout on a. */
+    crust_conn_handle_timeout(a, crust_conn_next_timeout(a));
+    CHECK(crust_conn_is_closed(a));
+    crust_conn_free(a);
+    crust_conn_free(b);
+
+    /* Idle timeout when the peer vanishes. */
+    setup(&a, &b, NULL, CRUST_AEAD_NULL);
+    uint64_t t = 0;
+    for (int i = 0; i < 100 && !crust_conn_is_closed(a); i++) {
+        t = crust_conn_next_timeout(a);
+        crust_conn_handle_timeout(a, t);
+        while (crust_conn_poll_transmit(a, t, out, sizeof out)) {
+        }
+    }
+    CHECK(crust_conn_is_closed(a) && t == 60000000);
+    int idle = 0;
+    while (crust_conn_poll_event(a, &ev))
+        idle += ev.type == CRUST_EV_CLOSED && ev.reason == CRUST_CLOSE_IDLE;
+    CHECK(idle == 1);
+    crust_conn_free(a);
+    crust_conn_free(b);
+}
+
+static void test_config(void)
+{
+    crust_config cfg;
+    const char *field = NULL;
+    crust_config_default(&cfg);
+    CHECK(crust_config_validate(&cfg, &field) == CRUST_OK);
+    cfg.recv_window = cfg.max_message_size;
+    CHECK(crust_config_validate(&cfg, &field) == CRUST_EINVAL && strcmp(field, "recv_window") == 0);
+    crust_config_default(&cfg);
+    cfg.initial_mtu = 1000;
+    CHECK(crust_config_validate(&cfg, &field) == CRUST_EINVAL && strcmp(field, "initial_mtu") == 0);
+    uint8_t cid[8] = {0};
+    CHECK(crust_conn_new(&cfg, cid, cid, 0) == NULL);
+}
+
+int main(void)
+{
+    test_config();
+    test_replay_and_junk();
+    test_stale_drop_and_close();
+    test_transfer(0, 0, 0, 0);
+    test_transfer(10, 0, 0, 0);
+    test_transfer(5, 5, 10, 5);
+    test_transfer(30, 10, 20, 2);
+    return check_summary();
+}
