@@ -45,7 +45,7 @@ void crust_config_default(crust_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->max_message_size = 8u << 20;
     cfg->send_buffer = 16u << 20;
-    cfg->recv_window = 16u << 20;
+    cfg->recv_window = 34u << 20;
     cfg->initial_mtu = CRUST_MIN_MTU;
     cfg->max_mtu = 1472;
     cfg->ack_frequency = 2;
@@ -72,13 +72,15 @@ int crust_config_validate(const crust_config *cfg, const char **field)
         BAD("max_message_size");
     if (cfg->send_buffer < 65536 || cfg->send_buffer > (UINT64_C(1) << 40))
         BAD("send_buffer");
-    /* A whole message must fit the window or it could never complete. */
+    /* Each priority's stream may hold one partly received message; the
+     * window must fit one whole message per priority, or the streams could
+     * fill it with halves and none ever complete (a deadlock). */
     if (cfg->recv_window < CRUST_INITIAL_MAX_DATA || cfg->recv_window > (UINT64_C(1) << 40) ||
-        cfg->recv_window < cfg->max_message_size + 8)
+        cfg->recv_window < CRUST_NUM_PRIO * (cfg->max_message_size + 8))
         BAD("recv_window");
     if (cfg->max_mtu < CRUST_MIN_MTU || cfg->max_mtu > CRUST_MAX_PACKET)
         BAD("max_mtu");
-    if (cfg->initial_mtu < CRUST_MIN_MTU || cfg->initial_mtu > cfg->max_mtu)
+    if (cfg->initial_mtu < CRUST_FLOOR_MTU || cfg->initial_mtu > cfg->max_mtu)
         BAD("initial_mtu");
     if (cfg->ack_frequency < 1 || cfg->ack_frequency > 1000)
         BAD("ack_frequency");
@@ -333,7 +335,9 @@ static uint64_t stale_deadline(const crust_conn *c)
         return t;
     for (unsigned p = c->cfg.drop_min_prio; p < CRUST_NUM_PRIO; p++) {
         const crust_pending_msg *m = crust_send_stream_oldest_pending(&c->ss[p]);
-        if (m && m->queued_us + c->cfg.drop_deadline_us < t)
+        /* Only a message at the head of the unsent bytes can be dropped;
+         * one behind a partly sent message is checked when it gets there. */
+        if (m && m->start == c->ss[p].sent_hi && m->queued_us + c->cfg.drop_deadline_us < t)
             t = m->queued_us + c->cfg.drop_deadline_us;
     }
     return t;
@@ -665,6 +669,13 @@ static void put_ack(crust_conn *c, builder *b, uint64_t now)
     uint32_t count = r->n - 1;
     if (count > CRUST_ACK_RANGES_SENT - 1)
         count = CRUST_ACK_RANGES_SENT - 1;
+    /* Report fewer ranges when the packet is small (8 bytes per range at
+     * most, 32 for the frame's fixed part). */
+    size_t room = b->cap - b->len;
+    if (room < 40)
+        return;
+    if ((size_t)count * 16 + 40 > room)
+        count = (uint32_t)((room - 40) / 16);
     tmp[n++] = CRUST_FT_ACK;
     n += crust_varint_put(tmp + n, largest);
     n += crust_varint_put(tmp + n, delay >> CRUST_ACK_DELAY_EXP);
@@ -677,8 +688,6 @@ static void put_ack(crust_conn *c, builder *b, uint64_t now)
         n += crust_varint_put(tmp + n, g->hi - 1 - g->lo);
         prev_lo = g->lo;
     }
-    if (n > b->cap - b->len)
-        return; /* cannot happen with cap >= 1200; keeps the invariant local */
     memcpy(b->p + b->len, tmp, n);
     b->len += n;
     b->info.flags |= SP_HAS_ACK;
@@ -867,6 +876,10 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     crust_cc_env env;
     crust_cc_env_fill(c, &env);
     uint64_t cwnd = c->cc->cwnd(c->cc_state);
+    /* A controller's floor was computed for the MTU of its time; the path
+     * MTU may have grown since, and a window below one packet would stall. */
+    if (cwnd < CRUST_CC_MIN_CWND(c->mtu))
+        cwnd = CRUST_CC_MIN_CWND(c->mtu);
     int cwnd_ok = probe || c->bytes_in_flight + c->mtu <= cwnd;
     int want_elicit = has_stream_data(c) || has_control(c) || probe;
     uint32_t mtu_probe = cwnd_ok ? crust_pmtu_want_probe(c, now) : 0;
@@ -874,7 +887,15 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         mtu_probe = 0;
     int may_elicit = 0;
     if (cwnd_ok && (want_elicit || mtu_probe)) {
-        uint64_t rate = c->cfg.pacing ? c->cc->pacing_rate(c->cc_state, &env) : 0;
+        uint64_t rate = 0;
+        if (c->cfg.pacing) {
+            /* Never pace slower than the minimum window per RTT: a model fed
+             * only tiny samples must not starve the connection. */
+            uint64_t floor = CRUST_CC_MIN_CWND(c->mtu) * 1000000u / (c->srtt ? c->srtt : 1);
+            rate = c->cc->pacing_rate(c->cc_state, &env);
+            if (rate < floor)
+                rate = floor;
+        }
         may_elicit = probe || crust_pacer_can_send(&c->pacer, now, rate, c->mtu,
                                                    pacing_burst(c, rate));
     }
@@ -906,8 +927,13 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     if (c->ack_pending && (ack_due || (may_elicit && want_elicit)))
         put_ack(c, &b, now);
     if (may_elicit && want_elicit) {
-        put_control(c, &b);
-        put_streams(c, &b);
+        /* On repeated PTOs the last probe is a bare PING: if only small
+         * packets get through, its ACK reveals a PMTU black hole. */
+        int bare = probe && c->probes_pending == 1 && c->pto_count >= 2;
+        if (!bare) {
+            put_control(c, &b);
+            put_streams(c, &b);
+        }
         if (!b.eliciting && (c->ping_pending || probe)) {
             b.p[b.len++] = CRUST_FT_PING;
             b.eliciting = 1;
@@ -941,7 +967,7 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
         t = min64(t, c->last_ack_eliciting_sent + c->cfg.keepalive_us);
     if (c->pacer.wakeup_us && has_stream_data(c))
         t = min64(t, c->pacer.wakeup_us);
-    if (c->pmtu.next_probe_us && c->pmtu.high >= c->pmtu.low + 16 && !c->pmtu.probe_size)
+    if (c->pmtu.next_probe_us)
         t = min64(t, c->pmtu.next_probe_us);
     return min64(t, stale_deadline(c));
 }
@@ -966,6 +992,10 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         c->ping_pending = 1;
     if (c->pacer.wakeup_us && now >= c->pacer.wakeup_us)
         c->pacer.wakeup_us = 0;
+    /* A due search restarts: from now on a probe goes when the window and
+     * an RTT sample allow, which needs no timer of its own. */
+    if (c->pmtu.next_probe_us && now >= c->pmtu.next_probe_us)
+        c->pmtu.next_probe_us = 0;
     drop_stale(c, now);
 }
 

@@ -53,7 +53,14 @@ typedef struct crust_pmtu {
     uint32_t fails;             /* consecutive losses of probes of probe_size */
     uint32_t bisect;            /* 0: try `high` first; 1: bisect */
     uint64_t next_probe_us;     /* earliest time for the next probe */
+    uint32_t large_lost;        /* packets > CRUST_FLOOR_MTU lost since one
+                                   was acknowledged */
+    uint32_t small_acked;       /* a small packet was acknowledged since */
 } crust_pmtu;
+
+/* Large packets lost in a row, while small ones arrive, that mean a PMTU
+ * black hole. */
+#define CRUST_BLACK_HOLE_LOSSES 4
 
 typedef struct crust_pacer {
     uint64_t tokens;            /* bytes x 1e6 */

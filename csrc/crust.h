@@ -59,6 +59,9 @@ extern "C" {
 #define CRUST_TAG_LEN 16
 /* Smallest UDP payload every path must carry (as QUIC). */
 #define CRUST_MIN_MTU 1200
+/* Smallest UDP payload an IPv4 path must carry (576 - 28); the engine falls
+ * back to it when full-size packets vanish (a PMTU black hole). */
+#define CRUST_FLOOR_MTU 548
 #define CRUST_MAX_MTU 65527
 /* Largest packet the engine ever builds (probing stops here). */
 #define CRUST_MAX_PACKET 1500
@@ -127,8 +130,12 @@ typedef enum { CRUST_CC_BBR = 0, CRUST_CC_CUBIC = 1, CRUST_CC_COUNT = 2 } crust_
 typedef struct crust_config {
     uint64_t max_message_size;   /* 8 MiB: larger messages are refused     */
     uint64_t send_buffer;        /* 16 MiB: queued + unacked bytes cap     */
-    uint64_t recv_window;        /* 16 MiB: connection flow-control window */
-    uint32_t initial_mtu;        /* 1200: UDP payload bytes we start with  */
+    uint64_t recv_window;        /* 34 MiB: connection flow-control window;
+                                    must be >= CRUST_NUM_PRIO x
+                                    (max_message_size + 8) so that one
+                                    message per priority always fits      */
+    uint32_t initial_mtu;        /* 1200: UDP payload bytes we start with
+                                    (>= CRUST_FLOOR_MTU)                   */
     uint32_t max_mtu;            /* 1472: probing goes no higher           */
     uint32_t ack_frequency;      /* 2: ack every N ack-eliciting packets   */
     uint32_t max_ack_delay_us;   /* 25 ms                                  */

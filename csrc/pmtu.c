@@ -6,14 +6,18 @@
  * one costs nothing but the probe. The first probe tries max_mtu (most
  * paths carry a full Ethernet frame); after three losses of one size the
  * ceiling drops below it and the search continues by bisection. A probe's
- * loss is not a congestion signal. Persistent congestion drops back to the
- * base size (a black hole) and the search starts again later.
+ * loss is not a congestion signal. When large packets keep vanishing while
+ * small ones arrive (a black hole), the size drops to CRUST_FLOOR_MTU and
+ * the search starts again a second later.
  */
 #include "conn.h"
 
 #define PMTU_RAISE_US (600ull * 1000000ull)   /* re-search period */
 #define PMTU_MAX_PROBES 3
 #define PMTU_STEP 16                          /* stop when within this */
+/* After falling back, search again soon: the loss may have been an outage
+ * rather than a black hole, and the floor size costs throughput. */
+#define PMTU_BLACK_HOLE_RETRY_US (1000000ull)
 
 void crust_pmtu_init(crust_conn *c)
 {
@@ -95,13 +99,15 @@ void crust_pmtu_on_lost(crust_conn *c, uint64_t now, uint64_t pn)
 void crust_pmtu_on_black_hole(crust_conn *c, uint64_t now)
 {
     crust_pmtu *p = &c->pmtu;
-    if (c->mtu == c->cfg.initial_mtu)
+    if (c->mtu <= CRUST_FLOOR_MTU)
         return;
-    p->low = c->cfg.initial_mtu;
-    p->high = c->mtu - 1;
-    p->bisect = 1;
+    p->low = CRUST_FLOOR_MTU;
+    p->high = c->cfg.max_mtu;
+    p->bisect = 0;
     p->probe_size = 0;
     p->fails = 0;
-    p->next_probe_us = now + 60ull * 1000000ull;
-    set_mtu(c, c->cfg.initial_mtu);
+    p->large_lost = 0;
+    p->small_acked = 0;
+    p->next_probe_us = now + PMTU_BLACK_HOLE_RETRY_US;
+    set_mtu(c, CRUST_FLOOR_MTU);
 }

@@ -127,6 +127,8 @@ static void on_packet_lost(crust_conn *c, uint64_t now, uint64_t pn, crust_sent_
         c->path_challenge_pending = 1;
     if (p->flags & SP_MTU_PROBE)
         crust_pmtu_on_lost(c, now, pn);
+    else if (p->size > CRUST_FLOOR_MTU)
+        c->pmtu.large_lost++;
 }
 
 /* Declare lost what the thresholds say is lost; returns bytes lost that
@@ -184,7 +186,6 @@ static uint64_t detect_lost(crust_conn *c, uint64_t now, uint64_t *largest_lost_
         crust_cc_env_fill(c, &env);
         c->st.persistent_congestion++;
         c->cc->on_persistent_congestion(c->cc_state, &env, now);
-        crust_pmtu_on_black_hole(c, now);
     }
     return lost_bytes;
 }
@@ -245,8 +246,18 @@ int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *frame)
                 crust_rs_remove_below(&c->rx_pns, p->ack_largest + 1);
             if (p->flags & SP_MTU_PROBE)
                 crust_pmtu_on_acked(c, now, pn);
+            if (p->size > CRUST_FLOOR_MTU) {
+                c->pmtu.large_lost = 0;
+                c->pmtu.small_acked = 0;
+            } else if (p->flags & SP_ACK_ELICITING) {
+                c->pmtu.small_acked = 1;
+            }
         }
     }
+    /* Small packets get through while large ones keep vanishing: a PMTU
+     * black hole (RFC 8899 4.3), not congestion. */
+    if (c->pmtu.large_lost >= CRUST_BLACK_HOLE_LOSSES && c->pmtu.small_acked)
+        crust_pmtu_on_black_hole(c, now);
     if (!newly_acked && !largest_pkt) {
         advance_lo(c);
         return CRUST_OK;
