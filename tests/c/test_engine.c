@@ -326,7 +326,7 @@ static void test_config(void)
     cfg.recv_window = cfg.max_message_size;
     CHECK(crust_config_validate(&cfg, &field) == CRUST_EINVAL && strcmp(field, "recv_window") == 0);
     crust_config_default(&cfg);
-    cfg.initial_mtu = 1000;
+    cfg.initial_mtu = 500; /* below CRUST_FLOOR_MTU */
     CHECK(crust_config_validate(&cfg, &field) == CRUST_EINVAL && strcmp(field, "initial_mtu") == 0);
     uint8_t cid[8] = {0};
     CHECK(crust_conn_new(&cfg, cid, cid, 0) == NULL);
