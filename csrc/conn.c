@@ -306,25 +306,35 @@ int crust_conn_send(crust_conn *c, uint64_t now_us, const uint8_t *msg, size_t l
     return CRUST_OK;
 }
 
+static int is_stale(const crust_conn *c, const crust_pending_msg *m, uint64_t now)
+{
+    return m && m->queued_us + c->cfg.drop_deadline_us <= now;
+}
+
+/* Drop the stale messages at the head of a stream's unsent bytes. */
+static void drop_stale_stream(crust_conn *c, unsigned p, uint64_t now)
+{
+    crust_send_stream *s = &c->ss[p];
+    const crust_pending_msg *m;
+    while ((m = crust_send_stream_oldest_pending(s)) && m->start == s->sent_hi &&
+           is_stale(c, m, now)) {
+        crust_event ev = {0};
+        ev.type = CRUST_EV_MESSAGE_DROPPED;
+        ev.prio = p;
+        ev.msg_id = m->id;
+        ev.len = crust_send_stream_drop_oldest(s);
+        c->st.dropped_msgs++;
+        crust_conn_push_event(c, &ev);
+    }
+}
+
 /* Drop unsent low-priority messages older than the deadline. */
 static void drop_stale(crust_conn *c, uint64_t now)
 {
     if (!c->cfg.drop_deadline_us)
         return;
-    for (unsigned p = c->cfg.drop_min_prio; p < CRUST_NUM_PRIO; p++) {
-        crust_send_stream *s = &c->ss[p];
-        const crust_pending_msg *m;
-        while ((m = crust_send_stream_oldest_pending(s)) &&
-               m->queued_us + c->cfg.drop_deadline_us <= now && m->start == s->sent_hi) {
-            crust_event ev = {0};
-            ev.type = CRUST_EV_MESSAGE_DROPPED;
-            ev.prio = p;
-            ev.msg_id = m->id;
-            ev.len = crust_send_stream_drop_oldest(s);
-            c->st.dropped_msgs++;
-            crust_conn_push_event(c, &ev);
-        }
-    }
+    for (unsigned p = c->cfg.drop_min_prio; p < CRUST_NUM_PRIO; p++)
+        drop_stale_stream(c, p, now);
     after_send_progress(c, now);
 }
 
@@ -724,8 +734,9 @@ static uint64_t put_stream(crust_conn *c, builder *b, unsigned prio, uint64_t of
     return n;
 }
 
-static void put_streams(crust_conn *c, builder *b)
+static void put_streams(crust_conn *c, builder *b, uint64_t now)
 {
+    int droppable_from = c->cfg.drop_deadline_us ? (int)c->cfg.drop_min_prio : CRUST_NUM_PRIO;
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
         crust_send_stream *s = &c->ss[p];
         while (!crust_rs_empty(&s->lost)) {
@@ -735,20 +746,32 @@ static void put_streams(crust_conn *c, builder *b)
                 return;
             crust_rs_remove(&s->lost, r.lo, r.lo + n);
         }
-        if (s->sent_hi < s->end) {
+        while (s->sent_hi < s->end) {
+            const crust_pending_msg *head = NULL;
+            if ((int)p >= droppable_from) {
+                drop_stale_stream(c, p, now);
+                head = crust_send_stream_oldest_pending(s);
+                if (!is_stale(c, head, now))
+                    head = NULL;
+            }
             uint64_t credit = c->tx_max_data > c->tx_data ? c->tx_max_data - c->tx_data : 0;
             uint64_t avail = s->end - s->sent_hi;
             if (avail > credit)
                 avail = credit;
+            /* A frame must not start a stale message: stop at its start, so
+             * the loop drops it (later ones are younger, so never stale when
+             * this one is not). */
+            if (head && head->start > s->sent_hi && head->start - s->sent_hi < avail)
+                avail = head->start - s->sent_hi;
             if (!avail)
-                continue;
+                break;
             uint64_t n = put_stream(c, b, p, s->sent_hi, avail);
             if (!n)
                 return;
             s->sent_hi += n;
             c->tx_data += n;
             crust_send_stream_sent(s);
-            if (s->sent_hi < s->end && n < avail)
+            if (n < avail)
                 return; /* packet full */
         }
     }
@@ -873,6 +896,10 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     drop_stale(c, now);
 
     int probe = c->probes_pending > 0;
+    if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - (1 + CRUST_CID_LEN + 4) - CRUST_TAG_LEN)
+        /* Repeated timeouts: probe with packets any path carries, so a PMTU
+         * black hole cannot starve the connection of acknowledgments. */
+        b.cap = CRUST_FLOOR_MTU - (1 + CRUST_CID_LEN + 4) - CRUST_TAG_LEN;
     crust_cc_env env;
     crust_cc_env_fill(c, &env);
     uint64_t cwnd = c->cc->cwnd(c->cc_state);
@@ -932,7 +959,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         int bare = probe && c->probes_pending == 1 && c->pto_count >= 2;
         if (!bare) {
             put_control(c, &b);
-            put_streams(c, &b);
+            put_streams(c, &b, now);
         }
         if (!b.eliciting && (c->ping_pending || probe)) {
             b.p[b.len++] = CRUST_FT_PING;
