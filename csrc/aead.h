@@ -21,7 +21,8 @@ typedef struct crust_keys {
 } crust_keys;
 
 /* Seal plaintext m (mlen) into c: c gets mlen + CRUST_TAG_LEN bytes.
- * c and m must not overlap. Returns 0 or CRUST_ENOKEY. */
+ * c may equal m (in place, as libsodium allows); otherwise they must not
+ * overlap. Returns 0 or CRUST_ENOKEY. */
 int crust_aead_seal(const crust_keys *k, uint64_t pn, uint8_t *c, const uint8_t *m,
                     size_t mlen, const uint8_t *ad, size_t adlen);
 /* Open ciphertext c (clen, tag included) into m (clen - CRUST_TAG_LEN).

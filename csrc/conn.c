@@ -660,7 +660,8 @@ int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf, size
 /* ---- building packets ----------------------------------------------------- */
 
 typedef struct builder {
-    uint8_t *p;      /* plaintext (c->scratch) */
+    uint8_t *p;      /* plaintext, built in place in the output buffer */
+    size_t hdr;      /* header length before p */
     size_t len, cap; /* cap excludes the tag */
     crust_sent_pkt info;
     int eliciting;
@@ -823,17 +824,19 @@ static void put_control(crust_conn *c, builder *b)
     }
 }
 
-/* Seal the built payload into out and record the packet. */
+/* Seal the payload built in place after the header, and record the
+ * packet. b->hdr was fixed when building started. */
 static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *out)
 {
     uint64_t pn = c->next_pn;
-    unsigned pnlen = crust_pn_encode_len(pn, c->largest_acked_plus1);
-    size_t hdr = 1 + CRUST_CID_LEN + pnlen;
+    size_t hdr = b->hdr;
+    unsigned pnlen = (unsigned)(hdr - 1 - CRUST_CID_LEN);
     out[0] = (uint8_t)(FLAGS_FIXED | (c->tx_phase ? FLAGS_KEY_PHASE : 0) | (pnlen - 1));
     memcpy(out + 1, c->remote_cid, CRUST_CID_LEN);
     for (unsigned i = 0; i < pnlen; i++)
         out[1 + CRUST_CID_LEN + i] = (uint8_t)(pn >> (8 * (pnlen - 1 - i)));
-    if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, b->p, b->len, out, hdr) != CRUST_OK)
+    if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, out + hdr, b->len, out, hdr) !=
+        CRUST_OK)
         return 0;
     size_t size = hdr + b->len + CRUST_TAG_LEN;
     crust_sent_pkt *sp = crust_rec_on_sent(c, pn);
@@ -881,8 +884,9 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         return 0;
     builder b;
     memset(&b, 0, sizeof b);
-    b.p = c->scratch;
-    b.cap = budget - (1 + CRUST_CID_LEN + 4) - CRUST_TAG_LEN;
+    b.hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->next_pn, c->largest_acked_plus1);
+    b.p = out + b.hdr;
+    b.cap = budget - b.hdr - CRUST_TAG_LEN;
 
     if (c->state == ST_CLOSING) {
         if (!c->close_frame_pending)
@@ -896,10 +900,10 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     drop_stale(c, now);
 
     int probe = c->probes_pending > 0;
-    if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - (1 + CRUST_CID_LEN + 4) - CRUST_TAG_LEN)
+    if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - CRUST_TAG_LEN)
         /* Repeated timeouts: probe with packets any path carries, so a PMTU
          * black hole cannot starve the connection of acknowledgments. */
-        b.cap = CRUST_FLOOR_MTU - (1 + CRUST_CID_LEN + 4) - CRUST_TAG_LEN;
+        b.cap = CRUST_FLOOR_MTU - b.hdr - CRUST_TAG_LEN;
     crust_cc_env env;
     crust_cc_env_fill(c, &env);
     uint64_t cwnd = c->cc->cwnd(c->cc_state);
@@ -936,8 +940,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
 
     if (may_elicit && mtu_probe && !probe) {
         /* PING + PADDING up to the probe size; data never rides on a probe. */
-        size_t hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->next_pn, c->largest_acked_plus1);
-        size_t plen = mtu_probe - hdr - CRUST_TAG_LEN;
+        size_t plen = mtu_probe - b.hdr - CRUST_TAG_LEN;
         memset(b.p, 0, plen);
         b.p[0] = CRUST_FT_PING;
         b.len = plen;
