@@ -143,7 +143,6 @@ static uint64_t detect_lost(crust_conn *c, uint64_t now, uint64_t *largest_lost_
     uint64_t loss_delay = rtt + rtt / 8;
     if (loss_delay < CRUST_GRANULARITY_US)
         loss_delay = CRUST_GRANULARITY_US;
-    uint64_t lost_send_time = now > loss_delay ? now - loss_delay : 0;
     uint64_t lost_bytes = 0;
     /* Persistent congestion: a run of consecutive lost ack-eliciting
      * packets spanning more than 3 PTOs (RFC 9002 7.6.2). */
@@ -158,7 +157,7 @@ static uint64_t detect_lost(crust_conn *c, uint64_t now, uint64_t *largest_lost_
         }
         if (p->done)
             continue;
-        if (p->time_sent <= lost_send_time || largest >= pn + PACKET_THRESHOLD) {
+        if (p->time_sent + loss_delay <= now || largest >= pn + PACKET_THRESHOLD) {
             int congestion = (p->flags & SP_IN_FLIGHT) && !(p->flags & SP_MTU_PROBE);
             if (congestion) {
                 lost_bytes += p->size;
