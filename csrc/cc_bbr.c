@@ -1,39 +1,27 @@
 /*
- * cc_bbr.c - model-based congestion control in the style of BBR v1
- * (draft-cardwell-iccrg-bbr-congestion-control-00), with BBRv2 touches.
+ * cc_bbr.c - BBR v1 (draft-cardwell-iccrg-bbr-congestion-control-00) with
+ * BBRv2 touches.
  *
- * BBR paces at its estimate of the bottleneck bandwidth (BtlBw: a windowed
- * max of delivery-rate samples over 10 rounds) and caps what is in flight
- * at a multiple of the estimated BDP (BtlBw x RTprop, RTprop a 10 s
- * windowed min of RTT). Its states:
- *   STARTUP    pacing gain 2.77 until the bandwidth stops growing by 25%
- *              for three rounds;
- *   DRAIN      pacing gain 1/2.77 until the queue STARTUP built is gone;
- *   PROBE_BW   an 8-phase pacing-gain cycle 1.25, 0.75, 1 x6, one RTprop
- *              each: probe for more bandwidth, then drain what the probe
- *              queued;
- *   PROBE_RTT  4 packets in flight for max(200 ms, 1 round) when RTprop
- *              has not been refreshed for 10 s.
- *
- * Design choices:
- *  - Loss is not a rate signal: random loss says nothing about the
- *    bottleneck. Loss recovery only bounds cwnd by a recovery window, as
- *    Chromium's QUIC BBR does (draft section 4.2.3.4): one round of packet
- *    conservation, then growth by what is delivered, until a round passes
- *    without loss. Once the pipe is known to be full the recovery window
- *    never drops below the estimated BDP. So a lossy link keeps its paced
- *    rate, where a new conservation round per loss episode would pin
- *    inflight down for good at a few percent of random loss.
- *  - From BBRv2: STARTUP pacing gain 2.77 (4 ln 2) with cwnd gain 2, and a
- *    round that loses more than 20% of its data caps in-flight data
- *    (inflight_hi) at 0.7 of what it carried and ends STARTUP. This bounds
- *    the damage on shallow buffers and policers; a few percent of random
- *    loss never trips it.
- *  - Gains are fixed point in thousandths; rate x time products use
- *    128-bit arithmetic.
- *  - PROBE_BW's random first phase comes from a hash of the clock and the
- *    delivered count: reproducible under a simulator, yet different for
- *    flows that do not start at the same instant.
+ * Paces at BtlBw (max delivery rate over 10 rounds) and caps inflight near
+ * 2 x BtlBw x RTprop (min RTT over 10 s), through STARTUP (pacing 2.77x,
+ * 4 ln 2 as in v2) -> DRAIN -> PROBE_BW (gains 1.25, 0.75, 1 x6), with
+ * PROBE_RTT (4 packets) when RTprop went 10 s without a refresh.
+ * Departures from the draft, each for a reason measured in tests/c:
+ *  - Random loss is not congestion. Recovery only bounds cwnd by a recovery
+ *    window, as Chromium's QUIC BBR does: a round of packet conservation,
+ *    then growth, until a loss-free round; never below the BDP once the
+ *    pipe is full. (A conservation round per loss episode starves at 5%.)
+ *  - Loss is congestion when a round loses >= 1% while its queue never
+ *    drained (its fastest RTT >= 1.25 RTprop), or > 20% (a policer). Then,
+ *    as v2's inflight_hi, inflight is capped at 0.7 of the round's peak and
+ *    STARTUP ends; the cap regrows by 2, 4, 8... packets per clean round.
+ *    Proportional cuts and equal regrowth let flows in shallow buffers
+ *    converge.
+ *  - cwnd gain is 2 x 1.25 while probing, so a flow held back by a standing
+ *    queue in a deep buffer can still win share.
+ *  - Probes drain to the bare BDP and pacing runs 1% under BtlBw (as Linux
+ *    does), so a lone flow sees the bare RTT and never needs PROBE_RTT.
+ * Gains are in thousandths; rate x time products use 128-bit arithmetic.
  */
 #include <string.h>
 
@@ -51,8 +39,10 @@
 #define MIN_PIPE_PKTS 4
 #define QUANTA_PKTS 3
 #define FULL_BW_ROUNDS 3
-#define LOSS_THRESH_PCT 20
+#define HEAVY_LOSS_PCT 20                 /* of a round: congestion, queue or not */
+#define QUEUE_LOSS_PERMILLE 10            /* of a round, with a standing queue */
 #define INFLIGHT_HI_BETA_PCT 70
+#define PACING_MARGIN_PCT 1
 
 static const uint32_t cycle_gain[CYCLE_LEN] = {1250, 750, 1000, 1000, 1000, 1000, 1000, 1000};
 
@@ -70,6 +60,7 @@ typedef struct bbr {
     uint64_t prior_cwnd;         /* cwnd to restore after ProbeRTT */
     uint64_t recovery_window;    /* bytes: bounds cwnd while recovering */
     uint64_t end_recovery_us;    /* recovery ends after an ACK of a later packet */
+    uint64_t conservation_end;   /* delivered count: conservation lasts a round */
     uint64_t pacing_rate;        /* bytes/s */
     uint64_t initial_cwnd;
     uint64_t delivered;          /* latest rs->delivered_total */
@@ -80,12 +71,13 @@ typedef struct bbr {
     uint64_t probe_rtt_done_us;  /* 0 = inflight not yet down to 4 packets */
     uint64_t probe_rtt_mark;     /* samples sent before this are ProbeRTT's */
     uint64_t inflight_hi;        /* bytes; UINT64_MAX = no cap */
-    uint64_t round_lost, round_acked, round_max_inflight;
+    uint64_t round_lost, round_acked, round_max_inflight, round_min_rtt;
+    uint64_t clean_rounds;       /* rounds since the last congested one */
     uint32_t pacing_gain, cwnd_gain;
     uint8_t state, cycle_index, full_bw_count;
     uint8_t filled_pipe, round_start, rtprop_expired;
     uint8_t probe_rtt_round_done, recovery, pc_recovery, lost_since_ack;
-    uint8_t idle_restart, app_limited, has_seen_rtt;
+    uint8_t idle_restart, app_limited, has_seen_rtt, round_app_limited;
 } bbr;
 
 _Static_assert(sizeof(bbr) <= CRUST_CC_STATE_WORDS * 8, "bbr state too large");
@@ -106,9 +98,8 @@ static uint64_t env_mtu(const crust_cc_env *env)
     return env->mtu ? env->mtu : CRUST_MIN_MTU;
 }
 
-/* ---- windowed max filter (Kathleen Nichols' algorithm, as Linux's
- * lib/win_minmax.c): three samples are enough to track the max over a
- * sliding window without storing the window. */
+/* Windowed max filter (Kathleen Nichols' algorithm, as Linux's
+ * lib/win_minmax.c): three samples track the max over a sliding window. */
 static void mm_reset(mm_sample m[3], uint64_t t, uint64_t v)
 {
     m[0].t = m[1].t = m[2].t = t;
@@ -128,7 +119,6 @@ static void mm_running_max(mm_sample m[3], uint64_t win, uint64_t t, uint64_t v)
         m[2] = s;
     uint64_t dt = t - m[0].t;
     if (dt > win) {
-        /* The best sample left the window: promote the others. */
         m[0] = m[1];
         m[1] = m[2];
         m[2] = s;
@@ -138,7 +128,6 @@ static void mm_running_max(mm_sample m[3], uint64_t win, uint64_t t, uint64_t v)
             m[2] = s;
         }
     } else if (m[1].t == m[0].t && dt > win / 4) {
-        /* Keep a fresher 2nd and 3rd choice once a quarter window passed. */
         m[2] = m[1] = s;
     } else if (m[2].t == m[1].t && dt > win / 2) {
         m[2] = s;
@@ -152,17 +141,33 @@ static uint64_t bbr_effective_cwnd(const bbr *b)
     return b->recovery ? u64_min(b->cwnd, b->recovery_window) : b->cwnd;
 }
 
+static int bbr_has_model(const bbr *b)
+{
+    return b->min_rtt_us != UINT64_MAX && bbr_bw(b);
+}
+
+static uint64_t bbr_bdp(const bbr *b)
+{
+    return mul_div(bbr_bw(b), b->min_rtt_us, 1000000u);
+}
+
 /* What `gain` times the BDP comes to, plus room for send quanta. */
 static uint64_t bbr_inflight(const bbr *b, uint32_t gain, uint64_t mtu)
 {
-    if (b->min_rtt_us == UINT64_MAX || !bbr_bw(b))
+    if (!bbr_has_model(b))
         return b->initial_cwnd;
-    uint64_t bdp = mul_div(bbr_bw(b), b->min_rtt_us, 1000000u);
-    return mul_div(bdp, gain, UNIT) + QUANTA_PKTS * mtu;
+    return mul_div(bbr_bdp(b), gain, UNIT) + QUANTA_PKTS * mtu;
 }
 
-/* The recovery window never falls below this: the model's BDP once the
- * pipe is known full (random loss must not cut the rate). */
+/* No more in flight than the pipe holds: whatever queue we built is gone
+ * (the draft leaves 3 send quanta queued). */
+static int bbr_queue_drained(const bbr *b, uint64_t inflight)
+{
+    return inflight <= (bbr_has_model(b) ? bbr_bdp(b) : b->initial_cwnd);
+}
+
+/* Random loss must not cut the rate: once the pipe is known full the
+ * recovery window never falls below the model's BDP. */
 static uint64_t bbr_recovery_floor(const bbr *b, uint64_t mtu)
 {
     uint64_t floor = MIN_PIPE_PKTS * mtu;
@@ -196,6 +201,7 @@ static void bbr_init(void *st, const crust_cc_env *env, uint64_t now_us)
     b->min_rtt_us = UINT64_MAX;
     b->min_rtt_stamp_us = now_us;
     b->inflight_hi = UINT64_MAX;
+    b->round_min_rtt = UINT64_MAX;
     b->pacing_rate = nominal_pacing_rate(b, env);
     bbr_enter_startup(b);
 }
@@ -207,7 +213,7 @@ static void bbr_save_cwnd(bbr *b)
 
 static void bbr_set_pacing_rate_with_gain(bbr *b, uint32_t gain)
 {
-    uint64_t rate = mul_div(bbr_bw(b), gain, UNIT);
+    uint64_t rate = mul_div(bbr_bw(b), (uint64_t)gain * (100 - PACING_MARGIN_PCT), UNIT * 100);
     /* Until the pipe is full, never slow down on a low early sample. */
     if (rate && (b->filled_pipe || rate > b->pacing_rate))
         b->pacing_rate = rate;
@@ -222,8 +228,9 @@ static void bbr_advance_cycle_phase(bbr *b, uint64_t now_us)
 
 static void bbr_enter_probe_bw(bbr *b, uint64_t now_us)
 {
-    /* splitmix64 finaliser: any phase but the draining 0.75 one, so flows
-     * do not march in step and the pipe is not drained twice in a row. */
+    /* A hash of clock and delivered count, not an RNG: reproducible under a
+     * simulator, yet flows starting apart do not march in step. Any phase
+     * but the draining 0.75 one. */
     uint64_t x = now_us ^ (b->delivered * 0x9e3779b97f4a7c15ull);
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
@@ -245,20 +252,36 @@ static void bbr_update_round(bbr *b, const crust_rate_sample *rs)
     }
 }
 
-/* BBRv2's inflight_hi, reduced to its core: judged once per round. */
+/* Even the round's fastest packet waited in a queue (1 ms of slack
+ * absorbs jitter on short paths). An app-limited round may have seen
+ * only delayed ACKs, so it proves nothing. */
+static int bbr_round_queued(const bbr *b)
+{
+    return !b->round_app_limited && b->min_rtt_us != UINT64_MAX &&
+           b->round_min_rtt != UINT64_MAX &&
+           b->round_min_rtt >= b->min_rtt_us + u64_max(b->min_rtt_us / 4, 1000);
+}
+
 static void bbr_check_loss_round(bbr *b, uint64_t mtu)
 {
     uint64_t lost = b->round_lost, total = b->round_lost + b->round_acked;
-    if (lost > QUANTA_PKTS * mtu && lost * 100 > total * LOSS_THRESH_PCT) {
-        uint64_t cap = b->round_max_inflight / 100 * INFLIGHT_HI_BETA_PCT;
+    int heavy = lost > QUANTA_PKTS * mtu && lost * 100 > total * HEAVY_LOSS_PCT;
+    int queued = lost > mtu && lost * 1000 >= total * QUEUE_LOSS_PERMILLE &&
+                 bbr_round_queued(b);
+    if (heavy || queued) {
+        uint64_t cap = mul_div(b->round_max_inflight, INFLIGHT_HI_BETA_PCT, 100);
         b->inflight_hi = u64_max(cap, MIN_PIPE_PKTS * mtu);
+        b->clean_rounds = 0;
         if (b->state == BBR_STARTUP)
             b->filled_pipe = 1; /* more bandwidth is not to be had here */
-    } else if (b->inflight_hi != UINT64_MAX && b->cwnd >= b->inflight_hi) {
-        /* Loss was tolerable with the cap binding: probe it back up. */
-        b->inflight_hi += u64_max(mtu, b->inflight_hi / 8);
+    } else if (b->inflight_hi != UINT64_MAX) {
+        b->clean_rounds++;
+        if (b->round_max_inflight + mtu >= b->inflight_hi)
+            b->inflight_hi += mtu << u64_min(b->clean_rounds, 16);
     }
     b->round_lost = b->round_acked = b->round_max_inflight = 0;
+    b->round_min_rtt = UINT64_MAX;
+    b->round_app_limited = 0;
 }
 
 static int bbr_sample_app_limited(const bbr *b, const crust_rate_sample *rs)
@@ -287,13 +310,13 @@ static void bbr_check_cycle_phase(bbr *b, uint64_t now_us, const crust_rate_samp
     if (b->pacing_gain == UNIT) {
         next = full_length;
     } else if (b->pacing_gain > UNIT) {
-        /* Probe until the extra data is really in flight, unless loss or
-         * the window says the path will not take it. */
+        /* Probe until the extra data is in flight, unless loss or the
+         * window says the path will not take it. */
         int lost = b->lost_since_ack || rs->newly_lost;
-        next = full_length && (lost || prior >= bbr_inflight(b, b->pacing_gain, mtu) ||
+        next = full_length && (lost || prior >= mul_div(bbr_bdp(b), b->pacing_gain, UNIT) ||
                                prior + mtu > bbr_effective_cwnd(b));
     } else {
-        next = full_length || prior <= bbr_inflight(b, UNIT, mtu);
+        next = full_length || bbr_queue_drained(b, prior);
     }
     if (next)
         bbr_advance_cycle_phase(b, now_us);
@@ -312,14 +335,14 @@ static void bbr_check_full_pipe(bbr *b, const crust_rate_sample *rs)
         b->filled_pipe = 1;
 }
 
-static void bbr_check_drain(bbr *b, uint64_t now_us, const crust_rate_sample *rs, uint64_t mtu)
+static void bbr_check_drain(bbr *b, uint64_t now_us, const crust_rate_sample *rs)
 {
     if (b->state == BBR_STARTUP && b->filled_pipe) {
         b->state = BBR_DRAIN;
         b->pacing_gain = DRAIN_PACING_GAIN;
         b->cwnd_gain = STARTUP_CWND_GAIN;
     }
-    if (b->state == BBR_DRAIN && rs->bytes_in_flight <= bbr_inflight(b, UNIT, mtu))
+    if (b->state == BBR_DRAIN && bbr_queue_drained(b, rs->bytes_in_flight))
         bbr_enter_probe_bw(b, now_us);
 }
 
@@ -353,11 +376,10 @@ static void bbr_check_probe_rtt(bbr *b, uint64_t now_us, const crust_rate_sample
         b->probe_rtt_done_us = 0;
     }
     if (b->state == BBR_PROBE_RTT) {
-        /* What is delivered until the pipe refills says nothing about the
-         * bottleneck: treat those samples as app-limited. */
+        /* Samples until the pipe refills are app-limited in effect. */
         b->probe_rtt_mark = rs->delivered_total + u64_max(rs->bytes_in_flight, 1);
         if (!b->probe_rtt_done_us && rs->bytes_in_flight <= MIN_PIPE_PKTS * mtu) {
-            b->probe_rtt_done_us = u64_max(now_us + PROBE_RTT_DURATION_US, 1);
+            b->probe_rtt_done_us = now_us + PROBE_RTT_DURATION_US;
             b->probe_rtt_round_done = 0;
             b->next_round_delivered = b->delivered;
         } else if (b->probe_rtt_done_us) {
@@ -377,7 +399,7 @@ static void bbr_set_cwnd(bbr *b, const crust_rate_sample *rs, uint64_t mtu)
 {
     uint32_t gain = b->cwnd_gain;
     if (b->state == BBR_PROBE_BW && b->pacing_gain > UNIT)
-        gain = (uint32_t)((uint64_t)gain * b->pacing_gain / UNIT);
+        gain = gain * b->pacing_gain / UNIT; /* room to probe past a queue */
     uint64_t target = bbr_inflight(b, gain, mtu);
     uint64_t acked = rs->newly_acked;
     if (b->filled_pipe) {
@@ -391,14 +413,13 @@ static void bbr_set_cwnd(bbr *b, const crust_rate_sample *rs, uint64_t mtu)
         b->cwnd = u64_min(b->cwnd, MIN_PIPE_PKTS * mtu);
 }
 
-/* Per ACK while recovering: conservation sends one for one delivered;
- * growth adds what was delivered, like slow start. */
 static void bbr_update_recovery(bbr *b, uint64_t now_us, const crust_rate_sample *rs)
 {
     if (!b->recovery)
         return;
     int lossy = b->lost_since_ack || rs->newly_lost;
-    if (b->recovery == REC_CONSERVATION && b->round_start)
+    if (b->recovery == REC_CONSERVATION && rs->newly_acked &&
+        rs->prior_delivered >= b->conservation_end)
         b->recovery = REC_GROWTH;
     if (!lossy && rs->newly_acked && rs->rtt_us <= now_us &&
         now_us - rs->rtt_us > b->end_recovery_us) {
@@ -417,7 +438,6 @@ static void bbr_on_ack(void *st, const crust_cc_env *env, uint64_t now_us,
     bbr *b = st;
     uint64_t mtu = env_mtu(env);
     if (!b->has_seen_rtt && rs->rtt_us) {
-        /* The first RTT sample makes the initial-window rate meaningful. */
         b->has_seen_rtt = 1;
         b->pacing_rate = nominal_pacing_rate(b, env);
     }
@@ -427,11 +447,14 @@ static void bbr_on_ack(void *st, const crust_cc_env *env, uint64_t now_us,
         bbr_check_loss_round(b, mtu);
     b->round_acked += rs->newly_acked;
     b->round_max_inflight = u64_max(b->round_max_inflight, rs->prior_in_flight);
+    if (rs->rtt_us)
+        b->round_min_rtt = u64_min(b->round_min_rtt, rs->rtt_us);
+    b->round_app_limited |= (uint8_t)(rs->is_app_limited != 0);
 
     bbr_update_btlbw(b, rs);
     bbr_check_cycle_phase(b, now_us, rs, mtu);
     bbr_check_full_pipe(b, rs);
-    bbr_check_drain(b, now_us, rs, mtu);
+    bbr_check_drain(b, now_us, rs);
     bbr_update_rtprop(b, now_us, rs);
     bbr_check_probe_rtt(b, now_us, rs, mtu);
 
@@ -474,23 +497,21 @@ static void bbr_on_loss(void *st, const crust_cc_env *env, uint64_t now_us,
         b->recovery_window = u64_max(rw > lost_bytes ? rw - lost_bytes : 0, floor);
         return;
     }
-    /* Conservation lasts one full round from now: restart the round. */
+    /* Conservation lasts until what is sent from now on is acknowledged. */
     b->recovery = REC_CONSERVATION;
-    b->next_round_delivered = b->delivered;
+    b->conservation_end = b->delivered;
     b->recovery_window = u64_max(bytes_in_flight + mtu, floor);
 }
 
 static void bbr_on_persistent_congestion(void *st, const crust_cc_env *env, uint64_t now_us)
 {
     bbr *b = st;
-    /* Everything sent over several PTOs was lost: the window the model
-     * asks for is not to be trusted until a round passes without loss, so
-     * recover from the minimum, without the BDP floor. The pacing rate is
-     * left to the bandwidth filter to correct. */
+    /* The model's window is not to be trusted until a round passes without
+     * loss: recover from the minimum, without the BDP floor. */
     b->recovery = REC_CONSERVATION;
     b->pc_recovery = 1;
     b->end_recovery_us = now_us;
-    b->next_round_delivered = b->delivered;
+    b->conservation_end = b->delivered;
     b->recovery_window = MIN_PIPE_PKTS * env_mtu(env);
 }
 

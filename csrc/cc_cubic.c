@@ -1,20 +1,13 @@
 /*
- * cc_cubic.c - CUBIC congestion control (RFC 9438) with HyStart++ (RFC 9406).
+ * cc_cubic.c - CUBIC (RFC 9438) with HyStart++ (RFC 9406).
  *
- * Design choices:
- *  - Windows are kept in bytes. The cubic curve is evaluated in segments of
- *    the current MTU with doubles, because C = 0.4 is defined in segments
- *    per second cubed and K needs a cube root anyway.
- *  - beta = 0.7, C = 0.4, fast convergence, and the Reno-friendly estimate
- *    W_est with alpha = 3(1-beta)/(1+beta) until W_est reaches cwnd_prior.
- *  - One window reduction per loss episode (RFC 9002 7.3.2): a loss reduces
- *    only if the lost packet was sent after the current recovery period
- *    began, and ACKs of packets sent before it do not grow the window. The
- *    send time of an ACKed packet is now - rs->rtt_us.
- *  - HyStart++ leaves the first slow start on an RTT increase rather than
- *    a loss; L (the per-ACK growth cap) is infinite because we pace.
- *  - No growth while app-limited (RFC 9438 section 5.8), and the cubic clock
- *    stops meanwhile so the window does not leap when data returns.
+ * beta 0.7, C 0.4, fast convergence, and the Reno-friendly W_est. Windows
+ * are bytes; the curve is evaluated in MTU-sized segments with doubles, as
+ * C is defined per segment and K needs a cube root anyway. One reduction
+ * per loss episode (RFC 9002 7.3.2); an ACKed packet's send time is
+ * now - rs->rtt_us. HyStart++ runs with L infinite since we pace. While
+ * app-limited the window does not grow and the cubic clock stops, so the
+ * window does not leap when data returns (RFC 9438 5.8).
  */
 #include <math.h>
 #include <string.h>
@@ -88,7 +81,7 @@ static int in_recovery(const cubic *c, uint64_t sent_us)
     return c->have_recovery && sent_us <= c->recovery_start_us;
 }
 
-/* W_cubic(t) in bytes (RFC 9438 eq. 1), t in seconds since the epoch. */
+/* W_cubic(t) in bytes, t in seconds since the epoch. */
 static double w_cubic(const cubic *c, double t, double seg)
 {
     double d = t - c->k_s;
@@ -119,8 +112,7 @@ static void cubic_on_sent(void *st, const crust_cc_env *env, uint64_t now_us,
         c->app_limited = 0;
 }
 
-/* HyStart++ (RFC 9406 section 4.2): watch the per-round minimum RTT and
- * slow down (CSS) once it rises by more than the threshold. */
+/* RFC 9406 4.2: slow down (CSS) once the round's minimum RTT rises. */
 static void hystart_on_ack(cubic *c, const crust_rate_sample *rs)
 {
     if (rs->prior_delivered >= c->next_round_delivered) {
@@ -268,10 +260,8 @@ static void cubic_on_persistent_congestion(void *st, const crust_cc_env *env,
                                            uint64_t now_us)
 {
     cubic *c = st;
-    /* The loss that proves persistent congestion is also a congestion event;
-     * it may reach us before or after on_loss for the same packets, so only
-     * react once per instant. The packets still in flight were sent before
-     * now and belong to this episode: their loss must not reduce again. */
+    /* The same loss also reaches on_loss, before or after this: react once
+     * per instant. What is still in flight belongs to this episode. */
     if (!(c->have_recovery && c->recovery_start_us == now_us))
         cubic_congestion_event(c, env, now_us);
     c->cwnd = min_cwnd(env);
@@ -294,8 +284,7 @@ static uint64_t cubic_cwnd(const void *st)
 static uint64_t cubic_pacing_rate(const void *st, const crust_cc_env *env)
 {
     const cubic *c = st;
-    /* Slow start doubles per round, so it must be paced at twice the
-     * window's rate to keep up; in avoidance 1.25 leaves room for growth. */
+    /* Slow start doubles per round: pace at twice the window's rate. */
     uint64_t gain_pct = c->cwnd < c->ssthresh ? 200 : 125;
     uint64_t srtt = env->srtt_us ? env->srtt_us : 1;
     return mul_div(c->cwnd, 10000u * gain_pct, srtt);

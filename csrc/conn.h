@@ -22,6 +22,7 @@
 #define CRUST_ACK_RANGES_SENT 32   /* ranges reported in one ACK frame */
 #define CRUST_ACK_RANGES_KEPT 256  /* ranges of received pns remembered */
 #define CRUST_GRANULARITY_US 1000
+#define CRUST_MAX_PTO_US (60ull * 1000000ull)
 #define CRUST_INITIAL_MAX_DATA (256u * 1024u)
 #define CRUST_PERSISTENT_CONGESTION_THRESHOLD 3
 

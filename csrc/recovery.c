@@ -309,7 +309,13 @@ uint64_t crust_rec_timer(const crust_conn *c)
         return UINT64_MAX;
     uint64_t pto = crust_rec_pto(c);
     uint32_t shift = c->pto_count < 16 ? c->pto_count : 16;
-    return c->last_ack_eliciting_sent + (pto << shift);
+    uint64_t period = pto << shift;
+    /* Back off exponentially, but keep probing at least once a minute, as
+     * TCP caps its RTO: a long outage must not leave a live path unprobed
+     * for hours (the idle timeout, not the backoff, ends dead paths). */
+    if (period > CRUST_MAX_PTO_US && pto < CRUST_MAX_PTO_US)
+        period = CRUST_MAX_PTO_US;
+    return c->last_ack_eliciting_sent + period;
 }
 
 void crust_rec_on_timeout(crust_conn *c, uint64_t now)

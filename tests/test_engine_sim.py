@@ -84,7 +84,9 @@ def _scenario(seed: int) -> None:
         peak["recv"] = max(peak["recv"], sb["recv_buffered"])
         return len(b.received) == total
 
-    net.run(until=600 * SEC, stop=done)
+    # Generous virtual time: a long loss burst meets PTO backoff (capped at
+    # a minute); a stall, unlike slowness, never finishes.
+    net.run(until=3600 * SEC, stop=done)
     got: dict[int, list[bytes]] = {p: [] for p in range(_core.NUM_PRIO)}
     for prio, data in b.received:
         got[prio].append(hashlib.sha256(data).digest())
@@ -97,10 +99,11 @@ def _scenario(seed: int) -> None:
     assert sa["send_buffer_peak"] <= send_buffer + max_msg + 8, where
     assert sb["recv_buffer_peak"] <= cfg.recv_window, where
     assert peak["recv"] <= cfg.recv_window, where
-    # Corrupted datagrams were caught by authentication, never delivered.
+    # Authentication failures come from corruption only (a corrupted
+    # datagram may also be duplicated, so count it up to twice).
     corrupted = net.stats("a", "b").corrupted + net.stats("b", "a").corrupted
     dropped = sa["rx_dropped_decrypt"] + sb["rx_dropped_decrypt"]
-    assert dropped <= corrupted, where
+    assert dropped <= 2 * corrupted, where
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
@@ -129,9 +132,7 @@ def _bulk(
     """Bulk transfer(s) over one 100 Mbit/s, 40 ms bottleneck; returns the
     bytes each flow delivered between seconds 2 and ``duration``."""
     net = Network(seed=42)
-    fwd = dataclasses.replace(
-        LinkConfig.bottleneck(BW, RTT, queue_bdps), loss=loss, mtu=1472
-    )
+    fwd = dataclasses.replace(LinkConfig.bottleneck(BW, RTT, queue_bdps), loss=loss, mtu=1472)
     net.connect("a", "b", fwd, LinkConfig(delay_us=RTT // 2, mtu=1472))
     cfg = _core.Config(cc=cc, idle_timeout_us=0, keepalive_us=0)
     delivered = [0] * flows
@@ -207,7 +208,7 @@ def test_path_mtu_found_and_used() -> None:
         a, b = connection_pair(net, ("a", 1), ("b", 1), config=_core.Config(max_mtu=1472))
         for _ in range(200):
             a.send(bytes(10_000))
-        net.run(until=20 * SEC, stop=lambda: len(b.received) == 200)
+        net.run(until=20 * SEC, stop=lambda r=b.received: len(r) == 200)
         assert len(b.received) == 200
         found = a.conn.stats()["mtu"]
         assert mtu - 16 <= found <= mtu, f"path MTU {mtu}: engine uses {found}"

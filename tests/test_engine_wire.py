@@ -45,8 +45,11 @@ def pump(a: _core.Connection, b: _core.Connection, now: int, rounds: int = 50) -
 
 
 def messages(conn: _core.Connection) -> list[tuple[int, bytes]]:
-    return [(ev[1], ev[2]) for ev in conn.poll_events() if ev[0] == _core.EV_MESSAGE and ev[2]
-            is not None]
+    return [
+        (ev[1], ev[2])
+        for ev in conn.poll_events()
+        if ev[0] == _core.EV_MESSAGE and ev[2] is not None
+    ]
 
 
 @pytest.mark.parametrize("aead", AEADS)
@@ -108,7 +111,7 @@ def test_reflected_packets_are_not_ours() -> None:
 
 
 def test_random_datagrams_never_deliver() -> None:
-    a, b = raw_pair(_core.AEAD_NULL)
+    _, b = raw_pair(_core.AEAD_NULL)
     b.datagrams_to_send(0)  # its own opening MAX_DATA
     r = random.Random(5)
     for i in range(50_000):
@@ -222,7 +225,7 @@ def test_graceful_close_delivers_everything_first() -> None:
 def test_idle_timeout_when_peer_vanishes() -> None:
     cfg = _core.Config(idle_timeout_us=2_000_000, keepalive_us=500_000)
     net = Network(seed=4)
-    a, b = connection_pair(net, ("a", 1), ("b", 1), config=cfg)
+    a, _ = connection_pair(net, ("a", 1), ("b", 1), config=cfg)
     net.run(until=5_000_000)
     assert not a.closed, "keepalives keep an idle connection open"
     net.remove_node(("b", 1))
@@ -233,8 +236,11 @@ def test_idle_timeout_when_peer_vanishes() -> None:
 
 def test_key_update_mid_transfer_loses_nothing() -> None:
     net = Network(seed=5)
-    net.connect("a", "b", LinkConfig(delay_us=5_000, bandwidth_bps=50_000_000, reorder=0.05,
-                                     reorder_delay_us=3_000))
+    net.connect(
+        "a",
+        "b",
+        LinkConfig(delay_us=5_000, bandwidth_bps=50_000_000, reorder=0.05, reorder_delay_us=3_000),
+    )
     a, b = connection_pair(net, ("a", 1), ("b", 1))
     k3, k4, iv3, iv4 = b"\x33" * 32, b"\x44" * 32, b"\x55" * 12, b"\x66" * 12
     aead = _core.AEAD_CHACHA20_POLY1305

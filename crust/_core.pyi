@@ -1,0 +1,145 @@
+"""Type stubs for crust._core (the Cython binding of csrc/crust.h)."""
+
+from typing import Final, TypeAlias
+
+from typing_extensions import Buffer
+
+VERSION_MAJOR: Final[int]
+VERSION_MINOR: Final[int]
+
+CID_LEN: Final[int]
+NUM_PRIO: Final[int]
+KEY_LEN: Final[int]
+IV_LEN: Final[int]
+TAG_LEN: Final[int]
+MIN_MTU: Final[int]
+FLOOR_MTU: Final[int]
+MAX_MTU: Final[int]
+MAX_PACKET: Final[int]
+SHORT_HEADER_MIN: Final[int]
+
+OK: Final[int]
+EINVAL: Final[int]
+EWOULDBLOCK: Final[int]
+EMSGSIZE: Final[int]
+ECLOSED: Final[int]
+ENOMEM: Final[int]
+ENOKEY: Final[int]
+EDECRYPT: Final[int]
+EMALFORMED: Final[int]
+EDUPLICATE: Final[int]
+ETOOOLD: Final[int]
+ENOTOURS: Final[int]
+EPROTO: Final[int]
+
+AEAD_NULL: Final[int]
+AEAD_CHACHA20_POLY1305: Final[int]
+AEAD_AES256_GCM: Final[int]
+AEAD_COUNT: Final[int]
+
+CC_BBR: Final[int]
+CC_CUBIC: Final[int]
+CC_COUNT: Final[int]
+
+EV_NONE: Final[int]
+EV_MESSAGE: Final[int]
+EV_MESSAGE_DROPPED: Final[int]
+EV_SEND_READY: Final[int]
+EV_PATH_VALIDATED: Final[int]
+EV_MTU: Final[int]
+EV_ALL_ACKED: Final[int]
+EV_CLOSED: Final[int]
+
+CLOSE_LOCAL: Final[int]
+CLOSE_REMOTE: Final[int]
+CLOSE_IDLE: Final[int]
+CLOSE_PROTOCOL: Final[int]
+
+#: (type, prio, payload, msg_id, reason, code); payload only for EV_MESSAGE.
+RawEvent: TypeAlias = tuple[int, int, bytes | None, int, int, int]
+
+def strerror(code: int) -> str: ...
+
+class Config:
+    def __init__(
+        self,
+        *,
+        max_message_size: int = ...,
+        send_buffer: int = ...,
+        recv_window: int = ...,
+        initial_mtu: int = ...,
+        max_mtu: int = ...,
+        ack_frequency: int = ...,
+        max_ack_delay_us: int = ...,
+        initial_rtt_us: int = ...,
+        idle_timeout_us: int = ...,
+        keepalive_us: int = ...,
+        drop_deadline_us: int = ...,
+        drop_min_prio: int = ...,
+        cc: int | str = ...,
+        pacing: int = ...,
+        initial_cwnd_pkts: int = ...,
+    ) -> None: ...
+    max_message_size: int
+    send_buffer: int
+    recv_window: int
+    initial_mtu: int
+    max_mtu: int
+    ack_frequency: int
+    max_ack_delay_us: int
+    initial_rtt_us: int
+    idle_timeout_us: int
+    keepalive_us: int
+    drop_deadline_us: int
+    drop_min_prio: int
+    @property
+    def cc(self) -> int: ...
+    @cc.setter
+    def cc(self, value: int | str) -> None: ...
+    pacing: int
+    initial_cwnd_pkts: int
+    def as_dict(self) -> dict[str, int]: ...
+    def replace(self, **changes: int | str) -> Config: ...
+    def __eq__(self, other: object) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
+
+class Connection:
+    @property
+    def local_cid(self) -> bytes: ...
+    @property
+    def remote_cid(self) -> bytes: ...
+    def __init__(
+        self, local_cid: Buffer, remote_cid: Buffer, now: int, config: Config | None = None
+    ) -> None: ...
+    def set_keys(
+        self,
+        phase: int,
+        aead: int,
+        tx_key: Buffer,
+        tx_iv: Buffer,
+        rx_key: Buffer,
+        rx_iv: Buffer,
+    ) -> None: ...
+    def update_keys(self, now: int) -> None: ...
+    def send(self, data: Buffer, priority: int = 0, *, now: int) -> int: ...
+    def send_capacity(self) -> int: ...
+    def datagrams_to_send(self, now: int, max_datagrams: int = 64) -> list[bytes]: ...
+    def transmit_into(
+        self, now: int, buf: Buffer, slot: int, max_datagrams: int = 64
+    ) -> list[int]: ...
+    def receive_datagram(self, data: Buffer, now: int) -> int: ...
+    def poll_events(self) -> list[RawEvent]: ...
+    def get_timer(self) -> int | None: ...
+    def handle_timer(self, now: int) -> None: ...
+    def close(self, now: int, code: int = 0, graceful: bool = True) -> None: ...
+    def probe_path(self, now: int) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def memory(self) -> int: ...
+    @property
+    def is_closed(self) -> bool: ...
+
+def register_aead(aead_id: int, seal_ptr: int, open_ptr: int) -> None: ...
+def aead_available(aead_id: int) -> bool: ...
+def packet_cid(data: Buffer) -> bytes | None: ...
+def bench_pair(a: Connection, b: Connection, nbytes: int, msg_len: int) -> tuple[int, int]: ...
+def bench_aead(aead_id: int, pkt_len: int, count: int) -> tuple[int, int]: ...

@@ -1,0 +1,828 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The C engine of crust (csrc/crust.h), bound for Python.
+
+This module only translates: Python ints for C integers (times are int
+microseconds everywhere), any buffer-protocol object for bytes in (read
+through a Py_buffer, never copied at the Python level), ``bytes`` out, and
+negative ``CRUST_E*`` codes into the exceptions of :mod:`crust.errors`.
+Policy (when to send, what to do on an event) lives in the Python layers
+above.
+
+A ``crust_conn`` is not thread-safe and the GIL is released around calls
+that can take long, so a Connection refuses to be entered by a second
+thread while one is inside it (RuntimeError) instead of corrupting state.
+"""
+
+cimport cython
+from cpython.buffer cimport (
+    PyBUF_SIMPLE,
+    PyBUF_WRITABLE,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t, UINT64_MAX
+
+from crust cimport _crust as C
+
+from operator import index as _index
+
+from crust.errors import (
+    ConfigError,
+    ConnectionClosed,
+    CrustError,
+    DatagramDropped,
+    InvalidArgument,
+    MessageTooLarge,
+    NoKeys,
+    OutOfMemory,
+    ProtocolError,
+    WouldBlock,
+)
+
+# ---- constants (mirrors of crust.h) ---------------------------------------
+
+VERSION_MAJOR = C.CRUST_VERSION_MAJOR
+VERSION_MINOR = C.CRUST_VERSION_MINOR
+
+CID_LEN = C.CRUST_CID_LEN
+NUM_PRIO = C.CRUST_NUM_PRIO
+KEY_LEN = C.CRUST_KEY_LEN
+IV_LEN = C.CRUST_IV_LEN
+TAG_LEN = C.CRUST_TAG_LEN
+MIN_MTU = C.CRUST_MIN_MTU
+FLOOR_MTU = C.CRUST_FLOOR_MTU
+MAX_MTU = C.CRUST_MAX_MTU
+MAX_PACKET = C.CRUST_MAX_PACKET
+SHORT_HEADER_MIN = C.CRUST_SHORT_HEADER_MIN
+
+OK = C.CRUST_OK
+EINVAL = C.CRUST_EINVAL
+EWOULDBLOCK = C.CRUST_EWOULDBLOCK
+EMSGSIZE = C.CRUST_EMSGSIZE
+ECLOSED = C.CRUST_ECLOSED
+ENOMEM = C.CRUST_ENOMEM
+ENOKEY = C.CRUST_ENOKEY
+EDECRYPT = C.CRUST_EDECRYPT
+EMALFORMED = C.CRUST_EMALFORMED
+EDUPLICATE = C.CRUST_EDUPLICATE
+ETOOOLD = C.CRUST_ETOOOLD
+ENOTOURS = C.CRUST_ENOTOURS
+EPROTO = C.CRUST_EPROTO
+
+AEAD_NULL = C.CRUST_AEAD_NULL
+AEAD_CHACHA20_POLY1305 = C.CRUST_AEAD_CHACHA20_POLY1305
+AEAD_AES256_GCM = C.CRUST_AEAD_AES256_GCM
+AEAD_COUNT = C.CRUST_AEAD_COUNT
+
+CC_BBR = C.CRUST_CC_BBR
+CC_CUBIC = C.CRUST_CC_CUBIC
+CC_COUNT = C.CRUST_CC_COUNT
+
+EV_NONE = C.CRUST_EV_NONE
+EV_MESSAGE = C.CRUST_EV_MESSAGE
+EV_MESSAGE_DROPPED = C.CRUST_EV_MESSAGE_DROPPED
+EV_SEND_READY = C.CRUST_EV_SEND_READY
+EV_PATH_VALIDATED = C.CRUST_EV_PATH_VALIDATED
+EV_MTU = C.CRUST_EV_MTU
+EV_ALL_ACKED = C.CRUST_EV_ALL_ACKED
+EV_CLOSED = C.CRUST_EV_CLOSED
+
+CLOSE_LOCAL = C.CRUST_CLOSE_LOCAL
+CLOSE_REMOTE = C.CRUST_CLOSE_REMOTE
+CLOSE_IDLE = C.CRUST_CLOSE_IDLE
+CLOSE_PROTOCOL = C.CRUST_CLOSE_PROTOCOL
+
+#: What Connection.poll_events returns a list of: (type, prio, payload,
+#: msg_id, reason, code); payload is the message for EV_MESSAGE, else None.
+RawEvent = tuple[int, int, bytes | None, int, int, int]
+
+_ERROR_CLASSES = {
+    C.CRUST_EINVAL: InvalidArgument,
+    C.CRUST_EWOULDBLOCK: WouldBlock,
+    C.CRUST_EMSGSIZE: MessageTooLarge,
+    C.CRUST_ECLOSED: ConnectionClosed,
+    C.CRUST_ENOMEM: OutOfMemory,
+    C.CRUST_ENOKEY: NoKeys,
+    C.CRUST_EDECRYPT: DatagramDropped,
+    C.CRUST_EMALFORMED: DatagramDropped,
+    C.CRUST_EDUPLICATE: DatagramDropped,
+    C.CRUST_ETOOOLD: DatagramDropped,
+    C.CRUST_ENOTOURS: DatagramDropped,
+    C.CRUST_EPROTO: ProtocolError,
+}
+
+_CC_NAMES = {"bbr": C.CRUST_CC_BBR, "cubic": C.CRUST_CC_CUBIC}
+
+# Copies at least this long run without the GIL; below it, releasing and
+# retaking the GIL costs more than the memcpy it would free other threads for.
+cdef enum:
+    _NOGIL_COPY = 16384
+    # Datagrams built per GIL release in datagrams_to_send (on the C stack).
+    _TX_BATCH = 16
+
+
+def strerror(int code):
+    """The core's name for an error code (``crust_strerror``)."""
+    return C.crust_strerror(code).decode("utf-8", "replace")
+
+
+cdef int _raise(int code, str what) except -1:
+    exc = _ERROR_CLASSES.get(code, CrustError)(f"{what}: {strerror(code)} ({code})")
+    exc.code = code
+    raise exc
+
+
+# ---- configuration -----------------------------------------------------------
+
+# Field name -> width in bits, in crust_config order.
+_CONFIG_FIELDS = {
+    "max_message_size": 64,
+    "send_buffer": 64,
+    "recv_window": 64,
+    "initial_mtu": 32,
+    "max_mtu": 32,
+    "ack_frequency": 32,
+    "max_ack_delay_us": 32,
+    "initial_rtt_us": 64,
+    "idle_timeout_us": 64,
+    "keepalive_us": 64,
+    "drop_deadline_us": 64,
+    "drop_min_prio": 32,
+    "cc": 32,
+    "pacing": 32,
+    "initial_cwnd_pkts": 32,
+}
+
+
+def _config_error(str field, str message):
+    exc = ConfigError(message)
+    exc.field = field
+    exc.code = C.CRUST_EINVAL
+    return exc
+
+
+cdef uint64_t _coerce_field(str name, object value) except? 0xFFFFFFFFFFFFFFFF:
+    limit = 1 << _CONFIG_FIELDS[name]
+    if name == "cc" and isinstance(value, str):
+        try:
+            return _CC_NAMES[value.lower()]
+        except KeyError:
+            raise _config_error(
+                name, f"Config.cc must be one of {sorted(_CC_NAMES)} or an int, got {value!r}"
+            ) from None
+    try:
+        v = _index(value)
+    except TypeError:
+        raise TypeError(
+            f"Config.{name} must be an int, not {type(value).__name__}"
+        ) from None
+    if v < 0 or v >= limit:
+        raise _config_error(name, f"Config.{name} = {v} is outside 0..{limit - 1}")
+    return v
+
+
+cdef void _config_put(C.crust_config *c, str name, uint64_t v) noexcept:
+    # Width was checked by _coerce_field, so the uint32_t casts are exact.
+    if name == "max_message_size":
+        c.max_message_size = v
+    elif name == "send_buffer":
+        c.send_buffer = v
+    elif name == "recv_window":
+        c.recv_window = v
+    elif name == "initial_mtu":
+        c.initial_mtu = <uint32_t>v
+    elif name == "max_mtu":
+        c.max_mtu = <uint32_t>v
+    elif name == "ack_frequency":
+        c.ack_frequency = <uint32_t>v
+    elif name == "max_ack_delay_us":
+        c.max_ack_delay_us = <uint32_t>v
+    elif name == "initial_rtt_us":
+        c.initial_rtt_us = v
+    elif name == "idle_timeout_us":
+        c.idle_timeout_us = v
+    elif name == "keepalive_us":
+        c.keepalive_us = v
+    elif name == "drop_deadline_us":
+        c.drop_deadline_us = v
+    elif name == "drop_min_prio":
+        c.drop_min_prio = <uint32_t>v
+    elif name == "cc":
+        c.cc = <uint32_t>v
+    elif name == "pacing":
+        c.pacing = <uint32_t>v
+    elif name == "initial_cwnd_pkts":
+        c.initial_cwnd_pkts = <uint32_t>v
+
+
+def _config_from_dict(dict fields):
+    return Config(**fields)
+
+
+cdef class Config:
+    """Tunables of one connection (``crust_config``); sizes in bytes, times
+    in microseconds. Every field is a keyword; the defaults are the core's
+    (``crust_config_default``). Values are checked by the core's
+    ``crust_config_validate``: a bad one raises ConfigError naming the field.
+    """
+
+    cdef C.crust_config c
+
+    def __cinit__(self):
+        C.crust_config_default(&self.c)
+
+    def __init__(self, **fields):
+        C.crust_config_default(&self.c)
+        for name, value in fields.items():
+            if name not in _CONFIG_FIELDS:
+                raise TypeError(f"Config() got an unexpected keyword argument {name!r}")
+            _config_put(&self.c, name, _coerce_field(name, value))
+        self._validate()
+
+    cdef int _validate(self) except -1:
+        cdef const char *field = NULL
+        if C.crust_config_validate(&self.c, &field) == C.CRUST_OK:
+            return 0
+        name = field.decode("utf-8", "replace") if field != NULL else "?"
+        value = getattr(self, name, None) if name in _CONFIG_FIELDS else None
+        raise _config_error(name, f"invalid Config.{name} = {value}")
+
+    cdef int _set(self, str name, object value) except -1:
+        cdef C.crust_config saved = self.c
+        _config_put(&self.c, name, _coerce_field(name, value))
+        try:
+            self._validate()
+        except BaseException:
+            self.c = saved
+            raise
+        return 0
+
+    @property
+    def max_message_size(self):
+        return self.c.max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value):
+        self._set("max_message_size", value)
+
+    @property
+    def send_buffer(self):
+        return self.c.send_buffer
+
+    @send_buffer.setter
+    def send_buffer(self, value):
+        self._set("send_buffer", value)
+
+    @property
+    def recv_window(self):
+        return self.c.recv_window
+
+    @recv_window.setter
+    def recv_window(self, value):
+        self._set("recv_window", value)
+
+    @property
+    def initial_mtu(self):
+        return self.c.initial_mtu
+
+    @initial_mtu.setter
+    def initial_mtu(self, value):
+        self._set("initial_mtu", value)
+
+    @property
+    def max_mtu(self):
+        return self.c.max_mtu
+
+    @max_mtu.setter
+    def max_mtu(self, value):
+        self._set("max_mtu", value)
+
+    @property
+    def ack_frequency(self):
+        return self.c.ack_frequency
+
+    @ack_frequency.setter
+    def ack_frequency(self, value):
+        self._set("ack_frequency", value)
+
+    @property
+    def max_ack_delay_us(self):
+        return self.c.max_ack_delay_us
+
+    @max_ack_delay_us.setter
+    def max_ack_delay_us(self, value):
+        self._set("max_ack_delay_us", value)
+
+    @property
+    def initial_rtt_us(self):
+        return self.c.initial_rtt_us
+
+    @initial_rtt_us.setter
+    def initial_rtt_us(self, value):
+        self._set("initial_rtt_us", value)
+
+    @property
+    def idle_timeout_us(self):
+        return self.c.idle_timeout_us
+
+    @idle_timeout_us.setter
+    def idle_timeout_us(self, value):
+        self._set("idle_timeout_us", value)
+
+    @property
+    def keepalive_us(self):
+        return self.c.keepalive_us
+
+    @keepalive_us.setter
+    def keepalive_us(self, value):
+        self._set("keepalive_us", value)
+
+    @property
+    def drop_deadline_us(self):
+        return self.c.drop_deadline_us
+
+    @drop_deadline_us.setter
+    def drop_deadline_us(self, value):
+        self._set("drop_deadline_us", value)
+
+    @property
+    def drop_min_prio(self):
+        return self.c.drop_min_prio
+
+    @drop_min_prio.setter
+    def drop_min_prio(self, value):
+        self._set("drop_min_prio", value)
+
+    @property
+    def cc(self):
+        return self.c.cc
+
+    @cc.setter
+    def cc(self, value):
+        self._set("cc", value)
+
+    @property
+    def pacing(self):
+        return self.c.pacing
+
+    @pacing.setter
+    def pacing(self, value):
+        self._set("pacing", value)
+
+    @property
+    def initial_cwnd_pkts(self):
+        return self.c.initial_cwnd_pkts
+
+    @initial_cwnd_pkts.setter
+    def initial_cwnd_pkts(self, value):
+        self._set("initial_cwnd_pkts", value)
+
+    def as_dict(self):
+        """Every field, in crust_config order."""
+        return {name: getattr(self, name) for name in _CONFIG_FIELDS}
+
+    def replace(self, **changes):
+        """A new Config with ``changes`` applied to a copy of this one."""
+        fields = self.as_dict()
+        fields.update(changes)
+        return Config(**fields)
+
+    def __eq__(self, other):
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None
+
+    def __repr__(self):
+        default = Config()
+        changed = ", ".join(
+            f"{name}={value!r}"
+            for name, value in self.as_dict().items()
+            if getattr(default, name) != value
+        )
+        return f"Config({changed})"
+
+    def __reduce__(self):
+        return (_config_from_dict, (self.as_dict(),))
+
+
+# ---- connections ------------------------------------------------------------
+
+cdef bytes _cid(object value, str what):
+    if isinstance(value, int):
+        raise TypeError(f"{what} must be a bytes-like object, not int")
+    data = memoryview(value).tobytes()
+    if len(data) != C.CRUST_CID_LEN:
+        raise ValueError(f"{what} must be {C.CRUST_CID_LEN} bytes, got {len(data)}")
+    return data
+
+
+cdef unsigned _prio(object priority) except? 0xFFFFFFFF:
+    try:
+        p = _index(priority)
+    except TypeError:
+        raise TypeError(f"priority must be an int, not {type(priority).__name__}") from None
+    if p < 0 or p >= C.CRUST_NUM_PRIO:
+        exc = InvalidArgument(f"priority must be 0..{C.CRUST_NUM_PRIO - 1}, got {p}")
+        exc.code = C.CRUST_EINVAL
+        raise exc
+    return p
+
+
+cdef const uint8_t *_fixed(object value, Py_ssize_t size, str what, list keep) except NULL:
+    # Keys and IVs: copied to bytes (a few dozen bytes, once per key change).
+    if isinstance(value, int):
+        raise TypeError(f"{what} must be a bytes-like object, not int")
+    data = memoryview(value).tobytes()
+    if len(data) != size:
+        raise ValueError(f"{what} must be {size} bytes, got {len(data)}")
+    keep.append(data)
+    return <const uint8_t *>PyBytes_AS_STRING(data)
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class Connection:
+    """One end of one connection (``crust_conn``). Sans-IO: feed it
+    datagrams, take datagrams from it, drain its events, and call
+    :meth:`handle_timer` at :meth:`get_timer`. Every ``now`` is a monotonic
+    time in int microseconds that never goes backwards.
+    """
+
+    cdef C.crust_conn *_c
+    # True while a call runs without the GIL (see the module docstring).
+    cdef bint _busy
+    cdef readonly bytes local_cid
+    cdef readonly bytes remote_cid
+
+    def __cinit__(self):
+        self._c = NULL
+        self._busy = False
+
+    def __init__(self, local_cid, remote_cid, uint64_t now, Config config=None):
+        if self._c != NULL:
+            raise RuntimeError("Connection.__init__ called twice")
+        self.local_cid = _cid(local_cid, "local_cid")
+        self.remote_cid = _cid(remote_cid, "remote_cid")
+        cdef const C.crust_config *cfg = NULL
+        if config is not None:
+            cfg = &config.c
+        self._c = C.crust_conn_new(
+            cfg,
+            <const uint8_t *>PyBytes_AS_STRING(self.local_cid),
+            <const uint8_t *>PyBytes_AS_STRING(self.remote_cid),
+            now,
+        )
+        if self._c == NULL:
+            raise OutOfMemory("crust_conn_new failed: out of memory")
+
+    def __dealloc__(self):
+        if self._c != NULL:
+            C.crust_conn_free(self._c)
+            self._c = NULL
+
+    cdef inline int _ready(self) except -1:
+        if self._c == NULL:
+            raise RuntimeError("Connection is not initialised")
+        if self._busy:
+            raise RuntimeError("Connection is in use by another thread")
+        return 0
+
+    def __repr__(self):
+        return f"<crust._core.Connection {self.local_cid.hex()}->{self.remote_cid.hex()}>"
+
+    # -- keys --
+
+    def set_keys(self, unsigned phase, int aead, tx_key, tx_iv, rx_key, rx_iv):
+        """Install packet keys for key phase ``phase`` (0 or 1)."""
+        self._ready()
+        if aead < 0 or aead >= C.CRUST_AEAD_COUNT:
+            exc = InvalidArgument(f"unknown AEAD id {aead}")
+            exc.code = C.CRUST_EINVAL
+            raise exc
+        keep = []
+        cdef const uint8_t *tk = _fixed(tx_key, C.CRUST_KEY_LEN, "tx_key", keep)
+        cdef const uint8_t *ti = _fixed(tx_iv, C.CRUST_IV_LEN, "tx_iv", keep)
+        cdef const uint8_t *rk = _fixed(rx_key, C.CRUST_KEY_LEN, "rx_key", keep)
+        cdef const uint8_t *ri = _fixed(rx_iv, C.CRUST_IV_LEN, "rx_iv", keep)
+        cdef int rc = C.crust_conn_set_keys(self._c, phase, <C.crust_aead_id>aead,
+                                            tk, ti, rk, ri)
+        if rc < 0:
+            _raise(rc, "set_keys")
+
+    def update_keys(self, uint64_t now):
+        """Start sending with the other key phase."""
+        self._ready()
+        cdef int rc = C.crust_conn_update_keys(self._c, now)
+        if rc < 0:
+            _raise(rc, "update_keys")
+
+    # -- sending --
+
+    def send(self, data, priority=0, *, uint64_t now):
+        """Queue one message (any buffer-protocol object; copied by the core,
+        so ``data`` is free on return). Returns its message id."""
+        cdef unsigned prio = _prio(priority)
+        cdef Py_buffer view
+        cdef uint64_t msg_id = 0
+        cdef int rc
+        self._ready()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len >= _NOGIL_COPY:
+                self._busy = True
+                try:
+                    with nogil:
+                        rc = C.crust_conn_send(self._c, now, <const uint8_t *>view.buf,
+                                               <size_t>view.len, prio, &msg_id)
+                finally:
+                    self._busy = False
+            else:
+                rc = C.crust_conn_send(self._c, now, <const uint8_t *>view.buf,
+                                       <size_t>view.len, prio, &msg_id)
+        finally:
+            PyBuffer_Release(&view)
+        if rc < 0:
+            _raise(rc, "send")
+        return msg_id
+
+    def send_capacity(self):
+        """Bytes :meth:`send` would accept right now."""
+        self._ready()
+        return C.crust_conn_send_capacity(self._c)
+
+    def datagrams_to_send(self, uint64_t now, Py_ssize_t max_datagrams=64):
+        """Up to ``max_datagrams`` datagrams ready to go out now."""
+        cdef uint8_t buf[_TX_BATCH * C.CRUST_MAX_PACKET]
+        cdef size_t lens[_TX_BATCH]
+        cdef Py_ssize_t n, i, batch
+        cdef size_t got
+        cdef bint bad = False
+        if max_datagrams < 0:
+            raise ValueError("max_datagrams must be >= 0")
+        self._ready()
+        out = []
+        while max_datagrams > 0:
+            batch = _TX_BATCH if max_datagrams > _TX_BATCH else max_datagrams
+            n = 0
+            self._busy = True
+            try:
+                with nogil:
+                    while n < batch:
+                        got = C.crust_conn_poll_transmit(
+                            self._c, now, buf + n * C.CRUST_MAX_PACKET, C.CRUST_MAX_PACKET)
+                        if got == 0:
+                            break
+                        if got > C.CRUST_MAX_PACKET:
+                            bad = True
+                            break
+                        lens[n] = got
+                        n += 1
+            finally:
+                self._busy = False
+            if bad:
+                raise RuntimeError("crust_conn_poll_transmit overran its buffer")
+            for i in range(n):
+                out.append(PyBytes_FromStringAndSize(
+                    <char *>buf + i * C.CRUST_MAX_PACKET, <Py_ssize_t>lens[i]))
+            if n < batch:
+                break
+            max_datagrams -= n
+        return out
+
+    def transmit_into(self, uint64_t now, buf, Py_ssize_t slot, Py_ssize_t max_datagrams=64):
+        """Build datagrams straight into the writable buffer ``buf``, the
+        i-th at offset ``i * slot``; returns their lengths. ``slot`` must be
+        at least MAX_PACKET."""
+        cdef Py_buffer view
+        cdef Py_ssize_t n = 0, i, j, limit
+        cdef size_t got
+        cdef size_t lens[_TX_BATCH]
+        cdef uint8_t *base
+        cdef bint bad = False
+        if slot < C.CRUST_MAX_PACKET:
+            raise ValueError(f"slot must be at least {C.CRUST_MAX_PACKET}, got {slot}")
+        if max_datagrams < 0:
+            raise ValueError("max_datagrams must be >= 0")
+        self._ready()
+        out = []
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE | PyBUF_WRITABLE)
+        try:
+            limit = view.len // slot
+            if limit > max_datagrams:
+                limit = max_datagrams
+            base = <uint8_t *>view.buf
+            while n < limit:
+                i = 0
+                self._busy = True
+                try:
+                    with nogil:
+                        while i < _TX_BATCH and n + i < limit:
+                            got = C.crust_conn_poll_transmit(
+                                self._c, now, base + (n + i) * slot, C.CRUST_MAX_PACKET)
+                            if got == 0:
+                                break
+                            if got > C.CRUST_MAX_PACKET:
+                                bad = True
+                                break
+                            lens[i] = got
+                            i += 1
+                finally:
+                    self._busy = False
+                if bad:
+                    raise RuntimeError("crust_conn_poll_transmit overran its slot")
+                for j in range(i):
+                    out.append(lens[j])
+                n += i
+                if i < _TX_BATCH:
+                    break
+        finally:
+            PyBuffer_Release(&view)
+        return out
+
+    # -- receiving --
+
+    def receive_datagram(self, data, uint64_t now):
+        """Process one datagram. Returns 0, or the negative CRUST_E* code of
+        why it was dropped; bad bytes never raise."""
+        cdef Py_buffer view
+        cdef int rc
+        self._ready()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._busy = True
+        try:
+            with nogil:
+                rc = C.crust_conn_recv(self._c, now, <const uint8_t *>view.buf,
+                                       <size_t>view.len)
+        finally:
+            self._busy = False
+            PyBuffer_Release(&view)
+        return rc
+
+    def poll_events(self):
+        """Drain the events: a list of (type, prio, payload, msg_id, reason,
+        code). payload is the message for EV_MESSAGE, else None."""
+        cdef C.crust_event ev
+        cdef int64_t got
+        cdef char *dst
+        cdef bytes payload
+        self._ready()
+        events = []
+        while C.crust_conn_poll_event(self._c, &ev):
+            payload = None
+            if ev.type == C.CRUST_EV_MESSAGE:
+                if ev.len > <uint64_t>PY_SSIZE_T_MAX:
+                    raise OutOfMemory(f"message of {ev.len} bytes does not fit in memory")
+                # The message is read straight into the bytes object that is
+                # handed to the caller: one copy out of the core, no more.
+                payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>ev.len)
+                dst = PyBytes_AS_STRING(payload)
+                if ev.len >= _NOGIL_COPY:
+                    self._busy = True
+                    try:
+                        with nogil:
+                            got = C.crust_conn_read_message(
+                                self._c, ev.prio, <uint8_t *>dst, <size_t>ev.len)
+                    finally:
+                        self._busy = False
+                else:
+                    got = C.crust_conn_read_message(
+                        self._c, ev.prio, <uint8_t *>dst, <size_t>ev.len)
+                if got < 0:
+                    _raise(<int>got, "read_message")
+                if <uint64_t>got != ev.len:
+                    raise RuntimeError(
+                        f"crust_conn_read_message returned {got} bytes, event said {ev.len}")
+            events.append((ev.type, ev.prio, payload, ev.msg_id, ev.reason, ev.code))
+        return events
+
+    # -- time --
+
+    def get_timer(self):
+        """When :meth:`handle_timer` must next be called, or None."""
+        self._ready()
+        cdef uint64_t t = C.crust_conn_next_timeout(self._c)
+        return None if t == UINT64_MAX else t
+
+    def handle_timer(self, uint64_t now):
+        """Run the timers due at ``now``; harmless when called early."""
+        self._ready()
+        self._busy = True
+        try:
+            with nogil:
+                C.crust_conn_handle_timeout(self._c, now)
+        finally:
+            self._busy = False
+
+    # -- lifecycle --
+
+    def close(self, uint64_t now, uint64_t code=0, bint graceful=True):
+        """Close; graceful delivers queued messages first. ``code`` reaches
+        the peer's CLOSED event."""
+        self._ready()
+        cdef int rc = C.crust_conn_close(self._c, now, code, graceful)
+        if rc < 0:
+            _raise(rc, "close")
+
+    def probe_path(self, uint64_t now):
+        """Send a PATH_CHALLENGE; EV_PATH_VALIDATED follows when answered."""
+        self._ready()
+        cdef int rc = C.crust_conn_probe_path(self._c, now)
+        if rc < 0:
+            _raise(rc, "probe_path")
+
+    def stats(self):
+        """Every crust_stats field, by name."""
+        cdef C.crust_stats st
+        self._ready()
+        C.crust_conn_get_stats(self._c, &st)
+        return st
+
+    def memory(self):
+        """Bytes of heap the connection holds now."""
+        self._ready()
+        return C.crust_conn_memory(self._c)
+
+    @property
+    def is_closed(self):
+        """True once the connection is closed and drained: drop it then."""
+        self._ready()
+        return C.crust_conn_is_closed(self._c) != 0
+
+
+# ---- module-level functions -------------------------------------------------
+
+def register_aead(int aead_id, uintptr_t seal_ptr, uintptr_t open_ptr):
+    """Install libsodium's combined-mode encrypt/decrypt (function pointers
+    as ints) for an AEAD. crust._sodium does this at import."""
+    if aead_id < 0 or aead_id >= C.CRUST_AEAD_COUNT:
+        exc = InvalidArgument(f"unknown AEAD id {aead_id}")
+        exc.code = C.CRUST_EINVAL
+        raise exc
+    cdef int rc = C.crust_aead_register(<C.crust_aead_id>aead_id,
+                                        <C.crust_aead_seal_fn>seal_ptr,
+                                        <C.crust_aead_open_fn>open_ptr)
+    if rc < 0:
+        _raise(rc, "register_aead")
+
+
+def aead_available(int aead_id):
+    """True when connections can use this AEAD."""
+    if aead_id < 0 or aead_id >= C.CRUST_AEAD_COUNT:
+        return False
+    return C.crust_aead_available(<C.crust_aead_id>aead_id) != 0
+
+
+def packet_cid(data):
+    """The destination connection id of a short-header packet, or None."""
+    cdef Py_buffer view
+    cdef uint8_t cid[C.CRUST_CID_LEN]
+    cdef int rc
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        rc = C.crust_packet_cid(<const uint8_t *>view.buf, <size_t>view.len, cid)
+    finally:
+        PyBuffer_Release(&view)
+    if rc != 0:
+        return None
+    return PyBytes_FromStringAndSize(<char *>cid, C.CRUST_CID_LEN)
+
+
+def bench_pair(Connection a not None, Connection b not None, uint64_t nbytes,
+               size_t msg_len):
+    """Move ``nbytes`` of ``msg_len``-byte messages from a to b over a
+    perfect in-memory link. Returns (packets a->b, elapsed_ns)."""
+    cdef uint64_t elapsed = 0
+    cdef int64_t rc
+    if a is b:
+        raise ValueError("bench_pair needs two distinct connections")
+    a._ready()
+    b._ready()
+    a._busy = b._busy = True
+    try:
+        with nogil:
+            rc = C.crust_bench_pair(a._c, b._c, nbytes, msg_len, &elapsed)
+    finally:
+        a._busy = b._busy = False
+    if rc < 0:
+        _raise(<int>rc, "bench_pair")
+    return rc, elapsed
+
+
+def bench_aead(int aead_id, size_t pkt_len, uint64_t count):
+    """Seal and open ``count`` packets of ``pkt_len`` bytes with the AEAD
+    alone. Returns (packets, elapsed_ns)."""
+    cdef uint64_t elapsed = 0
+    cdef int64_t rc
+    if aead_id < 0 or aead_id >= C.CRUST_AEAD_COUNT:
+        exc = InvalidArgument(f"unknown AEAD id {aead_id}")
+        exc.code = C.CRUST_EINVAL
+        raise exc
+    with nogil:
+        rc = C.crust_bench_aead(<C.crust_aead_id>aead_id, pkt_len, count, &elapsed)
+    if rc < 0:
+        _raise(<int>rc, "bench_aead")
+    return rc, elapsed

@@ -1,0 +1,197 @@
+# cython: language_level=3
+# Declarations of csrc/crust.h for Cython, in the header's order. Keep the
+# two in step: every public name of the header appears here once.
+
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+
+cdef extern from "crust.h" nogil:
+    enum:
+        CRUST_VERSION_MAJOR
+        CRUST_VERSION_MINOR
+
+    enum:
+        CRUST_CID_LEN
+        CRUST_NUM_PRIO
+        CRUST_KEY_LEN
+        CRUST_IV_LEN
+        CRUST_TAG_LEN
+        CRUST_MIN_MTU
+        CRUST_FLOOR_MTU
+        CRUST_MAX_MTU
+        CRUST_MAX_PACKET
+        CRUST_SHORT_HEADER_MIN
+
+    # ---- error codes ----
+    enum:
+        CRUST_OK
+        CRUST_EINVAL
+        CRUST_EWOULDBLOCK
+        CRUST_EMSGSIZE
+        CRUST_ECLOSED
+        CRUST_ENOMEM
+        CRUST_ENOKEY
+        CRUST_EDECRYPT
+        CRUST_EMALFORMED
+        CRUST_EDUPLICATE
+        CRUST_ETOOOLD
+        CRUST_ENOTOURS
+        CRUST_EPROTO
+
+    const char *crust_strerror(int err)
+
+    # ---- AEAD function table ----
+    ctypedef int (*crust_aead_seal_fn)(unsigned char *c, unsigned long long *clen,
+                                       const unsigned char *m, unsigned long long mlen,
+                                       const unsigned char *ad, unsigned long long adlen,
+                                       const unsigned char *nsec, const unsigned char *npub,
+                                       const unsigned char *k)
+    ctypedef int (*crust_aead_open_fn)(unsigned char *m, unsigned long long *mlen,
+                                       unsigned char *nsec,
+                                       const unsigned char *c, unsigned long long clen,
+                                       const unsigned char *ad, unsigned long long adlen,
+                                       const unsigned char *npub, const unsigned char *k)
+
+    ctypedef enum crust_aead_id:
+        CRUST_AEAD_NULL
+        CRUST_AEAD_CHACHA20_POLY1305
+        CRUST_AEAD_AES256_GCM
+        CRUST_AEAD_COUNT
+
+    int crust_aead_register(crust_aead_id id, crust_aead_seal_fn seal,
+                            crust_aead_open_fn open)
+    int crust_aead_available(crust_aead_id id)
+
+    # ---- configuration ----
+    ctypedef enum crust_cc_id:
+        CRUST_CC_BBR
+        CRUST_CC_CUBIC
+        CRUST_CC_COUNT
+
+    ctypedef struct crust_config:
+        uint64_t max_message_size
+        uint64_t send_buffer
+        uint64_t recv_window
+        uint32_t initial_mtu
+        uint32_t max_mtu
+        uint32_t ack_frequency
+        uint32_t max_ack_delay_us
+        uint64_t initial_rtt_us
+        uint64_t idle_timeout_us
+        uint64_t keepalive_us
+        uint64_t drop_deadline_us
+        uint32_t drop_min_prio
+        uint32_t cc
+        uint32_t pacing
+        uint32_t initial_cwnd_pkts
+
+    void crust_config_default(crust_config *cfg)
+    int crust_config_validate(const crust_config *cfg, const char **field)
+
+    # ---- events ----
+    ctypedef enum crust_event_type:
+        CRUST_EV_NONE
+        CRUST_EV_MESSAGE
+        CRUST_EV_MESSAGE_DROPPED
+        CRUST_EV_SEND_READY
+        CRUST_EV_PATH_VALIDATED
+        CRUST_EV_MTU
+        CRUST_EV_ALL_ACKED
+        CRUST_EV_CLOSED
+
+    ctypedef enum crust_close_reason:
+        CRUST_CLOSE_LOCAL
+        CRUST_CLOSE_REMOTE
+        CRUST_CLOSE_IDLE
+        CRUST_CLOSE_PROTOCOL
+
+    ctypedef struct crust_event:
+        uint32_t type
+        uint32_t prio
+        uint64_t len
+        uint64_t msg_id
+        uint32_t reason
+        uint64_t code
+
+    # ---- statistics ----
+    ctypedef struct crust_stats:
+        uint64_t srtt_us
+        uint64_t rttvar_us
+        uint64_t min_rtt_us
+        uint64_t latest_rtt_us
+        uint64_t cwnd
+        uint64_t bytes_in_flight
+        uint64_t pacing_rate
+        uint64_t tx_packets
+        uint64_t tx_bytes
+        uint64_t rx_packets
+        uint64_t rx_bytes
+        uint64_t tx_msgs
+        uint64_t rx_msgs
+        uint64_t tx_msg_bytes
+        uint64_t rx_msg_bytes
+        uint64_t lost_packets
+        uint64_t retransmitted_bytes
+        uint64_t spurious_losses
+        uint64_t pto_count
+        uint64_t persistent_congestion
+        uint64_t rx_dropped_decrypt
+        uint64_t rx_dropped_malformed
+        uint64_t rx_dropped_duplicate
+        uint64_t rx_dropped_old
+        uint64_t rx_dropped_notours
+        uint64_t dropped_msgs
+        uint64_t send_buffered
+        uint64_t recv_buffered
+        uint64_t send_buffer_peak
+        uint64_t recv_buffer_peak
+        uint32_t mtu
+        uint32_t key_phase
+        uint32_t cc
+        uint32_t state
+
+    # ---- connections ----
+    ctypedef struct crust_conn:
+        pass
+
+    crust_conn *crust_conn_new(const crust_config *cfg,
+                               const uint8_t *local_cid,
+                               const uint8_t *remote_cid,
+                               uint64_t now_us)
+    void crust_conn_free(crust_conn *c)
+
+    int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
+                            const uint8_t *tx_key, const uint8_t *tx_iv,
+                            const uint8_t *rx_key, const uint8_t *rx_iv)
+    int crust_conn_update_keys(crust_conn *c, uint64_t now_us)
+
+    int crust_conn_send(crust_conn *c, uint64_t now_us, const uint8_t *msg,
+                        size_t len, unsigned prio, uint64_t *msg_id)
+    uint64_t crust_conn_send_capacity(const crust_conn *c)
+
+    int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt,
+                        size_t len)
+    size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now_us, uint8_t *out,
+                                    size_t cap)
+    int crust_conn_poll_event(crust_conn *c, crust_event *ev)
+    int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf,
+                                    size_t cap)
+
+    uint64_t crust_conn_next_timeout(const crust_conn *c)
+    void crust_conn_handle_timeout(crust_conn *c, uint64_t now_us)
+
+    int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
+                         int graceful)
+    int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
+
+    void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
+    size_t crust_conn_memory(const crust_conn *c)
+    int crust_conn_is_closed(const crust_conn *c)
+
+    int crust_packet_cid(const uint8_t *pkt, size_t len, uint8_t *cid)
+
+    # ---- benchmark helpers ----
+    int64_t crust_bench_pair(crust_conn *a, crust_conn *b, uint64_t bytes,
+                             size_t msg_len, uint64_t *elapsed_ns)
+    int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
+                             uint64_t *elapsed_ns)

@@ -1,0 +1,48 @@
+"""Hand the libsodium inside PyNaCl to the C core's AEAD table.
+
+PyNaCl links libsodium into its cffi module, so crust needs no system
+library. cffi's ``addressof`` gives a C function pointer with libsodium's
+own signature (the combined-mode ``crypto_aead_*_encrypt``/``_decrypt``),
+which the core then calls per packet without going through Python.
+Importing this module registers the ciphers; ``crust/__init__.py`` does
+that once.
+"""
+
+from __future__ import annotations
+
+# Importing nacl.bindings runs sodium_init(), whose CPU feature detection
+# AES-GCM needs (and which makes the library safe to call from any thread).
+import nacl.bindings  # noqa: F401
+from nacl._sodium import ffi, lib
+
+from crust import _core
+
+__all__ = ["registered"]
+
+
+def _address(name: str) -> int:
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+
+
+def _register() -> tuple[int, ...]:
+    done = [_core.AEAD_NULL]
+    _core.register_aead(
+        _core.AEAD_CHACHA20_POLY1305,
+        _address("crypto_aead_chacha20poly1305_ietf_encrypt"),
+        _address("crypto_aead_chacha20poly1305_ietf_decrypt"),
+    )
+    done.append(_core.AEAD_CHACHA20_POLY1305)
+    # AES-256-GCM in libsodium needs AES-NI and PCLMUL; without them the
+    # functions refuse to work, so the cipher is simply not offered.
+    if lib.crypto_aead_aes256gcm_is_available():
+        _core.register_aead(
+            _core.AEAD_AES256_GCM,
+            _address("crypto_aead_aes256gcm_encrypt"),
+            _address("crypto_aead_aes256gcm_decrypt"),
+        )
+        done.append(_core.AEAD_AES256_GCM)
+    return tuple(done)
+
+
+#: AEAD ids usable on this machine (the built-in null one included).
+registered: tuple[int, ...] = _register()
