@@ -19,8 +19,10 @@
  *    converge.
  *  - cwnd gain is 2 x 1.25 while probing, so a flow held back by a standing
  *    queue in a deep buffer can still win share.
- *  - Probes drain to the bare BDP and pacing runs 1% under BtlBw (as Linux
- *    does), so a lone flow sees the bare RTT and never needs PROBE_RTT.
+ *  - Probes drain to the bare BDP and pacing runs 0.2% under BtlBw (Linux
+ *    uses 1%; that costs goodput), so rounding in the estimate cannot
+ *    build a queue and a lone flow sees the bare RTT, never needing
+ *    PROBE_RTT.
  * Gains are in thousandths; rate x time products use 128-bit arithmetic.
  */
 #include <string.h>
@@ -42,7 +44,7 @@
 #define HEAVY_LOSS_PCT 20                 /* of a round: congestion, queue or not */
 #define QUEUE_LOSS_PERMILLE 10            /* of a round, with a standing queue */
 #define INFLIGHT_HI_BETA_PCT 70
-#define PACING_MARGIN_PCT 1
+#define PACING_MARGIN_PERMILLE 2
 
 static const uint32_t cycle_gain[CYCLE_LEN] = {1250, 750, 1000, 1000, 1000, 1000, 1000, 1000};
 
@@ -213,7 +215,7 @@ static void bbr_save_cwnd(bbr *b)
 
 static void bbr_set_pacing_rate_with_gain(bbr *b, uint32_t gain)
 {
-    uint64_t rate = mul_div(bbr_bw(b), (uint64_t)gain * (100 - PACING_MARGIN_PCT), UNIT * 100);
+    uint64_t rate = mul_div(bbr_bw(b), (uint64_t)gain * (1000 - PACING_MARGIN_PERMILLE), UNIT * 1000);
     /* Until the pipe is full, never slow down on a low early sample. */
     if (rate && (b->filled_pipe || rate > b->pacing_rate))
         b->pacing_rate = rate;

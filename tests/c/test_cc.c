@@ -660,8 +660,8 @@ static void test_bbr_converges(void)
         s->window_end_ns = 20ull * SEC * NS;
         sim_run(s, s->window_end_ns);
         flow *f = &s->f[0];
-        /* In 6 of the 8 PROBE_BW phases pacing = BtlBw (less a 1% margin):
-         * the median is BtlBw. */
+        /* In 6 of the 8 PROBE_BW phases pacing = BtlBw (less a 0.2%
+         * margin): the median is BtlBw. */
         double bw = hist_median(f->rate_hist, f->rate_samples);
         double cw = hist_median(f->cwnd_hist, f->rate_samples);
         double util = sim_utilisation(s), rtt = flow_median_rtt_ms(f);
