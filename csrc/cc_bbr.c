@@ -13,8 +13,9 @@
  *    pipe is full. (A conservation round per loss episode starves at 5%.)
  *  - Loss is congestion when a round loses >= 1% while its queue never
  *    drained (its fastest RTT >= 1.25 RTprop), or > 20% (a policer). Then,
- *    as v2's inflight_hi, inflight is capped at 0.7 of the round's peak and
- *    STARTUP ends; the cap regrows by 2, 4, 8... packets per clean round.
+ *    as v2's inflight_hi, inflight is capped at 0.7 of the round's peak (and
+ *    with a queue STARTUP ends); the cap regrows by 2, 4, 8... packets per
+ *    clean round.
  *    Proportional cuts and equal regrowth let flows in shallow buffers
  *    converge.
  *  - cwnd gain is 2 x 1.25 while probing, so a flow held back by a standing
@@ -267,15 +268,19 @@ static int bbr_round_queued(const bbr *b)
 static void bbr_check_loss_round(bbr *b, uint64_t mtu)
 {
     uint64_t lost = b->round_lost, total = b->round_lost + b->round_acked;
-    int heavy = lost > QUANTA_PKTS * mtu && lost * 100 > total * HEAVY_LOSS_PCT;
-    int queued = lost > mtu && lost * 1000 >= total * QUEUE_LOSS_PERMILLE &&
-                 bbr_round_queued(b);
+    /* A round without a single ACK (a black hole, a handshake) says nothing
+     * about congestion; persistent congestion deals with it. */
+    int heavy = b->round_acked && lost > QUANTA_PKTS * mtu &&
+                lost * 100 > total * HEAVY_LOSS_PCT;
+    int queued = b->round_acked && lost > mtu &&
+                 lost * 1000 >= total * QUEUE_LOSS_PERMILLE && bbr_round_queued(b);
     if (heavy || queued) {
         uint64_t cap = mul_div(b->round_max_inflight, INFLIGHT_HI_BETA_PCT, 100);
         b->inflight_hi = u64_max(cap, MIN_PIPE_PKTS * mtu);
         b->clean_rounds = 0;
-        if (b->state == BBR_STARTUP)
-            b->filled_pipe = 1; /* more bandwidth is not to be had here */
+        /* Only a queue proves the pipe full; loss alone may be the path's. */
+        if (queued && b->state == BBR_STARTUP)
+            b->filled_pipe = 1;
     } else if (b->inflight_hi != UINT64_MAX) {
         b->clean_rounds++;
         if (b->round_max_inflight + mtu >= b->inflight_hi)

@@ -207,8 +207,9 @@ unsigned crust_pn_encode_len(uint64_t pn, uint64_t largest_acked_plus1)
     if (largest_acked_plus1 == 0)
         span = pn + 1;
     span *= 2;
-    if (span < (UINT64_C(1) << 8))
-        return 1;
+    /* Never fewer than 2 bytes: 1 byte decodes only within 128 packets of
+     * the receiver's largest, and fast paths reorder further than that
+     * while ACKs still keep the unacknowledged span small. */
     if (span < (UINT64_C(1) << 16))
         return 2;
     if (span < (UINT64_C(1) << 24))

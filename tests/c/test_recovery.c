@@ -139,7 +139,7 @@ static void test_replay_window(void)
         lens[i] = crust_conn_poll_transmit(a, 0, pkts[i], 64);
         CHECK(lens[i] > 0);
     }
-    /* (Packets from 128 on carry 2-byte numbers, which decode correctly
+    /* (Packet numbers go out in at least 2 bytes, which decode correctly
      * this far behind the largest.) */
     CHECK(crust_conn_recv(b, 1, pkts[8999], lens[8999]) == CRUST_OK);
     CHECK(crust_conn_recv(b, 1, pkts[1000], lens[1000]) == CRUST_OK); /* in window */
