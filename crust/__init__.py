@@ -1,10 +1,48 @@
-"""crust: reliable, encrypted peer-to-peer connections over UDP.
+"""crust: reliable, encrypted peer-to-peer connections over UDP and TCP.
 
 Importing the package registers the AEAD ciphers of the libsodium bundled
 with PyNaCl with the C core, so every connection can use them.
+
+    import crust
+    async with crust.Service(crust.ServiceConfig(network="demo")) as svc:
+        ...
 """
 
 from crust import _sodium as _sodium
 from crust._version import __version__
+from crust.config import ServiceConfig
+from crust.events import (
+    ConnectFailed,
+    Event,
+    ListenerFailed,
+    ListenerStarted,
+    LostPeer,
+    MessageDropped,
+    NewMessage,
+    NewPeer,
+    PeerMisbehaving,
+)
+from crust.identity import Identity, PeerId
+from crust.peer import Peer, PeerStats
+from crust.service import ListenerError, Service, UnknownPeer
 
-__all__ = ["__version__"]
+__all__ = [
+    "ConnectFailed",
+    "Event",
+    "Identity",
+    "ListenerError",
+    "ListenerFailed",
+    "ListenerStarted",
+    "LostPeer",
+    "MessageDropped",
+    "NewMessage",
+    "NewPeer",
+    "Peer",
+    "PeerId",
+    "PeerMisbehaving",
+    "PeerStats",
+    "Service",
+    "ServiceConfig",
+    "UnknownPeer",
+    "__version__",
+]

@@ -88,6 +88,8 @@ EV_PATH_VALIDATED = C.CRUST_EV_PATH_VALIDATED
 EV_MTU = C.CRUST_EV_MTU
 EV_ALL_ACKED = C.CRUST_EV_ALL_ACKED
 EV_CLOSED = C.CRUST_EV_CLOSED
+EV_KEY_UPDATE = C.CRUST_EV_KEY_UPDATE
+EV_KEYS_NEEDED = C.CRUST_EV_KEYS_NEEDED
 
 CLOSE_LOCAL = C.CRUST_CLOSE_LOCAL
 CLOSE_REMOTE = C.CRUST_CLOSE_REMOTE
@@ -153,6 +155,8 @@ _CONFIG_FIELDS = {
     "cc": 32,
     "pacing": 32,
     "initial_cwnd_pkts": 32,
+    "rekey_interval_us": 64,
+    "rekey_packets": 64,
 }
 
 
@@ -215,6 +219,10 @@ cdef void _config_put(C.crust_config *c, str name, uint64_t v) noexcept:
         c.pacing = <uint32_t>v
     elif name == "initial_cwnd_pkts":
         c.initial_cwnd_pkts = <uint32_t>v
+    elif name == "rekey_interval_us":
+        c.rekey_interval_us = v
+    elif name == "rekey_packets":
+        c.rekey_packets = v
 
 
 def _config_from_dict(dict fields):
@@ -379,6 +387,22 @@ cdef class Config:
     def initial_cwnd_pkts(self, value):
         self._set("initial_cwnd_pkts", value)
 
+    @property
+    def rekey_interval_us(self):
+        return self.c.rekey_interval_us
+
+    @rekey_interval_us.setter
+    def rekey_interval_us(self, value):
+        self._set("rekey_interval_us", value)
+
+    @property
+    def rekey_packets(self):
+        return self.c.rekey_packets
+
+    @rekey_packets.setter
+    def rekey_packets(self, value):
+        self._set("rekey_packets", value)
+
     def as_dict(self):
         """Every field, in crust_config order."""
         return {name: getattr(self, name) for name in _CONFIG_FIELDS}
@@ -457,6 +481,11 @@ cdef class Connection:
     cdef bint _busy
     cdef readonly bytes local_cid
     cdef readonly bytes remote_cid
+    # The Endpoint this connection was added to (crust/_endpoint.pxi), or
+    # None. While in one, the connection is the endpoint's to drive: direct
+    # calls are refused during a drive, and each one marks the connection
+    # for the endpoint's next flush.
+    cdef Endpoint _endpoint
 
     def __cinit__(self):
         self._c = NULL
@@ -489,7 +518,21 @@ cdef class Connection:
             raise RuntimeError("Connection is not initialised")
         if self._busy:
             raise RuntimeError("Connection is in use by another thread")
+        if self._endpoint is not None:
+            self._endpoint._touch(self)
         return 0
+
+    # Around every call that releases the GIL: the endpoint must not drive
+    # the connection meanwhile, so it counts such calls.
+    cdef inline void _enter(self) noexcept:
+        self._busy = True
+        if self._endpoint is not None:
+            self._endpoint._inside += 1
+
+    cdef inline void _leave(self) noexcept:
+        self._busy = False
+        if self._endpoint is not None:
+            self._endpoint._inside -= 1
 
     def __repr__(self):
         return f"<crust._core.Connection {self.local_cid.hex()}->{self.remote_cid.hex()}>"
@@ -497,7 +540,9 @@ cdef class Connection:
     # -- keys --
 
     def set_keys(self, unsigned phase, int aead, tx_key, tx_iv, rx_key, rx_iv):
-        """Install packet keys for key phase ``phase`` (0 or 1)."""
+        """Install packet keys into key-phase slot ``phase`` (0 or 1): the
+        current keys when it is the slot in use, else the next generation's
+        (install them when EV_KEYS_NEEDED asks; see crust_conn_set_keys)."""
         self._ready()
         if aead < 0 or aead >= C.CRUST_AEAD_COUNT:
             exc = InvalidArgument(f"unknown AEAD id {aead}")
@@ -514,7 +559,7 @@ cdef class Connection:
             _raise(rc, "set_keys")
 
     def update_keys(self, uint64_t now):
-        """Start sending with the other key phase."""
+        """Start a key update now (NoKeys unless the next keys are installed)."""
         self._ready()
         cdef int rc = C.crust_conn_update_keys(self._c, now)
         if rc < 0:
@@ -533,13 +578,13 @@ cdef class Connection:
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             if view.len >= _NOGIL_COPY:
-                self._busy = True
+                self._enter()
                 try:
                     with nogil:
                         rc = C.crust_conn_send(self._c, now, <const uint8_t *>view.buf,
                                                <size_t>view.len, prio, &msg_id)
                 finally:
-                    self._busy = False
+                    self._leave()
             else:
                 rc = C.crust_conn_send(self._c, now, <const uint8_t *>view.buf,
                                        <size_t>view.len, prio, &msg_id)
@@ -568,7 +613,7 @@ cdef class Connection:
         while max_datagrams > 0:
             batch = _TX_BATCH if max_datagrams > _TX_BATCH else max_datagrams
             n = 0
-            self._busy = True
+            self._enter()
             try:
                 with nogil:
                     while n < batch:
@@ -582,7 +627,7 @@ cdef class Connection:
                         lens[n] = got
                         n += 1
             finally:
-                self._busy = False
+                self._leave()
             if bad:
                 raise RuntimeError("crust_conn_poll_transmit overran its buffer")
             for i in range(n):
@@ -617,7 +662,7 @@ cdef class Connection:
             base = <uint8_t *>view.buf
             while n < limit:
                 i = 0
-                self._busy = True
+                self._enter()
                 try:
                     with nogil:
                         while i < _TX_BATCH and n + i < limit:
@@ -631,7 +676,7 @@ cdef class Connection:
                             lens[i] = got
                             i += 1
                 finally:
-                    self._busy = False
+                    self._leave()
                 if bad:
                     raise RuntimeError("crust_conn_poll_transmit overran its slot")
                 for j in range(i):
@@ -652,13 +697,13 @@ cdef class Connection:
         cdef int rc
         self._ready()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        self._busy = True
+        self._enter()
         try:
             with nogil:
                 rc = C.crust_conn_recv(self._c, now, <const uint8_t *>view.buf,
                                        <size_t>view.len)
         finally:
-            self._busy = False
+            self._leave()
             PyBuffer_Release(&view)
         return rc
 
@@ -681,13 +726,13 @@ cdef class Connection:
                 payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>ev.len)
                 dst = PyBytes_AS_STRING(payload)
                 if ev.len >= _NOGIL_COPY:
-                    self._busy = True
+                    self._enter()
                     try:
                         with nogil:
                             got = C.crust_conn_read_message(
                                 self._c, ev.prio, <uint8_t *>dst, <size_t>ev.len)
                     finally:
-                        self._busy = False
+                        self._leave()
                 else:
                     got = C.crust_conn_read_message(
                         self._c, ev.prio, <uint8_t *>dst, <size_t>ev.len)
@@ -710,12 +755,12 @@ cdef class Connection:
     def handle_timer(self, uint64_t now):
         """Run the timers due at ``now``; harmless when called early."""
         self._ready()
-        self._busy = True
+        self._enter()
         try:
             with nogil:
                 C.crust_conn_handle_timeout(self._c, now)
         finally:
-            self._busy = False
+            self._leave()
 
     # -- lifecycle --
 
@@ -801,12 +846,14 @@ def bench_pair(Connection a not None, Connection b not None, uint64_t nbytes,
         raise ValueError("bench_pair needs two distinct connections")
     a._ready()
     b._ready()
-    a._busy = b._busy = True
+    a._enter()
+    b._enter()
     try:
         with nogil:
             rc = C.crust_bench_pair(a._c, b._c, nbytes, msg_len, &elapsed)
     finally:
-        a._busy = b._busy = False
+        a._leave()
+        b._leave()
     if rc < 0:
         _raise(<int>rc, "bench_pair")
     return rc, elapsed
@@ -826,3 +873,6 @@ def bench_aead(int aead_id, size_t pkt_len, uint64_t count):
     if rc < 0:
         _raise(<int>rc, "bench_aead")
     return rc, elapsed
+
+
+include "_endpoint.pxi"

@@ -84,6 +84,8 @@ cdef extern from "crust.h" nogil:
         uint32_t cc
         uint32_t pacing
         uint32_t initial_cwnd_pkts
+        uint64_t rekey_interval_us
+        uint64_t rekey_packets
 
     void crust_config_default(crust_config *cfg)
     int crust_config_validate(const crust_config *cfg, const char **field)
@@ -98,6 +100,8 @@ cdef extern from "crust.h" nogil:
         CRUST_EV_MTU
         CRUST_EV_ALL_ACKED
         CRUST_EV_CLOSED
+        CRUST_EV_KEY_UPDATE
+        CRUST_EV_KEYS_NEEDED
 
     ctypedef enum crust_close_reason:
         CRUST_CLOSE_LOCAL
@@ -141,6 +145,7 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_dropped_old
         uint64_t rx_dropped_notours
         uint64_t dropped_msgs
+        uint64_t key_updates
         uint64_t send_buffered
         uint64_t recv_buffered
         uint64_t send_buffer_peak
@@ -195,3 +200,110 @@ cdef extern from "crust.h" nogil:
                              size_t msg_len, uint64_t *elapsed_ns)
     int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
                              uint64_t *elapsed_ns)
+
+
+# ---- endpoints (csrc/crust_endpoint.h, included by crust.h) ----
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
+    enum:
+        AF_INET
+        AF_INET6
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        sa_family_t sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        unsigned short sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    unsigned short htons(unsigned short x)
+    unsigned short ntohs(unsigned short x)
+    uint32_t htonl(uint32_t x)
+    uint32_t ntohl(uint32_t x)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    enum:
+        INET6_ADDRSTRLEN
+    int inet_pton(int af, const char *src, void *dst)
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+cdef extern from "crust.h" nogil:
+    ctypedef struct crust_endpoint:
+        pass
+
+    ctypedef struct crust_endpoint_config:
+        uint32_t batch
+        uint32_t rx_budget
+        uint32_t gso
+        uint32_t gro
+        uint32_t unrouted_cap
+        uint32_t unrouted_max_len
+        uint32_t path_change_cap
+        uint32_t close_fd
+
+    void crust_endpoint_config_default(crust_endpoint_config *cfg)
+
+    ctypedef struct crust_endpoint_stats:
+        uint64_t rx_datagrams
+        uint64_t rx_bytes
+        uint64_t tx_datagrams
+        uint64_t tx_bytes
+        uint64_t rx_batches
+        uint64_t tx_batches
+        uint64_t gso_segments
+        uint64_t gro_segments
+        uint64_t drives
+        uint64_t timers
+        uint64_t unrouted
+        uint64_t path_changes
+        uint64_t tx_blocked
+        uint64_t gso_refused
+        uint64_t rx_dropped_conn
+        uint64_t rx_dropped_malformed
+        uint64_t rx_dropped_truncated
+        uint64_t rx_dropped_unrouted_full
+        uint64_t rx_dropped_unrouted_long
+        uint64_t rx_errors
+        uint64_t tx_dropped
+        uint64_t path_changes_dropped
+
+    crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
+    void crust_endpoint_free(crust_endpoint *ep)
+    int crust_endpoint_fd(const crust_endpoint *ep)
+    int crust_endpoint_gso_enabled(const crust_endpoint *ep)
+    int crust_endpoint_gro_enabled(const crust_endpoint *ep)
+
+    int crust_endpoint_add(crust_endpoint *ep, crust_conn *c, const sockaddr *peer,
+                           socklen_t peerlen)
+    int crust_endpoint_remove(crust_endpoint *ep, crust_conn *c)
+    int crust_endpoint_peer(const crust_endpoint *ep, const crust_conn *c,
+                            sockaddr_storage *addr, socklen_t *addrlen)
+    int crust_endpoint_touch(crust_endpoint *ep, crust_conn *c)
+
+    uint64_t crust_endpoint_drive(crust_endpoint *ep, uint64_t now_us)
+    uint64_t crust_endpoint_flush(crust_endpoint *ep, uint64_t now_us)
+    int crust_endpoint_want_write(const crust_endpoint *ep)
+
+    crust_conn *crust_endpoint_next_ready(crust_endpoint *ep)
+    int crust_endpoint_next_path_change(crust_endpoint *ep, crust_conn **c,
+                                        sockaddr_storage *addr, socklen_t *addrlen)
+    int64_t crust_endpoint_next_unrouted(crust_endpoint *ep, uint8_t *buf, size_t cap,
+                                         sockaddr_storage *addr, socklen_t *addrlen)
+    int crust_endpoint_send_raw(crust_endpoint *ep, const uint8_t *buf, size_t len,
+                                const sockaddr *addr, socklen_t addrlen)
+
+    void crust_endpoint_get_stats(const crust_endpoint *ep, crust_endpoint_stats *st)

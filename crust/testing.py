@@ -785,3 +785,355 @@ def connection_pair(
     net.add_node(a, node_a)
     net.add_node(b, node_b)
     return node_a, node_b
+
+
+# -- a whole crust node: handshake and engine ---------------------------------
+
+# For annotations only: at run time these need the extension, which the
+# simulator itself does not (imported here, next to their one user).
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from crust import _core
+    from crust.handshake import CookiePolicy, HandshakeError, HandshakeResult, Initiator
+    from crust.identity import Identity, PeerId
+
+__all__ += ["HandshakeNode"]
+
+_LONG_HEADER_BIT = 0x80  # byte 0 of every handshake packet (crust/handshake.py)
+_EV_KEYS_NEEDED = 9  # crust._core.EV_KEYS_NEEDED
+
+
+class _Dial:
+    """An outgoing handshake of a :class:`HandshakeNode`, kept while it
+    still sends (retransmissions, the repeated XX finish)."""
+
+    __slots__ = ("addr", "established", "initiator")
+
+    def __init__(self, initiator: Initiator, addr: Addr) -> None:
+        self.initiator = initiator
+        self.addr = addr
+        self.established = False
+
+
+class _Session:
+    """One engine connection of a :class:`HandshakeNode`: the peer's
+    address, the result later keys come from and, while an XX finish is
+    unconfirmed, the initiator to confirm."""
+
+    __slots__ = ("addr", "conn", "dial", "result")
+
+    def __init__(
+        self, conn: _core.Connection, result: HandshakeResult, addr: Addr, dial: _Dial | None
+    ) -> None:
+        self.conn = conn
+        self.result = result
+        self.addr = addr
+        self.dial = dial
+
+
+class HandshakeNode:
+    """A whole crust node, handshake and engine, on the simulated network.
+
+    It owns an :class:`~crust.identity.Identity` and a network name, answers
+    incoming handshakes with one :class:`~crust.handshake.Responder`, starts
+    outgoing ones with :meth:`dial` (IK when the remote :class:`PeerId` is
+    given, XX otherwise), and turns every completed handshake into a
+    :class:`crust._core.Connection` exactly as ``Service.make_connection``
+    does: generation 0 keys into phase 0, generation 1 into phase 1, and
+    generation ``code`` into slot ``prio`` when the engine reports
+    ``EV_KEYS_NEEDED``.
+
+    Datagrams are routed as ``crust.asyncio.udp`` routes them: a long header
+    goes to the initiator whose connection id it names (responses, cookie
+    replies), else to the responder (initiations, XX finishes); a short
+    header goes by destination connection id (``crust._core.packet_cid``)
+    to its engine connection. An XX initiator is confirmed once its
+    connection authenticates a packet from the peer, which stops the
+    repeated finish.
+
+    What a test reads: :attr:`connections` (peer id -> the newest
+    connection with that peer), :attr:`received` (peer id -> ``(priority,
+    data)`` in arrival order; or set ``on_message(peer_id, priority, data,
+    now)``), :attr:`events` (every other engine event as ``(peer_id, raw
+    event)``), :attr:`established_at` (virtual time each connection was
+    created), :attr:`handshake_errors` (``(address, error)``),
+    :attr:`results` (peer id -> its :class:`~crust.handshake.HandshakeResult`),
+    :attr:`dials` (every Initiator started, with its state and stats),
+    :attr:`responder` (with its stats) and :attr:`unrouted` (short-header
+    datagrams for no connection we hold).
+
+    Determinism: connection ids come from a ``random.Random`` seeded with
+    ``seed``. The Noise ephemeral keys come from the OS, so packet bytes
+    differ between runs, but never their sizes, order or timing: the
+    network, whose losses and bit flips depend only on its seed, replays
+    exactly.
+
+    Example: an XX handshake (the client does not know who is at the
+    address) over 15 ms each way, with a message queued before it.
+
+    >>> from crust.identity import Identity
+    >>> net = Network(seed=1)
+    >>> net.connect("client", "server", LinkConfig(delay_us=15_000))
+    >>> server = HandshakeNode(Identity(bytes(32))).attach(net, ("server", 443))
+    >>> client = HandshakeNode(Identity(bytes([1]) * 32)).attach(net, ("client", 5000))
+    >>> client.send(server.peer_id, b"hello")
+    >>> initiator = client.dial(("server", 443))
+    >>> net.run(until=1_000_000)
+    <StopReason.UNTIL: 'until'>
+    >>> server.received[client.peer_id]
+    [(0, b'hello')]
+    >>> client.established_at[server.peer_id], server.established_at[client.peer_id]
+    (30000, 45000)
+    >>> client.results[server.peer_id].pattern, initiator.state.name
+    ('XX', 'DONE')
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        network: str = "crust-sim",
+        *,
+        config: _core.Config | None = None,
+        seed: int = 0,
+        handshake_timeout_us: int = 10_000_000,
+        cookie_policy: CookiePolicy | None = None,
+        on_message: Callable[[PeerId, int, bytes, int], None] | None = None,
+    ) -> None:
+        from crust import _core  # deferred: the simulator itself needs no extension
+        from crust.errors import WouldBlock
+        from crust.handshake import Responder, TransportParams
+
+        self.identity = identity
+        self.network = network
+        self.config = config if config is not None else _core.Config()
+        self.handshake_timeout_us = handshake_timeout_us
+        self.on_message = on_message
+        self._rng = random.Random(f"crust.testing.HandshakeNode:{seed}")
+        # What the service announces (Service._params): the engine's own limits.
+        self._params = TransportParams(
+            max_message_size=self.config.max_message_size, recv_window=self.config.recv_window
+        )
+        self._packet_cid = _core.packet_cid
+        self._connection = _core.Connection
+        self._would_block = WouldBlock
+        self.responder = Responder(
+            identity,
+            network,
+            params=self._params,
+            cookie_policy=cookie_policy,
+            new_cid=self._new_cid,
+        )
+        self.connections: dict[PeerId, _core.Connection] = {}
+        self.results: dict[PeerId, HandshakeResult] = {}
+        self.established_at: dict[PeerId, int] = {}
+        self.received: dict[PeerId, list[tuple[int, bytes]]] = {}
+        self.events: list[tuple[PeerId, tuple[int, int, bytes | None, int, int, int]]] = []
+        self.handshake_errors: list[tuple[Addr, HandshakeError]] = []
+        self.dials: list[Initiator] = []
+        self.unrouted = 0
+        self.addr: Addr | None = None
+        self._net: Network | None = None
+        self._now = 0
+        self._dialing: dict[bytes, _Dial] = {}
+        self._sessions: dict[bytes, _Session] = {}
+        self._replies: list[tuple[bytes, Addr]] = []
+        self._outboxes: dict[PeerId, list[tuple[bytes, int]]] = {}
+
+    def __repr__(self) -> str:
+        return f"HandshakeNode({self.identity.peer_id.short} at {self.addr})"
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.identity.peer_id
+
+    def attach(self, net: Network, addr: Addr) -> HandshakeNode:
+        """Add this node to ``net`` at ``addr`` and take its clock for
+        :meth:`dial` and :meth:`close`. Returns the node."""
+        net.add_node(addr, self)
+        self._net = net
+        self.addr = addr
+        return self
+
+    def _clock(self, now: int | None) -> int:
+        if now is not None:
+            return now
+        return self._net.now if self._net is not None else self._now
+
+    # -- what a test does ----------------------------------------------------
+
+    def dial(
+        self, addr: Addr, remote: PeerId | None = None, *, now: int | None = None
+    ) -> Initiator:
+        """Start a handshake with the node at ``addr``: IK if ``remote`` is
+        its peer id, else XX. The initiation goes out when the network next
+        polls this node (:meth:`Network.run`, or :meth:`Network.wake`).
+        ``now`` defaults to the attached network's clock."""
+        from crust.handshake import Initiator
+
+        ini = Initiator(
+            self.identity,
+            self.network,
+            remote=remote,
+            local_cid=self._new_cid(),
+            params=self._params,
+            now=self._clock(now),
+            addr=addr,
+            timeout_us=self.handshake_timeout_us,
+        )
+        self._dialing[ini.local_cid] = _Dial(ini, addr)
+        self.dials.append(ini)
+        return ini
+
+    def send(self, peer_id: PeerId, data: bytes, prio: int = 0) -> None:
+        """Queue a message for ``peer_id``. It waits in an outbox until a
+        connection with that peer exists and its send buffer takes it
+        (backpressure is honoured, nothing is dropped)."""
+        self._outboxes.setdefault(peer_id, []).append((data, prio))
+
+    def pending(self, peer_id: PeerId) -> int:
+        """Messages for ``peer_id`` still waiting in the outbox."""
+        return len(self._outboxes.get(peer_id, ()))
+
+    def close(self, peer_id: PeerId, code: int = 0, *, graceful: bool = True) -> None:
+        """Close the connection with ``peer_id`` (``Connection.close``)."""
+        self.connections[peer_id].close(self._clock(None), code, graceful)
+
+    # -- SimNode ---------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: int) -> None:
+        self._now = now
+        if data and data[0] & _LONG_HEADER_BIT:
+            dial = self._dialing.get(data[6:14]) if len(data) >= 14 else None
+            if dial is not None:
+                dial.initiator.receive_datagram(data, addr, now)
+                self._after_initiator(dial, now)
+                return
+            self._replies.extend(self.responder.receive_datagram(data, addr, now))
+            for result in self.responder.take_completed():
+                self._establish(result, result.peer_addr, None, now)
+            return
+        cid = self._packet_cid(data)
+        session = self._sessions.get(cid) if cid is not None else None
+        if session is None:
+            # As on a real socket: a packet for a connection we do not hold
+            # (yet), e.g. one that overtook a lost XX finish.
+            self.unrouted += 1
+            return
+        rc = session.conn.receive_datagram(data, now)
+        if rc == 0 and session.dial is not None:
+            # The peer sends under the new keys, so it has our finish.
+            session.dial.initiator.confirm()
+            self._after_initiator(session.dial, now)
+            session.dial = None
+        self._drain(session, now)
+
+    def datagrams_to_send(self, now: int) -> Iterable[tuple[bytes, Addr]]:
+        self._now = now
+        out, self._replies = self._replies, []
+        for dial in list(self._dialing.values()):
+            out.extend((d, dial.addr) for d in dial.initiator.datagrams_to_send(now))
+            self._after_initiator(dial, now)
+        for session in list(self._sessions.values()):
+            peer = session.result.peer_id
+            conn = session.conn
+            if self._outboxes.get(peer) and self.connections.get(peer) is conn:
+                self._feed(peer, conn, now)
+            addr = session.addr
+            out.extend((d, addr) for d in conn.datagrams_to_send(now, 256))
+            self._drain(session, now)
+        return out
+
+    def get_timer(self) -> int | None:
+        best: int | None = None
+        for dial in self._dialing.values():
+            t = dial.initiator.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        for session in self._sessions.values():
+            t = session.conn.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def handle_timer(self, now: int) -> None:
+        self._now = now
+        for dial in list(self._dialing.values()):
+            t = dial.initiator.get_timer()
+            if t is not None and t <= now:
+                dial.initiator.handle_timer(now)
+                self._after_initiator(dial, now)
+        for cid, session in list(self._sessions.items()):
+            conn = session.conn
+            t = conn.get_timer()
+            if t is not None and t <= now:
+                conn.handle_timer(now)
+                self._drain(session, now)
+            if conn.is_closed:
+                # Done draining: nothing may reach it any more.
+                del self._sessions[cid]
+
+    # -- internals ---------------------------------------------------------------
+
+    def _new_cid(self) -> bytes:
+        while True:
+            cid = self._rng.randbytes(8)
+            if any(cid) and cid not in self._sessions and cid not in self._dialing:
+                return cid
+
+    def _after_initiator(self, dial: _Dial, now: int) -> None:
+        """Take up what an Initiator call changed: a result becomes a
+        connection, an error is recorded, a finished handshake is let go."""
+        ini = dial.initiator
+        if ini.result is not None and not dial.established:
+            dial.established = True
+            # An XX finish is repeated until the peer's first packet.
+            waiting = dial if ini.get_timer() is not None else None
+            self._establish(ini.result, dial.addr, waiting, now)
+        if ini.error is not None:
+            self.handshake_errors.append((dial.addr, ini.error))
+            self._dialing.pop(ini.local_cid, None)
+        elif ini.result is not None and ini.get_timer() is None:
+            self._dialing.pop(ini.local_cid, None)
+
+    def _establish(self, result: HandshakeResult, addr: Addr, dial: _Dial | None, now: int) -> None:
+        # As Service.make_connection: generations 0 and 1 now, later ones
+        # when the engine asks for them (_drain).
+        conn = self._connection(result.local_cid, result.remote_cid, now, self.config)
+        k = result.keys
+        conn.set_keys(0, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
+        nxt = result.keys_for_generation(1)
+        conn.set_keys(1, nxt.aead, nxt.tx_key, nxt.tx_iv, nxt.rx_key, nxt.rx_iv)
+        peer = result.peer_id
+        self._sessions[result.local_cid] = _Session(conn, result, addr, dial)
+        self.connections[peer] = conn
+        self.results[peer] = result
+        self.established_at[peer] = now
+        self.received.setdefault(peer, [])
+
+    def _feed(self, peer: PeerId, conn: _core.Connection, now: int) -> None:
+        box = self._outboxes[peer]
+        taken = 0
+        for data, prio in box:
+            try:
+                conn.send(data, prio, now=now)
+            except self._would_block:
+                break
+            taken += 1
+        del box[:taken]
+
+    def _drain(self, session: _Session, now: int) -> None:
+        peer = session.result.peer_id
+        for ev in session.conn.poll_events():
+            if ev[0] == _EV_MESSAGE:
+                assert ev[2] is not None
+                if self.on_message is not None:
+                    self.on_message(peer, ev[1], ev[2], now)
+                else:
+                    self.received[peer].append((ev[1], ev[2]))
+                continue
+            if ev[0] == _EV_KEYS_NEEDED:
+                # As Service.on_conn_events: generation `code` into slot `prio`.
+                k = session.result.keys_for_generation(ev[5])
+                session.conn.set_keys(ev[1], k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
+            self.events.append((peer, ev))

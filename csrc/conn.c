@@ -58,6 +58,8 @@ void crust_config_default(crust_config *cfg)
     cfg->cc = CRUST_CC_BBR;
     cfg->pacing = 1;
     cfg->initial_cwnd_pkts = 10;
+    cfg->rekey_interval_us = 120000000;
+    cfg->rekey_packets = UINT64_C(1) << 30;
 }
 
 int crust_config_validate(const crust_config *cfg, const char **field)
@@ -102,6 +104,13 @@ int crust_config_validate(const crust_config *cfg, const char **field)
         BAD("pacing");
     if (cfg->initial_cwnd_pkts < 2 || cfg->initial_cwnd_pkts > 1000)
         BAD("initial_cwnd_pkts");
+    /* Tiny values would only be capped by the 3-PTO spacing of updates;
+     * refuse them as the mistakes they are. */
+    if (cfg->rekey_interval_us != 0 && cfg->rekey_interval_us < 1000)
+        BAD("rekey_interval_us");
+    if (cfg->rekey_packets != 0 &&
+        (cfg->rekey_packets < 16 || cfg->rekey_packets > (UINT64_C(1) << 62)))
+        BAD("rekey_packets");
     return CRUST_OK;
 #undef BAD
 }
@@ -146,8 +155,18 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     c->rx_max_data = cfg->recv_window;
     c->max_data_pending = cfg->recv_window > CRUST_INITIAL_MAX_DATA;
     c->last_rx_us = c->last_tx_us = c->last_ack_eliciting_sent = now_us;
+    c->key_since_us = now_us;
     c->st.cc = cfg->cc;
     return c;
+}
+
+/* Keys are secrets: do not leave them in memory that is freed or reused;
+ * volatile keeps the compiler from dropping the stores as dead. */
+static void wipe_keys(crust_keys *k)
+{
+    volatile uint8_t *b = (volatile uint8_t *)k;
+    for (size_t i = 0; i < sizeof *k; i++)
+        b[i] = 0;
 }
 
 void crust_conn_free(crust_conn *c)
@@ -161,10 +180,10 @@ void crust_conn_free(crust_conn *c)
     crust_rs_free(&c->rx_pns);
     crust_rec_free(c);
     free(c->evq);
-    /* Keys are secrets: do not leave them in freed memory. */
-    volatile uint8_t *k = (volatile uint8_t *)c->tx;
-    for (size_t i = 0; i < sizeof c->tx + sizeof c->rx; i++)
-        k[i] = 0;
+    for (unsigned i = 0; i < 2; i++) {
+        wipe_keys(&c->tx[i]);
+        wipe_keys(&c->rx[i]);
+    }
     free(c);
 }
 
@@ -181,17 +200,65 @@ int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
     memcpy(r->iv, rx_iv, CRUST_IV_LEN);
     t->aead = r->aead = (uint8_t)aead;
     t->valid = r->valid = 1;
+    if (phase != c->tx_phase) {
+        /* The other slot now holds the next generation, whatever it held. */
+        c->old_keys = 0;
+        c->old_discard_us = 0;
+        c->keys_needed_pending = 0;
+    }
     return CRUST_OK;
+}
+
+/* Send with the next generation from the next packet on. The previous
+ * generation stays in its slot to open reordered packets; its discard
+ * timer starts once the peer is seen using the new keys (at once when the
+ * peer started the update), as RFC 9001 6.5 says. */
+static void switch_tx_keys(crust_conn *c, uint64_t now, int by_peer)
+{
+    unsigned old = c->tx_phase;
+    c->tx_phase ^= 1u;
+    c->key_gen++;
+    c->key_since_us = now;
+    c->key_first_pn = c->next_pn;
+    c->key_acked = 0;
+    wipe_keys(&c->tx[old]); /* never sent with again */
+    c->old_keys = c->rx[old].valid;
+    c->old_discard_us = by_peer ? now + 3 * crust_rec_pto(c) : 0;
+    c->st.key_updates++;
+    c->st.key_phase = c->tx_phase;
+    c->key_update_pending = 1;
+    c->key_update_reason = by_peer ? 2 : 1;
+}
+
+static void discard_old_keys(crust_conn *c)
+{
+    unsigned old = c->tx_phase ^ 1u;
+    wipe_keys(&c->tx[old]);
+    wipe_keys(&c->rx[old]);
+    c->old_keys = 0;
+    c->old_discard_us = 0;
+    c->keys_needed_pending = 1;
+}
+
+/* Whether to start a key update before sending at now. Besides a trigger,
+ * the next keys must be installed, and the peer must have them too: it
+ * acknowledged a packet of the current phase, so it switched to it, and
+ * 3 PTO have passed since, so it has wiped the previous generation from
+ * the slot our next packets use and installed the next one there. */
+static int rekey_due(const crust_conn *c, uint64_t now)
+{
+    if (c->old_keys || !c->tx[c->tx_phase ^ 1u].valid || !c->key_acked)
+        return 0;
+    int due = (c->cfg.rekey_packets && c->next_pn - c->key_first_pn >= c->cfg.rekey_packets) ||
+              (c->cfg.rekey_interval_us && now - c->key_since_us >= c->cfg.rekey_interval_us);
+    return due && now >= c->key_acked_us + 3 * crust_rec_pto(c);
 }
 
 int crust_conn_update_keys(crust_conn *c, uint64_t now_us)
 {
-    (void)now_us;
-    unsigned next = c->tx_phase ^ 1u;
-    if (!c->tx[next].valid)
+    if (c->old_keys || !c->tx[c->tx_phase ^ 1u].valid)
         return CRUST_ENOKEY;
-    c->tx_phase = next;
-    c->st.key_phase = next;
+    switch_tx_keys(c, now_us, 0);
     return CRUST_OK;
 }
 
@@ -450,6 +517,11 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
             break;
         case CRUST_FT_ACK:
             rc = crust_rec_on_ack(c, now, &f);
+            /* The peer opened a packet sealed with our current keys. */
+            if (!rc && !c->key_acked && c->largest_acked_plus1 > c->key_first_pn) {
+                c->key_acked = 1;
+                c->key_acked_us = now;
+            }
             break;
         case CRUST_FT_STREAM:
             *ack_eliciting = 1;
@@ -531,9 +603,20 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     int rc = replay_seen(c, pn);
     if (rc)
         return count_drop(c, rc);
-    const crust_keys *k = &c->rx[(flags & FLAGS_KEY_PHASE) ? 1 : 0];
-    if (!k->valid)
+    unsigned slot = (flags & FLAGS_KEY_PHASE) ? 1 : 0;
+    if (slot != c->tx_phase && c->old_keys && c->old_discard_us && pn >= c->rx_largest_plus1) {
+        /* Newer than every packet the peer sent with the current keys, so
+         * not a reordered one of the previous generation: the peer already
+         * started the next update (its PTO, hence its wait, is shorter than
+         * ours, e.g. when we only send ACKs and have no RTT sample). The
+         * old keys are useless now: make room for the next ones at once
+         * rather than lose the peer's packets for the rest of 3 PTO. */
+        discard_old_keys(c);
         return count_drop(c, CRUST_EDECRYPT);
+    }
+    const crust_keys *k = &c->rx[slot];
+    if (!k->valid)
+        return count_drop(c, CRUST_EDECRYPT); /* e.g. wiped old keys: never a crash */
     size_t plen = len - hdr - CRUST_TAG_LEN;
     if (crust_aead_open(k, pn, c->scratch, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK)
         return count_drop(c, CRUST_EDECRYPT);
@@ -543,6 +626,16 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
         count_drop(c, CRUST_EMALFORMED);
         protocol_error(c, now_us);
         return CRUST_EPROTO;
+    }
+    if (slot != c->tx_phase) {
+        /* Authentic under the other slot: the previous generation (a
+         * reordered packet), or the next one, which means the peer started
+         * a key update; we follow it. */
+        if (!c->old_keys)
+            switch_tx_keys(c, now_us, 1);
+    } else if (c->old_keys && !c->old_discard_us) {
+        /* The peer now sends with the keys we switched to. */
+        c->old_discard_us = now_us + 3 * crust_rec_pto(c);
     }
     c->last_rx_us = now_us;
     c->st.rx_packets++;
@@ -601,6 +694,23 @@ int crust_conn_poll_event(crust_conn *c, crust_event *ev)
         c->evq_n--;
         return 1;
     }
+    /* Key events come first: the application must install next keys
+     * before anything else depends on them. */
+    if (c->keys_needed_pending) {
+        c->keys_needed_pending = 0;
+        ev->type = CRUST_EV_KEYS_NEEDED;
+        ev->prio = c->tx_phase ^ 1u;
+        ev->code = c->key_gen + 1;
+        return 1;
+    }
+    if (c->key_update_pending) {
+        c->key_update_pending = 0;
+        ev->type = CRUST_EV_KEY_UPDATE;
+        ev->prio = c->tx_phase;
+        ev->code = c->key_gen;
+        ev->reason = c->key_update_reason;
+        return 1;
+    }
     int *flag[4] = {&c->path_validated_pending, &c->mtu_event_pending, &c->send_ready_pending,
                     &c->all_acked_pending};
     const uint32_t type[4] = {CRUST_EV_PATH_VALIDATED, CRUST_EV_MTU, CRUST_EV_SEND_READY,
@@ -632,6 +742,27 @@ int crust_conn_poll_event(crust_conn *c, crust_event *ev)
         ev->reason = c->close_reason;
         ev->code = c->close_code;
         return 1;
+    }
+    return 0;
+}
+
+/* The endpoint's ready list asks this after every datagram and timer:
+ * keep it in step with crust_conn_poll_event (every source of an event
+ * there must answer 1 here). */
+int crust_conn_has_event(const crust_conn *c)
+{
+    if (c->evq_n || c->keys_needed_pending || c->key_update_pending ||
+        c->path_validated_pending || c->mtu_event_pending || c->send_ready_pending ||
+        c->all_acked_pending || c->close_event_pending)
+        return 1;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        uint64_t len, hdr;
+        /* 1: a message; < 0: an oversized one, which closes (CLOSED) only
+         * while open: afterwards it stays unread and yields no event, and
+         * answering 1 would keep the endpoint's ready list spinning. */
+        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr);
+        if (r == 1 || (r < 0 && c->state == ST_OPEN))
+            return 1;
     }
     return 0;
 }
@@ -898,6 +1029,8 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         return finish_packet(c, &b, now, out);
     }
     drop_stale(c, now);
+    if (rekey_due(c, now))
+        switch_tx_keys(c, now, 0);
 
     int probe = c->probes_pending > 0;
     if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - CRUST_TAG_LEN)
@@ -999,6 +1132,8 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
         t = min64(t, c->pacer.wakeup_us);
     if (c->pmtu.next_probe_us)
         t = min64(t, c->pmtu.next_probe_us);
+    if (c->old_discard_us)
+        t = min64(t, c->old_discard_us);
     return min64(t, stale_deadline(c));
 }
 
@@ -1026,6 +1161,8 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
      * an RTT sample allow, which needs no timer of its own. */
     if (c->pmtu.next_probe_us && now >= c->pmtu.next_probe_us)
         c->pmtu.next_probe_us = 0;
+    if (c->old_discard_us && now >= c->old_discard_us)
+        discard_old_keys(c);
     drop_stale(c, now);
 }
 

@@ -80,9 +80,19 @@ struct crust_conn {
     int close_frame_pending;    /* send CLOSE in the next packet */
     uint64_t drain_until;
 
-    /* keys: [phase] */
+    /* keys: [phase]. The slot we send with is tx_phase; the other one is
+     * empty, holds the previous generation (old_keys) or the next. */
     crust_keys tx[2], rx[2];
     unsigned tx_phase;
+    uint64_t key_gen;           /* generation we send with (tx_phase = key_gen & 1) */
+    uint64_t key_since_us;      /* when the current phase began */
+    uint64_t key_first_pn;      /* first packet number of the current phase */
+    uint64_t key_acked_us;      /* first ACK of a current-phase packet ... */
+    int key_acked;              /* ... once there was one */
+    int old_keys;               /* the other slot holds the previous generation */
+    uint64_t old_discard_us;    /* when to wipe them; 0 until the peer uses the new ones */
+    int key_update_pending, keys_needed_pending;
+    uint32_t key_update_reason; /* 1 we started it, 2 the peer did */
     uint32_t mtu;
 
     /* sending */
@@ -173,5 +183,9 @@ void crust_pacer_on_sent(crust_pacer *p, uint64_t bytes);
 /* conn.c helpers used by recovery.c */
 void crust_conn_on_stream_acked(crust_conn *c, unsigned prio, uint64_t off, uint64_t len);
 void crust_conn_push_event(crust_conn *c, const crust_event *ev);
+
+/* conn.c helper used by endpoint.c: 1 when crust_conn_poll_event would
+ * return an event now (it pops nothing). */
+int crust_conn_has_event(const crust_conn *c);
 
 #endif

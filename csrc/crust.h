@@ -18,7 +18,8 @@
  *                  0x40 fixed bit (must be 1), 0x04 key phase,
  *                  0x03 packet-number length - 1
  *   bytes 1..8     destination connection id (CRUST_CID_LEN bytes)
- *   1-4 bytes      packet number, truncated (RFC 9000 section 17.1)
+ *   1-4 bytes      packet number, truncated (RFC 9000 section 17.1); we
+ *                  send at least 2 so deep reordering still decodes
  *   rest           AEAD ciphertext of the frames, then the tag.
  *                  AAD = the header above; nonce = iv XOR packet number.
  *
@@ -147,6 +148,11 @@ typedef struct crust_config {
     uint32_t cc;                 /* crust_cc_id, BBR                        */
     uint32_t pacing;             /* 1: pace transmissions                  */
     uint32_t initial_cwnd_pkts;  /* 10                                     */
+    /* Automatic key updates (docs/design/0008-rekey.md): the send keys
+     * change once the current key phase has been used this long or for
+     * this many packets. 0 turns a trigger off (both 0: never, for tests). */
+    uint64_t rekey_interval_us;  /* 120 s; 0, or >= 1 ms                   */
+    uint64_t rekey_packets;      /* 2^30; 0, or 16 .. 2^62                 */
 } crust_config;
 
 void crust_config_default(crust_config *cfg);
@@ -172,7 +178,16 @@ typedef enum {
     /* Every message queued so far has been acknowledged. */
     CRUST_EV_ALL_ACKED = 6,
     /* The connection ended: reason (crust_close_reason), code. Final. */
-    CRUST_EV_CLOSED = 7
+    CRUST_EV_CLOSED = 7,
+    /* We now send under a new key phase: prio = the new phase (slot),
+     * code = its generation (1 for the first update), reason = 1 when we
+     * started the update, 2 when the peer did. For stats and logs. */
+    CRUST_EV_KEY_UPDATE = 8,
+    /* The previous generation's keys were wiped from slot prio: install the
+     * keys of generation `code` there (crust_conn_set_keys(c, prio, ...))
+     * promptly. Until then we start no key update, and packets of a peer
+     * that already started one are dropped (it retransmits them). */
+    CRUST_EV_KEYS_NEEDED = 9
 } crust_event_type;
 
 typedef enum {
@@ -202,6 +217,7 @@ typedef struct crust_stats {
     uint64_t rx_dropped_decrypt, rx_dropped_malformed, rx_dropped_duplicate,
              rx_dropped_old, rx_dropped_notours;
     uint64_t dropped_msgs;          /* stale low-priority messages */
+    uint64_t key_updates;           /* send key phase switches, ours or the peer's */
     uint64_t send_buffered, recv_buffered;   /* bytes held now */
     uint64_t send_buffer_peak, recv_buffer_peak;
     uint32_t mtu;
@@ -222,16 +238,29 @@ crust_conn *crust_conn_new(const crust_config *cfg,
                            uint64_t now_us);
 void crust_conn_free(crust_conn *c);
 
-/* Install packet keys for key phase `phase` (0 or 1). The first call
- * (phase 0) makes the connection usable; a later call for the other phase
- * prepares a key update, which starts with crust_conn_update_keys. */
+/* Install packet keys into key-phase slot `phase` (0 or 1; the header's
+ * key phase bit selects the slot). Keys come in generations: generation n
+ * lives in slot n & 1. Installing into the slot we send with replaces the
+ * current keys (the first call, phase 0 with generation 0, makes the
+ * connection usable). Installing into the other slot provides the NEXT
+ * generation, which a key update switches to; if that slot still held the
+ * previous generation, those keys are dropped early. After the handshake
+ * install generations 0 and 1; later ones when CRUST_EV_KEYS_NEEDED asks.
+ *
+ * Key updates are automatic (rekey_interval_us, rekey_packets) and follow
+ * RFC 9001 section 6: we switch only when the next keys are installed and a
+ * packet of the current phase was acknowledged; a packet authenticated
+ * under the next keys means the peer switched, and we follow. Packet
+ * numbers continue across phases, so no nonce is ever reused. */
 int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
                         const uint8_t tx_key[CRUST_KEY_LEN],
                         const uint8_t tx_iv[CRUST_IV_LEN],
                         const uint8_t rx_key[CRUST_KEY_LEN],
                         const uint8_t rx_iv[CRUST_IV_LEN]);
-/* Start sending with the other key phase (whose keys must be installed).
- * The old receive keys stay usable for packets still in flight. */
+/* Start a key update now rather than when the triggers say. Returns
+ * CRUST_ENOKEY unless the other slot holds the next generation's keys.
+ * The old receive keys stay usable for reordered packets until 3 PTO
+ * after the peer is seen sending with the new ones. */
 int crust_conn_update_keys(crust_conn *c, uint64_t now_us);
 
 /* Queue one message. The bytes are copied into the connection's send
@@ -308,4 +337,8 @@ int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
 #ifdef __cplusplus
 }
 #endif
+
+/* Endpoints: one UDP socket, many connections (the only part with I/O). */
+#include "crust_endpoint.h"
+
 #endif /* CRUST_H */

@@ -14,6 +14,38 @@ PY="$VENV/bin/python"
 
 section() { printf '\n==== %s ====\n' "$*"; }
 
+# System tools some tests need, as "command debian-package" pairs: each
+# package is installed when its command is missing. Add to this list
+# rather than writing another install step.
+SYSTEM_TOOLS=(
+    "clang clang"   # libFuzzer targets (tests/test_fuzz_c.py)
+)
+
+# Installs only as root with apt-get (CI containers, the lab); elsewhere it
+# says what is missing and the tests needing it skip (or fail under CI).
+ensure_system_tools() {
+    local entry cmd pkg missing=()
+    for entry in "${SYSTEM_TOOLS[@]}"; do
+        read -r cmd pkg <<<"$entry"
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "missing system packages: ${missing[*]} (install them, or run as root)" >&2
+        return 0
+    fi
+    echo "installing ${missing[*]}"
+    # A failed install must not hide the other tests' results: the tests
+    # that need the tool report it.
+    if ! { apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; then
+        echo "installing ${missing[*]} failed" >&2
+    fi
+}
+
+section "system tools"
+ensure_system_tools
+
 section "environment: $VENV"
 if [[ ! -x "$PY" ]]; then
     python3 -m venv "$VENV"

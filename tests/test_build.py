@@ -35,6 +35,8 @@ DOCUMENTED_DEFAULTS = {
     "cc": _core.CC_BBR,
     "pacing": 1,
     "initial_cwnd_pkts": 10,
+    "rekey_interval_us": 120 * S,
+    "rekey_packets": 1 << 30,
 }
 
 CID_A = bytes(range(1, 9))
@@ -80,6 +82,8 @@ def test_config_keywords_and_properties() -> None:
         ("cc", "reno"),
         ("send_buffer", -1),
         ("initial_mtu", 1 << 32),
+        ("rekey_interval_us", 999),
+        ("rekey_packets", 15),
     ],
 )
 def test_invalid_config_names_the_field(field: str, value: object) -> None:

@@ -1,4 +1,4 @@
-"""The demo and the command line, as a user runs them."""
+"""The demos and the command line, as a user runs them."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ import sys
 
 from crust.cli import main
 from crust.demo import run_demo
+from crust.sim_demo import run_demo as run_sim_demo
 
 
-def test_demo_moves_the_blob_intact() -> None:
+def test_local_demo_over_tcp_and_udp() -> None:
     out = io.StringIO()
-    r = run_demo(blob_mb=4, loss=0.02, out=out)
+    r = run_demo(blob_mb=20, out=out)
+    assert r.ok, out.getvalue()
+    assert r.paths == {"bob": "direct-tcp", "carol": "direct-udp"}
+    text = out.getvalue()
+    assert "hello world from alice to bob" in text and "hello world from carol to alice" in text
+    assert text.count("sha256 ok") == 2
+
+
+def test_simulated_demo_moves_the_blob_intact() -> None:
+    out = io.StringIO()
+    r = run_sim_demo(blob_mb=4, loss=0.02, out=out)
     assert r.hello_ok and r.blob_ok and r.blob_bytes == 4 << 20
     assert r.goodput_bps > 0.6 * 50e6
-    text = out.getvalue()
-    assert "hello world from alice" in text and "sha256 ok" in text
+    assert "sha256 ok" in out.getvalue()
 
 
 def test_cli_version_and_errors() -> None:

@@ -1,0 +1,238 @@
+"""UDP transport: one socket, one C endpoint, many connections.
+
+asyncio sees one reader per socket and one timer per listener; every
+datagram is handled in C (``Endpoint.drive``). Only handshake packets and
+datagrams for unknown connection ids come up to Python, where the sans-IO
+handshake runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from crust import _core
+from crust.peer import Address, now_us
+
+if TYPE_CHECKING:
+    from crust.handshake import HandshakeResult, Initiator
+    from crust.service import Service
+
+__all__ = ["UdpListener"]
+
+logger = logging.getLogger(__name__)
+
+LONG_HEADER = 0x80
+
+
+class UdpLink:
+    """One connection on a UDP listener (the :class:`~crust.peer.Link`)."""
+
+    path = "direct-udp"
+
+    def __init__(self, listener: UdpListener, conn: _core.Connection, address: Address) -> None:
+        self.listener = listener
+        self.conn = conn
+        self.address = address
+
+    def kick(self) -> None:
+        self.listener.kick()
+
+    def close(self) -> None:
+        self.listener.forget(self)
+
+
+class UdpListener:
+    """A bound UDP socket with its endpoint, handshakes and connections."""
+
+    transport = "udp"
+
+    def __init__(self, service: Service, sock: socket.socket, role: str) -> None:
+        self.service = service
+        self.sock = sock
+        self.role = role
+        self.address: Address = sock.getsockname()[:2]
+        self.endpoint = _core.Endpoint(sock)
+        self.responder = service.make_responder()
+        # Outgoing handshakes, by our connection id (their replies carry it).
+        self._dialing: dict[bytes, tuple[Initiator, Address, asyncio.Future[HandshakeResult]]] = {}
+        self._links: dict[bytes, UdpLink] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing = False
+        self._kicked = False
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._drive)
+        self._loop.call_soon(self._drive)
+
+    # -- the loop's entry points -----------------------------------------
+
+    def kick(self) -> None:
+        """Coalesce transmissions: one flush per loop iteration, however many
+        messages the application queued in it."""
+        if not self._kicked and not self._closed:
+            self._kicked = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._kicked = False
+        if self._closed:
+            return
+        self.endpoint.flush(now_us())
+        self._drive()
+
+    def _drive(self) -> None:
+        if self._closed:
+            return
+        now = now_us()
+        deadline = self.endpoint.drive(now)
+        for data, addr in self.endpoint.unrouted():
+            self._on_unrouted(data, addr[:2], now)
+        for conn, addr in self.endpoint.path_changes():
+            link = self._links.get(conn.local_cid)
+            if link is not None:
+                logger.info(
+                    "peer moved from %s to %s (path validated by the engine)",
+                    link.address,
+                    addr[:2],
+                )
+                link.address = addr[:2]
+        for conn in self.endpoint.ready():
+            link = self._links.get(conn.local_cid)
+            if link is not None:
+                self.service.on_conn_events(link, conn.poll_events())
+        # Handshake retransmissions share the listener's one timer.
+        for cid, (ini, addr, fut) in list(self._dialing.items()):
+            t = ini.get_timer()
+            if t is not None and t <= now:
+                ini.handle_timer(now)
+            self._pump_initiator(cid, ini, addr, fut, now)
+            t = ini.get_timer()
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
+        self._schedule(deadline)
+
+    def _watch_writable(self) -> None:
+        """When the socket buffer filled up, the endpoint keeps datagrams
+        queued; flush them as soon as the socket can take more."""
+        want = self.endpoint.want_write
+        if want and not self._writing:
+            self._loop.add_writer(self.sock.fileno(), self._flush)
+        elif not want and self._writing:
+            self._loop.remove_writer(self.sock.fileno())
+        self._writing = want
+
+    def _schedule(self, deadline: int | None) -> None:
+        self._watch_writable()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is None or self._closed:
+            return
+        delay = max(0.0, (deadline - now_us()) / 1e6)
+        self._timer = self._loop.call_later(delay, self._drive)
+
+    # -- handshakes ------------------------------------------------------
+
+    def _on_unrouted(self, data: bytes, addr: Address, now: int) -> None:
+        if not data or not data[0] & LONG_HEADER:
+            self.service.count_failure(addr, None)
+            return
+        if self.service.is_blacklisted_address(addr):
+            return
+        # A reply to one of our handshakes carries our id as destination.
+        dst = data[6:14] if len(data) >= 14 else b""
+        dialing = self._dialing.get(dst)
+        if dialing is not None:
+            ini, peer_addr, fut = dialing
+            ini.receive_datagram(data, addr, now)
+            self._pump_initiator(dst, ini, peer_addr, fut, now)
+            return
+        for reply, to in self.responder.receive_datagram(data, addr, now):
+            self.endpoint.send_raw(reply, to)
+        for result in self.service.take_completed(self.responder):
+            self._established(result, addr, incoming=True)
+
+    def _pump_initiator(
+        self,
+        cid: bytes,
+        ini: Initiator,
+        addr: Address,
+        fut: asyncio.Future[HandshakeResult],
+        now: int,
+    ) -> None:
+        if ini.result is not None and ini.get_timer() is not None:
+            # XX: the finish message is repeated until the peer's first
+            # packet under the new keys shows it arrived.
+            link = self._links.get(cid)
+            if link is not None and link.conn.stats()["rx_packets"] > 0:
+                ini.confirm()
+        for d in ini.datagrams_to_send(now):
+            self.endpoint.send_raw(d, addr)
+        if ini.error is not None or (ini.result is not None and ini.get_timer() is None):
+            del self._dialing[cid]
+        if fut.done():
+            return
+        if ini.result is not None:
+            fut.set_result(ini.result)
+        elif ini.error is not None:
+            fut.set_exception(ConnectionError(str(ini.error)))
+
+    async def dial(self, addr: Address, remote: Any, timeout: float) -> HandshakeResult:
+        """Run a handshake with ``addr`` (IK when ``remote`` is known)."""
+        cid = os.urandom(_core.CID_LEN)
+        ini = self.service.make_initiator(remote, cid, addr, timeout)
+        fut: asyncio.Future[HandshakeResult] = self._loop.create_future()
+        self._dialing[cid] = (ini, addr, fut)
+        self._pump_initiator(cid, ini, addr, fut, now_us())
+        self._drive()
+        try:
+            return await fut
+        except BaseException:
+            self._dialing.pop(cid, None)
+            raise
+
+    def establish(self, result: HandshakeResult, addr: Address) -> UdpLink:
+        """Create the engine connection of a completed outgoing handshake."""
+        return self._established(result, addr, incoming=False)
+
+    def _established(self, result: HandshakeResult, addr: Address, *, incoming: bool) -> UdpLink:
+        conn = self.service.make_connection(result)
+        link = UdpLink(self, conn, addr)
+        self._links[conn.local_cid] = link
+        self.endpoint.add(conn, addr)
+        if incoming:
+            self.service.on_established(link, result, incoming=True)
+        self.kick()
+        return link
+
+    def forget(self, link: UdpLink) -> None:
+        if self._links.pop(link.conn.local_cid, None) is not None:
+            self.endpoint.remove(link.conn)
+
+    # -- shutdown ----------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._loop.remove_reader(self.sock.fileno())
+        if self._writing:
+            self._loop.remove_writer(self.sock.fileno())
+        for _, _, fut in self._dialing.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("service closed"))
+        self._dialing.clear()
+        for link in list(self._links.values()):
+            self.forget(link)
+        self.endpoint.close()
+        self.sock.close()
+
+    def drive_now(self) -> None:
+        """Run the endpoint once (used while closing, to flush CLOSE frames)."""
+        self._drive()

@@ -1,0 +1,131 @@
+"""Configuration of a :class:`crust.Service`.
+
+All times are seconds (floats) at this level; the engine's microsecond
+tunables live in :class:`crust._core.Config`, reachable as ``engine``.
+Every field is validated on construction and an out-of-range value raises
+:class:`crust.errors.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crust.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crust.identity import Identity
+
+__all__ = ["ServiceConfig"]
+
+
+def _bad(name: str, why: str) -> ConfigError:
+    err = ConfigError(f"ServiceConfig.{name}: {why}")
+    err.field = name
+    return err
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """How a service listens, connects and keeps connections.
+
+    ``network``: nodes only ever connect to nodes of the same network name
+    (it is bound into every handshake). ``hosts``: addresses to listen on;
+    each gets a TCP and a UDP listener on one port number. ``port``: 0 picks
+    a random free port above 1024 (the seed's "live" port); with
+    ``backup_port`` a second random port is opened too. ``connect_timeout``
+    bounds one ``connect``; ``tcp_head_start`` is how long TCP is tried alone
+    before UDP joins the race (TCP is kept when both succeed).
+    ``prune_after``: connections the application neither maintains nor uses
+    are closed after this many idle seconds. ``keepalive``/``idle_timeout``:
+    a PING goes out after ``keepalive`` s of silence, and a peer not heard
+    from for ``idle_timeout`` s is lost. ``cookie_rate``: handshake
+    initiations per second above which the listener demands a cookie before
+    doing any work. ``misbehaving_threshold``: failed datagrams from one
+    source before a ``PeerMisbehaving`` event; with ``auto_blacklist`` the
+    source is blacklisted too.
+    """
+
+    network: str = "crust"
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 0
+    backup_port: bool = True
+    identity: Identity | None = None
+    identity_path: Path | None = None
+    connect_timeout: float = 10.0
+    tcp_head_start: float = 0.25
+    tcp: bool = True
+    udp: bool = True
+    prune_after: float = 60.0
+    keepalive: float = 20.0
+    idle_timeout: float = 60.0
+    max_message_size: int = 8 << 20
+    cookie_rate: int = 1000
+    misbehaving_threshold: int = 100
+    auto_blacklist: bool = False
+    engine: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.network or len(self.network.encode()) > 255:
+            raise _bad("network", f"must be 1..255 bytes of UTF-8, got {self.network!r}")
+        if not self.hosts:
+            raise _bad("hosts", "needs at least one address to listen on")
+        for h in self.hosts:
+            try:
+                ipaddress.ip_address(h)
+            except ValueError:
+                raise _bad("hosts", f"{h!r} is not an IPv4 or IPv6 address") from None
+        if not (self.port == 0 or 1024 < self.port < 65536):
+            raise _bad("port", f"must be 0 (random) or 1025..65535, got {self.port}")
+        if not (self.tcp or self.udp):
+            raise _bad("tcp", "tcp and udp are both off: nothing to listen or connect with")
+        for name, lo, hi in (
+            ("connect_timeout", 0.1, 3600.0),
+            ("tcp_head_start", 0.0, 60.0),
+            ("prune_after", 0.1, 1e7),
+            ("idle_timeout", 0.1, 1e7),
+        ):
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise _bad(name, f"must be in {lo}..{hi} seconds, got {v}")
+        if not 0.0 <= self.keepalive < self.idle_timeout:
+            raise _bad(
+                "keepalive",
+                f"must be in 0..idle_timeout ({self.idle_timeout}), got {self.keepalive}",
+            )
+        if self.keepalive and self.keepalive < 0.01:
+            raise _bad("keepalive", f"must be 0 (off) or >= 0.01 s, got {self.keepalive}")
+        if not 1 <= self.max_message_size <= 1 << 32:
+            raise _bad("max_message_size", f"must be 1..2^32 bytes, got {self.max_message_size}")
+        if self.cookie_rate < 1:
+            raise _bad("cookie_rate", f"must be >= 1 per second, got {self.cookie_rate}")
+        if self.misbehaving_threshold < 1:
+            raise _bad("misbehaving_threshold", f"must be >= 1, got {self.misbehaving_threshold}")
+        self.engine_config()  # validates the engine overrides too
+
+    def engine_config(self, **extra: Any) -> Any:
+        """The engine :class:`crust._core.Config` this service's connections
+        use: timeouts and sizes from here, then ``engine`` overrides."""
+        from crust import _core  # deferred: keeps config import-light
+
+        kw: dict[str, Any] = {
+            "idle_timeout_us": int(self.idle_timeout * 1e6),
+            "keepalive_us": int(self.keepalive * 1e6),
+            "max_message_size": self.max_message_size,
+            "recv_window": max(34 << 20, _core.NUM_PRIO * (self.max_message_size + 8)),
+        }
+        kw.update(self.engine)
+        kw.update(extra)
+        try:
+            return _core.Config(**kw)
+        except ConfigError as e:
+            raise _bad("engine", str(e)) from None
+        except TypeError as e:
+            raise _bad("engine", str(e)) from None
+
+    def replace(self, **changes: Any) -> ServiceConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,125 @@
+"""Events a :class:`crust.Service` hands to the application.
+
+Every event is a small frozen dataclass; match on the class::
+
+    async for ev in svc.events():
+        match ev:
+            case NewPeer(peer=peer):
+                svc.maintain(peer)
+            case NewMessage(peer=peer, data=data):
+                ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crust.identity import PeerId
+    from crust.peer import Peer
+
+__all__ = [
+    "ConnectFailed",
+    "Event",
+    "ListenerFailed",
+    "ListenerStarted",
+    "LostPeer",
+    "MessageDropped",
+    "NewMessage",
+    "NewPeer",
+    "PeerMisbehaving",
+]
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerStarted:
+    """A listener is accepting: ``transport`` is ``"tcp"`` or ``"udp"``,
+    ``role`` ``"live"`` or ``"backup"`` (the seed's random backup port)."""
+
+    transport: str
+    address: Address
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerFailed:
+    """A listener could not start (port in use, address not available)."""
+
+    transport: str
+    address: Address
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewPeer:
+    """A connection is up and authenticated. ``incoming`` says who dialled;
+    ``path`` which transport won (``"direct-tcp"`` or ``"direct-udp"``)."""
+
+    peer: Peer
+    incoming: bool
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class LostPeer:
+    """A connection ended; ``reason`` says why in words (idle timeout,
+    closed by peer, disconnected by us, protocol error, blacklisted...)."""
+
+    peer: Peer
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A whole message arrived from ``peer`` at ``priority`` (0 highest)."""
+
+    peer: Peer
+    data: bytes
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    """``connect`` to ``target`` gave up; ``reason`` explains each attempt."""
+
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDropped:
+    """A queued low-priority message waited past the deadline unsent and
+    was dropped (``msg_id`` as returned by ``Peer.send_nowait``)."""
+
+    peer: Peer
+    msg_id: int
+    priority: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerMisbehaving:
+    """A source keeps sending datagrams that fail authentication or parse
+    (counted, never answered). ``peer_id`` is known when the source is an
+    established peer. ``blacklisted`` is true when the service blacklisted
+    it automatically (``ServiceConfig.auto_blacklist``)."""
+
+    address: Address
+    peer_id: PeerId | None
+    failures: int
+    blacklisted: bool
+
+
+Event = (
+    ListenerStarted
+    | ListenerFailed
+    | NewPeer
+    | LostPeer
+    | NewMessage
+    | ConnectFailed
+    | MessageDropped
+    | PeerMisbehaving
+)

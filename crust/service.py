@@ -1,0 +1,571 @@
+"""The asyncio service: listeners, connections, peers and events.
+
+    async with crust.Service(crust.ServiceConfig(network="demo")) as svc:
+        peer = await svc.connect(("127.0.0.1", 40000))
+        await peer.send(b"hello")
+        async for ev in svc.events():
+            ...
+
+A service listens for TCP and UDP on one port number (a random "live" port
+above 1024 and, as in the original crust, a random backup port), answers
+handshakes, dials peers (TCP first; UDP joins after a short head start; TCP
+is kept when both succeed), and hands connections up as :class:`Peer`
+objects. The application keeps a connection by calling :meth:`maintain` or
+by using it; connections neither maintained nor used for
+``ServiceConfig.prune_after`` seconds are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from crust import _core
+from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
+from crust.asyncio.udp import UdpListener
+from crust.config import ServiceConfig
+from crust.errors import CrustError
+from crust.events import (
+    ConnectFailed,
+    Event,
+    ListenerFailed,
+    ListenerStarted,
+    LostPeer,
+    MessageDropped,
+    NewMessage,
+    NewPeer,
+    PeerMisbehaving,
+)
+from crust.handshake import CookiePolicy, HandshakeResult, Initiator, Responder, TransportParams
+from crust.identity import Identity, PeerId
+from crust.peer import Address, Link, Peer, now_us
+
+__all__ = ["ListenerError", "Service", "UnknownPeer"]
+
+logger = logging.getLogger(__name__)
+
+# Application close codes the service itself uses.
+CODE_DISCONNECT = 0
+CODE_DUPLICATE = 1
+CODE_BLACKLISTED = 2
+CODE_PRUNED = 3
+CODE_SHUTDOWN = 4
+
+_CLOSE_REASONS = {
+    _core.CLOSE_LOCAL: "closed by us",
+    _core.CLOSE_REMOTE: "closed by the peer",
+    _core.CLOSE_IDLE: "idle timeout: nothing heard from the peer",
+    _core.CLOSE_PROTOCOL: "protocol violation",
+}
+_CODE_REASONS = {
+    CODE_DUPLICATE: "duplicate connection replaced",
+    CODE_BLACKLISTED: "blacklisted",
+    CODE_PRUNED: "pruned: neither maintained nor used",
+    CODE_SHUTDOWN: "service shut down",
+}
+_MISBEHAVING_SOURCES = 4096
+
+
+class ListenerError(CrustError, OSError):
+    """A listener could not be started (port in use, address unavailable)."""
+
+
+class UnknownPeer(CrustError, LookupError):
+    """``connect`` was given a peer id with no known address."""
+
+
+def _bind_pair(host: str, port: int, tries: int = 50) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to the same port number, so one address
+    reaches both transports. Port 0: a random free port above 1024."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last: OSError | None = None
+    for _ in range(tries if port == 0 else 1):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if family == socket.AF_INET6:
+                udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.bind((host, port))
+            chosen = udp.getsockname()[1]
+            tcp.bind((host, chosen))
+            tcp.listen(512)
+            udp.setblocking(False)
+            tcp.setblocking(False)
+            return udp, tcp
+        except OSError as e:
+            udp.close()
+            tcp.close()
+            last = e
+    raise ListenerError(f"cannot listen on {host} port {port or 'random'}: {last}")
+
+
+class Service:
+    """A crust node. Use as ``async with Service(config) as svc``."""
+
+    def __init__(self, config: ServiceConfig | None = None, **overrides: Any) -> None:
+        base = config if config is not None else ServiceConfig()
+        self.config = base.replace(**overrides) if overrides else base
+        self.identity: Identity = self.config.identity or Identity.load_or_create(
+            self.config.identity_path
+        )
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._udp: list[UdpListener] = []
+        self._tcp: list[TcpListener] = []
+        self._peers: dict[PeerId, Peer] = {}
+        self._by_link: dict[int, Peer] = {}
+        self._retired: dict[int, Link] = {}
+        self._addresses: dict[PeerId, Address] = {}
+        self._blacklist_ids: set[PeerId] = set()
+        self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._failures: OrderedDict[Address, int] = OrderedDict()
+        self._decrypt_seen: dict[int, int] = {}
+        self._housekeeping: asyncio.Task[None] | None = None
+        #: Open TCP streams (handshaking or connected), closed with the service.
+        self.tcp_links: set[TcpLink] = set()
+        self._started = False
+        self._closing = False
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the listeners (live and backup ports, TCP and UDP each)."""
+        if self._started:
+            return
+        self._started = True
+        roles = [("live", self.config.port)]
+        if self.config.backup_port:
+            roles.append(("backup", 0))
+        for host in self.config.hosts:
+            for role, port in roles:
+                try:
+                    udp, tcp = _bind_pair(host, port)
+                except ListenerError as e:
+                    self._emit(ListenerFailed("udp+tcp", (host, port), str(e)))
+                    if role == "live":
+                        await self.close()
+                        raise
+                    continue
+                if self.config.udp:
+                    ul = UdpListener(self, udp, role)
+                    self._udp.append(ul)
+                    self._emit(ListenerStarted("udp", ul.address, role))
+                else:
+                    udp.close()
+                if self.config.tcp:
+                    tl = await TcpListener.start(self, tcp, role)
+                    self._tcp.append(tl)
+                    self._emit(ListenerStarted("tcp", tl.address, role))
+                else:
+                    tcp.close()
+        self._housekeeping = asyncio.create_task(self._housekeep())
+        logger.info("service %s listening on %s", self.id.short, self.endpoints)
+
+    async def close(self) -> None:
+        """Close every connection gracefully (bounded wait), then stop."""
+        if self._closing:
+            return
+        self._closing = True
+        peers = list(self._peers.values())
+        for p in peers:
+            self._close_peer(p, CODE_SHUTDOWN, graceful=True)
+        if peers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(p.wait_closed() for p in peers)), timeout=2.0
+                )
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        for ul in self._udp:
+            ul.close()
+        for tl in self._tcp:
+            await tl.close()
+        for link in list(self.tcp_links):
+            link.close_transport()
+        await asyncio.sleep(0)  # let the transports finish closing
+        self._udp.clear()
+        self._tcp.clear()
+        self._events.put_nowait(None)
+
+    # -- what the application sees ------------------------------------------
+
+    @property
+    def id(self) -> PeerId:
+        """This node's peer id."""
+        return self.identity.peer_id
+
+    @property
+    def endpoints(self) -> list[Address]:
+        """Listening addresses (each serves both TCP and UDP)."""
+        seen: list[Address] = []
+        listeners: list[UdpListener | TcpListener] = [*self._udp, *self._tcp]
+        for listener in listeners:
+            if listener.address not in seen:
+                seen.append(listener.address)
+        return seen
+
+    @property
+    def peers(self) -> list[Peer]:
+        return [p for p in self._peers.values() if p.is_connected]
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, in order, until the service closes."""
+        while True:
+            ev = await self._events.get()
+            if ev is None:
+                return
+            yield ev
+
+    def maintain(self, peer: Peer) -> None:
+        """Keep this connection even while idle (never pruned)."""
+        peer.maintained = True
+
+    async def disconnect(self, peer: Peer, *, timeout: float = 5.0) -> None:
+        """Close gracefully: queued messages are delivered first."""
+        self._close_peer(peer, CODE_DISCONNECT, graceful=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(peer.wait_closed(), timeout)
+
+    async def connect(
+        self,
+        target: Address | PeerId | str,
+        *,
+        peer_id: PeerId | None = None,
+        timeout: float | None = None,
+    ) -> Peer:
+        """Connect to ``target``: a ``(host, port)`` address, ``"host:port"``,
+        or the :class:`PeerId` (or its string) of a peer whose address is
+        known. ``peer_id`` pins the expected identity (and enables the 1-RTT
+        IK handshake). Returns the :class:`Peer` (an existing connection to
+        the same peer is reused). Raises ``ConnectionError`` with every
+        attempt's failure when none succeeds."""
+        if not self._started or self._closing:
+            raise CrustError("the service is not running: use `async with Service(...)`")
+        addr, remote = self._resolve(target, peer_id)
+        if remote is not None:
+            existing = self._peers.get(remote)
+            if existing is not None and existing.is_connected:
+                return existing
+        if self.is_blacklisted_address(addr) or (remote and remote in self._blacklist_ids):
+            raise ConnectionError(f"{target} is blacklisted")
+        limit = timeout or self.config.connect_timeout
+        try:
+            # The handshakes time out by themselves, with their reasons; the
+            # outer bound only guards against a stuck TCP connect.
+            return await asyncio.wait_for(self._race(addr, remote, limit), limit + 1.0)
+        except (ConnectionError, OSError, asyncio.TimeoutError) as e:
+            why = str(e) or f"no answer within {limit} s"
+            self._emit(ConnectFailed(f"{addr[0]}:{addr[1]}", why))
+            raise ConnectionError(f"connect to {addr[0]}:{addr[1]} failed: {why}") from None
+
+    # -- blacklist -------------------------------------------------------------
+
+    def blacklist(self, *targets: PeerId | str) -> None:
+        """Blacklist peer ids and/or addresses and networks
+        (``"192.0.2.7"``, ``"2001:db8::/32"``). Matching connections are
+        dropped at once; blacklisted sources get no answer."""
+        for t in targets:
+            if isinstance(t, PeerId):
+                self._blacklist_ids.add(t)
+                continue
+            try:
+                self._blacklist_nets.append(ipaddress.ip_network(t, strict=False))
+            except ValueError:
+                self._blacklist_ids.add(PeerId.parse(t))
+        for p in list(self._peers.values()):
+            if p.id in self._blacklist_ids or self.is_blacklisted_address(p.address):
+                self._close_peer(p, CODE_BLACKLISTED, graceful=False)
+
+    def is_blacklisted_address(self, addr: Address) -> bool:
+        if not self._blacklist_nets:
+            return False
+        try:
+            ip = ipaddress.ip_address(addr[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self._blacklist_nets)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for monitoring."""
+        return {
+            "peers": len(self.peers),
+            "listeners": len(self._udp) + len(self._tcp),
+            "endpoints": [ul.endpoint.stats() for ul in self._udp],
+            "handshake": [ul.responder.stats for ul in self._udp],
+        }
+
+    # -- used by the transports ---------------------------------------------
+
+    def _params(self) -> TransportParams:
+        cfg = self.config.engine_config()
+        return TransportParams(max_message_size=cfg.max_message_size, recv_window=cfg.recv_window)
+
+    def make_responder(self) -> Responder:
+        return Responder(
+            self.identity,
+            self.config.network,
+            params=self._params(),
+            cookie_policy=CookiePolicy(rate=self.config.cookie_rate),
+        )
+
+    def make_initiator(
+        self, remote: PeerId | None, cid: bytes, addr: Address, timeout: float
+    ) -> Initiator:
+        return Initiator(
+            self.identity,
+            self.config.network,
+            remote=remote,
+            local_cid=cid,
+            params=self._params(),
+            now=now_us(),
+            addr=addr,
+            timeout_us=int(timeout * 1e6),
+        )
+
+    def take_completed(self, responder: Responder) -> list[HandshakeResult]:
+        done: list[HandshakeResult] = responder.take_completed()
+        return done
+
+    def make_connection(self, result: HandshakeResult, **engine: Any) -> _core.Connection:
+        cfg = self.config.engine_config(**engine)
+        conn = _core.Connection(result.local_cid, result.remote_cid, now_us(), cfg)
+        k = result.keys
+        conn.set_keys(0, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
+        nxt = result.keys_for_generation(1)
+        conn.set_keys(1, nxt.aead, nxt.tx_key, nxt.tx_iv, nxt.rx_key, nxt.rx_iv)
+        return conn
+
+    def on_established(self, link: Link, result: HandshakeResult, *, incoming: bool) -> Peer | None:
+        """A handshake completed and its engine connection exists: hand the
+        peer up, or resolve a duplicate by a rule both ends agree on."""
+        pid = result.peer_id
+        if pid in self._blacklist_ids or self.is_blacklisted_address(link.address):
+            self._close_link(link, CODE_BLACKLISTED, graceful=False)
+            return None
+        if pid == self.id:
+            self._close_link(link, CODE_DUPLICATE, graceful=False)
+            return None
+        initiator = pid if incoming else self.id
+        existing = self._peers.get(pid)
+        if existing is not None and existing.is_connected:
+            old_init = existing.id if existing.incoming else self.id
+            new_key = (link.path != "direct-tcp", bytes(initiator))
+            old_key = (existing.path != "direct-tcp", bytes(old_init))
+            if new_key < old_key:
+                old = existing._link
+                existing._link = link
+                existing.incoming = incoming
+                existing.extra = result
+                self._by_link[id(link)] = existing
+                self._retire(old)
+            else:
+                self._close_link(link, CODE_DUPLICATE, graceful=True)
+                self._retire(link)
+            return existing
+        peer = Peer(pid, link, incoming=incoming, extra=result)
+        self._peers[pid] = peer
+        self._by_link[id(link)] = peer
+        if not incoming:
+            self._addresses[pid] = link.address
+        self._emit(NewPeer(peer, incoming, link.path))
+        return peer
+
+    def on_conn_events(self, link: Link, events: Iterable[tuple[Any, ...]]) -> None:
+        peer = self._by_link.get(id(link))
+        for typ, prio, payload, msg_id, reason, code in events:
+            if typ == _core.EV_MESSAGE:
+                if peer is not None:
+                    peer.last_used = time.monotonic()
+                    self._emit(NewMessage(peer, payload, prio))
+            elif typ == _core.EV_SEND_READY:
+                if peer is not None:
+                    peer._on_writable()
+            elif typ == _core.EV_MESSAGE_DROPPED:
+                if peer is not None:
+                    self._emit(MessageDropped(peer, msg_id, prio, 0))
+            elif typ == _core.EV_KEYS_NEEDED:
+                result = peer.extra if peer is not None else None
+                if isinstance(result, HandshakeResult):
+                    k = result.keys_for_generation(code)
+                    link.conn.set_keys(prio, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
+            elif typ == _core.EV_CLOSED:
+                why = _CODE_REASONS.get(code) if code else None
+                self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
+
+    def on_link_lost(self, link: Link, reason: str) -> None:
+        self._retired.pop(id(link), None)
+        peer = self._by_link.pop(id(link), None)
+        if peer is None or peer._link is not link:
+            return
+        if self._peers.get(peer.id) is peer:
+            del self._peers[peer.id]
+        peer._on_closed(reason)
+        self._emit(LostPeer(peer, reason))
+        # The transport forgets the connection once it finished draining.
+        self._retired[id(link)] = link
+
+    def count_failure(self, addr: Address, peer_id: PeerId | None, n: int = 1) -> None:
+        """Count datagrams from ``addr`` that failed authentication or
+        parsing; past the threshold tell the application (once per source),
+        and blacklist it when configured. The table is bounded (LRU)."""
+        f = self._failures
+        count = f.pop(addr, 0) + n
+        f[addr] = count
+        if len(f) > _MISBEHAVING_SOURCES:
+            f.popitem(last=False)
+        limit = self.config.misbehaving_threshold
+        if count >= limit and count - n < limit:
+            blacklisted = self.config.auto_blacklist
+            if blacklisted:
+                self.blacklist(peer_id or addr[0])
+            self._emit(PeerMisbehaving(addr, peer_id, count, blacklisted))
+
+    # -- internals -------------------------------------------------------------
+
+    def _emit(self, ev: Event) -> None:
+        self._events.put_nowait(ev)
+
+    def _resolve(
+        self, target: Address | PeerId | str, peer_id: PeerId | None
+    ) -> tuple[Address, PeerId | None]:
+        if isinstance(target, tuple):
+            if len(target) < 2 or not isinstance(target[1], int):
+                raise ValueError(f"address must be (host, port), got {target!r}")
+            return (str(target[0]), int(target[1])), peer_id
+        if isinstance(target, str):
+            text = target.strip()
+            # "host:port" or "[v6]:port"; a peer id (base32) has no colon.
+            if text.startswith("[") or text.count(":") == 1:
+                host, _, port = text.rpartition(":")
+                try:
+                    return (host.strip("[]"), int(port)), peer_id
+                except ValueError:
+                    raise ValueError(f"bad address {target!r}: expected host:port") from None
+        pid = target if isinstance(target, PeerId) else PeerId.parse(target)
+        addr = self._addresses.get(pid)
+        if addr is None:
+            raise UnknownPeer(
+                f"no known address for peer {pid}: connect by (host, port) first, "
+                "or let discovery find it"
+            )
+        return addr, pid
+
+    async def _race(self, addr: Address, remote: PeerId | None, timeout: float) -> Peer:
+        """TCP first; UDP joins after the head start; the first handshake
+        to complete wins and the other attempt is cancelled."""
+        errors: list[str] = []
+        tasks: dict[asyncio.Task[Any], str] = {}
+        if self.config.tcp:
+            tasks[asyncio.create_task(dial_tcp(self, addr, remote, timeout))] = "tcp"
+        udp = self._udp_for(addr)
+        head_start = self.config.tcp_head_start if tasks else 0.0
+        udp_task: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                pending = set(tasks)
+                # While UDP has not joined yet, wait only for the head start.
+                wait = head_start if udp is not None and udp_task is None else None
+                if not pending and wait is None:
+                    raise ConnectionError("; ".join(errors) or "no transport to try")
+                done: set[asyncio.Task[Any]] = set()
+                if pending:
+                    done, _ = await asyncio.wait(
+                        pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    )
+                elif wait:
+                    await asyncio.sleep(wait)
+                if (
+                    udp is not None
+                    and udp_task is None
+                    and (not done or any(t.exception() for t in done))
+                ):
+                    udp_task = asyncio.create_task(udp.dial(addr, remote, timeout))
+                    tasks[udp_task] = "udp"
+                for t in done:
+                    kind = tasks.pop(t)
+                    if t.exception() is not None:
+                        errors.append(f"{kind}: {t.exception()}")
+                        continue
+                    if kind == "tcp":
+                        link, result = t.result()
+                        link.establish(result)
+                    else:
+                        assert udp is not None
+                        result = t.result()
+                        link = udp.establish(result, addr)
+                    peer = self.on_established(link, result, incoming=False)
+                    if peer is None:
+                        raise ConnectionError(f"{kind}: refused (blacklisted or self)")
+                    return peer
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def _udp_for(self, addr: Address) -> UdpListener | None:
+        want_v6 = ":" in addr[0]
+        for ul in self._udp:
+            if (":" in ul.address[0]) == want_v6:
+                return ul
+        return None
+
+    def _close_link(self, link: Link, code: int, *, graceful: bool) -> None:
+        with contextlib.suppress(CrustError):
+            link.conn.close(now_us(), code, graceful)
+        link.kick()
+
+    def _retire(self, link: Link) -> None:
+        """A connection replaced by a better one: close it gracefully (its
+        queued messages still go out) without reporting a lost peer."""
+        self._by_link.pop(id(link), None)
+        self._close_link(link, CODE_DUPLICATE, graceful=True)
+        self._retired[id(link)] = link
+
+    def _close_peer(self, peer: Peer, code: int, *, graceful: bool) -> None:
+        if not peer.is_connected:
+            return
+        link = peer._link
+        self._close_link(link, code, graceful=graceful)
+        if not graceful:
+            self.on_link_lost(link, _CODE_REASONS.get(code, "disconnected by us"))
+
+    async def _housekeep(self) -> None:
+        """Once a second: prune idle unmaintained connections, watch for
+        authentication failures on live ones, forget drained connections."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for peer in list(self._peers.values()):
+                if (
+                    not peer.maintained
+                    and peer.is_connected
+                    and now - peer.last_used > self.config.prune_after
+                ):
+                    logger.info("pruning %r: idle and not maintained", peer)
+                    self._close_peer(peer, CODE_PRUNED, graceful=True)
+                st = peer._link.conn.stats()
+                seen = self._decrypt_seen.get(id(peer), 0)
+                bad = st["rx_dropped_decrypt"] + st["rx_dropped_malformed"]
+                if bad > seen:
+                    self._decrypt_seen[id(peer)] = bad
+                    self.count_failure(peer.address, peer.id, bad - seen)
+            for key, link in list(self._retired.items()):
+                if link.conn.is_closed:
+                    del self._retired[key]
+                    link.close()
