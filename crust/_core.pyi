@@ -18,6 +18,8 @@ FLOOR_MTU: Final[int]
 MAX_MTU: Final[int]
 MAX_PACKET: Final[int]
 SHORT_HEADER_MIN: Final[int]
+STREAM_FRAME_HDR: Final[int]
+STREAM_MAX_PACKET: Final[int]
 
 OK: Final[int]
 EINVAL: Final[int]
@@ -84,6 +86,7 @@ class Config:
         initial_cwnd_pkts: int = ...,
         rekey_interval_us: int = ...,
         rekey_packets: int = ...,
+        stream_transport: int = ...,
     ) -> None: ...
     max_message_size: int
     send_buffer: int
@@ -105,6 +108,7 @@ class Config:
     initial_cwnd_pkts: int
     rekey_interval_us: int
     rekey_packets: int
+    stream_transport: int
     def as_dict(self) -> dict[str, int]: ...
     def replace(self, **changes: int | str) -> Config: ...
     def __eq__(self, other: object) -> bool: ...
@@ -134,6 +138,8 @@ class Connection:
     def transmit_into(
         self, now: int, buf: Buffer, slot: int, max_datagrams: int = 64
     ) -> list[int]: ...
+    def receive_stream(self, data: Buffer, now: int) -> int: ...
+    def stream_to_send(self, now: int, max_bytes: int = 262144) -> bytes: ...
     def receive_datagram(self, data: Buffer, now: int) -> int: ...
     def poll_events(self) -> list[RawEvent]: ...
     def get_timer(self) -> int | None: ...
@@ -157,7 +163,14 @@ SockAddr: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 
 class Endpoint:
     def __init__(
-        self, sock: socket.socket, *, batch: int = 32, gso: bool = True, gro: bool = True
+        self,
+        sock: socket.socket,
+        *,
+        batch: int = 32,
+        gso: bool = True,
+        gro: bool = True,
+        route_unknown_cids: bool = False,
+        long_header_prefix: bytes = b"",
     ) -> None: ...
     def __len__(self) -> int: ...
     def add(self, conn: Connection, addr: SockAddr) -> None: ...

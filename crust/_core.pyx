@@ -22,6 +22,7 @@ from cpython.buffer cimport (
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport PyObject, Py_DECREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t, UINT64_MAX
 
 from crust cimport _crust as C
@@ -41,6 +42,13 @@ from crust.errors import (
     WouldBlock,
 )
 
+# Raw-pointer views of the bytes API, for building a bytes object in place
+# and then shrinking it to what was written (no second copy).
+cdef extern from "Python.h":
+    PyObject *_bytes_new_raw "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
+    char *_bytes_data_raw "PyBytes_AS_STRING"(PyObject *o)
+    int _bytes_resize_raw "_PyBytes_Resize"(PyObject **o, Py_ssize_t n) except -1
+
 # ---- constants (mirrors of crust.h) ---------------------------------------
 
 VERSION_MAJOR = C.CRUST_VERSION_MAJOR
@@ -56,6 +64,8 @@ FLOOR_MTU = C.CRUST_FLOOR_MTU
 MAX_MTU = C.CRUST_MAX_MTU
 MAX_PACKET = C.CRUST_MAX_PACKET
 SHORT_HEADER_MIN = C.CRUST_SHORT_HEADER_MIN
+STREAM_FRAME_HDR = C.CRUST_STREAM_FRAME_HDR
+STREAM_MAX_PACKET = C.CRUST_STREAM_MAX_PACKET
 
 OK = C.CRUST_OK
 EINVAL = C.CRUST_EINVAL
@@ -157,6 +167,7 @@ _CONFIG_FIELDS = {
     "initial_cwnd_pkts": 32,
     "rekey_interval_us": 64,
     "rekey_packets": 64,
+    "stream_transport": 32,
 }
 
 
@@ -223,6 +234,8 @@ cdef void _config_put(C.crust_config *c, str name, uint64_t v) noexcept:
         c.rekey_interval_us = v
     elif name == "rekey_packets":
         c.rekey_packets = v
+    elif name == "stream_transport":
+        c.stream_transport = <uint32_t>v
 
 
 def _config_from_dict(dict fields):
@@ -402,6 +415,14 @@ cdef class Config:
     @rekey_packets.setter
     def rekey_packets(self, value):
         self._set("rekey_packets", value)
+
+    @property
+    def stream_transport(self):
+        return self.c.stream_transport
+
+    @stream_transport.setter
+    def stream_transport(self, value):
+        self._set("stream_transport", value)
 
     def as_dict(self):
         """Every field, in crust_config order."""
@@ -686,6 +707,60 @@ cdef class Connection:
                     break
         finally:
             PyBuffer_Release(&view)
+        return out
+
+    # -- stream transports (TCP) --
+
+    def receive_stream(self, data, uint64_t now):
+        """Process bytes read from a stream transport (``crust_conn_recv_stream``):
+        any chunk of the stream, each packet framed by a 2-byte big-endian
+        length. Returns the bytes consumed: every whole frame, except that
+        it stops before a frame holding a long-header (handshake) packet.
+        The caller keeps the rest (a partial frame, or that handshake frame,
+        which it handles itself) and passes it again with what follows. A
+        rejected packet closes the connection (a stream cannot resend it):
+        see the stats and the EV_CLOSED event; bad bytes never raise."""
+        cdef Py_buffer view
+        cdef size_t consumed = 0
+        self._ready()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._enter()
+        try:
+            with nogil:
+                C.crust_conn_recv_stream(self._c, now, <const uint8_t *>view.buf,
+                                         <size_t>view.len, &consumed)
+        finally:
+            self._leave()
+            PyBuffer_Release(&view)
+        return consumed
+
+    def stream_to_send(self, uint64_t now, Py_ssize_t max_bytes=262144):
+        """Framed packets ready to go out now, at most ``max_bytes`` of them
+        (``crust_conn_poll_stream``), as one bytes object to write to the
+        stream; empty when there is nothing to send. Give at least
+        STREAM_FRAME_HDR + STREAM_MAX_PACKET for full-size packets."""
+        cdef PyObject *raw
+        cdef uint8_t *dst
+        cdef size_t used = 0
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self._ready()
+        raw = _bytes_new_raw(NULL, max_bytes)
+        dst = <uint8_t *>_bytes_data_raw(raw)
+        self._enter()
+        try:
+            with nogil:
+                used = C.crust_conn_poll_stream(self._c, now, dst, <size_t>max_bytes)
+        finally:
+            self._leave()
+        if used > <size_t>max_bytes:
+            Py_XDECREF(raw)
+            raise RuntimeError("crust_conn_poll_stream overran its buffer")
+        # Shrink in place: the object is ours alone (refcount 1). On failure
+        # the function frees it and raises.
+        _bytes_resize_raw(&raw, <Py_ssize_t>used)
+        out = <object>raw
+        Py_DECREF(out)
         return out
 
     # -- receiving --

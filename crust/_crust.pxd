@@ -21,6 +21,8 @@ cdef extern from "crust.h" nogil:
         CRUST_MAX_MTU
         CRUST_MAX_PACKET
         CRUST_SHORT_HEADER_MIN
+        CRUST_STREAM_FRAME_HDR
+        CRUST_STREAM_MAX_PACKET
 
     # ---- error codes ----
     enum:
@@ -86,6 +88,7 @@ cdef extern from "crust.h" nogil:
         uint32_t initial_cwnd_pkts
         uint64_t rekey_interval_us
         uint64_t rekey_packets
+        uint32_t stream_transport
 
     void crust_config_default(crust_config *cfg)
     int crust_config_validate(const crust_config *cfg, const char **field)
@@ -178,6 +181,10 @@ cdef extern from "crust.h" nogil:
                         size_t len)
     size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now_us, uint8_t *out,
                                     size_t cap)
+    int crust_conn_recv_stream(crust_conn *c, uint64_t now_us, const uint8_t *buf,
+                               size_t len, size_t *consumed)
+    size_t crust_conn_poll_stream(crust_conn *c, uint64_t now_us, uint8_t *out,
+                                  size_t cap)
     int crust_conn_poll_event(crust_conn *c, crust_event *ev)
     int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf,
                                     size_t cap)
@@ -254,6 +261,9 @@ cdef extern from "crust.h" nogil:
         uint32_t unrouted_max_len
         uint32_t path_change_cap
         uint32_t close_fd
+        uint32_t route_unknown_cids
+        uint32_t lh_prefix_len
+        uint8_t lh_prefix[8]
 
     void crust_endpoint_config_default(crust_endpoint_config *cfg)
 
@@ -280,6 +290,8 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_errors
         uint64_t tx_dropped
         uint64_t path_changes_dropped
+        uint64_t rx_dropped_unknown_cid
+        uint64_t rx_dropped_foreign
 
     crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     void crust_endpoint_free(crust_endpoint *ep)

@@ -97,6 +97,14 @@ cdef class Endpoint:
     :attr:`want_write` is true, wait for the socket to be writable and call
     :meth:`flush`.
 
+    Short-header datagrams for a connection id not in the endpoint can never
+    start a handshake: they are dropped and counted in C
+    (``rx_dropped_unknown_cid``), unless ``route_unknown_cids`` is true,
+    when they join the unrouted datagrams too. With ``long_header_prefix``
+    (up to 8 bytes; crust's handshake: version and network tag), long-header
+    datagrams whose bytes from the second on do not start with it are
+    dropped and counted in C as well (``rx_dropped_foreign``).
+
     Added connections stay referenced until :meth:`remove` or :meth:`close`.
     While in an Endpoint a connection refuses calls during a drive or flush
     running in another thread (RuntimeError), as the Endpoint refuses to
@@ -122,7 +130,8 @@ cdef class Endpoint:
         self._buf = NULL
         self._conns = {}
 
-    def __init__(self, sock, *, int batch=32, bint gso=True, bint gro=True):
+    def __init__(self, sock, *, int batch=32, bint gso=True, bint gro=True,
+                 bint route_unknown_cids=False, bytes long_header_prefix=b""):
         if self._ep != NULL:
             raise RuntimeError("Endpoint.__init__ called twice")
         family = sock.family
@@ -132,11 +141,17 @@ cdef class Endpoint:
             raise ValueError("Endpoint needs a non-blocking socket: call sock.setblocking(False)")
         if not 1 <= batch <= 1024:
             raise ValueError(f"batch must be 1..1024, got {batch}")
+        if long_header_prefix is None or len(long_header_prefix) > 8:
+            raise ValueError("long_header_prefix must be bytes, at most 8 of them")
         cdef C.crust_endpoint_config cfg
         C.crust_endpoint_config_default(&cfg)
         cfg.batch = batch
         cfg.gso = gso
         cfg.gro = gro
+        cfg.route_unknown_cids = route_unknown_cids
+        cfg.lh_prefix_len = <uint32_t>len(long_header_prefix)
+        for i in range(cfg.lh_prefix_len):
+            cfg.lh_prefix[i] = long_header_prefix[i]
         self._fd = sock.fileno()
         self._family = family
         self._buf_len = cfg.unrouted_max_len
@@ -309,8 +324,9 @@ cdef class Endpoint:
         return out
 
     def unrouted(self):
-        """Datagrams for no connection here (long-header handshake packets,
-        unknown connection ids): a list of (data, addr)."""
+        """Datagrams for no connection here (long-header handshake packets;
+        unknown connection ids with ``route_unknown_cids``): a list of
+        (data, addr)."""
         cdef C.sockaddr_storage ss
         cdef C.socklen_t length
         cdef int64_t n

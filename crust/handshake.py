@@ -58,7 +58,9 @@ Denial of service:
   with mac2 keyed by that cookie, which proves it receives at its address.
   Cookie-verified sources are then rate limited each.
 - In-progress handshakes live in a bounded table with expiry; a repeated
-  initiation gets the stored response again, with no new DH.
+  initiation gets the stored response again, with no new DH, but only at
+  the address the initiation first came from (copies from elsewhere are
+  replays: silence).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import socket
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,6 +102,7 @@ __all__ = [
     "TransportParams",
     "decode_payload_untrusted",
     "encode_payload",
+    "long_header_prefix",
     "network_tag",
 ]
 
@@ -159,6 +163,14 @@ class MalformedPacket(CrustError, ValueError):
 def network_tag(network: str) -> bytes:
     """The 4-byte tag that marks a network's packets (BLAKE2b of the name)."""
     return hashlib.blake2b(network.encode()).digest()[:4]
+
+
+def long_header_prefix(network: str) -> bytes:
+    """Bytes 1..5 of every handshake packet of ``network`` (version and
+    network tag): an Endpoint given this drops, in C, every long-header
+    datagram that could not be one of ours."""
+    _network_bytes(network)  # validates
+    return bytes((VERSION,)) + network_tag(network)
 
 
 def _network_bytes(network: str) -> bytes:
@@ -238,13 +250,17 @@ def _encode_addr(addr: Addr | None) -> bytes | None:
     if addr is None:
         return None
     try:
-        ip = ipaddress.ip_address(addr[0])
         port = int(addr[1])
+        try:
+            # The common case, without ipaddress's pure-Python parser.
+            packed = socket.inet_pton(socket.AF_INET, addr[0])
+        except (OSError, TypeError):
+            packed = ipaddress.ip_address(addr[0]).packed
     except (ValueError, TypeError, IndexError):
         return None  # not an IP literal (e.g. a test name): nothing to echo
     if not 0 <= port <= 0xFFFF:
         return None
-    return ip.packed + port.to_bytes(2, "big")
+    return packed + port.to_bytes(2, "big")
 
 
 def encode_payload(payload: Payload, pad_to: int = 0) -> bytes:
@@ -302,8 +318,12 @@ def decode_payload_untrusted(data: bytes) -> Payload:
     if raw_addr is not None:
         if len(raw_addr) not in (6, 18):
             raise MalformedPacket(f"observed address is {len(raw_addr)} bytes, expected 6 or 18")
-        ip = ipaddress.ip_address(raw_addr[:-2])
-        observed = (str(ip), int.from_bytes(raw_addr[-2:], "big"))
+        host = (
+            socket.inet_ntoa(raw_addr[:4])
+            if len(raw_addr) == 6
+            else str(ipaddress.IPv6Address(raw_addr[:16]))
+        )
+        observed = (host, int.from_bytes(raw_addr[-2:], "big"))
     return Payload(identity, fields[_T_CID], TransportParams(max_msg, window), observed)
 
 
@@ -513,6 +533,7 @@ class Initiator:
             _prologue(self._name, header),
             identity.x25519_private(),
             rs=remote.x25519_public() if remote is not None else None,
+            s_pub=identity.x25519_public(),
         )
         # Pad inside the Noise payload so mac1 (and, in IK, the AEAD) covers
         # the padding too.
@@ -723,13 +744,14 @@ class Initiator:
             observed_addr=payload.observed_addr,
             handshake_hash=self._hs.handshake_hash,
         )
-        logger.debug(
-            "handshake %s (%s) with %s done in %.1f ms",
-            self.local_cid.hex(),
-            self.pattern,
-            payload.identity.short,
-            (now - self._started) / 1000,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "handshake %s (%s) with %s done in %.1f ms",
+                self.local_cid.hex(),
+                self.pattern,
+                payload.identity.short,
+                (now - self._started) / 1000,
+            )
 
     def _fail(self, error: HandshakeError) -> None:
         self.state = InitiatorState.FAILED
@@ -789,6 +811,8 @@ class _Handshake:
     remote_cid: bytes
     response: bytes
     hs: noise.HandshakeState | None  # None once complete (or abandoned)
+    #: Where the initiation came from: copies from elsewhere are replays.
+    addr: Addr | None = None
 
 
 _RESPONDER_STATS = (
@@ -801,6 +825,7 @@ _RESPONDER_STATS = (
     "cookie_replies",  # under load, no valid mac2: answered with a cookie
     "rate_limited",  # under load, a verified source above its own rate
     "retransmits",  # a known initiation: the stored response again
+    "replayed",  # a known initiation from another address: silence
     "noise",  # failed Noise (decryption, low-order key)
     "payload",  # authentic Noise, unacceptable payload
     "identity",  # identity key not bound to the Noise static key
@@ -838,6 +863,7 @@ class Responder:
         self._name = _network_bytes(network)
         self._tag = network_tag(network)
         self._static = identity.x25519_private()
+        self._static_pub = identity.x25519_public()
         self._params = params if params is not None else TransportParams()
         self._policy = cookie_policy if cookie_policy is not None else CookiePolicy()
         self._max_pending = max_pending
@@ -850,6 +876,11 @@ class Responder:
         self._cookie_keys = {
             "XX": _labelled_key(b"crust cookie", self._name, None),
             "IK": _labelled_key(b"crust cookie", self._name, identity.peer_id),
+        }
+        # mac1 is checked on every datagram that looks like ours: start
+        # from keyed states set up once (copying one skips the key setup).
+        self._mac1_hashers = {
+            p: hashlib.blake2b(digest_size=MAC_LEN, key=k) for p, k in self._mac1_keys.items()
         }
         self.stats: dict[str, int] = dict.fromkeys(_RESPONDER_STATS, 0)
         # Keyed by the initiation's mac1, which is the same in every copy of
@@ -924,7 +955,9 @@ class Responder:
             return []
         mac1_at = n - 2 * MAC_LEN
         mac1 = data[mac1_at : mac1_at + MAC_LEN]
-        if not hmac.compare_digest(mac1, _mac(self._mac1_keys[pattern], data[:mac1_at])):
+        h = self._mac1_hashers[pattern].copy()
+        h.update(memoryview(data)[:mac1_at])
+        if not hmac.compare_digest(mac1, h.digest()):
             st["mac1"] += 1
             return []
         if ptype == TYPE_FINISH:
@@ -943,6 +976,13 @@ class Responder:
             return []
         known = self._by_mac1.get(mac1)
         if known is not None:
+            if known.addr != addr:
+                # A copy replayed from elsewhere (mac2 is not under mac1, so
+                # a flipped mac2 lands here too). Answering would send bytes
+                # to an address that never initiated; a real initiator
+                # whose NAT moved it meanwhile times out and starts over.
+                st["replayed"] += 1
+                return []
             st["retransmits"] += 1
             return self._reply(known.response, data, addr)
         if self._under_load(now):
@@ -955,7 +995,11 @@ class Responder:
         remote_cid = data[14:22]
         mac1_at = len(data) - 2 * MAC_LEN
         hs = noise.HandshakeState(
-            pattern, False, _prologue(self._name, data[:HEADER_LEN]), self._static
+            pattern,
+            False,
+            _prologue(self._name, data[:HEADER_LEN]),
+            self._static,
+            s_pub=self._static_pub,
         )
         try:
             raw = hs.read_message(data[HEADER_LEN:mac1_at])
@@ -987,6 +1031,7 @@ class Responder:
             remote_cid=remote_cid,
             response=response,
             hs=hs,
+            addr=addr,
         )
         self._store(mac1, entry)
         if peer is not None:

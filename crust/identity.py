@@ -20,6 +20,7 @@ authenticates the peer id, and a node has exactly one key to keep safe.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -65,6 +66,25 @@ class IdentityError(CrustError):
         self.path = path
 
 
+@functools.lru_cache(maxsize=4096)
+def _ed25519_to_x25519(key: bytes) -> bytes:
+    """The X25519 form of a valid Ed25519 public key, else InvalidPeerId.
+
+    libsodium checks the point is on the curve, not of small order, and in
+    the prime-order subgroup: a scalar multiplication, ~40 us. Peers
+    reconnect, and every handshake meets the peer's key again (the listener
+    in each initiation), so valid keys are remembered (bounded; a pure
+    function of the key, so a cached answer is the same answer). Invalid
+    keys raise, and exceptions are never cached.
+    """
+    try:
+        return sodium.crypto_sign_ed25519_pk_to_curve25519(key)
+    except nacl.exceptions.CryptoError:
+        raise InvalidPeerId(
+            "not a valid Ed25519 public key (not on the curve, or of small order)"
+        ) from None
+
+
 def _checksum(key: bytes, version: int) -> bytes:
     return hashlib.blake2b(bytes([version]) + key, digest_size=2, person=b"crust peer id").digest()
 
@@ -86,12 +106,7 @@ class PeerId:
         key = bytes(self.key)
         if len(key) != _KEY_LEN:
             raise InvalidPeerId(f"an Ed25519 public key is {_KEY_LEN} bytes, got {len(key)}")
-        try:
-            x25519 = sodium.crypto_sign_ed25519_pk_to_curve25519(key)
-        except nacl.exceptions.CryptoError:
-            raise InvalidPeerId(
-                "not a valid Ed25519 public key (not on the curve, or of small order)"
-            ) from None
+        x25519 = _ed25519_to_x25519(key)
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "_x25519", x25519)
 
@@ -167,7 +182,7 @@ class Identity:
     peer id).
     """
 
-    __slots__ = ("_peer_id", "_pk", "_seed", "_sk")
+    __slots__ = ("_peer_id", "_pk", "_seed", "_sk", "_x25519_pk", "_x25519_sk")
 
     def __init__(self, seed: bytes) -> None:
         seed = bytes(seed)
@@ -176,6 +191,11 @@ class Identity:
         self._seed = seed
         self._pk, self._sk = sodium.crypto_sign_seed_keypair(seed)
         self._peer_id = PeerId(self._pk)
+        # Converted once: every handshake uses them as the Noise static key.
+        self._x25519_sk = sodium.crypto_sign_ed25519_sk_to_curve25519(self._sk)
+        self._x25519_pk = sodium.crypto_scalarmult_base(self._x25519_sk)
+        if self._x25519_pk != self._peer_id.x25519_public():
+            raise CrustError("libsodium gave inconsistent X25519 keys")  # pragma: no cover
 
     @classmethod
     def generate(cls) -> Identity:
@@ -217,7 +237,11 @@ class Identity:
 
     def x25519_private(self) -> bytes:
         """The X25519 private key used as the Noise static key."""
-        return sodium.crypto_sign_ed25519_sk_to_curve25519(self._sk)
+        return self._x25519_sk
+
+    def x25519_public(self) -> bytes:
+        """Its public half (equal to ``peer_id.x25519_public()``)."""
+        return self._x25519_pk
 
     def __repr__(self) -> str:
         return f"Identity({self._peer_id})"

@@ -25,8 +25,11 @@ import hmac
 import os
 from typing import Literal, NamedTuple
 
-import nacl.bindings as sodium
-import nacl.exceptions
+# Imported for its side effect: sodium_init() (CPU feature detection), which
+# the direct calls into libsodium below rely on.
+import nacl.bindings  # noqa: F401
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
 from crust.errors import CrustError
 
@@ -83,7 +86,9 @@ def public_key(private: bytes) -> bytes:
     """The X25519 public key of a 32-byte private key."""
     if len(private) != DHLEN:
         raise NoiseError(f"X25519 private key must be {DHLEN} bytes, got {len(private)}")
-    return sodium.crypto_scalarmult_base(bytes(private))
+    out = _ffi.new("unsigned char[]", DHLEN)
+    _lib.crypto_scalarmult_base(out, bytes(private))
+    return bytes(_ffi.buffer(out, DHLEN))
 
 
 def generate_keypair() -> tuple[bytes, bytes]:
@@ -96,39 +101,57 @@ def dh(private: bytes, public: bytes) -> bytes:
     """X25519 (DH). Refuses an all-zero result: the peer sent a low-order
     point, which would make the shared secret predictable."""
     if len(private) != DHLEN or len(public) != DHLEN:
-        # PyNaCl hands the buffers to C unchecked: never pass short ones.
+        # libsodium reads 32 bytes from each, unchecked: never pass short ones.
         raise NoiseError("X25519 keys must be 32 bytes")
-    try:
-        out = sodium.crypto_scalarmult(bytes(private), bytes(public))
-    except nacl.exceptions.CryptoError as exc:
-        # libsodium itself reports an all-zero output as an error.
-        raise NoiseError("DH with a low-order public key") from exc
-    if hmac.compare_digest(out, _ZERO_DH):
+    out = _ffi.new("unsigned char[]", DHLEN)
+    # Straight into libsodium (PyNaCl's wrapper re-checks what we checked).
+    # It returns -1 for an all-zero output, i.e. a low-order public key.
+    rc = _lib.crypto_scalarmult(out, bytes(private), bytes(public))
+    result = bytes(_ffi.buffer(out, DHLEN))
+    if rc != 0 or hmac.compare_digest(result, _ZERO_DH):
         raise NoiseError("DH with a low-order public key")
-    return out
+    return result
 
 
 # ---- hash functions (BLAKE2b) ----------------------------------------------
 
 
+_blake2b = hashlib.blake2b
+#: BLAKE2b's block size: HMAC pads its key to this.
+_BLOCKLEN = 128
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
 def _hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data).digest()
+    return _blake2b(data).digest()
+
+
+def _hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC's inner and outer key blocks (RFC 2104: K xor ipad, K xor opad)."""
+    if len(key) > _BLOCKLEN:
+        key = _blake2b(key).digest()
+    key = key.ljust(_BLOCKLEN, b"\x00")
+    return key.translate(_IPAD), key.translate(_OPAD)
 
 
 def hmac_hash(key: bytes, data: bytes) -> bytes:
     """HMAC (RFC 2104) over BLAKE2b-512, as Noise defines it (not BLAKE2b's
-    own keyed mode)."""
-    return hmac.digest(key, data, hashlib.blake2b)
+    own keyed mode). The same bytes as ``hmac.digest(key, data,
+    hashlib.blake2b)``, in two hash calls."""
+    inner, outer = _hmac_pads(key)
+    return _blake2b(outer + _blake2b(inner + data).digest()).digest()
 
 
 def hkdf(chaining_key: bytes, input_key_material: bytes, num_outputs: int) -> tuple[bytes, ...]:
     """The specification's HKDF: 2 or 3 outputs of HASHLEN bytes."""
-    temp_key = hmac_hash(chaining_key, input_key_material)
-    out1 = hmac_hash(temp_key, b"\x01")
-    out2 = hmac_hash(temp_key, out1 + b"\x02")
+    inner, outer = _hmac_pads(hmac_hash(chaining_key, input_key_material))
+    # HMAC(temp_key, ...) with temp_key's pads computed once.
+    out1 = _blake2b(outer + _blake2b(inner + b"\x01").digest()).digest()
+    out2 = _blake2b(outer + _blake2b(inner + out1 + b"\x02").digest()).digest()
     if num_outputs == 2:
         return out1, out2
-    return out1, out2, hmac_hash(temp_key, out2 + b"\x03")
+    return out1, out2, _blake2b(outer + _blake2b(inner + out2 + b"\x03").digest()).digest()
 
 
 # ---- CipherState -------------------------------------------------------------
@@ -137,6 +160,31 @@ def hkdf(chaining_key: bytes, input_key_material: bytes, num_outputs: int) -> tu
 def _nonce(n: int) -> bytes:
     # ChaChaPoly: 32 bits of zeros, then the 64-bit counter little-endian.
     return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+# ChaCha20-Poly1305 (IETF) straight from libsodium through cffi: PyNaCl's
+# wrappers re-validate every argument, which costs more than the cipher on
+# handshake-sized messages. The callers guarantee the sizes libsodium
+# reads unchecked (a 32-byte key, a 12-byte nonce); lengths go with buffers.
+
+
+def _seal(key: bytes, nonce: bytes, ad: bytes, plaintext: bytes) -> bytes:
+    n = len(plaintext) + TAGLEN
+    out = _ffi.new("unsigned char[]", n)
+    _lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+        out, _ffi.NULL, plaintext, len(plaintext), ad, len(ad), _ffi.NULL, nonce, key
+    )
+    return bytes(_ffi.buffer(out, n))
+
+
+def _open(key: bytes, nonce: bytes, ad: bytes, ciphertext: bytes) -> bytes | None:
+    """The plaintext, or None when authentication fails."""
+    n = len(ciphertext) - TAGLEN
+    out = _ffi.new("unsigned char[]", max(n, 1))
+    rc = _lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+        out, _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad), nonce, key
+    )
+    return bytes(_ffi.buffer(out, n)) if rc == 0 else None
 
 
 class CipherState:
@@ -151,8 +199,10 @@ class CipherState:
             self.initialize_key(k)
 
     def initialize_key(self, k: bytes | None) -> None:
-        if k is not None and len(k) != KEYLEN:
-            raise NoiseError(f"cipher key must be {KEYLEN} bytes, got {len(k)}")
+        if k is not None:
+            k = bytes(k)
+            if len(k) != KEYLEN:
+                raise NoiseError(f"cipher key must be {KEYLEN} bytes, got {len(k)}")
         self._k = k
         self.n = 0
 
@@ -172,9 +222,7 @@ class CipherState:
             return bytes(plaintext)
         if self.n >= _MAX_NONCE:
             raise NoiseError("nonce space exhausted: rekey or start a new session")
-        out = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
-            bytes(plaintext), bytes(ad), _nonce(self.n), self._k
-        )
+        out = _seal(self._k, _nonce(self.n), bytes(ad), bytes(plaintext))
         self.n += 1
         return out
 
@@ -186,12 +234,9 @@ class CipherState:
             raise NoiseError("nonce space exhausted: rekey or start a new session")
         if len(ciphertext) < TAGLEN:
             raise NoiseError(f"ciphertext shorter than the {TAGLEN}-byte tag")
-        try:
-            out = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(
-                bytes(ciphertext), bytes(ad), _nonce(self.n), self._k
-            )
-        except nacl.exceptions.CryptoError as exc:
-            raise NoiseError("decryption failed (wrong key, tampering or replay)") from exc
+        out = _open(self._k, _nonce(self.n), bytes(ad), bytes(ciphertext))
+        if out is None:
+            raise NoiseError("decryption failed (wrong key, tampering or replay)")
         self.n += 1
         return out
 
@@ -199,9 +244,7 @@ class CipherState:
         """REKEY(k): the first 32 bytes of ENCRYPT(k, 2**64-1, "", zeros)."""
         if self._k is None:
             raise NoiseError("rekey of a CipherState without a key")
-        self._k = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
-            bytes(KEYLEN), b"", _nonce(_MAX_NONCE), self._k
-        )[:KEYLEN]
+        self._k = _seal(self._k, _nonce(_MAX_NONCE), b"", bytes(KEYLEN))[:KEYLEN]
 
 
 # ---- SymmetricState ------------------------------------------------------------
@@ -248,6 +291,8 @@ class HandshakeState:
     ``s`` is the local static X25519 private key; ``rs`` the remote static
     public key when it is known in advance (IK initiator); ``e`` fixes the
     ephemeral private key and exists for tests and test vectors only.
+    ``s_pub`` is ``public_key(s)`` when the caller keeps it (it saves a
+    scalar multiplication per handshake); it must be exactly that.
     Messages alternate, initiator first: call ``write_message`` when it is
     our turn and ``read_message`` when it is the peer's, until
     ``complete``; then ``split``.
@@ -261,6 +306,8 @@ class HandshakeState:
         s: bytes,
         rs: bytes | None = None,
         e: bytes | None = None,
+        *,
+        s_pub: bytes | None = None,
     ) -> None:
         if pattern not in _PATTERNS:
             raise NoiseError(f"unsupported handshake pattern {pattern!r} (XX or IK)")
@@ -268,7 +315,11 @@ class HandshakeState:
         self.pattern: Pattern = pattern
         self.initiator = initiator
         self._s = bytes(s)
-        self._s_pub = public_key(self._s)
+        if len(self._s) != DHLEN:
+            raise NoiseError(f"X25519 private key must be {DHLEN} bytes, got {len(self._s)}")
+        self._s_pub = public_key(self._s) if s_pub is None else bytes(s_pub)
+        if len(self._s_pub) != DHLEN:
+            raise NoiseError(f"static public key must be {DHLEN} bytes")
         self._e = bytes(e) if e is not None else None
         self._e_pub = public_key(self._e) if self._e is not None else None
         self._rs = bytes(rs) if rs is not None else None

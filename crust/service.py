@@ -71,6 +71,7 @@ _CODE_REASONS = {
     CODE_SHUTDOWN: "service shut down",
 }
 _MISBEHAVING_SOURCES = 4096
+_UDP_BUFFER = 4 << 20
 
 
 class ListenerError(CrustError, OSError):
@@ -94,6 +95,11 @@ def _bind_pair(host: str, port: int, tries: int = 50) -> tuple[socket.socket, so
                 udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Bursts of datagrams arrive between two reads of the event loop;
+            # the default ~200 KiB buffer drops them at a few hundred MB/s.
+            # (The kernel caps this at net.core.rmem_max / wmem_max.)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                udp.setsockopt(socket.SOL_SOCKET, opt, _UDP_BUFFER)
             udp.bind((host, port))
             chosen = udp.getsockname()[1]
             tcp.bind((host, chosen))
@@ -368,7 +374,12 @@ class Service:
             old_init = existing.id if existing.incoming else self.id
             new_key = (link.path != "direct-tcp", bytes(initiator))
             old_key = (existing.path != "direct-tcp", bytes(old_init))
-            if new_key < old_key:
+            # Same transport and initiator: the peer dialled again, because
+            # its copy of the old connection is gone (the answer to its
+            # first try was lost). The old one never heard a packet then; a
+            # replayed handshake, by contrast, must not evict a live one.
+            orphan = existing._link.conn.stats()["rx_packets"] == 0
+            if new_key < old_key or (new_key == old_key and orphan):
                 old = existing._link
                 existing._link = link
                 existing.incoming = incoming
@@ -420,6 +431,11 @@ class Service:
         self._emit(LostPeer(peer, reason))
         # The transport forgets the connection once it finished draining.
         self._retired[id(link)] = link
+
+    def abort_link(self, link: Link, reason: str) -> None:
+        """Drop a connection at once and report why."""
+        self._close_link(link, CODE_DISCONNECT, graceful=False)
+        self.on_link_lost(link, reason)
 
     def count_failure(self, addr: Address, peer_id: PeerId | None, n: int = 1) -> None:
         """Count datagrams from ``addr`` that failed authentication or

@@ -76,6 +76,10 @@ typedef struct bbr {
     uint64_t inflight_hi;        /* bytes; UINT64_MAX = no cap */
     uint64_t round_lost, round_acked, round_max_inflight, round_min_rtt;
     uint64_t clean_rounds;       /* rounds since the last congested one */
+    uint64_t extra_acked[2];     /* ack aggregation: max excess per window */
+    uint64_t ack_epoch_us;       /* start of the current aggregation epoch */
+    uint64_t ack_epoch_acked;    /* bytes acknowledged since then */
+    uint8_t extra_acked_win_rtts, extra_acked_win_idx;
     uint32_t pacing_gain, cwnd_gain;
     uint8_t state, cycle_index, full_bw_count;
     uint8_t filled_pipe, round_start, rtprop_expired;
@@ -402,12 +406,51 @@ static void bbr_check_probe_rtt(bbr *b, uint64_t now_us, const crust_rate_sample
     b->idle_restart = 0;
 }
 
+/* Ack aggregation (as Linux's bbr_update_ack_aggregation): when ACKs come
+ * in bursts - an event loop that reads a batch of datagrams, a receiver
+ * that acknowledges late - more data is acknowledged at once than the
+ * bandwidth model expects. Track the largest such excess over ~10 rounds
+ * (two windows of 5) and let cwnd cover it, or the sender idles between
+ * bursts and its own slower delivery rate shrinks the model further. */
+#define EXTRA_ACKED_WIN_ROUNDS 5
+#define EXTRA_ACKED_MAX_US 100000u
+
+static void bbr_update_ack_aggregation(bbr *b, uint64_t now_us, const crust_rate_sample *rs)
+{
+    if (!rs->newly_acked)
+        return;
+    if (b->round_start && ++b->extra_acked_win_rtts >= EXTRA_ACKED_WIN_ROUNDS) {
+        b->extra_acked_win_rtts = 0;
+        b->extra_acked_win_idx ^= 1;
+        b->extra_acked[b->extra_acked_win_idx] = 0;
+    }
+    uint64_t epoch = now_us > b->ack_epoch_us ? now_us - b->ack_epoch_us : 0;
+    uint64_t expected = mul_div(bbr_bw(b), epoch, 1000000u);
+    if (b->ack_epoch_acked <= expected || b->ack_epoch_acked > (UINT64_C(1) << 40)) {
+        b->ack_epoch_acked = 0;
+        b->ack_epoch_us = now_us;
+        expected = 0;
+    }
+    b->ack_epoch_acked += rs->newly_acked;
+    uint64_t extra = u64_min(b->ack_epoch_acked - expected, b->cwnd);
+    if (extra > b->extra_acked[b->extra_acked_win_idx])
+        b->extra_acked[b->extra_acked_win_idx] = extra;
+}
+
+static uint64_t bbr_ack_aggregation_cwnd(const bbr *b)
+{
+    if (!b->filled_pipe)
+        return 0;
+    uint64_t extra = u64_max(b->extra_acked[0], b->extra_acked[1]);
+    return u64_min(extra, mul_div(bbr_bw(b), EXTRA_ACKED_MAX_US, 1000000u));
+}
+
 static void bbr_set_cwnd(bbr *b, const crust_rate_sample *rs, uint64_t mtu)
 {
     uint32_t gain = b->cwnd_gain;
     if (b->state == BBR_PROBE_BW && b->pacing_gain > UNIT)
         gain = gain * b->pacing_gain / UNIT; /* room to probe past a queue */
-    uint64_t target = bbr_inflight(b, gain, mtu);
+    uint64_t target = bbr_inflight(b, gain, mtu) + bbr_ack_aggregation_cwnd(b);
     uint64_t acked = rs->newly_acked;
     if (b->filled_pipe) {
         b->cwnd = u64_min(b->cwnd + acked, target);
@@ -459,6 +502,7 @@ static void bbr_on_ack(void *st, const crust_cc_env *env, uint64_t now_us,
     b->round_app_limited |= (uint8_t)(rs->is_app_limited != 0);
 
     bbr_update_btlbw(b, rs);
+    bbr_update_ack_aggregation(b, now_us, rs);
     bbr_check_cycle_phase(b, now_us, rs, mtu);
     bbr_check_full_pipe(b, rs);
     bbr_check_drain(b, now_us, rs);

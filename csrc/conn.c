@@ -60,6 +60,7 @@ void crust_config_default(crust_config *cfg)
     cfg->initial_cwnd_pkts = 10;
     cfg->rekey_interval_us = 120000000;
     cfg->rekey_packets = UINT64_C(1) << 30;
+    cfg->stream_transport = 0;
 }
 
 int crust_config_validate(const crust_config *cfg, const char **field)
@@ -111,6 +112,8 @@ int crust_config_validate(const crust_config *cfg, const char **field)
     if (cfg->rekey_packets != 0 &&
         (cfg->rekey_packets < 16 || cfg->rekey_packets > (UINT64_C(1) << 62)))
         BAD("rekey_packets");
+    if (cfg->stream_transport > 1)
+        BAD("stream_transport");
     return CRUST_OK;
 #undef BAD
 }
@@ -141,6 +144,8 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     memcpy(c->remote_cid, remote_cid, CRUST_CID_LEN);
     crust_rec_init(c);
     crust_pmtu_init(c);
+    if (cfg->stream_transport)
+        c->mtu = CRUST_STREAM_MAX_PACKET; /* the stream carries any size */
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
         crust_send_stream_init(&c->ss[p]);
         crust_recv_stream_init(&c->rs[p]);
@@ -209,6 +214,8 @@ int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
     return CRUST_OK;
 }
 
+static void discard_old_keys(crust_conn *c);
+
 /* Send with the next generation from the next packet on. The previous
  * generation stays in its slot to open reordered packets; its discard
  * timer starts once the peer is seen using the new keys (at once when the
@@ -224,6 +231,8 @@ static void switch_tx_keys(crust_conn *c, uint64_t now, int by_peer)
     wipe_keys(&c->tx[old]); /* never sent with again */
     c->old_keys = c->rx[old].valid;
     c->old_discard_us = by_peer ? now + 3 * crust_rec_pto(c) : 0;
+    if (by_peer && c->old_keys && c->cfg.stream_transport)
+        discard_old_keys(c); /* an ordered stream brings nothing older */
     c->st.key_updates++;
     c->st.key_phase = c->tx_phase;
     c->key_update_pending = 1;
@@ -578,6 +587,12 @@ static int validate_frames(const uint8_t *p, size_t len, int *has_close)
     return CRUST_OK;
 }
 
+/* Packets are opened into this buffer: one per thread (connections on
+ * different threads may be driven at once), sized for the largest packet
+ * of any mode, rather than one per connection. Nothing keeps pointers into
+ * it past crust_conn_recv. */
+static _Thread_local uint8_t rx_plain[CRUST_STREAM_MAX_PACKET];
+
 int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t len)
 {
     if (!pkt || len < CRUST_SHORT_HEADER_MIN + CRUST_TAG_LEN)
@@ -593,7 +608,11 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
         return CRUST_ECLOSED;
     unsigned pnlen = (flags & 3u) + 1;
     size_t hdr = 1 + CRUST_CID_LEN + pnlen;
-    if (len < hdr + CRUST_TAG_LEN + 1 || len - hdr - CRUST_TAG_LEN > sizeof c->scratch)
+    /* Plaintext of at most CRUST_MAX_PACKET bytes, or a whole packet of at
+     * most CRUST_STREAM_MAX_PACKET on a stream: both fit rx_plain. */
+    size_t max_plain = c->cfg.stream_transport ? CRUST_STREAM_MAX_PACKET : CRUST_MAX_PACKET;
+    if (len < hdr + CRUST_TAG_LEN + 1 || len - hdr - CRUST_TAG_LEN > max_plain ||
+        (c->cfg.stream_transport && len > CRUST_STREAM_MAX_PACKET))
         return count_drop(c, CRUST_EMALFORMED);
     uint64_t trunc = 0;
     for (unsigned i = 0; i < pnlen; i++)
@@ -618,10 +637,11 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     if (!k->valid)
         return count_drop(c, CRUST_EDECRYPT); /* e.g. wiped old keys: never a crash */
     size_t plen = len - hdr - CRUST_TAG_LEN;
-    if (crust_aead_open(k, pn, c->scratch, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK)
+    uint8_t *plain = rx_plain;
+    if (crust_aead_open(k, pn, plain, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK)
         return count_drop(c, CRUST_EDECRYPT);
     int has_close = 0;
-    if (validate_frames(c->scratch, plen, &has_close) != CRUST_OK) {
+    if (validate_frames(plain, plen, &has_close) != CRUST_OK) {
         /* Authenticated yet malformed: the peer is broken or hostile. */
         count_drop(c, CRUST_EMALFORMED);
         protocol_error(c, now_us);
@@ -636,6 +656,8 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     } else if (c->old_keys && !c->old_discard_us) {
         /* The peer now sends with the keys we switched to. */
         c->old_discard_us = now_us + 3 * crust_rec_pto(c);
+        if (c->cfg.stream_transport)
+            discard_old_keys(c); /* an ordered stream brings nothing older */
     }
     c->last_rx_us = now_us;
     c->st.rx_packets++;
@@ -651,7 +673,7 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
         return CRUST_OK;
     }
     int ack_eliciting = 0;
-    rc = process_frames(c, now_us, c->scratch, plen, &ack_eliciting);
+    rc = process_frames(c, now_us, plain, plen, &ack_eliciting);
     if (rc == CRUST_EPROTO) {
         protocol_error(c, now_us);
         return rc;
@@ -834,6 +856,7 @@ static void put_ack(crust_conn *c, builder *b, uint64_t now)
     b->len += n;
     b->info.flags |= SP_HAS_ACK;
     b->info.ack_largest = largest;
+    c->last_ack_sent_us = now;
     c->ack_pending = 0;
     c->ack_immediate = 0;
     c->ack_deadline = 0;
@@ -990,10 +1013,12 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
         c->bytes_in_flight += size;
         c->ack_eliciting_in_flight++;
         c->last_ack_eliciting_sent = now;
-        crust_cc_env env;
-        crust_cc_env_fill(c, &env);
-        c->cc->on_sent(c->cc_state, &env, now, size, c->bytes_in_flight);
-        crust_pacer_on_sent(&c->pacer, size);
+        if (!c->cfg.stream_transport) {
+            crust_cc_env env;
+            crust_cc_env_fill(c, &env);
+            c->cc->on_sent(c->cc_state, &env, now, size, c->bytes_in_flight);
+            crust_pacer_on_sent(&c->pacer, size);
+        }
     } else {
         b->info.done = SP_DONE_ACKED; /* nothing waits for its fate */
     }
@@ -1044,13 +1069,18 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
      * MTU may have grown since, and a window below one packet would stall. */
     if (cwnd < CRUST_CC_MIN_CWND(c->mtu))
         cwnd = CRUST_CC_MIN_CWND(c->mtu);
-    int cwnd_ok = probe || c->bytes_in_flight + c->mtu <= cwnd;
+    /* On a stream transport the stream paces, windows and sizes packets:
+     * only the send buffer and flow control limit us here. */
+    int stream = c->cfg.stream_transport != 0;
+    int cwnd_ok = probe || stream || c->bytes_in_flight + c->mtu <= cwnd;
     int want_elicit = has_stream_data(c) || has_control(c) || probe;
-    uint32_t mtu_probe = cwnd_ok ? crust_pmtu_want_probe(c, now) : 0;
+    uint32_t mtu_probe = cwnd_ok && !stream ? crust_pmtu_want_probe(c, now) : 0;
     if (mtu_probe > cap)
         mtu_probe = 0;
     int may_elicit = 0;
-    if (cwnd_ok && (want_elicit || mtu_probe)) {
+    if (stream) {
+        may_elicit = 1;
+    } else if (cwnd_ok && (want_elicit || mtu_probe)) {
         uint64_t rate = 0;
         if (c->cfg.pacing) {
             /* Never pace slower than the minimum window per RTT: a model fed
@@ -1063,7 +1093,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         may_elicit = probe || crust_pacer_can_send(&c->pacer, now, rate, c->mtu,
                                                    pacing_burst(c, rate));
     }
-    if (cwnd_ok && !want_elicit && !c->app_limited_until) {
+    if (cwnd_ok && !want_elicit && !c->app_limited_until && !stream) {
         /* The window is open and we have nothing to send. */
         c->app_limited_until = c->delivered + c->bytes_in_flight;
         if (!c->app_limited_until)
@@ -1087,7 +1117,11 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     }
 
     int ack_due = c->ack_pending && (c->ack_immediate || (c->ack_deadline && now >= c->ack_deadline));
-    if (c->ack_pending && (ack_due || (may_elicit && want_elicit)))
+    /* An ACK frame is never retransmitted as such; instead, an eliciting
+     * packet repeats the current ACK state once per RTT, so a lost ACK
+     * cannot leave the peer without RTT samples while we still talk. */
+    int ack_stale = !crust_rs_empty(&c->rx_pns) && now >= c->last_ack_sent_us + c->srtt;
+    if ((c->ack_pending && ack_due) || ((c->ack_pending || ack_stale) && may_elicit && want_elicit))
         put_ack(c, &b, now);
     if (may_elicit && want_elicit) {
         /* On repeated PTOs the last probe is a bare PING: if only small
@@ -1121,7 +1155,8 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
         return UINT64_MAX;
     if (c->state != ST_OPEN)
         return c->drain_until;
-    uint64_t t = crust_rec_timer(c);
+    /* A stream loses nothing: no loss or PTO timer. */
+    uint64_t t = c->cfg.stream_transport ? UINT64_MAX : crust_rec_timer(c);
     if (c->ack_pending)
         t = min64(t, c->ack_immediate ? c->last_rx_us : c->ack_deadline);
     if (c->cfg.idle_timeout_us)
@@ -1152,7 +1187,8 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
     }
     if (c->ack_pending && c->ack_deadline && now >= c->ack_deadline)
         c->ack_immediate = 1;
-    crust_rec_on_timeout(c, now);
+    if (!c->cfg.stream_transport)
+        crust_rec_on_timeout(c, now);
     if (c->cfg.keepalive_us && now >= c->last_ack_eliciting_sent + c->cfg.keepalive_us)
         c->ping_pending = 1;
     if (c->pacer.wakeup_us && now >= c->pacer.wakeup_us)
@@ -1235,3 +1271,5 @@ size_t crust_conn_memory(const crust_conn *c)
 }
 
 int crust_conn_is_closed(const crust_conn *c) { return c->state == ST_CLOSED; }
+
+void crust_conn_fail(crust_conn *c, uint64_t now_us) { protocol_error(c, now_us); }

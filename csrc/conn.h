@@ -138,6 +138,7 @@ struct crust_conn {
     uint32_t rx_unacked_eliciting;
     int ack_pending, ack_immediate;
     uint64_t ack_deadline;      /* 0 = unset */
+    uint64_t last_ack_sent_us;  /* when an ACK frame last went out */
     uint64_t last_rx_us;
     crust_recv_stream rs[CRUST_NUM_PRIO];
     uint64_t rx_max_data;       /* limit we advertised */
@@ -151,7 +152,8 @@ struct crust_conn {
     int closing_tx_budget;      /* CLOSE replies allowed while closing */
 
     crust_stats st;
-    uint8_t scratch[CRUST_MAX_PACKET];
+    /* Packets are opened into a thread-local buffer (conn.c), not one per
+     * connection: idle connections stay small. */
 };
 
 /* recovery.c */
@@ -187,5 +189,9 @@ void crust_conn_push_event(crust_conn *c, const crust_event *ev);
 /* conn.c helper used by endpoint.c: 1 when crust_conn_poll_event would
  * return an event now (it pops nothing). */
 int crust_conn_has_event(const crust_conn *c);
+
+/* conn.c helper used by stream_io.c: close with CRUST_CLOSE_PROTOCOL (a
+ * stream transport lost a packet, so the data cannot be complete). */
+void crust_conn_fail(crust_conn *c, uint64_t now_us);
 
 #endif

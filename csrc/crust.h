@@ -67,6 +67,12 @@ extern "C" {
 /* Largest packet the engine ever builds (probing stops here). */
 #define CRUST_MAX_PACKET 1500
 #define CRUST_SHORT_HEADER_MIN (1 + CRUST_CID_LEN + 1)
+/* Stream transports (crust_config.stream_transport, e.g. TCP): each packet
+ * travels as one frame, a 2-byte big-endian length then the packet, so a
+ * packet is at most 65535 bytes. The handshake's long-header packets use
+ * the same framing on the same stream. */
+#define CRUST_STREAM_FRAME_HDR 2
+#define CRUST_STREAM_MAX_PACKET 65535
 
 /* ---- error codes ---------------------------------------------------- */
 enum {
@@ -153,6 +159,17 @@ typedef struct crust_config {
      * this many packets. 0 turns a trigger off (both 0: never, for tests). */
     uint64_t rekey_interval_us;  /* 120 s; 0, or >= 1 ms                   */
     uint64_t rekey_packets;      /* 2^30; 0, or 16 .. 2^62                 */
+    /* 1: the packets travel over a reliable, ordered byte stream (TCP),
+     * framed by crust_conn_recv_stream/crust_conn_poll_stream. The stream
+     * loses and reorders nothing and does its own congestion control and
+     * pacing, so the engine runs no loss detection, no PTO retransmission,
+     * no congestion window, no pacing and no PMTU probing, and builds
+     * packets of up to CRUST_STREAM_MAX_PACKET bytes (fewer, larger AEAD
+     * calls). ACKs still flow (they release the send buffer), as do
+     * flow control, keepalive, the idle timeout, key updates (the previous
+     * keys are dropped as soon as the peer uses the new ones: nothing
+     * older can follow on a stream) and close. Both ends must agree. */
+    uint32_t stream_transport;   /* 0                                      */
 } crust_config;
 
 void crust_config_default(crust_config *cfg);
@@ -280,10 +297,38 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt,
                     size_t len);
 
 /* Build the next datagram into out (cap >= the current MTU, at most
- * CRUST_MAX_PACKET is ever written). Returns its length, or 0 when there is
+ * CRUST_MAX_PACKET is ever written; under stream_transport at most
+ * min(cap, CRUST_STREAM_MAX_PACKET)). Returns its length, or 0 when there is
  * nothing to send now (pacing, congestion window, or nothing queued). */
 size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now_us, uint8_t *out,
                                 size_t cap);
+
+/* Stream transports (TCP). crust_conn_recv_stream takes bytes as they come
+ * off the stream, in chunks of any size, and feeds each whole frame's
+ * packet to the connection; *consumed gets the bytes of whole frames it
+ * processed (the caller keeps the rest, a partial frame, and passes it
+ * again with what follows). Returns:
+ *   CRUST_OK        every whole frame was consumed;
+ *   CRUST_ENOTOURS  it stopped at a frame holding a long-header (handshake)
+ *                   packet, which starts at buf + *consumed: the caller
+ *                   hands it to the handshake and calls again after it;
+ *   another error   the first packet that was rejected (counted in the
+ *                   stats as for crust_conn_recv). A stream loses nothing,
+ *                   so a rejected packet means lost data: the connection
+ *                   closes with CRUST_CLOSE_PROTOCOL. Later frames are still
+ *                   consumed (a closing connection ignores them).
+ * CRUST_ECLOSED (connection draining or closed) is not an error here: the
+ * frames are consumed and ignored. Meant for stream_transport connections;
+ * without it packets above CRUST_MAX_PACKET are rejected. */
+int crust_conn_recv_stream(crust_conn *c, uint64_t now_us, const uint8_t *buf,
+                           size_t len, size_t *consumed);
+/* Write as many framed packets as are ready now and fit into out[cap] (a
+ * packet is only started with room for at least CRUST_MIN_MTU bytes of it,
+ * unless out is still empty). Returns the bytes written (0: nothing to
+ * send). Give cap >= CRUST_STREAM_FRAME_HDR + CRUST_STREAM_MAX_PACKET for
+ * full-size packets. */
+size_t crust_conn_poll_stream(crust_conn *c, uint64_t now_us, uint8_t *out,
+                              size_t cap);
 
 /* Pop the next event into *ev; returns 1, or 0 when there is none. */
 int crust_conn_poll_event(crust_conn *c, crust_event *ev);

@@ -19,8 +19,9 @@
  *   crust_endpoint_next_ready        connections with events to poll
  *   crust_endpoint_next_path_change  peers that moved (NAT rebinding)
  *   crust_endpoint_next_unrouted     datagrams for no known connection
- *                                    (long-header handshake packets,
- *                                    unknown connection ids)
+ *                                    (long-header handshake packets; unknown
+ *                                    connection ids only with
+ *                                    route_unknown_cids)
  * and after using connections directly (crust_conn_send, _close, reading
  * messages) calls crust_endpoint_touch for each and crust_endpoint_flush,
  * so the new datagrams leave without waiting for the socket to be readable.
@@ -68,6 +69,20 @@ typedef struct crust_endpoint_config {
                                   dropped and counted (1..65535)          */
     uint32_t path_change_cap;  /* 256: path changes kept for the caller    */
     uint32_t close_fd;         /* 0: crust_endpoint_free closes the fd if 1 */
+    uint32_t route_unknown_cids; /* 0: a short-header datagram whose
+                                  connection id is not here is dropped and
+                                  counted (rx_dropped_unknown_cid): it can
+                                  never start a handshake, so junk costs
+                                  only this lookup. 1: queue it as
+                                  unrouted (for a relay, say)             */
+    uint32_t lh_prefix_len;    /* 0: off. 1..8: a long-header datagram
+                                  whose bytes 1.. do not start with
+                                  lh_prefix is dropped and counted
+                                  (rx_dropped_foreign): crust's handshake
+                                  puts its version and network tag there,
+                                  so junk and other networks' packets
+                                  never leave C                           */
+    uint8_t lh_prefix[8];
 } crust_endpoint_config;
 
 void crust_endpoint_config_default(crust_endpoint_config *cfg);
@@ -95,6 +110,9 @@ typedef struct crust_endpoint_stats {
     uint64_t rx_errors;              /* recvmmsg errors other than EAGAIN */
     uint64_t tx_dropped;             /* datagrams the kernel refused */
     uint64_t path_changes_dropped;   /* path-change queue full */
+    uint64_t rx_dropped_unknown_cid; /* short header, no such connection
+                                        (unless route_unknown_cids)        */
+    uint64_t rx_dropped_foreign;     /* long header without lh_prefix      */
 } crust_endpoint_stats;
 
 /* Create an endpoint on fd, a UDP socket (AF_INET or AF_INET6) that must be

@@ -100,6 +100,7 @@ void crust_endpoint_config_default(crust_endpoint_config *cfg)
     cfg->unrouted_max_len = CRUST_MAX_PACKET;
     cfg->path_change_cap = 256;
     cfg->close_fd = 0;
+    cfg->route_unknown_cids = 0;
 }
 
 static int config_ok(const crust_endpoint_config *cfg)
@@ -108,7 +109,8 @@ static int config_ok(const crust_endpoint_config *cfg)
            cfg->gso <= 1 && cfg->gro <= 1 && cfg->unrouted_cap >= 1 &&
            cfg->unrouted_cap <= 65536 && cfg->unrouted_max_len >= 1 &&
            cfg->unrouted_max_len <= 65535 && cfg->path_change_cap >= 1 &&
-           cfg->path_change_cap <= 65536 && cfg->close_fd <= 1;
+           cfg->path_change_cap <= 65536 && cfg->close_fd <= 1 &&
+           cfg->route_unknown_cids <= 1 && cfg->lh_prefix_len <= sizeof cfg->lh_prefix;
 }
 
 /* ---- addresses ---------------------------------------------------------------- */
@@ -590,8 +592,19 @@ static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
             touch(ep, e);
             return;
         }
+        if (!ep->cfg.route_unknown_cids) {
+            /* Junk, or a packet of a connection already gone: not a
+             * handshake either way, so nobody above could use it. */
+            ep->st.rx_dropped_unknown_cid++;
+            return;
+        }
     } else if (len == 0 || !(d[0] & LONG_HEADER)) {
         ep->st.rx_dropped_malformed++;
+        return;
+    } else if (ep->cfg.lh_prefix_len &&
+               (len <= ep->cfg.lh_prefix_len ||
+                memcmp(d + 1, ep->cfg.lh_prefix, ep->cfg.lh_prefix_len) != 0)) {
+        ep->st.rx_dropped_foreign++;
         return;
     }
     unrouted_push(ep, d, len, from, fromlen);

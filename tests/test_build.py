@@ -37,6 +37,7 @@ DOCUMENTED_DEFAULTS = {
     "initial_cwnd_pkts": 10,
     "rekey_interval_us": 120 * S,
     "rekey_packets": 1 << 30,
+    "stream_transport": 0,
 }
 
 CID_A = bytes(range(1, 9))
@@ -84,6 +85,7 @@ def test_config_keywords_and_properties() -> None:
         ("initial_mtu", 1 << 32),
         ("rekey_interval_us", 999),
         ("rekey_packets", 15),
+        ("stream_transport", 2),
     ],
 )
 def test_invalid_config_names_the_field(field: str, value: object) -> None:

@@ -275,7 +275,7 @@ def test_nat_rebinding_mid_transfer() -> None:
 
 
 def test_unrouted_datagrams_go_to_the_caller() -> None:
-    sa, sb, ea, eb, _, _ = connect()
+    sa, sb, ea, eb, _, _ = connect(route_unknown_cids=True)
     raw = udp()
     long_header = bytes([0xC0]) + b"handshake hello" * 4
     unknown_cid = bytes([0x41]) + b"ZZZZZZZZ" + bytes(40)
@@ -295,6 +295,43 @@ def test_unrouted_datagrams_go_to_the_caller() -> None:
     assert raw.recvfrom(2048) == (b"\xc1reply", sb.getsockname())
     assert eb.stats()["unrouted"] == 2
     for s in (sa, sb, raw):
+        s.close()
+
+
+def test_unknown_connection_ids_are_dropped_in_c_by_default() -> None:
+    sa, sb, ea, eb, _, _ = connect()
+    raw = udp()
+    long_header = bytes([0xC0]) + b"handshake hello" * 4
+    for i in range(100):
+        raw.sendto(bytes([0x41]) + i.to_bytes(8, "big") + bytes(40), sb.getsockname())
+    raw.sendto(long_header, sb.getsockname())
+    got: list[tuple[bytes, object]] = []
+
+    def step(now: int) -> bool:
+        got.extend(eb.unrouted())
+        return bool(got) and eb.stats()["rx_dropped_unknown_cid"] == 100
+
+    run(lambda: (ea, eb), step, timeout=5)
+    # Only the handshake packet comes up to Python.
+    assert got == [(long_header, raw.getsockname())]
+    assert eb.stats()["unrouted"] == 1
+    # With a prefix, only long headers carrying it after the first byte do.
+    sc = udp()
+    ec = _core.Endpoint(sc, long_header_prefix=b"handsh")
+    raw.sendto(bytes([0xC0]) + b"handshake", sc.getsockname())
+    raw.sendto(bytes([0xC0]) + b"handsome", sc.getsockname())
+    raw.sendto(bytes([0xC0]) + b"hand", sc.getsockname())
+    got.clear()
+
+    def step_c(now: int) -> bool:
+        got.extend(ec.unrouted())
+        return bool(got) and ec.stats()["rx_dropped_foreign"] == 2
+
+    run(lambda: (ec,), step_c, timeout=5)
+    assert got == [(bytes([0xC0]) + b"handshake", raw.getsockname())]
+    with pytest.raises(ValueError, match="8"):
+        _core.Endpoint(sc, long_header_prefix=bytes(9))
+    for s in (sa, sb, sc, raw):
         s.close()
 
 
@@ -329,6 +366,7 @@ def test_junk_flood_is_counted_and_never_answered() -> None:
         + st["rx_dropped_malformed"]
         + st["rx_dropped_conn"]
         + st["rx_dropped_truncated"]
+        + st["rx_dropped_unknown_cid"]
     )
     with pytest.raises(BlockingIOError):
         junk.recv(2048)

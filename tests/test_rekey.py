@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 from typing import Any
 
@@ -108,7 +109,7 @@ def _transfer(total: int, seed: int = 7) -> dict[str, Any]:
     net.add_node(("a", 1), a)
     net.add_node(("b", 1), b)
 
-    block = os.urandom(MSG)
+    block = random.Random(seed).randbytes(MSG)
     sent = hashlib.sha256()
     count = total // MSG
     queued = 0

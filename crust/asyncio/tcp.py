@@ -2,8 +2,20 @@
 
 Each frame is a 2-byte big-endian length and one packet (a handshake packet
 or an engine packet), so the application cannot tell TCP from UDP except
-by ``Peer.path``. TCP already paces and retransmits, so the engine runs
-with pacing off over it; its own acknowledgments still bound the buffers.
+by ``Peer.path``. The engine connection runs in its stream-transport mode
+(``Config.stream_transport``): TCP already retransmits, orders, paces and
+controls congestion, so the engine does none of that and builds packets of
+up to 64 KiB; its acknowledgments still release the send buffer, and flow
+control still bounds the receiver's memory.
+
+The data path calls Python once per read and once per write, not per
+packet: reads land in a reusable buffer (``asyncio.BufferedProtocol``) that
+``Connection.receive_stream`` parses and decrypts in C; writes are whole
+batches of framed packets from ``Connection.stream_to_send``. Handshake
+frames on the same stream go through the sans-IO handshake in Python.
+Backpressure: while asyncio's write buffer is above its high-water mark
+(``pause_writing``) no packets are produced; data waits in the engine's
+bounded send buffer, and ``Peer.send`` waits once that is full.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +39,23 @@ __all__ = ["TcpLink", "TcpListener"]
 logger = logging.getLogger(__name__)
 
 _LEN = struct.Struct(">H")
+_HDR = _LEN.size
 MAX_FRAME = 65535
+_LONG_HEADER = 0x80
+
+# The receive buffer starts small (idle links stay cheap) and doubles while
+# reads fill it, up to _RBUF_MAX: large reads mean few calls per byte. It
+# always has room for one whole frame after the partial one it may hold.
+_RBUF_MIN = 2 * (_HDR + MAX_FRAME)
+_RBUF_MAX = 2 << 20
+# Bytes of framed packets built per transport write.
+_WRITE_CHUNK = 512 << 10
+# asyncio's write buffer: stop producing above HIGH, resume below LOW.
+_WRITE_HIGH = 1 << 20
+_WRITE_LOW = 256 << 10
 
 
-class TcpLink(asyncio.Protocol):
+class TcpLink(asyncio.BufferedProtocol):
     """One TCP stream: handshake first, then the engine connection."""
 
     path = "direct-tcp"
@@ -42,8 +68,15 @@ class TcpLink(asyncio.Protocol):
         self._conn: _core.Connection | None = None
         self.address: Address = ("", 0)
         self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
+        self._rbuf = bytearray(_RBUF_MIN)
+        self._rstart = 0  # unprocessed bytes are _rbuf[_rstart:_rend]
+        self._rend = 0
+        self._offered = 0  # free bytes the last get_buffer handed out
+        self._last_read = 0  # bytes the last read brought
+        self._held = False  # engine packets wait for establish()
+        self._paused = False  # asyncio's write buffer is full
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None  # engine deadline the timer is for
         self._kicked = False
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -54,7 +87,7 @@ class TcpLink(asyncio.Protocol):
         assert self._conn is not None, "no connection before the handshake"
         return self._conn
 
-    # -- asyncio.Protocol ------------------------------------------------
+    # -- asyncio.BufferedProtocol --------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -65,36 +98,44 @@ class TcpLink(asyncio.Protocol):
             transport.abort()  # blacklisted: not one byte of answer
             self._closed = True
             return
+        transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            import socket
-
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        now = now_us()
-        pos = 0
-        n = len(buf)
-        while n - pos >= 2:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if n - pos - 2 < size:
-                break
-            frame = bytes(buf[pos + 2 : pos + 2 + size])
-            pos += 2 + size
-            self._on_frame(frame, now)
-            if self._closed:
-                return
-        del buf[:pos]
-        if self._conn is not None:
-            self._after_input(now)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf = self._rbuf
+        start, end = self._rstart, self._rend
+        if start and len(buf) - end < _HDR + MAX_FRAME:
+            # Move the partial frame to the front (same length: allowed
+            # while asyncio still holds a view of the buffer).
+            buf[: end - start] = buf[start:end]
+            self._rstart, self._rend = 0, end - start
+            end -= start
+        if self._offered and self._last_read == self._offered and len(buf) < _RBUF_MAX:
+            # The last read filled what we offered: offer more.
+            grown = bytearray(min(2 * len(buf), _RBUF_MAX))
+            grown[:end] = buf[:end]
+            self._rbuf = buf = grown
+        self._offered = len(buf) - end
+        return memoryview(buf)[end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_read = nbytes
+        self._rend += nbytes
+        self._process(now_us())
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self.kick()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.service.tcp_links.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._cancel_timer()
         if self.handshake is not None and not self.handshake.done():
             self.handshake.set_exception(
                 ConnectionError(f"TCP connection closed during the handshake ({exc or 'EOF'})")
@@ -103,6 +144,47 @@ class TcpLink(asyncio.Protocol):
             self.service.on_link_lost(self, f"TCP connection closed ({exc or 'EOF'})")
 
     # -- frames ------------------------------------------------------------
+
+    def _process(self, now: int) -> None:
+        """Feed the buffered bytes to the engine (in C, many frames per call)
+        and the handshake (in Python, one frame at a time)."""
+        buf = self._rbuf
+        start, end = self._rstart, self._rend
+        while start < end:
+            conn = self._conn
+            if conn is not None:
+                start += conn.receive_stream(memoryview(buf)[start:end], now)
+            if end - start < _HDR:
+                break
+            (size,) = _LEN.unpack_from(buf, start)
+            if end - start - _HDR < size:
+                break  # a partial frame: wait for the rest
+            if conn is None and size and not buf[start + _HDR] & _LONG_HEADER:
+                if self._hold_engine_packets():
+                    break
+            frame = bytes(buf[start + _HDR : start + _HDR + size])
+            start += _HDR + size
+            self._rstart = start
+            self._on_frame(frame, now)
+            if self._closed:
+                return
+        if start == end:
+            start = end = 0
+        self._rstart, self._rend = start, end
+        if self._conn is not None:
+            self._after_input(now)
+
+    def _hold_engine_packets(self) -> bool:
+        """An engine packet before our connection exists: the handshake
+        completed (its result is on its way to ``establish``), so keep the
+        packet, and stop reading until then. Anything else is dropped."""
+        ini = self.initiator
+        if ini is None or ini.result is None:
+            return False
+        if not self._held and self.transport is not None:
+            self._held = True
+            self.transport.pause_reading()
+        return True
 
     def _write(self, packets: list[bytes]) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -114,7 +196,7 @@ class TcpLink(asyncio.Protocol):
         self.transport.write(out)
 
     def _on_frame(self, frame: bytes, now: int) -> None:
-        if self._conn is not None and frame and not frame[0] & 0x80:
+        if self._conn is not None and frame and not frame[0] & _LONG_HEADER:
             self._conn.receive_datagram(frame, now)
             return
         if self.initiator is not None and self.handshake is not None:
@@ -157,6 +239,7 @@ class TcpLink(asyncio.Protocol):
                 self._arm(t, self._initiator_timer)
 
     def _initiator_timer(self) -> None:
+        self._timer = None
         if self.initiator is not None and not self._closed:
             now = now_us()
             self.initiator.handle_timer(now)
@@ -171,11 +254,22 @@ class TcpLink(asyncio.Protocol):
             self.initiator.confirm()  # a stream loses nothing: the finish arrived
             self._write(self.initiator.datagrams_to_send(now_us()))
         self.initiator = None
-        self._conn = self.service.make_connection(result, pacing=0)
+        self._cancel_timer()
+        self._conn = self.service.make_connection(result, pacing=0, stream_transport=1)
         if incoming:
             self.service.on_established(self, result, incoming=True)
+        if self._held:
+            # Engine packets that came before the connection existed.
+            self._held = False
+            if self.transport is not None and not self._closed:
+                self.transport.resume_reading()
+            self._loop.call_soon(self._process_held)
         self.kick()
         return self
+
+    def _process_held(self) -> None:
+        if not self._closed and self._conn is not None:
+            self._process(now_us())
 
     # -- engine ------------------------------------------------------------
 
@@ -194,18 +288,29 @@ class TcpLink(asyncio.Protocol):
         events = conn.poll_events()
         if events:
             self.service.on_conn_events(self, events)
-        while True:
-            packets = conn.datagrams_to_send(now, 256)
-            if not packets:
-                break
-            self._write(packets)
+        tr = self.transport
+        if tr is not None and not tr.is_closing():
+            # Whole batches of packets per write, while asyncio's buffer
+            # has room (write() may call pause_writing at once).
+            while not self._paused:
+                data = conn.stream_to_send(now, _WRITE_CHUNK)
+                if not data:
+                    break
+                tr.write(data)
+                if len(data) < _WRITE_CHUNK - _HDR - _core.MIN_MTU:
+                    break  # the engine had no more
         t = conn.get_timer()
-        if t is not None:
-            self._arm(t, self._engine_timer)
+        if t != self._timer_at:
+            self._cancel_timer()
+            if t is not None:
+                self._arm(t, self._engine_timer)
+                self._timer_at = t
         if conn.is_closed:
             self.close_transport()
 
     def _engine_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
         if self._closed or self._conn is None:
             return
         now = now_us()
@@ -213,18 +318,21 @@ class TcpLink(asyncio.Protocol):
         self._after_input(now)
 
     def _arm(self, t: int, cb: Any) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_later(max(0.0, (t - now_us()) / 1e6), cb)
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(max(0.0, (t - now_us()) / 1e6), cb)
+            self._timer = None
+        self._timer_at = None
 
     def close(self) -> None:
         """Forget the link (the service calls this once the peer is gone)."""
         self.close_transport()
 
     def close_transport(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 

@@ -1,9 +1,9 @@
 """UDP transport: one socket, one C endpoint, many connections.
 
 asyncio sees one reader per socket and one timer per listener; every
-datagram is handled in C (``Endpoint.drive``). Only handshake packets and
-datagrams for unknown connection ids come up to Python, where the sans-IO
-handshake runs.
+datagram is handled in C (``Endpoint.drive``). Only handshake packets of
+our network come up to Python, where the sans-IO handshake runs; junk
+(unknown connection ids, foreign long headers) is dropped and counted in C.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from crust import _core
+from crust.handshake import long_header_prefix
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
@@ -55,7 +56,11 @@ class UdpListener:
         self.sock = sock
         self.role = role
         self.address: Address = sock.getsockname()[:2]
-        self.endpoint = _core.Endpoint(sock)
+        # Junk stays in C: short headers for no connection here, and long
+        # headers without our version and network tag, are dropped there.
+        self.endpoint = _core.Endpoint(
+            sock, long_header_prefix=long_header_prefix(service.config.network)
+        )
         self.responder = service.make_responder()
         # Outgoing handshakes, by our connection id (their replies carry it).
         self._dialing: dict[bytes, tuple[Initiator, Address, asyncio.Future[HandshakeResult]]] = {}
@@ -174,6 +179,13 @@ class UdpListener:
             self.endpoint.send_raw(d, addr)
         if ini.error is not None or (ini.result is not None and ini.get_timer() is None):
             del self._dialing[cid]
+            link = self._links.get(cid)
+            if ini.result is not None and link is not None and link.conn.stats()["rx_packets"] == 0:
+                # XX: every copy of our finish message was lost, so the peer
+                # has no keys; fail loudly rather than idle out in a minute.
+                self.service.abort_link(
+                    link, "handshake not confirmed: the peer never answered under the new keys"
+                )
         if fut.done():
             return
         if ini.result is not None:

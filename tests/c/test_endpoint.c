@@ -219,6 +219,7 @@ static void test_unrouted(void)
     crust_endpoint_config cfg;
     crust_endpoint_config_default(&cfg);
     cfg.unrouted_cap = 8;
+    cfg.route_unknown_cids = 1; /* by default they are dropped: see below */
     crust_endpoint *ep = crust_endpoint_new(fd, &cfg);
     CHECK(ep != NULL);
     /* Its peer is another socket: whatever it sends never reaches junk. */
@@ -301,6 +302,60 @@ static void test_unrouted(void)
     close(fd);
     close(junk);
     close(sink);
+}
+
+/* By default a short-header datagram for no connection here is dropped and
+ * counted in C: it cannot start a handshake, so only junk would go up. */
+static void test_unknown_cids_dropped(void)
+{
+    struct sockaddr_in ea_addr, ja;
+    int fd = udp_socket(&ea_addr), junk = udp_socket(&ja);
+    crust_endpoint *ep = crust_endpoint_new(fd, NULL);
+    CHECK(ep != NULL);
+    uint8_t lh[40] = {0xc0, 1, 2, 3};
+    uint8_t unknown[60] = {0x40, 9, 9, 9, 9, 9, 9, 9, 9, 1};
+    sendto(junk, unknown, sizeof unknown, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+    sendto(junk, lh, sizeof lh, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+    usleep(20000);
+    crust_endpoint_drive(ep, now_us());
+    uint8_t buf[2048];
+    struct sockaddr_storage from;
+    socklen_t fl;
+    CHECK(crust_endpoint_next_unrouted(ep, buf, sizeof buf, &from, &fl) == sizeof lh);
+    CHECK(crust_endpoint_next_unrouted(ep, buf, sizeof buf, &from, &fl) == 0);
+    crust_endpoint_stats st;
+    crust_endpoint_get_stats(ep, &st);
+    CHECK(st.rx_datagrams == 2 && st.unrouted == 1 && st.rx_dropped_unknown_cid == 1);
+    crust_endpoint_free(ep);
+
+    /* With a long-header prefix, only long headers carrying it go up. */
+    crust_endpoint_config cfg;
+    crust_endpoint_config_default(&cfg);
+    CHECK(cfg.route_unknown_cids == 0 && cfg.lh_prefix_len == 0);
+    cfg.lh_prefix_len = 9;
+    CHECK(crust_endpoint_new(fd, &cfg) == NULL);
+    cfg.route_unknown_cids = 2;
+    cfg.lh_prefix_len = 2;
+    CHECK(crust_endpoint_new(fd, &cfg) == NULL);
+    cfg.route_unknown_cids = 0;
+    cfg.lh_prefix[0] = 1;
+    cfg.lh_prefix[1] = 2;
+    ep = crust_endpoint_new(fd, &cfg);
+    CHECK(ep != NULL);
+    uint8_t foreign[40] = {0xc0, 1, 3, 3};
+    uint8_t cut[2] = {0xc0, 1};
+    sendto(junk, foreign, sizeof foreign, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+    sendto(junk, cut, sizeof cut, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+    sendto(junk, lh, sizeof lh, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+    usleep(20000);
+    crust_endpoint_drive(ep, now_us());
+    CHECK(crust_endpoint_next_unrouted(ep, buf, sizeof buf, &from, &fl) == sizeof lh);
+    CHECK(crust_endpoint_next_unrouted(ep, buf, sizeof buf, &from, &fl) == 0);
+    crust_endpoint_get_stats(ep, &st);
+    CHECK(st.rx_datagrams == 3 && st.unrouted == 1 && st.rx_dropped_foreign == 2);
+    crust_endpoint_free(ep);
+    close(fd);
+    close(junk);
 }
 
 /* ---- many connections, and a client that moves ------------------------------ */
@@ -441,6 +496,7 @@ int main(void)
     test_bulk(1, 0, 0);
     test_bulk(1, 1, 1);
     test_unrouted();
+    test_unknown_cids_dropped();
     test_many();
     return check_summary();
 }

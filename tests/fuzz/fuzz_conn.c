@@ -30,7 +30,8 @@ enum {
     OP_RESPOND = 10, /* answer the last PATH_CHALLENGE                     */
     OP_MAXDATA = 11, /* v16, shift: MAX_DATA                               */
     OP_PING = 12,    /* a PING-only packet                                 */
-    OP_PEER_CLOSE = 13 /* reason, code: the peer sends CLOSE               */
+    OP_PEER_CLOSE = 13, /* reason, code: the peer sends CLOSE              */
+    OP_GAPS = 14        /* n16: n PINGs, every other number skipped       */
 };
 
 #define HIST_CAP (1u << 18) /* stream bytes of one priority the peer keeps */
@@ -358,6 +359,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             f[0] = CRUST_FT_PING;
             deliver(p, get8(p), f, 1);
             break;
+        case OP_GAPS: {
+            /* Many holes in the received numbers: ACKs with more ranges
+             * than fit, and the cap on remembered ranges. */
+            unsigned count = get16(p) % 600;
+            f[0] = CRUST_FT_PING;
+            for (unsigned i = 0; i < count; i++) {
+                p->pn++;
+                deliver(p, 0, f, 1);
+            }
+            break;
+        }
         case OP_PEER_CLOSE: {
             uint8_t reason = get8(p);
             n = crust_frame_put_close(f, sizeof f, reason, get8(p));

@@ -22,7 +22,7 @@ PATH_CHALLENGE, PATH_RESPONSE, CLOSE = 0x1A, 0x1B, 0x1C
 
 # fuzz_conn opcodes (tests/fuzz/fuzz_conn.c).
 OP_FRAMES, OP_ACK, OP_POLL, OP_TIME, OP_EVENTS, OP_SEND, OP_CLOSE, OP_PROBE = range(8)
-OP_UPDATE, OP_STREAM, OP_RESPOND, OP_MAXDATA, OP_PING, OP_PEER_CLOSE = range(8, 14)
+OP_UPDATE, OP_STREAM, OP_RESPOND, OP_MAXDATA, OP_PING, OP_PEER_CLOSE, OP_GAPS = range(8, 15)
 
 
 def varint(v: int) -> bytes:
@@ -195,6 +195,7 @@ def conn_seeds() -> dict[str, bytes]:
         "oversized_message": b"\x44" + oversized,
         "spurious_loss": b"\x42" + spurious,
         "replay_window": b"\x40" + replay,
+        "ack_ranges": b"\x40" + bytes([OP_GAPS]) + struct.pack("<H", 300) + conn_op(OP_POLL, 2),
         "send_and_ack": b"\x40" + send_and_ack,
         "receive_messages": b"\x44" + receive,
         "reassembly_holes": b"\x40" + holes,
