@@ -525,6 +525,15 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
             *ack_eliciting = 1;
             break;
         case CRUST_FT_ACK:
+            /* A stream loses nothing, so an honest peer's ACK is one range
+             * reaching down to everything we have not seen acknowledged;
+             * anything else would declare a loss, and a resend (which
+             * put_stream_from_ring rules out). */
+            if (c->cfg.stream_transport &&
+                (f.ack_range_count || f.a - f.ack_first_range > c->sent_lo)) {
+                rc = CRUST_EPROTO;
+                break;
+            }
             rc = crust_rec_on_ack(c, now, &f);
             /* The peer opened a packet sealed with our current keys. */
             if (!rc && !c->key_acked && c->largest_acked_plus1 > c->key_first_pn) {
@@ -818,6 +827,7 @@ typedef struct builder {
     size_t len, cap; /* cap excludes the tag */
     crust_sent_pkt info;
     int eliciting;
+    const uint8_t *plain; /* or, when set, the len plaintext bytes are here */
 } builder;
 
 static void put_ack(crust_conn *c, builder *b, uint64_t now)
@@ -889,6 +899,42 @@ static uint64_t put_stream(crust_conn *c, builder *b, unsigned prio, uint64_t of
     return n;
 }
 
+/* Stream transports only: one large STREAM frame sealed straight from the
+ * send ring, saving a copy of its data. The frames built so far and the
+ * STREAM header are written into the ring just below off, so that the
+ * plaintext lies contiguous there. Those bytes were sent already, and over
+ * a stream nothing is ever resent (ACKs that would declare a loss are a
+ * protocol error: see process_frames), so they are no longer needed; the
+ * spot must not hold live bytes of a later offset either. Returns the
+ * bytes of data taken, or 0 to take the copying path. */
+#define SEAL_FROM_RING_MIN 16384
+static uint64_t put_stream_from_ring(crust_conn *c, builder *b, unsigned prio, uint64_t off,
+                                     uint64_t max)
+{
+    crust_send_stream *s = &c->ss[prio];
+    size_t room = b->cap - b->len;
+    size_t ovh = crust_frame_stream_overhead(off, max);
+    if (!c->cfg.stream_transport || b->plain || b->info.nframes || max < SEAL_FROM_RING_MIN ||
+        room < ovh + SEAL_FROM_RING_MIN)
+        return 0;
+    uint64_t n = max < room - ovh ? max : room - ovh;
+    uint64_t pos = off & (s->cap - 1);
+    if (pos + n > s->cap)
+        n = s->cap - pos; /* the data must not wrap around the ring's end */
+    uint8_t sh[32];
+    size_t h = crust_frame_put_stream_header(sh, sizeof sh, prio, off, n);
+    size_t pre = b->len + h;
+    if (n < SEAL_FROM_RING_MIN || !h || pos < pre || off - pre + s->cap < s->end)
+        return 0;
+    uint8_t *start = s->buf + pos - pre;
+    memcpy(start, b->p, b->len);
+    memcpy(start + b->len, sh, h);
+    b->plain = start;
+    b->len = pre + (size_t)n;
+    add_sframe(b, prio, off, n);
+    return n;
+}
+
 static void put_streams(crust_conn *c, builder *b, uint64_t now)
 {
     int droppable_from = c->cfg.drop_deadline_us ? (int)c->cfg.drop_min_prio : CRUST_NUM_PRIO;
@@ -920,14 +966,17 @@ static void put_streams(crust_conn *c, builder *b, uint64_t now)
                 avail = head->start - s->sent_hi;
             if (!avail)
                 break;
-            uint64_t n = put_stream(c, b, p, s->sent_hi, avail);
+            uint64_t n = put_stream_from_ring(c, b, p, s->sent_hi, avail);
+            int sealed_from_ring = n > 0;
+            if (!n)
+                n = put_stream(c, b, p, s->sent_hi, avail);
             if (!n)
                 return;
             s->sent_hi += n;
             c->tx_data += n;
             crust_send_stream_sent(s);
-            if (n < avail)
-                return; /* packet full */
+            if (n < avail || sealed_from_ring)
+                return; /* packet full, or its plaintext is in the ring */
         }
     }
 }
@@ -989,8 +1038,8 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
     memcpy(out + 1, c->remote_cid, CRUST_CID_LEN);
     for (unsigned i = 0; i < pnlen; i++)
         out[1 + CRUST_CID_LEN + i] = (uint8_t)(pn >> (8 * (pnlen - 1 - i)));
-    if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, out + hdr, b->len, out, hdr) !=
-        CRUST_OK)
+    const uint8_t *plain = b->plain ? b->plain : out + hdr;
+    if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, plain, b->len, out, hdr) != CRUST_OK)
         return 0;
     size_t size = hdr + b->len + CRUST_TAG_LEN;
     crust_sent_pkt *sp = crust_rec_on_sent(c, pn);

@@ -11,6 +11,9 @@
  *   - asks it for datagrams to send until it says 0  (crust_conn_poll_transmit)
  *   - drains its events                              (crust_conn_poll_event)
  *   - calls crust_conn_handle_timeout at or after crust_conn_next_timeout.
+ * Over a byte stream (TCP; crust_config.stream_transport) the caller
+ * instead passes what it reads to crust_conn_recv_stream and writes what
+ * crust_conn_poll_stream gives: 2-byte length-prefixed packets.
  *
  * Wire format of a packet (one UDP payload):
  *

@@ -6,17 +6,24 @@ the connection rather than stalling it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import itertools
 import random
 import struct
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from crust import _core
+from crust import Identity, NewMessage, NewPeer, Service, ServiceConfig, _core
+from crust.asyncio.tcp import TcpLink
 from crust.errors import ConfigError, WouldBlock
+
+T = TypeVar("T")
 
 AEADS = [_core.AEAD_NULL, _core.AEAD_CHACHA20_POLY1305]
 if _core.aead_available(_core.AEAD_AES256_GCM):
@@ -143,6 +150,7 @@ def test_messages_arrive_exactly_whatever_the_chunking(aead: int) -> None:
     assert st_a["tx_packets"] < total / 30_000
 
 
+@example(cuts=[1], lengths=[70_000, 0, 3])  # byte by byte through a full-size packet
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cuts=st.lists(st.integers(1, 65_536), min_size=1, max_size=30),
@@ -153,7 +161,7 @@ def test_any_split_delivers_exactly(cuts: list[int], lengths: list[int]) -> None
     sent = [payload(i, n) for i, n in enumerate(lengths)]
     for m in sent:
         a.conn.send(m, 1, now=0)
-    it = iter(cuts * 10_000)
+    it = itertools.cycle(cuts)
     run(a, b, lambda: next(it), until=lambda: len(b.received) == len(sent))
     assert [m for _, m in b.received] == sent
 
@@ -371,3 +379,125 @@ def test_stream_mode_is_a_config_field() -> None:
     assert "stream_transport=1" in repr(cfg)
     with pytest.raises(ConfigError, match="stream_transport"):
         _core.Config(stream_transport=2)
+
+
+# ---- the TCP transport through the Service --------------------------------------
+
+
+def _service(**kw: Any) -> Service:
+    cfg = ServiceConfig(identity=Identity.generate(), backup_port=False, udp=False, **kw)
+    return Service(cfg)
+
+
+async def _next(svc: Service, kind: type[T], timeout: float = 10.0) -> T:
+    async def find() -> T:
+        async for ev in svc.events():
+            if isinstance(ev, kind):
+                return ev
+        raise AssertionError(f"service closed before a {kind.__name__}")
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+def test_one_rtt_handshake_then_bulk_over_tcp() -> None:
+    """IK: the responder's first engine packets (its flow-control credit)
+    may arrive with the handshake's last message, before the dialler has
+    its connection; they must wait for it, not be lost (nothing on a stream
+    is ever resent)."""
+
+    async def main() -> None:
+        async with _service() as a, _service() as b:
+            for _ in range(5):
+                peer = await a.connect(b.endpoints[0], peer_id=b.id)
+                assert peer.path == "direct-tcp"
+                blob = payload(7, 3 * MIB)
+                for _ in range(4):
+                    await peer.send(blob, 1)
+                for _ in range(4):
+                    ev = await _next(b, NewMessage)
+                    assert ev.data == blob
+                st_a = peer._link.conn.stats()
+                assert st_a["rx_dropped_decrypt"] == st_a["rx_dropped_malformed"] == 0
+                await a.disconnect(peer)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_tcp_backpressure_bounds_every_buffer() -> None:
+    """A receiver that stops reading: the sender's TCP and asyncio buffers
+    fill, the link stops producing packets, the engine's send buffer fills
+    and Peer.send waits; memory stays bounded. Reading again delivers all."""
+
+    async def main() -> None:
+        async with _service() as a, _service() as b:
+            peer = await a.connect(b.endpoints[0])
+            incoming = await _next(b, NewPeer)
+            rx_link = incoming.peer._link
+            assert isinstance(rx_link, TcpLink) and rx_link.transport is not None
+            rx_link.transport.pause_reading()
+            blob = payload(3, MIB)
+            sent = 0
+
+            async def sender() -> None:
+                nonlocal sent
+                while True:
+                    await peer.send(blob, 1)
+                    sent += 1
+
+            task = asyncio.create_task(sender())
+            stuck = -1
+            for _ in range(40):  # until no progress for half a second
+                stuck = sent
+                await asyncio.sleep(0.5)
+                if sent == stuck:
+                    break
+            assert sent == stuck, "the sender should be blocked"
+            tx_link = peer._link
+            assert isinstance(tx_link, TcpLink) and tx_link.transport is not None
+            engine = tx_link.conn.stats()
+            assert engine["send_buffered"] <= 16 * MIB + MIB
+            assert tx_link.transport.get_write_buffer_size() <= 2 * MIB
+            # Queued in the engine + asyncio + both kernels: tens of MiB at
+            # most, nowhere near unbounded.
+            assert stuck < 64, stuck
+            rx_link.transport.resume_reading()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for _ in range(sent):
+                ev = await _next(b, NewMessage)
+                assert ev.data == blob
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_tcp_reads_of_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link's read buffer (asyncio.BufferedProtocol) under reads of any
+    size, from 1 byte up: the kernel fills at most what get_buffer offers,
+    so offering random lengths cuts the stream at random points, through
+    the handshake frames and the engine's."""
+    rng = random.Random(11)
+    offer = TcpLink.get_buffer
+
+    def short_offer(self: TcpLink, sizehint: int) -> memoryview:
+        view = offer(self, sizehint)
+        return view[: rng.choice([1, 2, 3, rng.randint(1, 4096), rng.randint(1, len(view))])]
+
+    monkeypatch.setattr(TcpLink, "get_buffer", short_offer)
+
+    async def main() -> None:
+        async with _service() as a, _service() as b:
+            peer = await a.connect(b.endpoints[0])
+            incoming = (await _next(b, NewPeer)).peer
+            sizes = [0, 1, 5, 1000, 65_535, 65_536, 300_000, 2 * MIB + 3]
+            for i, n in enumerate(sizes):
+                await peer.send(payload(i, n), i % _core.NUM_PRIO)
+                await incoming.send(payload(100 + i, n), 1)
+            got_b = [await _next(b, NewMessage) for _ in sizes]
+            got_a = [await _next(a, NewMessage) for _ in sizes]
+            for prio in range(_core.NUM_PRIO):
+                want = [payload(i, n) for i, n in enumerate(sizes) if i % _core.NUM_PRIO == prio]
+                assert [e.data for e in got_b if e.priority == prio] == want
+            assert [e.data for e in got_a] == [payload(100 + i, n) for i, n in enumerate(sizes)]
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -43,10 +43,11 @@ _HDR = _LEN.size
 MAX_FRAME = 65535
 _LONG_HEADER = 0x80
 
-# The receive buffer starts small (idle links stay cheap) and doubles while
-# reads fill it, up to _RBUF_MAX: large reads mean few calls per byte. It
-# always has room for one whole frame after the partial one it may hold.
-_RBUF_MIN = 2 * (_HDR + MAX_FRAME)
+# The receive buffer adapts: it doubles while reads fill it, up to
+# _RBUF_MAX (large reads: few calls per byte), and shrinks back towards
+# _RBUF_MIN while traffic is light, so idle links stay cheap. It always
+# fits the frame it is assembling.
+_RBUF_MIN = 16 << 10
 _RBUF_MAX = 2 << 20
 # Bytes of framed packets built per transport write.
 _WRITE_CHUNK = 512 << 10
@@ -106,17 +107,27 @@ class TcpLink(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         buf = self._rbuf
         start, end = self._rstart, self._rend
-        if start and len(buf) - end < _HDR + MAX_FRAME:
-            # Move the partial frame to the front (same length: allowed
-            # while asyncio still holds a view of the buffer).
-            buf[: end - start] = buf[start:end]
-            self._rstart, self._rend = 0, end - start
-            end -= start
-        if self._offered and self._last_read == self._offered and len(buf) < _RBUF_MAX:
-            # The last read filled what we offered: offer more.
-            grown = bytearray(min(2 * len(buf), _RBUF_MAX))
-            grown[:end] = buf[:end]
+        pending = end - start  # a partial frame (or nothing)
+        size = len(buf)
+        if self._offered and self._last_read == self._offered:
+            size = min(2 * size, _RBUF_MAX)  # reads fill what we offer: offer more
+        elif not pending and self._last_read < size // 8:
+            size = max(size // 2, _RBUF_MIN)  # light traffic: give memory back
+        if pending >= _HDR:
+            need = _HDR + _LEN.unpack_from(buf, start)[0]
+            while size <= need:
+                size *= 2
+        if size != len(buf):
+            # A new buffer (asyncio may still hold a view of the old one).
+            grown = bytearray(size)
+            grown[:pending] = buf[start:end]
             self._rbuf = buf = grown
+            self._rstart, self._rend = start, end = 0, pending
+        elif start and len(buf) - end < len(buf) // 2:
+            # Move the partial frame to the front (a same-length slice
+            # assignment, allowed while a view of the buffer exists).
+            buf[:pending] = buf[start:end]
+            self._rstart, self._rend = start, end = 0, pending
         self._offered = len(buf) - end
         return memoryview(buf)[end:]
 
@@ -299,12 +310,13 @@ class TcpLink(asyncio.BufferedProtocol):
                 tr.write(data)
                 if len(data) < _WRITE_CHUNK - _HDR - _core.MIN_MTU:
                     break  # the engine had no more
+        # Re-arm only for an earlier deadline: most reads and writes push
+        # the engine's deadline later (idle, keepalive), and a timer that
+        # fires early is harmless (it runs the engine's timers and re-arms).
         t = conn.get_timer()
-        if t != self._timer_at:
-            self._cancel_timer()
-            if t is not None:
-                self._arm(t, self._engine_timer)
-                self._timer_at = t
+        if t is not None and (self._timer_at is None or t < self._timer_at):
+            self._arm(t, self._engine_timer)
+            self._timer_at = t
         if conn.is_closed:
             self.close_transport()
 
