@@ -94,11 +94,19 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    # For annotations only: at run time these need the extension, which the
+    # simulator itself does not.
+    from crust import _core
+    from crust.handshake import CookiePolicy, HandshakeError, HandshakeResult, Initiator
+    from crust.identity import Identity, PeerId
 
 __all__ = [
     "Addr",
     "ConnectionNode",
+    "HandshakeNode",
     "LinkConfig",
     "LinkStats",
     "Network",
@@ -788,17 +796,6 @@ def connection_pair(
 
 
 # -- a whole crust node: handshake and engine ---------------------------------
-
-# For annotations only: at run time these need the extension, which the
-# simulator itself does not (imported here, next to their one user).
-from typing import TYPE_CHECKING  # noqa: E402
-
-if TYPE_CHECKING:
-    from crust import _core
-    from crust.handshake import CookiePolicy, HandshakeError, HandshakeResult, Initiator
-    from crust.identity import Identity, PeerId
-
-__all__ += ["HandshakeNode"]
 
 _LONG_HEADER_BIT = 0x80  # byte 0 of every handshake packet (crust/handshake.py)
 _EV_KEYS_NEEDED = 9  # crust._core.EV_KEYS_NEEDED
