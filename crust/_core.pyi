@@ -60,7 +60,8 @@ CLOSE_REMOTE: Final[int]
 CLOSE_IDLE: Final[int]
 CLOSE_PROTOCOL: Final[int]
 
-#: (type, prio, payload, msg_id, reason, code); payload only for EV_MESSAGE.
+#: (type, prio, payload, msg_id, reason, code); payload only for EV_MESSAGE;
+#: for EV_MESSAGE_DROPPED, code is the dropped message's length.
 RawEvent: TypeAlias = tuple[int, int, bytes | None, int, int, int]
 
 def strerror(code: int) -> str: ...

@@ -816,7 +816,10 @@ cdef class Connection:
                 if <uint64_t>got != ev.len:
                     raise RuntimeError(
                         f"crust_conn_read_message returned {got} bytes, event said {ev.len}")
-            events.append((ev.type, ev.prio, payload, ev.msg_id, ev.reason, ev.code))
+            # A dropped message has no payload and no close code: its length
+            # rides in the code slot, so the tuple keeps one shape.
+            events.append((ev.type, ev.prio, payload, ev.msg_id, ev.reason,
+                           ev.len if ev.type == C.CRUST_EV_MESSAGE_DROPPED else ev.code))
         return events
 
     # -- time --

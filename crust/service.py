@@ -345,10 +345,6 @@ class Service:
             timeout_us=int(timeout * 1e6),
         )
 
-    def take_completed(self, responder: Responder) -> list[HandshakeResult]:
-        done: list[HandshakeResult] = responder.take_completed()
-        return done
-
     def make_connection(self, result: HandshakeResult, **engine: Any) -> _core.Connection:
         cfg = self.config.engine_config(**engine)
         conn = _core.Connection(result.local_cid, result.remote_cid, now_us(), cfg)
@@ -410,7 +406,7 @@ class Service:
                     peer._on_writable()
             elif typ == _core.EV_MESSAGE_DROPPED:
                 if peer is not None:
-                    self._emit(MessageDropped(peer, msg_id, prio, 0))
+                    self._emit(MessageDropped(peer, msg_id, prio, code))
             elif typ == _core.EV_KEYS_NEEDED:
                 result = peer.extra if peer is not None else None
                 if isinstance(result, HandshakeResult):

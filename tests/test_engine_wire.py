@@ -175,7 +175,7 @@ def test_stale_low_priority_messages_are_dropped_with_an_event() -> None:
     net.run(until=30_000_000)
     drops = [ev for ev in a.events if ev[0] == _core.EV_MESSAGE_DROPPED]
     delivered = [m for p, m in b.received if p == 2]
-    assert drops and all(ev[1] == 2 and ev[3] >= 0 for ev in drops)
+    assert drops and all(ev[1] == 2 and ev[3] >= 0 and ev[5] == 10_000 for ev in drops)
     assert len(drops) + len(delivered) == 40
     assert (1, b"keep") in b.received
     assert a.conn.stats()["dropped_msgs"] == len(drops)

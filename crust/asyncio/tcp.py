@@ -217,7 +217,7 @@ class TcpLink(asyncio.BufferedProtocol):
         if self.responder is not None and self._conn is None:
             replies = self.responder.receive_datagram(frame, self.address, now)
             self._write([r for r, _ in replies])
-            for result in self.service.take_completed(self.responder):
+            for result in self.responder.take_completed():
                 self._established(result, incoming=True)
             return
         self.service.count_failure(self.address, None)

@@ -158,7 +158,7 @@ class UdpListener:
             return
         for reply, to in self.responder.receive_datagram(data, addr, now):
             self.endpoint.send_raw(reply, to)
-        for result in self.service.take_completed(self.responder):
+        for result in self.responder.take_completed():
             self._established(result, addr, incoming=True)
 
     def _pump_initiator(
@@ -244,7 +244,3 @@ class UdpListener:
             self.forget(link)
         self.endpoint.close()
         self.sock.close()
-
-    def drive_now(self) -> None:
-        """Run the endpoint once (used while closing, to flush CLOSE frames)."""
-        self._drive()
