@@ -100,6 +100,7 @@ EV_ALL_ACKED = C.CRUST_EV_ALL_ACKED
 EV_CLOSED = C.CRUST_EV_CLOSED
 EV_KEY_UPDATE = C.CRUST_EV_KEY_UPDATE
 EV_KEYS_NEEDED = C.CRUST_EV_KEYS_NEEDED
+EV_CONTROL = C.CRUST_EV_CONTROL
 
 CLOSE_LOCAL = C.CRUST_CLOSE_LOCAL
 CLOSE_REMOTE = C.CRUST_CLOSE_REMOTE
@@ -107,7 +108,8 @@ CLOSE_IDLE = C.CRUST_CLOSE_IDLE
 CLOSE_PROTOCOL = C.CRUST_CLOSE_PROTOCOL
 
 #: What Connection.poll_events returns a list of: (type, prio, payload,
-#: msg_id, reason, code); payload is the message for EV_MESSAGE, else None.
+#: msg_id, reason, code); payload is the message for EV_MESSAGE and EV_CONTROL,
+#: else None.
 RawEvent = tuple[int, int, bytes | None, int, int, int]
 
 _ERROR_CLASSES = {
@@ -588,10 +590,13 @@ cdef class Connection:
 
     # -- sending --
 
-    def send(self, data, priority=0, *, uint64_t now):
+    def send(self, data, priority=0, *, uint64_t now, bint control=False):
         """Queue one message (any buffer-protocol object; copied by the core,
-        so ``data`` is free on return). Returns its message id."""
+        so ``data`` is free on return). Returns its message id. A ``control``
+        message arrives as EV_CONTROL instead of EV_MESSAGE."""
         cdef unsigned prio = _prio(priority)
+        if control:
+            prio |= C.CRUST_SEND_CONTROL
         cdef Py_buffer view
         cdef uint64_t msg_id = 0
         cdef int rc
@@ -784,7 +789,8 @@ cdef class Connection:
 
     def poll_events(self):
         """Drain the events: a list of (type, prio, payload, msg_id, reason,
-        code). payload is the message for EV_MESSAGE, else None."""
+        code). payload is the message for EV_MESSAGE and EV_CONTROL, else
+        None."""
         cdef C.crust_event ev
         cdef int64_t got
         cdef char *dst
@@ -793,7 +799,7 @@ cdef class Connection:
         events = []
         while C.crust_conn_poll_event(self._c, &ev):
             payload = None
-            if ev.type == C.CRUST_EV_MESSAGE:
+            if ev.type == C.CRUST_EV_MESSAGE or ev.type == C.CRUST_EV_CONTROL:
                 if ev.len > <uint64_t>PY_SSIZE_T_MAX:
                     raise OutOfMemory(f"message of {ev.len} bytes does not fit in memory")
                 # The message is read straight into the bytes object that is

@@ -13,6 +13,7 @@ cdef extern from "crust.h" nogil:
     enum:
         CRUST_CID_LEN
         CRUST_NUM_PRIO
+        CRUST_SEND_CONTROL
         CRUST_KEY_LEN
         CRUST_IV_LEN
         CRUST_TAG_LEN
@@ -105,6 +106,7 @@ cdef extern from "crust.h" nogil:
         CRUST_EV_CLOSED
         CRUST_EV_KEY_UPDATE
         CRUST_EV_KEYS_NEEDED
+        CRUST_EV_CONTROL
 
     ctypedef enum crust_close_reason:
         CRUST_CLOSE_LOCAL

@@ -24,14 +24,14 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from crust import _core
+from crust import _core, control
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.udp import UdpListener
 from crust.config import ServiceConfig
-from crust.errors import CrustError
+from crust.errors import ConnectionClosed, CrustError
 from crust.events import (
     ConnectFailed,
     Event,
@@ -134,6 +134,7 @@ class Service:
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._failures: OrderedDict[Address, int] = OrderedDict()
         self._decrypt_seen: dict[int, int] = {}
+        self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
@@ -394,6 +395,52 @@ class Service:
         self._emit(NewPeer(peer, incoming, link.path))
         return peer
 
+    # -- control messages (the service's own traffic between peers) --------------
+
+    def on_control(self, kind: int, handler: Callable[[Peer, bytes], None]) -> None:
+        """Route received control messages of ``kind`` (a
+        :class:`~crust.control.ControlKind`) to ``handler(peer, payload)``.
+        One handler per kind; a handler that raises counts as the peer
+        misbehaving."""
+        if kind in self._control_handlers:
+            raise ValueError(f"control kind {kind} already has a handler")
+        self._control_handlers[kind] = handler
+
+    def send_control(self, peer: Peer, kind: int, payload: bytes) -> None:
+        """Queue a control message to ``peer`` at priority 0. It never
+        surfaces as :class:`NewMessage` and does not count as use of the
+        connection for pruning. Raises :class:`ConnectionClosed` once the
+        peer is gone and :class:`~crust.errors.WouldBlock` when its send
+        buffer is full."""
+        if peer.closed_reason is not None:
+            raise ConnectionClosed(f"peer {peer.id.short} is disconnected: {peer.closed_reason}")
+        link = peer._link
+        link.conn.send(control.encode(kind, payload), 0, now=now_us(), control=True)
+        link.kick()
+
+    def _on_control(self, peer: Peer, message: bytes) -> None:
+        try:
+            kind, payload = control.decode(message)
+        except ValueError as exc:
+            logger.debug("bad control message from %s: %s", peer.id.short, exc)
+            self.count_failure(peer.address, peer.id)
+            return
+        handler = self._control_handlers.get(kind)
+        if handler is None:
+            # A newer peer may speak kinds we do not know: not misbehaviour.
+            logger.debug("control kind %d from %s has no handler", kind, peer.id.short)
+            return
+        try:
+            handler(peer, payload)
+        except Exception:
+            logger.warning(
+                "control handler for kind %d failed on a message from %s",
+                kind,
+                peer.id.short,
+                exc_info=True,
+            )
+            self.count_failure(peer.address, peer.id)
+
     def on_conn_events(self, link: Link, events: Iterable[tuple[Any, ...]]) -> None:
         peer = self._by_link.get(id(link))
         for typ, prio, payload, msg_id, reason, code in events:
@@ -401,6 +448,9 @@ class Service:
                 if peer is not None:
                     peer.last_used = time.monotonic()
                     self._emit(NewMessage(peer, payload, prio))
+            elif typ == _core.EV_CONTROL:
+                if peer is not None:
+                    self._on_control(peer, payload)
             elif typ == _core.EV_SEND_READY:
                 if peer is not None:
                     peer._on_writable()

@@ -353,6 +353,8 @@ uint64_t crust_conn_send_capacity(const crust_conn *c)
 int crust_conn_send(crust_conn *c, uint64_t now_us, const uint8_t *msg, size_t len, unsigned prio,
                     uint64_t *msg_id)
 {
+    int control = (prio & CRUST_SEND_CONTROL) != 0;
+    prio &= ~(unsigned)CRUST_SEND_CONTROL;
     if (prio >= CRUST_NUM_PRIO || (!msg && len))
         return CRUST_EINVAL;
     if (c->state != ST_OPEN || c->graceful_close)
@@ -366,8 +368,8 @@ int crust_conn_send(crust_conn *c, uint64_t now_us, const uint8_t *msg, size_t l
     }
     uint64_t id = c->next_msg_id;
     int track = c->cfg.drop_deadline_us && prio >= c->cfg.drop_min_prio;
-    int rc = crust_send_stream_push(&c->ss[prio], msg ? msg : (const uint8_t *)"", len, id, now_us,
-                                    track);
+    int rc = crust_send_stream_push(&c->ss[prio], msg ? msg : (const uint8_t *)"", len, control,
+                                    id, now_us, track);
     if (rc)
         return rc;
     c->next_msg_id++;
@@ -756,9 +758,10 @@ int crust_conn_poll_event(crust_conn *c, crust_event *ev)
     }
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
         uint64_t len, hdr;
-        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr);
+        int ctl = 0;
+        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr, &ctl);
         if (r == 1) {
-            ev->type = CRUST_EV_MESSAGE;
+            ev->type = ctl ? CRUST_EV_CONTROL : CRUST_EV_MESSAGE;
             ev->prio = p;
             ev->len = len;
             return 1;
@@ -791,7 +794,7 @@ int crust_conn_has_event(const crust_conn *c)
         /* 1: a message; < 0: an oversized one, which closes (CLOSED) only
          * while open: afterwards it stays unread and yields no event, and
          * answering 1 would keep the endpoint's ready list spinning. */
-        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr);
+        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr, NULL);
         if (r == 1 || (r < 0 && c->state == ST_OPEN))
             return 1;
     }
@@ -804,7 +807,7 @@ int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf, size
         return CRUST_EINVAL;
     uint64_t len, hdr;
     crust_recv_stream *s = &c->rs[prio];
-    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr) != 1 || cap < len ||
+    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr, NULL) != 1 || cap < len ||
         (!buf && len))
         return CRUST_EINVAL;
     crust_recv_stream_consume(s, hdr, len, buf);

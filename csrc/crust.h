@@ -207,7 +207,10 @@ typedef enum {
      * keys of generation `code` there (crust_conn_set_keys(c, prio, ...))
      * promptly. Until then we start no key update, and packets of a peer
      * that already started one are dropped (it retransmits them). */
-    CRUST_EV_KEYS_NEEDED = 9
+    CRUST_EV_KEYS_NEEDED = 9,
+    /* Like CRUST_EV_MESSAGE, for a message sent with CRUST_SEND_CONTROL:
+     * prio, len; read it with crust_conn_read_message. */
+    CRUST_EV_CONTROL = 10
 } crust_event_type;
 
 typedef enum {
@@ -282,6 +285,12 @@ int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
  * The old receive keys stay usable for reordered packets until 3 PTO
  * after the peer is seen sending with the new ones. */
 int crust_conn_update_keys(crust_conn *c, uint64_t now_us);
+
+/* Or'ed into crust_conn_send's prio: the message is the embedder's own
+ * control traffic (the Python service's gossip, rendezvous and relay), not
+ * application data. It travels, is ordered and is flow-controlled exactly
+ * like a message of that priority, and arrives as CRUST_EV_CONTROL. */
+#define CRUST_SEND_CONTROL 0x100u
 
 /* Queue one message. The bytes are copied into the connection's send
  * buffer, so the caller's buffer is free on return. Returns CRUST_OK and

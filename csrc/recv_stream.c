@@ -55,7 +55,8 @@ int crust_recv_stream_write(crust_recv_stream *s, uint64_t off, const uint8_t *d
     return CRUST_OK;
 }
 
-int crust_recv_stream_peek(const crust_recv_stream *s, uint64_t max, uint64_t *len, uint64_t *hdr)
+int crust_recv_stream_peek(const crust_recv_stream *s, uint64_t max, uint64_t *len, uint64_t *hdr,
+                           int *control)
 {
     uint64_t avail = s->contig - s->read;
     if (avail == 0)
@@ -67,12 +68,16 @@ int crust_recv_stream_peek(const crust_recv_stream *s, uint64_t max, uint64_t *l
     size_t used = crust_varint_get(h, hn, &v);
     if (!used)
         return 0;
+    int ctl = (int)(v & 1);
+    v >>= 1;
     if (v > max)
         return CRUST_EMSGSIZE;
     if (avail - used < v)
         return 0;
     *len = v;
     *hdr = used;
+    if (control)
+        *control = ctl;
     return 1;
 }
 

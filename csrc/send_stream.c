@@ -46,11 +46,11 @@ static int pend_push(crust_send_stream *s, const crust_pending_msg *m)
     return CRUST_OK;
 }
 
-int crust_send_stream_push(crust_send_stream *s, const uint8_t *msg, size_t len, uint64_t id,
-                           uint64_t now_us, int track)
+int crust_send_stream_push(crust_send_stream *s, const uint8_t *msg, size_t len, int control,
+                           uint64_t id, uint64_t now_us, int track)
 {
     uint8_t hdr[8];
-    size_t hlen = crust_varint_put(hdr, len);
+    size_t hlen = crust_varint_put(hdr, (uint64_t)len * 2 + (control ? 1 : 0));
     uint64_t need = s->end + hlen + len - s->base;
     if (crust_ring_reserve(&s->buf, &s->cap, s->base, s->end, need))
         return CRUST_ENOMEM;

@@ -2,7 +2,10 @@
  * stream.h - the per-priority byte streams that carry messages (internal).
  *
  * Each priority level is one ordered byte stream; a message is a varint
- * length then its bytes. Both directions keep the stream bytes in a ring
+ * header then its bytes. The header is length * 2 + control: the low bit
+ * marks the service's own control messages (gossip, rendezvous, relay), so
+ * they share the streams' ordering and reliability but never reach the
+ * application as messages. Both directions keep the stream bytes in a ring
  * buffer indexed by stream offset (offset & (cap - 1)), grown by doubling,
  * so the hot path never allocates and a retransmission is a copy from the
  * ring. Memory is bounded by the connection's send buffer and flow-control
@@ -48,10 +51,11 @@ typedef struct crust_recv_stream {
 
 void crust_send_stream_init(crust_send_stream *s);
 void crust_send_stream_free(crust_send_stream *s);
-/* Append a message (header + body); `track` keeps a pending record so the
- * message can be dropped while unsent. CRUST_ENOMEM on allocation failure. */
-int crust_send_stream_push(crust_send_stream *s, const uint8_t *msg, size_t len, uint64_t id,
-                           uint64_t now_us, int track);
+/* Append a message (header + body); `control` (0 or 1) is the header's low
+ * bit; `track` keeps a pending record so the message can be dropped while
+ * unsent. CRUST_ENOMEM on allocation failure. */
+int crust_send_stream_push(crust_send_stream *s, const uint8_t *msg, size_t len, int control,
+                           uint64_t id, uint64_t now_us, int track);
 /* Copy stream bytes [off, off+n) (all below end and >= base) into dst. */
 void crust_send_stream_copy(const crust_send_stream *s, uint64_t off, size_t n, uint8_t *dst);
 /* Mark [off, off+n) acknowledged; advances base. Returns bytes freed. */
@@ -79,10 +83,11 @@ void crust_recv_stream_init(crust_recv_stream *s);
 void crust_recv_stream_free(crust_recv_stream *s);
 /* Store received bytes at offset off. Duplicates are harmless. */
 int crust_recv_stream_write(crust_recv_stream *s, uint64_t off, const uint8_t *data, size_t n);
-/* If a whole message is ready: returns 1 and sets *len (body) and *hdr.
- * Returns 0 if not yet, CRUST_EMSGSIZE if its length exceeds max. */
+/* If a whole message is ready: returns 1 and sets *len (body), *hdr and
+ * *control (the header's low bit; control may be NULL). Returns 0 if not
+ * yet, CRUST_EMSGSIZE if its length exceeds max. */
 int crust_recv_stream_peek(const crust_recv_stream *s, uint64_t max, uint64_t *len,
-                           uint64_t *hdr);
+                           uint64_t *hdr, int *control);
 /* Copy the ready message body into dst and consume it (header too). */
 void crust_recv_stream_consume(crust_recv_stream *s, uint64_t hdr, uint64_t len, uint8_t *dst);
 static inline uint64_t crust_recv_stream_buffered(const crust_recv_stream *s)
