@@ -32,41 +32,61 @@ def _bad(name: str, why: str) -> ConfigError:
 class ServiceConfig:
     """How a service listens, connects and keeps connections.
 
-    ``network``: nodes only ever connect to nodes of the same network name
-    (it is bound into every handshake). ``hosts``: addresses to listen on;
-    each gets a TCP and a UDP listener on one port number. ``port``: 0 picks
-    a random free port above 1024 (the seed's "live" port); with
-    ``backup_port`` a second random port is opened too. ``connect_timeout``
-    bounds one ``connect``; ``tcp_head_start`` is how long TCP is tried alone
-    before UDP joins the race (TCP is kept when both succeed).
-    ``prune_after``: connections the application neither maintains nor uses
-    are closed after this many idle seconds. ``keepalive``/``idle_timeout``:
-    a PING goes out after ``keepalive`` s of silence, and a peer not heard
-    from for ``idle_timeout`` s is lost. ``cookie_rate``: handshake
-    initiations per second above which the listener demands a cookie before
-    doing any work. ``misbehaving_threshold``: failed datagrams from one
-    source before a ``PeerMisbehaving`` event; with ``auto_blacklist`` the
-    source is blacklisted too.
+    Each field's documentation is the string below it (the configuration
+    reference in the docs is generated from these, and a test checks that
+    every field has one).
     """
 
     network: str = "crust"
+    """Network name: nodes only ever connect to nodes of the same network
+    (the name is bound into every handshake). 1..255 bytes of UTF-8."""
     hosts: tuple[str, ...] = ("127.0.0.1",)
+    """IP addresses to listen on; each gets a TCP and a UDP listener on one
+    port number."""
     port: int = 0
+    """The live port: 0 picks a random free port above 1024, else
+    1025..65535."""
     backup_port: bool = True
+    """Also listen on a second, random backup port (as the original crust
+    did)."""
     identity: Identity | None = None
+    """This node's key pair. ``None``: load (or create) it from
+    ``identity_path``."""
     identity_path: Path | None = None
+    """Where the identity key is kept (mode 0600). ``None``: a file in the
+    user data directory."""
     connect_timeout: float = 10.0
+    """Seconds one ``connect`` may take in all (0.1..3600)."""
     tcp_head_start: float = 0.25
+    """Seconds TCP is tried alone before UDP joins the race (TCP is kept
+    when both succeed)."""
     tcp: bool = True
+    """Listen and dial over TCP."""
     udp: bool = True
+    """Listen and dial over UDP (crust's reliable UDP). At least one of
+    ``tcp`` and ``udp`` must be on."""
     prune_after: float = 60.0
+    """Seconds after which a connection the application neither maintains
+    nor uses is closed."""
     keepalive: float = 20.0
+    """Seconds of silence after which a PING goes out (0: never); less than
+    ``idle_timeout``."""
     idle_timeout: float = 60.0
+    """Seconds without hearing from a peer before it is lost (``LostPeer``
+    with reason "idle timeout")."""
     max_message_size: int = 8 << 20
+    """Largest message, in bytes, sent or accepted (1..2^32)."""
     cookie_rate: int = 1000
+    """Handshake initiations per second above which the listener demands a
+    cookie (proof of the source address) before doing any work."""
     misbehaving_threshold: int = 100
+    """Datagrams from one source that fail authentication or parsing before
+    a ``PeerMisbehaving`` event."""
     auto_blacklist: bool = False
+    """Blacklist a misbehaving source automatically."""
     engine: dict[str, Any] = field(default_factory=dict)
+    """Overrides of engine tunables (:class:`crust._core.Config` keywords,
+    e.g. ``{"cc": "cubic"}``), applied last."""
 
     def __post_init__(self) -> None:
         if not self.network or len(self.network.encode()) > 255:
