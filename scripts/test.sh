@@ -19,6 +19,17 @@ section() { printf '\n==== %s ====\n' "$*"; }
 # rather than writing another install step.
 SYSTEM_TOOLS=(
     "clang clang"   # libFuzzer targets (tests/test_fuzz_c.py)
+    # The NAT lab (tests/netlab): namespaces, NAT rules, STUN and UPnP
+    # servers. miniupnpd-iptables, not the nftables build: the lab's UPnP
+    # NAT runs on iptables-legacy (docs/design/0017-nat-lab.md).
+    "ip iproute2"
+    "tc iproute2"
+    "iptables iptables"
+    "iptables-legacy iptables"
+    "conntrack conntrack"
+    "turnserver coturn"
+    "miniupnpd miniupnpd-iptables"
+    "upnpc miniupnpc"
 )
 
 # Installs only as root with apt-get (CI containers, the lab); elsewhere it
