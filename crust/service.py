@@ -46,6 +46,7 @@ from crust.events import (
 from crust.handshake import CookiePolicy, HandshakeResult, Initiator, Responder, TransportParams
 from crust.identity import Identity, PeerId
 from crust.peer import Address, Link, Peer, now_us
+from crust.stats import ServiceCounters, snapshot
 
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
 
@@ -138,6 +139,7 @@ class Service:
         self._housekeeping: asyncio.Task[None] | None = None
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
+        self._counters = ServiceCounters()
         self._started = False
         self._closing = False
 
@@ -310,13 +312,10 @@ class Service:
         return any(ip in net for net in self._blacklist_nets)
 
     def stats(self) -> dict[str, Any]:
-        """Counters for monitoring."""
-        return {
-            "peers": len(self.peers),
-            "listeners": len(self._udp) + len(self._tcp),
-            "endpoints": [ul.endpoint.stats() for ul in self._udp],
-            "handshake": [ul.responder.stats for ul in self._udp],
-        }
+        """A structured snapshot for monitoring (JSON-serialisable): peers,
+        connection counters, traffic totals, handshake and socket counters,
+        per-peer stats. Keys: ``crust.stats.STATS_DOC``."""
+        return snapshot(self, self._counters)
 
     # -- used by the transports ---------------------------------------------
 
@@ -325,12 +324,14 @@ class Service:
         return TransportParams(max_message_size=cfg.max_message_size, recv_window=cfg.recv_window)
 
     def make_responder(self) -> Responder:
-        return Responder(
+        responder = Responder(
             self.identity,
             self.config.network,
             params=self._params(),
             cookie_policy=CookiePolicy(rate=self.config.cookie_rate),
         )
+        self._counters.responders.append(responder)
+        return responder
 
     def make_initiator(
         self, remote: PeerId | None, cid: bytes, addr: Address, timeout: float
@@ -502,6 +503,7 @@ class Service:
     # -- internals -------------------------------------------------------------
 
     def _emit(self, ev: Event) -> None:
+        self._counters.observe(ev)
         self._events.put_nowait(ev)
 
     def _resolve(

@@ -1,0 +1,133 @@
+"""Service statistics for monitoring: counters kept from the event stream
+and a structured, JSON-serialisable snapshot (:meth:`crust.Service.stats`).
+
+Counters are derived from the events the service emits (one place sees
+every connection come and go), so they agree with what the application
+observes; byte and message totals add the engine counters of live
+connections to those of connections that have ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from crust.events import ConnectFailed, LostPeer, MessageDropped, NewPeer, PeerMisbehaving
+
+if TYPE_CHECKING:
+    from crust.events import Event
+    from crust.handshake import Responder
+    from crust.peer import Peer
+    from crust.service import Service
+
+__all__ = ["STATS_DOC", "ServiceCounters", "snapshot"]
+
+# Engine counters summed over connections, under the names PeerStats uses.
+_TRAFFIC = {
+    "tx_bytes": "sent_bytes",
+    "rx_bytes": "received_bytes",
+    "tx_msgs": "sent_messages",
+    "rx_msgs": "received_messages",
+    "lost_packets": "lost_packets",
+    "retransmitted_bytes": "retransmitted_bytes",
+}
+
+#: Every key of :meth:`crust.Service.stats`, documented (the docs' stats
+#: reference is generated from this, and a test checks it matches).
+STATS_DOC: dict[str, str] = {
+    "id": "this node's peer id (string)",
+    "uptime": "seconds since the service started",
+    "endpoints": 'listening addresses, `["host", port]` (each serves TCP and UDP)',
+    "listeners": "open listeners (a TCP and a UDP one per endpoint)",
+    "peers": "connected peers now",
+    "connections": "counters since start: `outgoing` and `incoming` connections made, "
+    "`direct-tcp`/`direct-udp`: made over each path, `connect_failures`, `lost` "
+    "(connections ended), `misbehaving` (sources reported), `messages_dropped`",
+    "lost_reasons": "connections ended, by `LostPeer.reason`",
+    "traffic": "totals over all connections, ended ones included: "
+    + ", ".join(f"`{v}`" for v in _TRAFFIC.values()),
+    "handshake": "responder counters summed over all listeners (`datagrams`, `mac1` "
+    "failures, `cookie_replies`, `rate_limited`, `noise` failures, `completed`...)",
+    "udp": "per UDP listener: the C endpoint's counters (datagrams, batches, GSO/GRO, drops)",
+    "per_peer": "per connected peer id: `path`, `address`, `incoming`, `maintained` and "
+    "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
+}
+
+
+class ServiceCounters:
+    """What a service has done since it started, kept from its events."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.connections: Counter[str] = Counter()
+        self.lost_reasons: Counter[str] = Counter()
+        self.ended_traffic: Counter[str] = Counter()
+        self.responders: list[Responder] = []
+
+    def observe(self, ev: Event) -> None:
+        """Count one event (the service calls this for every event it emits)."""
+        if isinstance(ev, NewPeer):
+            self.connections["incoming" if ev.incoming else "outgoing"] += 1
+            self.connections[ev.path] += 1
+        elif isinstance(ev, ConnectFailed):
+            self.connections["connect_failures"] += 1
+        elif isinstance(ev, LostPeer):
+            self.connections["lost"] += 1
+            self.lost_reasons[ev.reason] += 1
+            self.ended_traffic.update(_traffic(ev.peer))
+        elif isinstance(ev, PeerMisbehaving):
+            self.connections["misbehaving"] += 1
+        elif isinstance(ev, MessageDropped):
+            self.connections["messages_dropped"] += 1
+
+
+def _traffic(peer: Peer) -> dict[str, int]:
+    st = peer._link.conn.stats()
+    return {name: int(st[key]) for key, name in _TRAFFIC.items()}
+
+
+def _peer_entry(peer: Peer) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "path": peer.path,
+        "address": list(peer.address),
+        "incoming": peer.incoming,
+        "maintained": peer.maintained,
+    }
+    st = peer.stats
+    entry.update({f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "path"})
+    return entry
+
+
+def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
+    """The structured stats of ``svc`` (plain dicts, lists, str, int, float
+    and bool only, so ``json.dumps`` takes it as is)."""
+    peers = svc.peers
+    traffic: Counter[str] = Counter(dict.fromkeys(_TRAFFIC.values(), 0))
+    traffic.update(counters.ended_traffic)
+    for p in peers:
+        traffic.update(_traffic(p))
+    handshake: Counter[str] = Counter()
+    for r in counters.responders:
+        handshake.update(r.stats)
+    connection_keys = (
+        "outgoing", "incoming", "direct-tcp", "direct-udp",
+        "connect_failures", "lost", "misbehaving", "messages_dropped",
+    )  # fmt: skip
+    connections = dict.fromkeys(connection_keys, 0)
+    connections.update(counters.connections)
+    out: dict[str, Any] = {
+        "id": str(svc.id),
+        "uptime": round(time.monotonic() - counters.started, 3),
+        "endpoints": [list(e) for e in svc.endpoints],
+        "listeners": len(svc._udp) + len(svc._tcp),
+        "peers": len(peers),
+        "connections": connections,
+        "lost_reasons": dict(counters.lost_reasons),
+        "traffic": dict(traffic),
+        "handshake": dict(handshake),
+        "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
+        "per_peer": {str(p.id): _peer_entry(p) for p in peers},
+    }
+    return out
