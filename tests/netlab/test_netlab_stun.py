@@ -1,0 +1,59 @@
+"""STUN against coturn in the lab: reflexive addresses equal the NAT's real
+mapping (read from its conntrack table), and each NAT kind is classified
+as what it is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lab import Lab
+
+PROBE = r"""
+import asyncio, json, sys
+from crust.asyncio.stun import probe_nat
+b = asyncio.run(probe_nat([(sys.argv[1], int(sys.argv[2]))]))
+print(json.dumps({
+    "local": b.local, "mapped": b.mapped, "behind_nat": b.behind_nat, "kind": b.kind,
+    "mapping": b.mapping.value, "filtering": b.filtering.value,
+    "port_preserving": b.port_preserving,
+    "probes": [[p.test, p.server, p.mapped, p.rtt] for p in b.probes],
+}))
+"""
+
+EIM = "endpoint-independent"
+APD = "address-and-port-dependent"
+# kind -> (behind NAT, mapping, filtering, port preserving, summary)
+EXPECTED = {
+    "public": (False, EIM, EIM, True, "open"),
+    "cone": (True, EIM, APD, True, "cone"),
+    "cone-fw": (True, EIM, APD, True, "cone"),
+    "upnp": (True, EIM, APD, True, "cone"),
+    "symmetric": (True, APD, APD, False, "symmetric"),
+    "symmetric-fw": (True, APD, APD, False, "symmetric"),
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED))
+def test_stun_mapping_and_classification(netlab: Lab, kind: str) -> None:
+    (stun_ip, stun_port), _ = netlab.stun()
+    site = netlab.add_site("a", kind)
+    r = json.loads(site.host.run_python(PROBE, stun_ip, str(stun_port)))
+    got = (r["behind_nat"], r["mapping"], r["filtering"], r["port_preserving"], r["kind"])
+    assert got == EXPECTED[kind], r
+    local_ip, local_port = r["local"]
+    assert local_ip == site.host.ip
+    mapping_tests = [p for p in r["probes"] if p[0] in ("I", "II", "III")]
+    assert len(mapping_tests) == 3
+    if kind == "public":
+        assert all(tuple(p[2]) == (local_ip, local_port) for p in mapping_tests)
+        return
+    # Every reflexive address is exactly the NAT's conntrack reply tuple for
+    # that flow (socket -> that server address).
+    flows = {
+        (e.dst, e.dport): (e.reply_dst, e.reply_dport)
+        for e in site.conntrack("udp")
+        if (e.src, e.sport) == (local_ip, local_port)
+    }
+    for test, server, mapped, _rtt in mapping_tests:
+        assert flows[tuple(server)] == tuple(mapped), (test, flows)
