@@ -186,8 +186,9 @@ def test_rtt_unknown_after_retransmission_and_error_response() -> None:
     txid = c.binding(SERVER, 0.0)
     c.datagrams_to_send(0.0)
     c.datagrams_to_send(0.1)
-    c.receive_datagram(encode_binding_response(txid, ("203.0.113.9", 4000), xor=False, plain=True),
-                       SERVER, 0.15)
+    c.receive_datagram(
+        encode_binding_response(txid, ("203.0.113.9", 4000), xor=False, plain=True), SERVER, 0.15
+    )
     ev = c.next_event()
     assert isinstance(ev, BindingSucceeded) and ev.rtt is None and ev.sent == 2
     txid = c.binding(SERVER, 1.0)
@@ -206,7 +207,9 @@ def test_response_without_mapped_address_is_not_an_answer() -> None:
     assert c.active == 1 and c.next_event() is None
 
 
-@pytest.mark.parametrize(("kw", "bad"), [({"rto": 0}, "rto"), ({"rc": 0}, "rc"), ({"rm": 99}, "rm")])
+@pytest.mark.parametrize(
+    ("kw", "bad"), [({"rto": 0}, "rto"), ({"rc": 0}, "rc"), ({"rm": 99}, "rm")]
+)
 def test_client_parameters_validated(kw: dict[str, float], bad: str) -> None:
     with pytest.raises(ValueError, match=bad):
         StunClient(**kw)  # type: ignore[arg-type]
@@ -230,8 +233,9 @@ def test_fuzz_decode_never_crashes(data: bytes) -> None:
 def test_fuzz_mutated_responses() -> None:
     rng = random.Random(7)
     txid = b"t" * 12
-    base = encode_binding_response(txid, ("203.0.113.9", 4000), plain=True,
-                                   other=("198.51.100.2", 3479), fingerprint=True)
+    base = encode_binding_response(
+        txid, ("203.0.113.9", 4000), plain=True, other=("198.51.100.2", 3479), fingerprint=True
+    )
     for _ in range(3000):
         b = bytearray(base)
         for _ in range(rng.randint(1, 4)):
@@ -248,39 +252,80 @@ PRI = ("11.255.0.1", 3478)
 ALT = ("11.255.0.2", 3479)
 
 
-def P(test: str, mapped: tuple[str, int] | None, server: tuple[str, int] = PRI) -> Probe:
+def probe(test: str, mapped: tuple[str, int] | None, server: tuple[str, int] = PRI) -> Probe:
     return Probe(test, server, mapped, server if mapped else None, ALT, 0.01)
 
 
 def test_classify_cone() -> None:
     m = ("11.0.1.2", 5000)
-    b = classify(LOCAL, [P("I", m), P("II", m), P("III", m), P("filter-base", ("11.0.1.2", 5001)),
-                         P("filter-ip-port", None), P("filter-port", None)])
+    b = classify(
+        LOCAL,
+        [
+            probe("I", m),
+            probe("II", m),
+            probe("III", m),
+            probe("filter-base", ("11.0.1.2", 5001)),
+            probe("filter-ip-port", None),
+            probe("filter-port", None),
+        ],
+    )
     assert (b.behind_nat, b.mapping, b.filtering, b.port_preserving, b.kind) == (
-        True, Behaviour.ENDPOINT_INDEPENDENT, Behaviour.ADDRESS_AND_PORT_DEPENDENT, True, "cone")
+        True,
+        Behaviour.ENDPOINT_INDEPENDENT,
+        Behaviour.ADDRESS_AND_PORT_DEPENDENT,
+        True,
+        "cone",
+    )
     assert b.reflexive == (m,)
 
 
 def test_classify_symmetric_and_address_dependent() -> None:
-    b = classify(LOCAL, [P("I", ("11.0.1.2", 30001)), P("II", ("11.0.1.2", 30002)),
-                         P("III", ("11.0.1.2", 30003))])
+    b = classify(
+        LOCAL,
+        [
+            probe("I", ("11.0.1.2", 30001)),
+            probe("II", ("11.0.1.2", 30002)),
+            probe("III", ("11.0.1.2", 30003)),
+        ],
+    )
     assert b.mapping is Behaviour.ADDRESS_AND_PORT_DEPENDENT and b.kind == "symmetric"
     assert b.port_preserving is False and b.filtering is Behaviour.UNKNOWN
-    b = classify(LOCAL, [P("I", ("11.0.1.2", 30001)), P("II", ("11.0.1.2", 30002)),
-                         P("III", ("11.0.1.2", 30002))])
+    b = classify(
+        LOCAL,
+        [
+            probe("I", ("11.0.1.2", 30001)),
+            probe("II", ("11.0.1.2", 30002)),
+            probe("III", ("11.0.1.2", 30002)),
+        ],
+    )
     assert b.mapping is Behaviour.ADDRESS_DEPENDENT
 
 
 def test_classify_open_blocked_and_two_plain_servers() -> None:
-    b = classify(LOCAL, [P("I", LOCAL), P("II", LOCAL), P("III", LOCAL), P("filter-base", LOCAL),
-                         P("filter-ip-port", LOCAL)])
+    b = classify(
+        LOCAL,
+        [
+            probe("I", LOCAL),
+            probe("II", LOCAL),
+            probe("III", LOCAL),
+            probe("filter-base", LOCAL),
+            probe("filter-ip-port", LOCAL),
+        ],
+    )
     assert (b.behind_nat, b.filtering, b.kind) == (False, Behaviour.ENDPOINT_INDEPENDENT, "open")
-    b = classify(LOCAL, [P("I", None)])
+    b = classify(LOCAL, [probe("I", None)])
     assert b.kind == "blocked" and b.udp_blocked and b.mapping is Behaviour.UNKNOWN
-    b = classify(LOCAL, [P("I", ("11.0.1.2", 1)), P("II-server", ("11.0.1.2", 2), ALT)])
+    b = classify(LOCAL, [probe("I", ("11.0.1.2", 1)), probe("II-server", ("11.0.1.2", 2), ALT)])
     assert b.mapping is Behaviour.DEPENDENT and b.kind == "symmetric"
-    b = classify(LOCAL, [P("I", ("11.0.1.2", 1)), P("filter-base", ("11.0.1.2", 1)),
-                         P("filter-ip-port", None), P("filter-port", ("11.0.1.2", 1))])
+    b = classify(
+        LOCAL,
+        [
+            probe("I", ("11.0.1.2", 1)),
+            probe("filter-base", ("11.0.1.2", 1)),
+            probe("filter-ip-port", None),
+            probe("filter-port", ("11.0.1.2", 1)),
+        ],
+    )
     assert b.mapping is Behaviour.UNKNOWN and b.filtering is Behaviour.ADDRESS_DEPENDENT
 
 
