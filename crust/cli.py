@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         "--connect", action="append", default=[], metavar="HOST:PORT", help="peer to dial"
     )
     node.add_argument("--identity", help="identity key file (default: user data dir)")
+    # Also accepted after `node` (`crust node --log-level INFO`); SUPPRESS
+    # keeps the top-level value unless it is given here.
+    node.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="level of the crust loggers (default: WARNING)",
+    )
     return p
 
 

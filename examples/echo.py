@@ -5,21 +5,20 @@ import asyncio
 import crust
 
 
+def messages(svc: crust.Service):  # the messages a service receives, in order
+    return (ev async for ev in svc.events() if isinstance(ev, crust.NewMessage))
+
+
 async def main() -> None:
-    cfg = crust.ServiceConfig(network="echo")
-    async with crust.Service(cfg, identity=crust.Identity.generate()) as server, crust.Service(
-        cfg, identity=crust.Identity.generate()
-    ) as client:
+    server = crust.Service(network="echo", identity=crust.Identity.generate())
+    client = crust.Service(network="echo", identity=crust.Identity.generate())
+    async with server, client:
         peer = await client.connect(server.endpoints[0])
         await peer.send(b"hello, echo")
-        async for ev in server.events():
-            if isinstance(ev, crust.NewMessage):
-                await ev.peer.send(ev.data)  # the echo
-                break
-        async for ev in client.events():
-            if isinstance(ev, crust.NewMessage):
-                print("echoed:", ev.data.decode())
-                break
+        msg = await anext(messages(server))
+        await msg.peer.send(msg.data)  # the echo
+        echo = await anext(messages(client))
+        print("echoed:", echo.data.decode())
 
 
 asyncio.run(main())
