@@ -38,6 +38,7 @@ EPROTO: Final[int]
 AEAD_NULL: Final[int]
 AEAD_CHACHA20_POLY1305: Final[int]
 AEAD_AES256_GCM: Final[int]
+AEAD_AEGIS128L: Final[int]
 AEAD_COUNT: Final[int]
 
 CC_BBR: Final[int]

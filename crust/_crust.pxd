@@ -59,11 +59,13 @@ cdef extern from "crust.h" nogil:
         CRUST_AEAD_NULL
         CRUST_AEAD_CHACHA20_POLY1305
         CRUST_AEAD_AES256_GCM
+        CRUST_AEAD_AEGIS128L
         CRUST_AEAD_COUNT
 
     int crust_aead_register(crust_aead_id id, crust_aead_seal_fn seal,
                             crust_aead_open_fn open)
     int crust_aead_available(crust_aead_id id)
+    size_t crust_aead_tag_len(crust_aead_id id)
 
     # ---- configuration ----
     ctypedef enum crust_cc_id:

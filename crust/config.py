@@ -84,6 +84,12 @@ class ServiceConfig:
     a ``PeerMisbehaving`` event."""
     auto_blacklist: bool = False
     """Blacklist a misbehaving source automatically."""
+    ciphers: tuple[str, ...] | None = None
+    """Packet ciphers to offer and accept, most preferred first:
+    ``"aegis128l"``, ``"aes256gcm"``, ``"chacha20poly1305"``. ``None``:
+    every one this machine runs, fastest first (the AES-based two need
+    AES-NI). A connection uses the dialler's first choice the listener
+    accepts."""
     engine: dict[str, Any] = field(default_factory=dict)
     """Overrides of engine tunables (:class:`crust._core.Config` keywords,
     e.g. ``{"cc": "cubic"}``), applied last."""
@@ -124,7 +130,22 @@ class ServiceConfig:
             raise _bad("cookie_rate", f"must be >= 1 per second, got {self.cookie_rate}")
         if self.misbehaving_threshold < 1:
             raise _bad("misbehaving_threshold", f"must be >= 1, got {self.misbehaving_threshold}")
+        if self.ciphers is not None:
+            try:
+                self.aeads()
+            except ValueError as exc:
+                raise _bad("ciphers", str(exc)) from None
         self.engine_config()  # validates the engine overrides too
+
+    def aeads(self) -> tuple[int, ...]:
+        """The cipher ids to offer, most preferred first (see ``ciphers``)."""
+        # Imported here, as _core is in engine_config: the handshake module
+        # loads the compiled core, which plain config handling needs not.
+        from crust.handshake import aeads_from_names, default_aeads
+
+        if self.ciphers is None:
+            return default_aeads()
+        return aeads_from_names(self.ciphers)
 
     def engine_config(self, **extra: Any) -> Any:
         """The engine :class:`crust._core.Config` this service's connections

@@ -75,12 +75,11 @@ import socket
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from crust import _core, noise
+from crust import _core, _sodium, noise
 from crust.errors import CrustError
 from crust.identity import Identity, InvalidPeerId, PeerId
 from crust.noise import NoiseError, Pattern
@@ -214,21 +213,86 @@ _T_CID = 2
 _T_MAX_MESSAGE_SIZE = 3
 _T_RECV_WINDOW = 4
 _T_OBSERVED_ADDR = 5
+_T_AEADS = 6
 _MAX_PARAM = (1 << 62) - 1
+_MAX_AEADS = 16
+
+#: Packet ciphers by name, in the order crust prefers them: AEGIS-128L and
+#: AES-256-GCM (both only with AES-NI, see crust._sodium) are far faster
+#: than ChaCha20-Poly1305 there; ChaCha20-Poly1305 is everywhere.
+CIPHERS: dict[str, int] = {
+    "aegis128l": _core.AEAD_AEGIS128L,
+    "aes256gcm": _core.AEAD_AES256_GCM,
+    "chacha20poly1305": _core.AEAD_CHACHA20_POLY1305,
+}
+#: What a peer that announces no cipher list speaks.
+_LEGACY_AEADS = (_core.AEAD_CHACHA20_POLY1305,)
+
+
+def cipher_names(aeads: tuple[int, ...]) -> str:
+    """``aeads`` for people: names where known, ids otherwise."""
+    names = {aead: name for name, aead in CIPHERS.items()}
+    return ", ".join(names.get(a, f"#{a}") for a in aeads)
+
+
+def default_aeads() -> tuple[int, ...]:
+    """The ciphers this machine can run, most preferred first."""
+    return tuple(a for a in CIPHERS.values() if a in _sodium.registered)
+
+
+def aeads_from_names(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """Cipher ids for ``names`` (keys of :data:`CIPHERS`), in that order.
+    ValueError names an unknown or (on this machine) unavailable one."""
+    out: list[int] = []
+    for name in names:
+        aead = CIPHERS.get(name)
+        if aead is None:
+            raise ValueError(f"unknown cipher {name!r}; choose from {', '.join(CIPHERS)}")
+        if aead not in _sodium.registered:
+            raise ValueError(f"cipher {name!r} is not available on this machine (no AES-NI?)")
+        if aead not in out:
+            out.append(aead)
+    if not out:
+        raise ValueError("at least one cipher is needed")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class TransportParams:
-    """What a peer announces about its engine (defaults: the engine's)."""
+    """What a peer announces about its engine (defaults: the engine's).
+
+    ``aeads`` lists the packet ciphers it accepts, most preferred first;
+    the connection uses the first of the initiator's list that the
+    responder also accepts (:func:`choose_aead`). The lists travel inside
+    the Noise handshake, so the transcript hash binds them: an attacker
+    who edits one to force a weaker choice breaks the handshake."""
 
     max_message_size: int = _ENGINE_DEFAULTS.max_message_size
     recv_window: int = _ENGINE_DEFAULTS.recv_window
+    aeads: tuple[int, ...] = field(default_factory=default_aeads)
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "recv_window"):
             value = getattr(self, name)
             if not 1 <= value <= _MAX_PARAM:
                 raise ValueError(f"TransportParams.{name} must be in 1..2^62-1, got {value}")
+        if not 1 <= len(self.aeads) <= _MAX_AEADS or len(set(self.aeads)) != len(self.aeads):
+            raise ValueError(
+                f"TransportParams.aeads must list 1..{_MAX_AEADS} distinct ids, got {self.aeads}"
+            )
+        if not all(0 < a < 256 for a in self.aeads):
+            raise ValueError(f"TransportParams.aeads ids must be 1..255, got {self.aeads}")
+
+
+def choose_aead(initiator: TransportParams, responder: TransportParams) -> int | None:
+    """The cipher both sides use: the initiator's most preferred one that
+    the responder accepts and this machine runs (each side computes the
+    same answer from the same two lists). None when they share none."""
+    accepted = set(responder.aeads)
+    for aead in initiator.aeads:
+        if aead in accepted and _core.aead_available(aead):
+            return aead
+    return None
 
 
 @dataclass(frozen=True)
@@ -270,6 +334,7 @@ def encode_payload(payload: Payload, pad_to: int = 0) -> bytes:
         + _tlv(_T_CID, payload.cid)
         + _tlv(_T_MAX_MESSAGE_SIZE, payload.params.max_message_size.to_bytes(8, "big"))
         + _tlv(_T_RECV_WINDOW, payload.params.recv_window.to_bytes(8, "big"))
+        + _tlv(_T_AEADS, bytes(payload.params.aeads))
     )
     addr = _encode_addr(payload.observed_addr)
     if addr is not None:
@@ -324,7 +389,13 @@ def decode_payload_untrusted(data: bytes) -> Payload:
             else str(ipaddress.IPv6Address(raw_addr[:16]))
         )
         observed = (host, int.from_bytes(raw_addr[-2:], "big"))
-    return Payload(identity, fields[_T_CID], TransportParams(max_msg, window), observed)
+    raw_aeads = fields.get(_T_AEADS)
+    aeads = _LEGACY_AEADS if raw_aeads is None else tuple(raw_aeads)
+    try:
+        params = TransportParams(max_msg, window, aeads)
+    except ValueError as exc:
+        raise MalformedPacket(str(exc)) from None
+    return Payload(identity, fields[_T_CID], params, observed)
 
 
 def _bound_identity(payload: Payload, hs: noise.HandshakeState) -> bool:
@@ -368,10 +439,16 @@ class PacketKeys:
     rx_iv: bytes = field(repr=False)
     tx_secret: bytes = field(repr=False)
     rx_secret: bytes = field(repr=False)
-    aead: ClassVar[int] = _core.AEAD_CHACHA20_POLY1305
+    aead: int = _core.AEAD_CHACHA20_POLY1305
 
     @classmethod
-    def from_secrets(cls, generation: int, tx_secret: bytes, rx_secret: bytes) -> PacketKeys:
+    def from_secrets(
+        cls,
+        generation: int,
+        tx_secret: bytes,
+        rx_secret: bytes,
+        aead: int = _core.AEAD_CHACHA20_POLY1305,
+    ) -> PacketKeys:
         return cls(
             generation,
             _expand(tx_secret, b"crust/1 key", _core.KEY_LEN),
@@ -380,6 +457,7 @@ class PacketKeys:
             _expand(rx_secret, b"crust/1 iv", _core.IV_LEN),
             tx_secret,
             rx_secret,
+            aead,
         )
 
     @property
@@ -388,11 +466,14 @@ class PacketKeys:
 
     def next(self) -> PacketKeys:
         return PacketKeys.from_secrets(
-            self.generation + 1, _next_secret(self.tx_secret), _next_secret(self.rx_secret)
+            self.generation + 1,
+            _next_secret(self.tx_secret),
+            _next_secret(self.rx_secret),
+            self.aead,
         )
 
 
-def _initial_keys(hs: noise.HandshakeState, initiator: bool) -> PacketKeys:
+def _initial_keys(hs: noise.HandshakeState, initiator: bool, aead: int) -> PacketKeys:
     i2r, r2i = hs.split()
     h = hs.handshake_hash
     assert i2r.key is not None and r2i.key is not None
@@ -401,8 +482,8 @@ def _initial_keys(hs: noise.HandshakeState, initiator: bool) -> PacketKeys:
     secret_i2r = _expand(noise.hmac_hash(h, i2r.key), b"crust/1 i2r", noise.HASHLEN)
     secret_r2i = _expand(noise.hmac_hash(h, r2i.key), b"crust/1 r2i", noise.HASHLEN)
     if initiator:
-        return PacketKeys.from_secrets(0, secret_i2r, secret_r2i)
-    return PacketKeys.from_secrets(0, secret_r2i, secret_i2r)
+        return PacketKeys.from_secrets(0, secret_i2r, secret_r2i, aead)
+    return PacketKeys.from_secrets(0, secret_r2i, secret_i2r, aead)
 
 
 @dataclass(frozen=True)
@@ -711,6 +792,16 @@ class Initiator:
         if payload.cid != remote_cid:
             self._fail(HandshakeError(f"{who} sent a connection id its header contradicts"))
             return
+        aead = choose_aead(self._params, payload.params)
+        if aead is None:
+            self._fail(
+                HandshakeError(
+                    f"{who} accepts none of our packet ciphers (we offer "
+                    f"{cipher_names(self._params.aeads)}, it accepts "
+                    f"{cipher_names(payload.params.aeads)})"
+                )
+            )
+            return
         if self.pattern == "XX":
             ours = Payload(self._identity.peer_id, self.local_cid, self._params, addr)
             try:
@@ -738,7 +829,7 @@ class Initiator:
             pattern=self.pattern,
             local_cid=self.local_cid,
             remote_cid=remote_cid,
-            keys=_initial_keys(self._hs, initiator=True),
+            keys=_initial_keys(self._hs, initiator=True, aead=aead),
             peer_params=payload.params,
             peer_addr=addr,
             observed_addr=payload.observed_addr,
@@ -829,6 +920,7 @@ _RESPONDER_STATS = (
     "noise",  # failed Noise (decryption, low-order key)
     "payload",  # authentic Noise, unacceptable payload
     "identity",  # identity key not bound to the Noise static key
+    "cipher",  # authentic, but its cipher list shares nothing with ours
     "unknown_cid",  # finish for no handshake in progress
     "duplicate_finish",  # finish for a handshake already complete
     "evicted",  # handshakes dropped because the table was full
@@ -1148,6 +1240,18 @@ class Responder:
         self, entry: _Handshake, hs: noise.HandshakeState, peer: Payload, addr: Addr
     ) -> None:
         entry.hs = None
+        aead = choose_aead(peer.params, self._params)
+        if aead is None:
+            # Its offer shares nothing with ours (a configuration choice):
+            # no connection; its handshake times out and says so.
+            self.stats["cipher"] += 1
+            logger.info(
+                "handshake from %s refused: it offers ciphers %s, we accept %s",
+                peer.identity.short,
+                cipher_names(peer.params.aeads),
+                cipher_names(self._params.aeads),
+            )
+            return
         self.stats["completed"] += 1
         self._results.append(
             HandshakeResult(
@@ -1156,7 +1260,7 @@ class Responder:
                 pattern=entry.pattern,
                 local_cid=entry.local_cid,
                 remote_cid=entry.remote_cid,
-                keys=_initial_keys(hs, initiator=False),
+                keys=_initial_keys(hs, initiator=False, aead=aead),
                 peer_params=peer.params,
                 peer_addr=addr,
                 observed_addr=peer.observed_addr,

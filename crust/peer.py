@@ -101,6 +101,9 @@ class Peer:
         self.maintained = False
         self.last_used = time.monotonic()
         self.closed_reason: str | None = None
+        #: Why the paths tried before this one failed (connect by peer id),
+        #: e.g. "udp punch: ...; tcp punch: ..."; empty when the first worked.
+        self.why = ""
         self._writable = asyncio.Event()
         self._writable.set()
         self._closed = asyncio.Event()

@@ -29,6 +29,7 @@ from typing import Any
 
 from crust import _core, control
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
+from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
 from crust.config import ServiceConfig
 from crust.errors import ConnectionClosed, CrustError
@@ -96,6 +97,9 @@ def _bind_pair(host: str, port: int, tries: int = 50) -> tuple[socket.socket, so
                 udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # TCP hole punching connects from this port while it listens
+            # (crust.asyncio.tcp_punch): both sockets need SO_REUSEPORT.
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             # Bursts of datagrams arrive between two reads of the event loop;
             # the default ~200 KiB buffer drops them at a few hundred MB/s.
             # (The kernel caps this at net.core.rmem_max / wmem_max.)
@@ -136,6 +140,8 @@ class Service:
         self._failures: OrderedDict[Address, int] = OrderedDict()
         self._decrypt_seen: dict[int, int] = {}
         self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
+        #: NAT traversal: connect by id through mutual peers, introduce, relay.
+        self.traversal = Traversal(self)
         self._housekeeping: asyncio.Task[None] | None = None
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
@@ -202,6 +208,7 @@ class Service:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        self.traversal.close()
         for ul in self._udp:
             ul.close()
         for tl in self._tcp:
@@ -233,6 +240,12 @@ class Service:
     @property
     def peers(self) -> list[Peer]:
         return [p for p in self._peers.values() if p.is_connected]
+
+    @property
+    def reflexive_addresses(self) -> list[Address]:
+        """Where connected peers saw our UDP packets come from (our public
+        address behind a NAT), as handshakes echo it; most reported first."""
+        return self.traversal.reflexive.addresses("udp")
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event, in order, until the service closes."""
@@ -267,7 +280,12 @@ class Service:
         attempt's failure when none succeeds."""
         if not self._started or self._closing:
             raise CrustError("the service is not running: use `async with Service(...)`")
-        addr, remote = self._resolve(target, peer_id)
+        try:
+            addr, remote = self._resolve(target, peer_id)
+        except UnknownPeer:
+            # No address: rendezvous through a mutual peer (crust.asyncio.traversal).
+            pid = target if isinstance(target, PeerId) else PeerId.parse(str(target))
+            return await self._connect_by_id(pid, timeout or self.config.connect_timeout)
         if remote is not None:
             existing = self._peers.get(remote)
             if existing is not None and existing.is_connected:
@@ -283,6 +301,22 @@ class Service:
             why = str(e) or f"no answer within {limit} s"
             self._emit(ConnectFailed(f"{addr[0]}:{addr[1]}", why))
             raise ConnectionError(f"connect to {addr[0]}:{addr[1]} failed: {why}") from None
+
+    async def _connect_by_id(self, pid: PeerId, limit: float) -> Peer:
+        existing = self._peers.get(pid)
+        if existing is not None and existing.is_connected:
+            return existing
+        if pid in self._blacklist_ids:
+            raise ConnectionError(f"{pid} is blacklisted")
+        try:
+            return await asyncio.wait_for(self.traversal.connect(pid, limit), limit + 1.0)
+        except PeerNotFound as e:
+            self._emit(ConnectFailed(str(pid), str(e)))
+            raise UnknownPeer(f"no known address for peer {pid}: {e}") from None
+        except (ConnectionError, OSError, asyncio.TimeoutError) as e:
+            why = str(e) or f"no path within {limit} s"
+            self._emit(ConnectFailed(str(pid), why))
+            raise ConnectionError(f"connect to {pid.short} failed: {why}") from None
 
     # -- blacklist -------------------------------------------------------------
 
@@ -366,12 +400,13 @@ class Service:
         if pid == self.id:
             self._close_link(link, CODE_DUPLICATE, graceful=False)
             return None
+        self.traversal.on_established(link, result)
         initiator = pid if incoming else self.id
         existing = self._peers.get(pid)
         if existing is not None and existing.is_connected:
             old_init = existing.id if existing.incoming else self.id
-            new_key = (link.path != "direct-tcp", bytes(initiator))
-            old_key = (existing.path != "direct-tcp", bytes(old_init))
+            new_key = (not link.path.endswith("-tcp"), bytes(initiator))
+            old_key = (not existing.path.endswith("-tcp"), bytes(old_init))
             # Same transport and initiator: the peer dialled again, because
             # its copy of the old connection is gone (the answer to its
             # first try was lost). The old one never heard a packet then; a
@@ -476,8 +511,16 @@ class Service:
             del self._peers[peer.id]
         peer._on_closed(reason)
         self._emit(LostPeer(peer, reason))
+        self.traversal.on_peer_lost(peer)
         # The transport forgets the connection once it finished draining.
         self._retired[id(link)] = link
+
+    def replace_link(self, peer: Peer, link: Link) -> None:
+        """``peer``'s engine connection moved to ``link`` (a relayed
+        connection upgraded to a punched path): same connection, new carrier."""
+        self._by_link.pop(id(peer._link), None)
+        peer._link = link
+        self._by_link[id(link)] = peer
 
     def abort_link(self, link: Link, reason: str) -> None:
         """Drop a connection at once and report why."""

@@ -920,6 +920,10 @@ class HandshakeNode:
             params=self._params,
             cookie_policy=cookie_policy,
             new_cid=self._new_cid,
+            # As Service.make_responder: remember a handshake as long as a
+            # dialler with our timeout may still repeat its initiation, or
+            # a late copy would complete a second, orphaned connection.
+            pending_timeout_us=max(15_000_000, handshake_timeout_us),
         )
         self.connections: dict[PeerId, _core.Connection] = {}
         self.results: dict[PeerId, HandshakeResult] = {}

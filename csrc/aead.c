@@ -33,8 +33,25 @@ int crust_aead_available(crust_aead_id id)
     return id > CRUST_AEAD_NULL && id < CRUST_AEAD_COUNT && g_aead[id].seal != NULL;
 }
 
-static void make_nonce(uint8_t nonce[CRUST_IV_LEN], const uint8_t iv[CRUST_IV_LEN], uint64_t pn)
+size_t crust_aead_tag_len(crust_aead_id id)
 {
+    return id == CRUST_AEAD_AEGIS128L ? 32 : CRUST_TAG_LEN;
+}
+
+uint64_t crust_aead_packet_limit(crust_aead_id id)
+{
+    /* RFC 9001 allows 2^23 AES-GCM packets of up to 2^10 blocks (16 KiB);
+     * a stream packet holds up to 2^12 blocks, so a quarter of that. */
+    return id == CRUST_AEAD_AES256_GCM ? UINT64_C(1) << 21 : 0;
+}
+
+/* The nonce buffer is 16 bytes for AEGIS-128L; the other AEADs read 12.
+ * The tail beyond the iv stays zero, so nonces stay unique per packet. */
+#define NONCE_BUF 16
+
+static void make_nonce(uint8_t nonce[NONCE_BUF], const uint8_t iv[CRUST_IV_LEN], uint64_t pn)
+{
+    memset(nonce + CRUST_IV_LEN, 0, NONCE_BUF - CRUST_IV_LEN);
     memcpy(nonce, iv, CRUST_IV_LEN);
     for (int i = 0; i < 8; i++)
         nonce[CRUST_IV_LEN - 1 - i] ^= (uint8_t)(pn >> (8 * i));
@@ -80,7 +97,7 @@ int crust_aead_seal(const crust_keys *k, uint64_t pn, uint8_t *c, const uint8_t 
 {
     if (!k->valid || !crust_aead_available((crust_aead_id)k->aead))
         return CRUST_ENOKEY;
-    uint8_t nonce[CRUST_IV_LEN];
+    uint8_t nonce[NONCE_BUF];
     make_nonce(nonce, k->iv, pn);
     if (k->aead == CRUST_AEAD_NULL) {
         if (c != m)
@@ -96,9 +113,10 @@ int crust_aead_seal(const crust_keys *k, uint64_t pn, uint8_t *c, const uint8_t 
 int crust_aead_open(const crust_keys *k, uint64_t pn, uint8_t *m, const uint8_t *c, size_t clen,
                     const uint8_t *ad, size_t adlen)
 {
-    if (!k->valid || clen < CRUST_TAG_LEN || !crust_aead_available((crust_aead_id)k->aead))
+    if (!k->valid || clen < crust_aead_tag_len((crust_aead_id)k->aead) ||
+        !crust_aead_available((crust_aead_id)k->aead))
         return CRUST_EDECRYPT;
-    uint8_t nonce[CRUST_IV_LEN];
+    uint8_t nonce[NONCE_BUF];
     make_nonce(nonce, k->iv, pn);
     if (k->aead == CRUST_AEAD_NULL) {
         uint8_t tag[CRUST_TAG_LEN];

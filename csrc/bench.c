@@ -89,8 +89,8 @@ out:
 
 int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count, uint64_t *elapsed_ns)
 {
-    if (!crust_aead_available(aead) || pkt_len < CRUST_TAG_LEN + 16 || pkt_len > CRUST_MAX_PACKET ||
-        !elapsed_ns)
+    if (!crust_aead_available(aead) || pkt_len < crust_aead_tag_len(aead) + 16 ||
+        pkt_len > CRUST_MAX_PACKET || !elapsed_ns)
         return CRUST_EINVAL;
     crust_keys k;
     memset(&k, 0x5a, sizeof k);
@@ -98,12 +98,12 @@ int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count, uin
     k.valid = 1;
     uint8_t plain[CRUST_MAX_PACKET], wire[CRUST_MAX_PACKET], back[CRUST_MAX_PACKET];
     memset(plain, 0xa5, sizeof plain);
-    size_t hdr = 12, mlen = pkt_len - hdr - CRUST_TAG_LEN;
+    size_t hdr = 12, mlen = pkt_len - hdr - crust_aead_tag_len(aead);
     memset(wire, 0x40, hdr);
     uint64_t t0 = mono_ns();
     for (uint64_t i = 0; i < count; i++) {
         crust_aead_seal(&k, i, wire + hdr, plain, mlen, wire, hdr);
-        if (crust_aead_open(&k, i, back, wire + hdr, mlen + CRUST_TAG_LEN, wire, hdr) != 0)
+        if (crust_aead_open(&k, i, back, wire + hdr, mlen + crust_aead_tag_len(aead), wire, hdr) != 0)
             return CRUST_EDECRYPT;
     }
     *elapsed_ns = mono_ns() - t0;

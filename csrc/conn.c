@@ -140,6 +140,7 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     if (!c)
         return NULL;
     c->cfg = *cfg;
+    c->tag_len = CRUST_TAG_LEN; /* until crust_conn_set_keys names the AEAD */
     memcpy(c->local_cid, local_cid, CRUST_CID_LEN);
     memcpy(c->remote_cid, remote_cid, CRUST_CID_LEN);
     crust_rec_init(c);
@@ -205,6 +206,8 @@ int crust_conn_set_keys(crust_conn *c, unsigned phase, crust_aead_id aead,
     memcpy(r->iv, rx_iv, CRUST_IV_LEN);
     t->aead = r->aead = (uint8_t)aead;
     t->valid = r->valid = 1;
+    c->tag_len = crust_aead_tag_len(aead);
+    c->aead_packet_limit = crust_aead_packet_limit(aead);
     if (phase != c->tx_phase) {
         /* The other slot now holds the next generation, whatever it held. */
         c->old_keys = 0;
@@ -258,7 +261,10 @@ static int rekey_due(const crust_conn *c, uint64_t now)
 {
     if (c->old_keys || !c->tx[c->tx_phase ^ 1u].valid || !c->key_acked)
         return 0;
-    int due = (c->cfg.rekey_packets && c->next_pn - c->key_first_pn >= c->cfg.rekey_packets) ||
+    uint64_t limit = c->cfg.rekey_packets;
+    if (c->aead_packet_limit && (!limit || limit > c->aead_packet_limit))
+        limit = c->aead_packet_limit;
+    int due = (limit && c->next_pn - c->key_first_pn >= limit) ||
               (c->cfg.rekey_interval_us && now - c->key_since_us >= c->cfg.rekey_interval_us);
     return due && now >= c->key_acked_us + 3 * crust_rec_pto(c);
 }
@@ -606,7 +612,7 @@ static _Thread_local uint8_t rx_plain[CRUST_STREAM_MAX_PACKET];
 
 int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t len)
 {
-    if (!pkt || len < CRUST_SHORT_HEADER_MIN + CRUST_TAG_LEN)
+    if (!pkt || len < CRUST_SHORT_HEADER_MIN + c->tag_len)
         return count_drop(c, CRUST_EMALFORMED);
     uint8_t flags = pkt[0];
     if (flags & FLAGS_LONG)
@@ -622,7 +628,7 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     /* Plaintext of at most CRUST_MAX_PACKET bytes, or a whole packet of at
      * most CRUST_STREAM_MAX_PACKET on a stream: both fit rx_plain. */
     size_t max_plain = c->cfg.stream_transport ? CRUST_STREAM_MAX_PACKET : CRUST_MAX_PACKET;
-    if (len < hdr + CRUST_TAG_LEN + 1 || len - hdr - CRUST_TAG_LEN > max_plain ||
+    if (len < hdr + c->tag_len + 1 || len - hdr - c->tag_len > max_plain ||
         (c->cfg.stream_transport && len > CRUST_STREAM_MAX_PACKET))
         return count_drop(c, CRUST_EMALFORMED);
     uint64_t trunc = 0;
@@ -647,7 +653,7 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     const crust_keys *k = &c->rx[slot];
     if (!k->valid)
         return count_drop(c, CRUST_EDECRYPT); /* e.g. wiped old keys: never a crash */
-    size_t plen = len - hdr - CRUST_TAG_LEN;
+    size_t plen = len - hdr - c->tag_len;
     uint8_t *plain = rx_plain;
     if (crust_aead_open(k, pn, plain, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK)
         return count_drop(c, CRUST_EDECRYPT);
@@ -1044,7 +1050,7 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
     const uint8_t *plain = b->plain ? b->plain : out + hdr;
     if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, plain, b->len, out, hdr) != CRUST_OK)
         return 0;
-    size_t size = hdr + b->len + CRUST_TAG_LEN;
+    size_t size = hdr + b->len + c->tag_len;
     crust_sent_pkt *sp = crust_rec_on_sent(c, pn);
     if (!sp)
         return 0; /* out of memory: nothing was committed, try again later */
@@ -1088,13 +1094,13 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     if (!out || c->state == ST_DRAINING || c->state == ST_CLOSED || !c->tx[c->tx_phase].valid)
         return 0;
     size_t budget = cap < c->mtu ? cap : c->mtu;
-    if (budget < CRUST_SHORT_HEADER_MIN + 4 + CRUST_TAG_LEN + 16)
+    if (budget < CRUST_SHORT_HEADER_MIN + 4 + c->tag_len + 16)
         return 0;
     builder b;
     memset(&b, 0, sizeof b);
     b.hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->next_pn, c->largest_acked_plus1);
     b.p = out + b.hdr;
-    b.cap = budget - b.hdr - CRUST_TAG_LEN;
+    b.cap = budget - b.hdr - c->tag_len;
 
     if (c->state == ST_CLOSING) {
         if (!c->close_frame_pending)
@@ -1110,10 +1116,10 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         switch_tx_keys(c, now, 0);
 
     int probe = c->probes_pending > 0;
-    if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - CRUST_TAG_LEN)
+    if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - c->tag_len)
         /* Repeated timeouts: probe with packets any path carries, so a PMTU
          * black hole cannot starve the connection of acknowledgments. */
-        b.cap = CRUST_FLOOR_MTU - b.hdr - CRUST_TAG_LEN;
+        b.cap = CRUST_FLOOR_MTU - b.hdr - c->tag_len;
     crust_cc_env env;
     crust_cc_env_fill(c, &env);
     uint64_t cwnd = c->cc->cwnd(c->cc_state);
@@ -1155,7 +1161,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
 
     if (may_elicit && mtu_probe && !probe) {
         /* PING + PADDING up to the probe size; data never rides on a probe. */
-        size_t plen = mtu_probe - b.hdr - CRUST_TAG_LEN;
+        size_t plen = mtu_probe - b.hdr - c->tag_len;
         memset(b.p, 0, plen);
         b.p[0] = CRUST_FT_PING;
         b.len = plen;

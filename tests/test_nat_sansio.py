@@ -208,7 +208,7 @@ def test_introducer_forwards_request_and_reply_only_between_the_pair() -> None:
     intro = Introducer(lambda p: p in (a, b, c), lambda x, y: True)
     req = RendezvousMessage(Op.REQUEST, SESSION, b, os.urandom(16), 0, False, (("192.0.2.1", 1),))
     [(to, fwd)] = intro.on_message(a, req, 0)
-    assert to == b and fwd.peer == a and fwd.relay
+    assert to == b and fwd.peer == a and fwd.relay and fwd.op is Op.INTRODUCE
     # A retransmitted request does not go out twice.
     assert intro.on_message(a, req, 1) == []
     rep = RendezvousMessage(Op.REPLY, SESSION, a, os.urandom(16))

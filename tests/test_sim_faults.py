@@ -93,7 +93,11 @@ def test_50_handshakes_at_30_percent(fault: str) -> None:
     its own) completes at 30% loss (or 30% corruption) in both directions,
     and its engine connection then carries a message each way."""
     net = _network(0, dataclasses.replace(PATH, **{fault: 0.3}))
-    server = HandshakeNode(_identity("server"), seed=0).attach(net, SERVER)
+    # The server remembers handshakes as long as the clients may repeat
+    # their initiations (60 s, below), as a Service does for its timeout.
+    server = HandshakeNode(_identity("server"), seed=0, handshake_timeout_us=60 * SEC).attach(
+        net, SERVER
+    )
     rng = random.Random(0)
     times: dict[str, list[int]] = {"XX": [], "IK": []}
     up_times: list[int] = []

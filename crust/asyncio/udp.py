@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from crust import _core
 from crust.handshake import long_header_prefix
+from crust.nat.punch import is_punch
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
@@ -148,6 +149,9 @@ class UdpListener:
             return
         if self.service.is_blacklisted_address(addr):
             return
+        if is_punch(data):
+            self.service.traversal.on_punch(self, data, addr, now)
+            return
         # A reply to one of our handshakes carries our id as destination.
         dst = data[6:14] if len(data) >= 14 else b""
         dialing = self._dialing.get(dst)
@@ -218,6 +222,16 @@ class UdpListener:
         self.endpoint.add(conn, addr)
         if incoming:
             self.service.on_established(link, result, incoming=True)
+        self.kick()
+        return link
+
+    def adopt(self, conn: _core.Connection, addr: Address, path: str) -> UdpLink:
+        """Carry an existing connection (a relayed one whose direct path
+        was just punched) from now on, to ``addr``."""
+        link = UdpLink(self, conn, addr)
+        link.path = path
+        self._links[conn.local_cid] = link
+        self.endpoint.add(conn, addr)
         self.kick()
         return link
 

@@ -162,6 +162,9 @@ class RelayTable:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def __contains__(self, session: object) -> bool:
+        return session in self._sessions
+
     def open(self, session: bytes, a: PeerId, b: PeerId, now: int) -> bool:
         if not self.policy.allowed:
             return False

@@ -5,7 +5,7 @@ A wants to reach B by id; both are connected to M (e.g. a bootstrap node).
 Over the control channel (``ControlKind.RENDEZVOUS``)::
 
     A -> M  REQUEST  peer=B, session, nonce_A, candidates_A, rtt_A
-    M -> B  REQUEST  peer=A, ... (same fields), relay = M offers to relay
+    M -> B  INTRODUCE peer=A, ... (same fields), relay = M offers to relay
     B -> M  REPLY    peer=A, session, nonce_B, candidates_B
     M -> A  REPLY    peer=B, ..., relay
     M -> A  ERROR    session, reason          (B unknown, refused, ...)
@@ -20,7 +20,9 @@ The punch key is derived from the static-static X25519 secret of A and B
 id) and both nonces: M forwards the nonces but cannot compute the key.
 
 Message layout: ``op (1) | session (8) | peer Ed25519 key (32) | nonce (16)
-| rtt_us (u32) | flags (1) | count (1) | candidates | reason``, a candidate
+| rtt_us (u32) | flags (1) | count (1) | candidates | reason``; flags bit 0:
+M offers to relay, bits 1..4: how many of the candidates (the first ones)
+are the sender's own listening addresses; a candidate
 being ``family (1: 4 or 6) | address (4 or 16) | port (2)`` and the reason
 (ERROR only) at most 200 bytes of UTF-8.
 """
@@ -57,6 +59,7 @@ SESSION_LEN = 8
 NONCE_LEN = 16
 MAX_CANDIDATES = 16
 MAX_REASON = 200
+MAX_LOCAL = 15
 _FIXED = struct.Struct(">B8s32s16sIBB")
 FLAG_RELAY = 0x01
 
@@ -69,6 +72,8 @@ class Op(enum.IntEnum):
     REQUEST = 1
     REPLY = 2
     ERROR = 3
+    #: A request as M forwards it (``peer`` is then the requester).
+    INTRODUCE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,9 @@ class RendezvousMessage:
     relay: bool = False
     candidates: tuple[Addr, ...] = ()
     reason: str = ""
+    #: How many of ``candidates`` (the first ones) are the sender's own
+    #: listening addresses, as opposed to reflexive or mapped ones.
+    local: int = 0
 
     def __post_init__(self) -> None:
         if len(self.session) != SESSION_LEN:
@@ -92,13 +100,15 @@ class RendezvousMessage:
             raise ValueError(f"nonce must be {NONCE_LEN} bytes, got {len(self.nonce)}")
         if not 0 <= self.rtt_us < 1 << 32:
             raise ValueError(f"rtt_us must fit in 32 bits, got {self.rtt_us}")
+        if not 0 <= self.local <= min(len(self.candidates), MAX_LOCAL):
+            raise ValueError(f"local must be 0..{MAX_LOCAL} and <= candidates, got {self.local}")
         if len(self.candidates) > MAX_CANDIDATES:
             raise ValueError(f"at most {MAX_CANDIDATES} candidates, got {len(self.candidates)}")
 
     def forwarded(self, source: PeerId, *, relay: bool) -> RendezvousMessage:
         """What M sends on: the same message, naming its source instead."""
         return RendezvousMessage(
-            self.op,
+            Op.INTRODUCE if self.op is Op.REQUEST else self.op,
             self.session,
             source,
             self.nonce,
@@ -106,6 +116,7 @@ class RendezvousMessage:
             relay,
             self.candidates,
             self.reason,
+            self.local,
         )
 
 
@@ -122,17 +133,12 @@ def _encode_addr(addr: Addr) -> bytes | None:
 
 def encode(msg: RendezvousMessage) -> bytes:
     """Serialise ``msg``; candidates that are not IP literals are left out."""
-    cands = [c for c in (_encode_addr(a) for a in msg.candidates) if c is not None]
+    encoded = [_encode_addr(a) for a in msg.candidates]
+    cands = [c for c in encoded if c is not None]
+    local = sum(c is not None for c in encoded[: msg.local])
     reason = msg.reason.encode()[:MAX_REASON]
-    head = _FIXED.pack(
-        msg.op,
-        msg.session,
-        msg.peer.key,
-        msg.nonce,
-        msg.rtt_us,
-        FLAG_RELAY if msg.relay else 0,
-        len(cands),
-    )
+    flags = (FLAG_RELAY if msg.relay else 0) | (local << 1)
+    head = _FIXED.pack(msg.op, msg.session, msg.peer.key, msg.nonce, msg.rtt_us, flags, len(cands))
     return head + b"".join(cands) + reason
 
 
@@ -174,8 +180,11 @@ def decode_untrusted(data: bytes) -> RendezvousMessage:
     if len(rest) > MAX_REASON:
         raise MalformedRendezvous(f"reason of {len(rest)} bytes, at most {MAX_REASON}")
     reason = rest.decode("utf-8", "replace")
+    local = (flags >> 1) & MAX_LOCAL
+    if local > count:
+        raise MalformedRendezvous(f"{local} local candidates of {count}")
     return RendezvousMessage(
-        kind, session, peer, nonce, rtt_us, bool(flags & FLAG_RELAY), tuple(cands), reason
+        kind, session, peer, nonce, rtt_us, bool(flags & FLAG_RELAY), tuple(cands), reason, local
     )
 
 
@@ -251,6 +260,9 @@ class Introducer:
                 self._pending.popitem(last=False)
             self.forwarded += 1
             return [(target, msg.forwarded(source, relay=relay))]
+        if msg.op is Op.INTRODUCE:
+            self.refused += 1
+            return []  # only an introducer sends these
         pending = self._pending.get(msg.session)
         # Only the target of a request may answer it, and only to its requester.
         if pending is None or pending.target != source or pending.requester != msg.peer:

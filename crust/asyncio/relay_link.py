@@ -1,0 +1,149 @@
+"""A connection whose datagrams travel inside control messages through a
+mutual peer (the :class:`~crust.peer.Link` of a relayed connection).
+
+The engine connection runs in datagram mode, exactly as over UDP: its
+packets (ciphertext) are wrapped as ``RELAY DATA`` messages to the relay
+peer, which forwards them to the other side (crust.nat.relay). Datagrams
+that do not fit the relay's queue are dropped; the engine retransmits.
+When a direct path is punched later, :meth:`upgraded` hands the same
+engine connection to the UDP endpoint; datagrams still arriving through
+the relay are fed to it for a while, so nothing in flight is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from crust import _core
+from crust.control import ControlKind
+from crust.errors import CrustError
+from crust.nat import relay
+from crust.peer import Address, now_us
+
+if TYPE_CHECKING:
+    from crust.peer import Peer
+    from crust.service import Service
+
+__all__ = ["RelayLink"]
+
+logger = logging.getLogger(__name__)
+
+
+class RelayLink:
+    """One relayed connection (``path == "relayed"``)."""
+
+    path = "relayed"
+
+    def __init__(self, service: Service, via: Peer, session: bytes, address: Address) -> None:
+        self.service = service
+        self.via = via
+        self.session = session
+        #: Where the relay is (the far peer's real address is unknown).
+        self.address = address
+        self._conn: _core.Connection | None = None
+        self.upgraded_to: object | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._kicked = False
+        self._closed = False
+        self.sent = 0
+        self.dropped = 0
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def conn(self) -> _core.Connection:
+        assert self._conn is not None, "no connection before the handshake"
+        return self._conn
+
+    @property
+    def established(self) -> bool:
+        return self._conn is not None
+
+    def attach(self, conn: _core.Connection) -> None:
+        self._conn = conn
+        self.kick()
+
+    def send_datagram(self, data: bytes) -> bool:
+        """Wrap one datagram for the relay; False when it was dropped."""
+        if self._closed:
+            return False
+        try:
+            self.service.send_control(
+                self.via, ControlKind.RELAY, relay.encode(relay.RelayOp.DATA, self.session, data)
+            )
+        except (CrustError, ValueError) as e:
+            # WouldBlock (the relay connection's buffer is full), the relay
+            # peer gone, or an oversized packet: a lost datagram.
+            self.dropped += 1
+            logger.debug("relayed datagram dropped: %s", e)
+            return False
+        self.sent += 1
+        return True
+
+    def receive_datagram(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None or self._closed:
+            return
+        now = now_us()
+        # A bad datagram is counted by the engine; it must not end the link.
+        with contextlib.suppress(CrustError):
+            conn.receive_datagram(data, now)
+        if self.upgraded_to is not None:
+            kick = getattr(self.upgraded_to, "kick", None)
+            if kick is not None:
+                kick()
+            return
+        self._after_input(now)
+
+    def upgraded(self, link: object) -> None:
+        """The connection moved to ``link`` (a punched UDP path): stop
+        sending and driving it here."""
+        self.upgraded_to = link
+        self._cancel_timer()
+
+    # -- Link ---------------------------------------------------------------
+
+    def kick(self) -> None:
+        if not self._kicked and not self._closed and self.upgraded_to is None:
+            self._kicked = True
+            self._loop.call_soon(self._flush)
+
+    def close(self) -> None:
+        self._closed = True
+        self._cancel_timer()
+
+    # -- driving the engine ---------------------------------------------------
+
+    def _flush(self) -> None:
+        self._kicked = False
+        if not self._closed and self._conn is not None and self.upgraded_to is None:
+            self._after_input(now_us())
+
+    def _after_input(self, now: int) -> None:
+        conn = self.conn
+        events = conn.poll_events()
+        if events:
+            self.service.on_conn_events(self, events)
+        if self.upgraded_to is not None or self._closed:
+            return
+        for d in conn.datagrams_to_send(now):
+            self.send_datagram(d)
+        t = conn.get_timer()
+        self._cancel_timer()
+        if t is not None and not conn.is_closed:
+            self._timer = self._loop.call_later(max(0.0, (t - now_us()) / 1e6), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed or self._conn is None or self.upgraded_to is not None:
+            return
+        now = now_us()
+        self._conn.handle_timer(now)
+        self._after_input(now)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

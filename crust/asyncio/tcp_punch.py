@@ -1,0 +1,118 @@
+"""TCP hole punching: simultaneous open from the listening port.
+
+Both peers connect from their listening TCP port to the other's candidate
+addresses at about the same time. Each side's SYN opens its own NAT's
+mapping (MASQUERADE keeps the port when it can), so the other side's SYN
+then passes, and the kernel turns the two half-open connections into one
+(TCP simultaneous open, RFC 793). A SYN that arrives before the far side's
+own SYN left is answered with RST ("connection refused"): retry within the
+deadline, after a *random* pause: two sides retrying in lockstep can keep
+missing each other for seconds (lab notes).
+
+Binding a second socket to a port with a listener needs SO_REUSEPORT on
+both; the service's listening TCP sockets set it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import random
+import socket
+
+from crust.peer import Address
+
+__all__ = ["AlreadyConnected", "simultaneous_open"]
+
+logger = logging.getLogger(__name__)
+
+
+class AlreadyConnected(Exception):
+    """A connection between ``local`` and ``target`` exists already: the
+    peer's SYN reached our listener before ours left (it was accepted there).
+    The caller finds that connection among the accepted ones."""
+
+    def __init__(self, local: Address, target: Address) -> None:
+        super().__init__(f"{local[0]}:{local[1]} is already connected to {target[0]}:{target[1]}")
+        self.local = local
+        self.target = target
+
+
+# One connect attempt waits at most this long for the SYN-ACK.
+_ATTEMPT = 1.0
+_PAUSE = (0.01, 0.15)
+
+
+def _bound_socket(local: Address) -> socket.socket:
+    family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind(local)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _one_target(
+    local: Address, target: Address, deadline: float, rng: random.Random, errors: list[str]
+) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    tries = 0
+    last = "no attempt"
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            errors.append(f"{target[0]}:{target[1]}: {last} ({tries} tries)")
+            raise ConnectionError(last)
+        tries += 1
+        sock = _bound_socket(local)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, target), min(_ATTEMPT, left))
+        except (OSError, asyncio.TimeoutError) as e:
+            sock.close()
+            if isinstance(e, OSError) and e.errno == errno.EADDRNOTAVAIL:
+                raise AlreadyConnected(local, target) from None
+            last = type(e).__name__ if not str(e) else str(e)
+            await asyncio.sleep(min(rng.uniform(*_PAUSE), max(0.0, deadline - loop.time())))
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        logger.debug("TCP simultaneous open %s -> %s after %d tries", local, target, tries)
+        return sock
+
+
+async def simultaneous_open(
+    local: Address, targets: list[Address], timeout: float, rng: random.Random | None = None
+) -> socket.socket:
+    """A connected, non-blocking TCP socket bound to ``local``, to the first
+    of ``targets`` that answers within ``timeout`` seconds. Raises
+    ``ConnectionError`` naming each target's last failure, and
+    :class:`AlreadyConnected` when the peer's connection was accepted."""
+    if not targets:
+        raise ConnectionError("no candidate addresses for TCP")
+    rng = rng or random.Random()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    errors: list[str] = []
+    tasks = [asyncio.create_task(_one_target(local, t, deadline, rng, errors)) for t in targets]
+    winner: socket.socket | None = None
+    try:
+        for fut in asyncio.as_completed(tasks):
+            with contextlib.suppress(ConnectionError):
+                winner = await fut
+                return winner
+        raise ConnectionError("TCP simultaneous open failed: " + "; ".join(errors))
+    finally:
+        for t in tasks:
+            t.cancel()
+        for r in await asyncio.gather(*tasks, return_exceptions=True):
+            # Another target that connected too is not needed.
+            if isinstance(r, socket.socket) and r is not winner:
+                r.close()

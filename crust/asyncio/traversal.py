@@ -1,0 +1,871 @@
+"""NAT traversal glue: connect by peer id through a mutual peer.
+
+``Service.connect(peer_id)`` for a peer with no known address comes here.
+We ask the peers we are connected to (the would-be introducers) to pass a
+rendezvous request on (crust.nat.rendezvous); the target answers with its
+candidate addresses, and both sides then race:
+
+- UDP hole punching from the listening socket (crust.nat.punch), then the
+  normal handshake over the punched path;
+- TCP simultaneous open from the listening port (crust.asyncio.tcp_punch),
+  after ``TCP_AFTER`` seconds (a punched UDP path is preferred when both work);
+- a relayed connection through the introducer (crust.nat.relay), after
+  ``ServiceConfig.relay_after`` seconds or as soon as the others failed.
+
+A relayed connection keeps trying to punch (``repunch_interval``; the
+request travels over the relayed connection itself, ``ControlKind.PUNCH``)
+and moves to the punched path in place when it works: the same engine
+connection, handed to the UDP endpoint, so no message is lost or repeated.
+
+Every node is also an introducer and (under its ``relay`` policy) a relay
+for the peers connected to it. The winning path is ``Peer.path``; what
+failed on the way is ``Peer.why``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import os
+import random
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from crust import _core
+from crust.asyncio.relay_link import RelayLink
+from crust.asyncio.tcp import TcpLink
+from crust.asyncio.tcp_punch import AlreadyConnected, simultaneous_open
+from crust.control import ControlKind
+from crust.errors import CrustError
+from crust.handshake import HandshakeResult, Initiator, Responder, long_header_prefix
+from crust.identity import PeerId
+from crust.nat import relay
+from crust.nat.punch import PunchConfig, PunchSession, PunchState, punch_session_id
+from crust.nat.reflexive import ReflexiveTracker
+from crust.nat.relay import RelayOp, RelayPolicy, RelayTable
+from crust.nat.rendezvous import Introducer, Op, RendezvousMessage, punch_key
+from crust.peer import Address, Link, Peer, now_us
+
+if TYPE_CHECKING:
+    from crust.asyncio.udp import UdpListener
+    from crust.service import Service
+
+__all__ = ["PeerNotFound", "Traversal"]
+
+logger = logging.getLogger(__name__)
+
+_LONG_HEADER = 0x80
+# How long a rendezvous request waits for the target's answer.
+_ASK_TIMEOUT = 3.0
+# At most this many introducers are asked at once.
+_MAX_VIAS = 3
+# How many recent punch results are kept for labelling incoming handshakes.
+_MAX_PUNCHED = 1024
+_MAX_OFFERS = 1024
+
+
+class PeerNotFound(ConnectionError):
+    """No connected peer could introduce us to the target (none is
+    connected to it, or we have no peers at all)."""
+
+
+@dataclass(eq=False)
+class _PunchJob:
+    """One running punch session on one listener."""
+
+    peer: PeerId
+    session: PunchSession
+    listener: UdpListener
+    peer_local: frozenset[Address]
+    done: asyncio.Future[Address]
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def label(self) -> str:
+        a = self.session.address
+        return "direct-udp" if a is not None and a in self.peer_local else "punched-udp"
+
+
+@dataclass(eq=False)
+class _Offer:
+    """Target side: a requester that may reach us through ``via``'s relay."""
+
+    requester: PeerId
+    via: Peer
+    expires: float
+
+
+@dataclass(eq=False)
+class _RelayDial:
+    initiator: Initiator
+    done: asyncio.Future[HandshakeResult]
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _Ask:
+    target: PeerId
+    nonce: bytes
+    vias: int
+    done: asyncio.Future[tuple[RendezvousMessage, Peer]]
+    errors: list[str] = field(default_factory=list)
+
+
+def _family_of(addr: Address) -> int:
+    return socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+
+
+class Traversal:
+    """The service's NAT traversal: requester, target, introducer and relay."""
+
+    #: Seconds between attempts to punch a direct path under a relayed connection.
+    repunch_interval = 5.0
+    #: Seconds UDP punching runs alone before TCP simultaneous open joins.
+    tcp_after = 0.5
+    #: Seconds the direct attempts run alone before the relay joins.
+    relay_after = 1.0
+    #: Seconds one punch session may take.
+    punch_timeout = 3.0
+
+    def __init__(self, service: Service) -> None:
+        self.svc = service
+        cfg = service.config
+        self.reflexive = ReflexiveTracker()
+        #: Whether we use relays: "never", "fallback" or "always".
+        self.use_relay: str = getattr(cfg, "relay", "fallback")
+        #: Whether and how much we relay for others.
+        self.policy = RelayPolicy()
+        self.relays = RelayTable(self.policy)
+        self.introducer = Introducer(self._is_connected, self._relay_allowed)
+        self._prefix = long_header_prefix(cfg.network)
+        self._rng = random.Random()
+        self._asks: dict[bytes, _Ask] = {}
+        self._jobs: dict[bytes, _PunchJob] = {}
+        self._offers: dict[bytes, _Offer] = {}
+        self._relay_links: dict[bytes, RelayLink] = {}
+        self._relay_dials: dict[bytes, _RelayDial] = {}
+        self._repunch_asks: dict[bytes, tuple[PeerId, bytes]] = {}
+        self._punched: dict[PeerId, tuple[Address, str]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._responder: Responder | None = None
+        self._closed = False
+        service.on_control(ControlKind.RENDEZVOUS, self._on_rendezvous)
+        service.on_control(ControlKind.RELAY, self._on_relay)
+        service.on_control(ControlKind.PUNCH, self._on_punch_request)
+
+    # -- service hooks -----------------------------------------------------------
+
+    def on_established(self, link: Link, result: HandshakeResult) -> None:
+        """A handshake completed: note where the peer saw us, and name the
+        path of an incoming connection that a punch made possible."""
+        transport = {"direct-udp": "udp", "direct-tcp": "tcp"}.get(link.path)
+        if transport is not None:
+            self.reflexive.note(transport, result.observed_addr, result.peer_id, now_us())
+        punched = self._punched.get(result.peer_id)
+        if punched is not None and link.path == "direct-udp" and punched[0] == link.address:
+            link.path = punched[1]
+
+    def on_peer_lost(self, peer: Peer) -> None:
+        """``peer`` is gone: end the relay sessions through or of it."""
+        for session, other in self.relays.close_peer(peer.id):
+            target = self.svc._peers.get(other)
+            if target is not None:
+                self._send_relay(target, RelayOp.CLOSE, session, b"relay peer left")
+        for session, link in list(self._relay_links.items()):
+            if link.via is peer and link.upgraded_to is None and link.established:
+                self.svc.abort_link(link, "the relaying peer disconnected")
+            if link.via is peer or (link.established and link.conn.is_closed):
+                self._drop_relay_link(session)
+
+    def close(self) -> None:
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for job in self._jobs.values():
+            job.session.cancel("service closed")
+            if job.timer is not None:
+                job.timer.cancel()
+            if not job.done.done():
+                job.done.set_exception(ConnectionError("service closed"))
+        self._jobs.clear()
+        for session in list(self._relay_links):
+            self._drop_relay_link(session)
+        for ask in self._asks.values():
+            if not ask.done.done():
+                ask.done.set_exception(ConnectionError("service closed"))
+
+    def consume_task_errors(self) -> None:
+        """Mark finished background tasks' exceptions as seen."""
+        for t in [t for t in self._tasks if t.done()]:
+            self._tasks.discard(t)
+            if not t.cancelled():
+                t.exception()
+
+    # -- addresses ---------------------------------------------------------------
+
+    def candidates(self, toward: Address | None) -> tuple[list[Address], int]:
+        """Our candidate addresses (own listening ones first) and how many of
+        them are our own."""
+        own: list[Address] = []
+        for addr in self.svc.endpoints:
+            host = addr[0]
+            if ipaddress.ip_address(host).is_unspecified:
+                host = _local_ip_toward(toward, _family_of(addr)) or host
+            if not ipaddress.ip_address(host).is_unspecified:
+                own.append((host, addr[1]))
+        own = list(dict.fromkeys(own))[:8]
+        ports = sorted({a[1] for a in own})
+        extra: list[Address] = []
+        for seen in self.reflexive.addresses("udp")[:4]:
+            extra.append(seen)
+            # Port-preserving NATs map the listening port to itself.
+            extra.extend((seen[0], p) for p in ports)
+        for seen in self.reflexive.addresses("tcp")[:2]:
+            extra.extend((seen[0], p) for p in ports)
+        mapped: list[Address] = list(getattr(self.svc, "mapped_addresses", []) or [])
+        allc = list(dict.fromkeys(own + mapped + extra))[:16]
+        return allc, min(len(own), 15)
+
+    # -- connect by id (the requester) ---------------------------------------------
+
+    async def connect(self, target: PeerId, timeout: float) -> Peer:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        vias = [p for p in self.svc.peers if p.id != target and p.path != "relayed"][:_MAX_VIAS]
+        if not vias:
+            raise PeerNotFound("no connected peer to introduce us")
+        session, nonce = os.urandom(8), os.urandom(16)
+        ask = _Ask(target, nonce, len(vias), loop.create_future())
+        self._asks[session] = ask
+        try:
+            for via in vias:
+                cands, local = self.candidates(via.address)
+                msg = RendezvousMessage(
+                    Op.REQUEST, session, target, nonce, _rtt_us(via), False,
+                    tuple(cands), local=local,
+                )  # fmt: skip
+                with contextlib.suppress(CrustError):
+                    self.svc.send_control(via, ControlKind.RENDEZVOUS, _encode(msg))
+            try:
+                reply, via = await asyncio.wait_for(
+                    ask.done, min(_ASK_TIMEOUT, max(0.1, deadline - loop.time()))
+                )
+            except asyncio.TimeoutError:
+                why = "; ".join(ask.errors) or "no introducer answered"
+                raise ConnectionError(f"rendezvous with {target.short} failed: {why}") from None
+        finally:
+            del self._asks[session]
+        key = punch_key(self.svc.identity, target, session, (nonce, reply.nonce))
+        return await self._race(target, session, key, reply, via, deadline)
+
+    async def _race(
+        self,
+        target: PeerId,
+        session: bytes,
+        key: bytes,
+        reply: RendezvousMessage,
+        via: Peer,
+        deadline: float,
+    ) -> Peer:
+        loop = asyncio.get_running_loop()
+        cands = list(reply.candidates)
+        local = frozenset(cands[: reply.local])
+        attempts: dict[asyncio.Task[Peer], str] = {}
+        job = None
+        if self.use_relay != "always":
+            job = self._start_punch(target, session, key, cands, local, responder=False, extra_us=0)
+        if job is not None:
+            attempts[asyncio.create_task(self._udp_attempt(job, target, deadline))] = "udp punch"
+        if self.svc.config.tcp and self.use_relay != "always":
+            delay = self.tcp_after if job is not None else 0.0
+            task = self._tcp_attempt(target, cands, local, deadline, initiator=True, delay=delay)
+            attempts[asyncio.create_task(task)] = "tcp punch"
+        relay_task: asyncio.Task[Peer] | None = None
+
+        def start_relay(delay: float) -> None:
+            nonlocal relay_task
+            if relay_task is None and reply.relay and self.use_relay != "never":
+                relay_task = asyncio.create_task(
+                    self._relay_attempt(target, session, via, deadline, delay)
+                )
+                attempts[relay_task] = "relay"
+
+        start_relay(0.0 if self.use_relay == "always" else self.relay_after)
+        errors: list[str] = []
+        if self.use_relay == "never":
+            errors.append("relay: not used (relay='never')")
+        elif not reply.relay:
+            errors.append("relay: the introducer does not relay")
+        try:
+            while attempts:
+                done, _ = await asyncio.wait(
+                    set(attempts),
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    break
+                for t in done:
+                    kind = attempts.pop(t)
+                    exc = t.exception()
+                    if exc is not None:
+                        errors.append(f"{kind}: {exc}")
+                        continue
+                    peer = t.result()
+                    errors += [f"{k}: abandoned, {kind} won" for k in attempts.values()]
+                    peer.why = "; ".join(errors)
+                    if peer.path == "relayed":
+                        self._spawn(self._repunch(peer))
+                    return peer
+                # Everything direct failed: relay now rather than later.
+                if all(k == "relay" for k in attempts.values()):
+                    start_relay(0.0)
+            pending = ", ".join(attempts.values())
+            if pending:
+                errors.append(f"{pending}: no success before the deadline")
+            raise ConnectionError(f"cannot reach {target.short}: " + "; ".join(errors))
+        finally:
+            for t in attempts:
+                t.cancel()
+            # The punch keeps running under a relayed connection (to upgrade it);
+            # otherwise it has served its purpose.
+            now_peer = self.svc._peers.get(target)
+            if job is not None and (now_peer is None or now_peer.path != "relayed"):
+                job.session.cancel("another path won")
+
+    async def _udp_attempt(self, job: _PunchJob, target: PeerId, deadline: float) -> Peer:
+        loop = asyncio.get_running_loop()
+        addr = await asyncio.shield(job.done)
+        existing = self.svc._peers.get(target)
+        if existing is not None and existing.is_connected:
+            return existing
+        listener = job.listener
+        result = await listener.dial(addr, target, max(0.5, deadline - loop.time()))
+        link = listener.establish(result, addr)
+        link.path = job.label
+        peer = self.svc.on_established(link, result, incoming=False)
+        if peer is None:
+            raise ConnectionError("refused (blacklisted)")
+        return peer
+
+    async def _tcp_attempt(
+        self,
+        target: PeerId,
+        cands: list[Address],
+        local: frozenset[Address],
+        deadline: float,
+        *,
+        initiator: bool,
+        delay: float,
+    ) -> Peer:
+        loop = asyncio.get_running_loop()
+        if delay:
+            await asyncio.sleep(delay)
+        mine = [tl.address for tl in self.svc._tcp]
+        for own in mine:
+            targets = [c for c in cands if _family_of(c) == _family_of(own)]
+            if not targets:
+                continue
+            try:
+                sock = await simultaneous_open(own, targets, max(0.1, deadline - loop.time()))
+            except AlreadyConnected as e:
+                # The peer's SYN reached our listener first: that accepted
+                # stream is the punched one, and the requester dials over it.
+                if not initiator:
+                    raise ConnectionError("the requester dials over our accepted stream") from None
+                link = self._accepted_stream(e.local, e.target)
+                if link is None:
+                    raise ConnectionError(str(e)) from None
+                link.path = "direct-tcp" if e.target in local else "punched-tcp"
+                return await self._dial_stream(link, target, deadline)
+            addr: Address = sock.getpeername()[:2]
+            label = "direct-tcp" if addr in local else "punched-tcp"
+            if not initiator:
+                responder = self._relay_responder()
+                await loop.connect_accepted_socket(
+                    functools.partial(_tcp_link, self.svc, responder, label), sock
+                )
+                raise ConnectionError("answered as the responder")
+            _, link = await loop.create_connection(lambda: TcpLink(self.svc), sock=sock)
+            link.path = label
+            return await self._dial_stream(link, target, deadline)
+        raise ConnectionError("no candidate of a family we listen on")
+
+    async def _dial_stream(self, link: TcpLink, target: PeerId, deadline: float) -> Peer:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await link.start_dial(target, max(0.5, deadline - loop.time()))
+        except BaseException:
+            link.close_transport()
+            raise
+        link.establish(result)
+        peer = self.svc.on_established(link, result, incoming=False)
+        if peer is None:
+            raise ConnectionError("refused (blacklisted)")
+        return peer
+
+    def _accepted_stream(self, local: Address, remote: Address) -> TcpLink | None:
+        """The accepted, still silent stream from ``remote`` to ``local``,
+        turned from responder into initiator."""
+        for link in self.svc.tcp_links:
+            tr = link.transport
+            if tr is None or tr.is_closing() or link.initiator is not None or link._conn:
+                continue
+            if link.address == remote and tr.get_extra_info("sockname")[:2] == local:
+                link.responder = None
+                return link
+        return None
+
+    # -- the target side -------------------------------------------------------------
+
+    def _on_request(self, via: Peer, msg: RendezvousMessage) -> None:
+        requester = msg.peer
+        if msg.session in self._jobs or msg.session in self._offers:
+            return  # the same request through a second introducer
+        nonce = os.urandom(16)
+        cands, local = self.candidates(via.address)
+        reply = RendezvousMessage(
+            Op.REPLY, msg.session, requester, nonce, _rtt_us(via), False, tuple(cands),
+            local=local,
+        )  # fmt: skip
+        self.svc.send_control(via, ControlKind.RENDEZVOUS, _encode(reply))
+        if msg.relay and self.use_relay != "never":
+            while len(self._offers) >= _MAX_OFFERS:
+                del self._offers[next(iter(self._offers))]
+            self._offers[msg.session] = _Offer(
+                requester, via, asyncio.get_running_loop().time() + 30.0
+            )
+        key = punch_key(self.svc.identity, requester, msg.session, (msg.nonce, nonce))
+        peer_cands = list(msg.candidates)
+        local_set = frozenset(peer_cands[: msg.local])
+        # We start one introducer hop before the requester does: punch at
+        # low TTL at least that much longer (module doc of crust.nat.punch).
+        skew = (msg.rtt_us + _rtt_us(via)) // 2
+        if self.use_relay == "always":
+            return
+        self._start_punch(
+            requester, msg.session, key, peer_cands, local_set, responder=True, extra_us=skew
+        )
+        if self.svc.config.tcp:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.svc.config.connect_timeout
+            delay = self.tcp_after if self.svc.config.udp else 0.0
+            self._spawn(
+                self._tcp_attempt(
+                    requester, peer_cands, local_set, deadline, initiator=False, delay=delay
+                )
+            )
+
+    # -- punching ------------------------------------------------------------------
+
+    def _start_punch(
+        self,
+        peer: PeerId,
+        session: bytes,
+        key: bytes,
+        cands: list[Address],
+        local: frozenset[Address],
+        *,
+        responder: bool,
+        extra_us: int,
+    ) -> _PunchJob | None:
+        if not self.svc.config.udp or self._closed:
+            return None
+        for listener in self.svc._udp:
+            fam = _family_of(listener.address)
+            mine = [c for c in cands if _family_of(c) == fam]
+            if not mine:
+                continue
+            base = PunchConfig()
+            config = PunchConfig(
+                low_ttl_us=base.low_ttl_us + max(0, min(extra_us, 2_000_000)),
+                timeout_us=int(self.punch_timeout * 1e6),
+            )
+            ps = PunchSession(
+                key=key, session=session, responder=responder, candidates=mine,
+                prefix=self._prefix, now=now_us(), config=config, rng=self._rng,
+            )  # fmt: skip
+            loop = asyncio.get_running_loop()
+            job = _PunchJob(peer, ps, listener, local, loop.create_future())
+            # Nobody may await a failed punch: do not warn about it.
+            job.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._jobs[session] = job
+            self._drive(job)
+            return job
+        return None
+
+    def on_punch(self, listener: UdpListener, data: bytes, addr: Address, now: int) -> None:
+        """A punch packet arrived at ``listener`` (from UdpListener)."""
+        job = self._jobs.get(punch_session_id(data))
+        if job is None or job.listener is not listener:
+            return  # a late or foreign punch: nothing to do, nothing to answer
+        if job.session.receive_datagram(data, addr, now):
+            self._drive(job)
+
+    def _drive(self, job: _PunchJob) -> None:
+        ps = job.session
+        now = now_us()
+        t = ps.get_timer()
+        if t is not None and t <= now:
+            ps.handle_timer(now)
+        for data, to, ttl in ps.datagrams_to_send(now):
+            _send_with_ttl(job.listener.sock, data, to, ttl)
+        if ps.state is PunchState.SUCCEEDED and not job.done.done():
+            assert ps.address is not None
+            job.done.set_result(ps.address)
+            self._on_punched(job)
+        elif ps.state is PunchState.FAILED and not job.done.done():
+            job.done.set_exception(ConnectionError(ps.error or "punch failed"))
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        t = ps.get_timer()
+        if t is None or self._closed:
+            if self._jobs.get(_session_of(job)) is job:
+                del self._jobs[_session_of(job)]
+            return
+        delay = max(0.0, (t - now_us()) / 1e6)
+        job.timer = asyncio.get_running_loop().call_later(delay, self._drive, job)
+
+    def _on_punched(self, job: _PunchJob) -> None:
+        assert job.session.address is not None
+        addr = job.session.address
+        logger.info("punched %s to %s at %s:%d", job.label, job.peer.short, *addr)
+        self._punched.pop(job.peer, None)
+        self._punched[job.peer] = (addr, job.label)
+        while len(self._punched) > _MAX_PUNCHED:
+            del self._punched[next(iter(self._punched))]
+        peer = self.svc._peers.get(job.peer)
+        if peer is not None and peer.is_connected and isinstance(peer._link, RelayLink):
+            self._upgrade(peer, peer._link, job)
+
+    def _upgrade(self, peer: Peer, old: RelayLink, job: _PunchJob) -> None:
+        """Move a relayed connection to the punched path, in place."""
+        assert job.session.address is not None
+        if not old.established or old.conn.is_closed:
+            return
+        new = job.listener.adopt(old.conn, job.session.address, job.label)
+        old.upgraded(new)
+        self.svc.replace_link(peer, new)
+        logger.info("%r upgraded from relayed to %s", peer, new.path)
+        # Datagrams already on their way through the relay are still fed to
+        # the connection for a while; then the relay session ends.
+        asyncio.get_running_loop().call_later(10.0, self._drop_relay_link, old.session)
+
+    async def _repunch(self, peer: Peer) -> None:
+        """Under a relayed connection, ask the peer to punch with us again
+        now and then; the first success upgrades the connection."""
+        while True:
+            await asyncio.sleep(self.repunch_interval)
+            link = _relayed(peer)
+            if link is None:
+                return
+            if any(j.peer == peer.id for j in self._jobs.values()):
+                continue  # one is still running
+            session, nonce = os.urandom(8), os.urandom(16)
+            cands, local = self.candidates(link.via.address)
+            msg = RendezvousMessage(
+                Op.REQUEST, session, self.svc.id, nonce, _rtt_us(peer), False, tuple(cands),
+                local=local,
+            )  # fmt: skip
+            self._repunch_asks[session] = (peer.id, nonce)
+            while len(self._repunch_asks) > 16:
+                del self._repunch_asks[next(iter(self._repunch_asks))]
+            with contextlib.suppress(CrustError):
+                self.svc.send_control(peer, ControlKind.PUNCH, _encode(msg))
+
+    def _on_punch_request(self, peer: Peer, payload: bytes) -> None:
+        msg = _decode(payload)
+        if msg.op is Op.REQUEST:
+            if msg.session in self._jobs:
+                return
+            nonce = os.urandom(16)
+            via = peer._link.via.address if isinstance(peer._link, RelayLink) else None
+            cands, local = self.candidates(via)
+            reply = RendezvousMessage(
+                Op.REPLY, msg.session, self.svc.id, nonce, _rtt_us(peer), False, tuple(cands),
+                local=local,
+            )  # fmt: skip
+            self.svc.send_control(peer, ControlKind.PUNCH, _encode(reply))
+            key = punch_key(self.svc.identity, peer.id, msg.session, (msg.nonce, nonce))
+            cands_p = list(msg.candidates)
+            self._start_punch(
+                peer.id, msg.session, key, cands_p, frozenset(cands_p[: msg.local]),
+                responder=True, extra_us=_rtt_us(peer),
+            )  # fmt: skip
+        elif msg.op is Op.REPLY:
+            asked = self._repunch_asks.pop(msg.session, None)
+            if asked is None or asked[0] != peer.id:
+                return
+            key = punch_key(self.svc.identity, peer.id, msg.session, (asked[1], msg.nonce))
+            cands_p = list(msg.candidates)
+            self._start_punch(
+                peer.id, msg.session, key, cands_p, frozenset(cands_p[: msg.local]),
+                responder=False, extra_us=0,
+            )  # fmt: skip
+
+    # -- rendezvous messages ---------------------------------------------------------
+
+    def _on_rendezvous(self, peer: Peer, payload: bytes) -> None:
+        msg = _decode(payload)
+        ask = self._asks.get(msg.session)
+        if ask is not None and msg.peer == ask.target and msg.op is not Op.REQUEST:
+            if msg.op is Op.REPLY and not ask.done.done():
+                ask.done.set_result((msg, peer))
+            elif msg.op is Op.ERROR:
+                ask.errors.append(f"{peer.id.short}: {msg.reason}")
+                if len(ask.errors) >= ask.vias and not ask.done.done():
+                    ask.done.set_exception(PeerNotFound("; ".join(ask.errors)))
+            return
+        if msg.op is Op.INTRODUCE:
+            self._on_request(peer, msg)
+            return
+        for to, out in self.introducer.on_message(peer.id, msg, now_us()):
+            target = self.svc._peers.get(to)
+            if target is not None and target.is_connected:
+                with contextlib.suppress(CrustError):
+                    self.svc.send_control(target, ControlKind.RENDEZVOUS, _encode(out))
+        for session, a, b in self.introducer.introduced:
+            self.relays.open(session, a, b, now_us())
+        self.introducer.introduced.clear()
+
+    # -- relay messages --------------------------------------------------------------
+
+    def _on_relay(self, peer: Peer, payload: bytes) -> None:
+        op, session, body = relay.decode_untrusted(payload)
+        now = now_us()
+        if session in self.relays:
+            if op is RelayOp.DATA:
+                to = self.relays.forward(peer.id, session, len(body), now)
+            else:
+                to = self.relays.close(session, peer.id)
+            target = self.svc._peers.get(to) if to is not None else None
+            if target is not None and target.is_connected:
+                # A full queue towards the target drops the datagram: the
+                # endpoints' reliability resends it.
+                with contextlib.suppress(CrustError):
+                    self.svc.send_control(target, ControlKind.RELAY, bytes(payload))
+            return
+        if op is RelayOp.CLOSE:
+            link = self._relay_links.get(session)
+            if link is not None and link.via is peer:
+                if link.established and link.upgraded_to is None:
+                    reason = body.decode("utf-8", "replace")
+                    self.svc.abort_link(link, f"relay closed: {reason}")
+                self._drop_relay_link(session)
+            return
+        if not body:
+            return
+        link = self._relay_links.get(session)
+        if link is None:
+            offer = self._offers.get(session)
+            if offer is None or offer.via is not peer:
+                return
+            link = RelayLink(self.svc, peer, session, peer.address)
+            self._relay_links[session] = link
+        elif link.via is not peer:
+            return
+        if body[0] & _LONG_HEADER:
+            self._relay_handshake(link, body, now)
+        else:
+            link.receive_datagram(body)
+
+    def _relay_handshake(self, link: RelayLink, data: bytes, now: int) -> None:
+        pseudo = _pseudo_addr(link.session)
+        dial = self._relay_dials.get(link.session)
+        if dial is not None:
+            dial.initiator.receive_datagram(data, pseudo, now)
+            self._pump_relay_dial(link, dial)
+            return
+        offer = self._offers.get(link.session)
+        if offer is None:
+            return
+        responder = self._relay_responder()
+        for reply, _ in responder.receive_datagram(data, pseudo, now):
+            link.send_datagram(reply)
+        for result in responder.take_completed():
+            if result.peer_id != offer.requester or link.established:
+                continue  # only the introduced peer may come through here
+            link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu()))
+            self.svc.on_established(link, result, incoming=True)
+
+    async def _relay_attempt(
+        self, target: PeerId, session: bytes, via: Peer, deadline: float, delay: float
+    ) -> Peer:
+        loop = asyncio.get_running_loop()
+        if delay:
+            await asyncio.sleep(delay)
+        existing = self.svc._peers.get(target)
+        if existing is not None and existing.is_connected:
+            return existing
+        link = RelayLink(self.svc, via, session, via.address)
+        self._relay_links[session] = link
+        ini = self.svc.make_initiator(
+            target,
+            os.urandom(_core.CID_LEN),
+            _pseudo_addr(session),
+            max(0.5, deadline - loop.time()),
+        )
+        dial = _RelayDial(ini, loop.create_future())
+        self._relay_dials[session] = dial
+        try:
+            self._pump_relay_dial(link, dial)
+            result = await dial.done
+        except BaseException:
+            self._drop_relay_link(session)
+            raise
+        finally:
+            if dial.timer is not None:
+                dial.timer.cancel()
+            self._relay_dials.pop(session, None)
+        link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu()))
+        peer = self.svc.on_established(link, result, incoming=False)
+        if peer is None:
+            raise ConnectionError("refused (blacklisted)")
+        return peer
+
+    def _pump_relay_dial(self, link: RelayLink, dial: _RelayDial) -> None:
+        ini = dial.initiator
+        now = now_us()
+        t = ini.get_timer()
+        if t is not None and t <= now:
+            ini.handle_timer(now)
+        for d in ini.datagrams_to_send(now):
+            link.send_datagram(d)
+        if dial.done.done():
+            return
+        if ini.result is not None:
+            ini.confirm()
+            dial.done.set_result(ini.result)
+        elif ini.error is not None:
+            dial.done.set_exception(ConnectionError(f"relayed handshake: {ini.error}"))
+        else:
+            t = ini.get_timer()
+            if t is not None:
+                if dial.timer is not None:
+                    dial.timer.cancel()
+                dial.timer = asyncio.get_running_loop().call_later(
+                    max(0.0, (t - now_us()) / 1e6), self._pump_relay_dial, link, dial
+                )
+
+    def _relay_responder(self) -> Responder:
+        if self._responder is None:
+            self._responder = self.svc.make_responder()
+        return self._responder
+
+    def _drop_relay_link(self, session: bytes) -> None:
+        link = self._relay_links.pop(session, None)
+        self._offers.pop(session, None)
+        if link is None:
+            return
+        link.close()
+        if link.via.is_connected:
+            self._send_relay(link.via, RelayOp.CLOSE, session, b"done")
+
+    def _send_relay(self, peer: Peer, op: RelayOp, session: bytes, body: bytes) -> None:
+        with contextlib.suppress(CrustError):
+            self.svc.send_control(peer, ControlKind.RELAY, relay.encode(op, session, body))
+
+    # -- policy --------------------------------------------------------------------
+
+    def _is_connected(self, pid: PeerId) -> bool:
+        p = self.svc._peers.get(pid)
+        return p is not None and p.is_connected
+
+    def _relay_allowed(self, a: PeerId, b: PeerId) -> bool:
+        return self.policy.allowed
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(_task_done(self._tasks))
+
+
+def _task_done(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(t: asyncio.Task[Any]) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            logger.debug("traversal task ended: %s", t.exception())
+
+    return done
+
+
+def _relayed(peer: Peer) -> RelayLink | None:
+    link = peer._link
+    return link if peer.is_connected and isinstance(link, RelayLink) else None
+
+
+def _tcp_link(svc: Service, responder: Responder, path: str) -> TcpLink:
+    link = TcpLink(svc, responder=responder)
+    link.path = path
+    return link
+
+
+def _session_of(job: _PunchJob) -> bytes:
+    return job.session.session
+
+
+def _encode(msg: RendezvousMessage) -> bytes:
+    from crust.nat.rendezvous import encode
+
+    return encode(msg)
+
+
+def _decode(payload: bytes) -> RendezvousMessage:
+    from crust.nat.rendezvous import decode_untrusted
+
+    return decode_untrusted(payload)
+
+
+def _rtt_us(peer: Peer) -> int:
+    try:
+        return min(int(peer.stats.rtt * 1e6), (1 << 32) - 1)
+    except (CrustError, AssertionError):
+        return 0
+
+
+def _relay_mtu() -> int:
+    return min(_core.MAX_MTU, relay.MAX_DATAGRAM)
+
+
+def _pseudo_addr(session: bytes) -> Address:
+    """A per-session stand-in for the relayed peer's address: the
+    handshake keys its replay and rate checks by it, and it is no IP
+    literal, so no observed address is echoed for it."""
+    return (f"relay-{session.hex()}", 0)
+
+
+def _local_ip_toward(addr: Address | None, family: int) -> str | None:
+    """The local address the kernel would use toward ``addr`` (no packet
+    is sent: connecting a UDP socket only picks a route)."""
+    if addr is None or _family_of(addr) != family:
+        return None
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(addr)
+        except OSError:
+            return None
+        return str(s.getsockname()[0])
+
+
+def _send_with_ttl(sock: socket.socket, data: bytes, addr: Address, ttl: int | None) -> None:
+    """Send one punch packet from the listening socket; ``ttl`` (per packet,
+    as ancillary data) leaves the socket's own TTL alone."""
+    try:
+        if ttl is None:
+            sock.sendto(data, addr)
+        elif sock.family == socket.AF_INET6:
+            cmsg = (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("i", ttl))
+            sock.sendmsg([data], [cmsg], 0, addr)
+        else:
+            cmsg = (socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", ttl))
+            sock.sendmsg([data], [cmsg], 0, addr)
+    except OSError as e:
+        # A full buffer or an unreachable candidate: the next round retries.
+        logger.debug("punch to %s:%d not sent: %s", addr[0], addr[1], e)

@@ -1,0 +1,70 @@
+"""Reflexive addresses: where other peers see us, from handshake echoes.
+
+Every handshake payload carries the address the sender saw the receiver's
+packets come from (``HandshakeResult.observed_addr``). Behind a NAT that is
+our public mapping. One peer's word is cheap to fake, so observations are
+counted by distinct reporting peers and ranked by that count (then by
+recency); the table is bounded, and each (transport, address) keeps at most
+``MAX_REPORTERS`` reporters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from crust.identity import PeerId
+
+__all__ = ["Observation", "ReflexiveTracker"]
+
+Addr = tuple[str, int]
+MAX_ADDRESSES = 64
+MAX_REPORTERS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """An address (``transport``: "udp" or "tcp") as ``votes`` distinct
+    peers reported it; ``last`` is the monotonic microsecond of the latest."""
+
+    transport: str
+    address: Addr
+    votes: int
+    last: int
+
+
+class ReflexiveTracker:
+    def __init__(self) -> None:
+        self._seen: OrderedDict[tuple[str, Addr], tuple[set[PeerId], int]] = OrderedDict()
+
+    def note(self, transport: str, address: Addr | None, reporter: PeerId, now: int) -> None:
+        """Record that ``reporter`` saw us at ``address`` over ``transport``."""
+        if address is None or transport not in ("udp", "tcp"):
+            return
+        try:
+            ip = ipaddress.ip_address(address[0])
+        except ValueError:
+            return
+        if ip.is_unspecified or not 0 < address[1] < 65536:
+            return
+        key = (transport, (str(ip), int(address[1])))
+        reporters, _ = self._seen.pop(key, (set(), now))
+        if len(reporters) < MAX_REPORTERS:
+            reporters.add(reporter)
+        self._seen[key] = (reporters, now)
+        while len(self._seen) > MAX_ADDRESSES:
+            self._seen.popitem(last=False)
+
+    def observations(self, transport: str | None = None) -> list[Observation]:
+        """Best first: most distinct reporters, then most recent."""
+        out = [
+            Observation(t, a, len(r), last)
+            for (t, a), (r, last) in self._seen.items()
+            if transport is None or t == transport
+        ]
+        out.sort(key=lambda o: (-o.votes, -o.last))
+        return out
+
+    def addresses(self, transport: str | None = None) -> list[Addr]:
+        return [o.address for o in self.observations(transport)]

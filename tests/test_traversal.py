@@ -1,0 +1,211 @@
+"""Connect by peer id through a mutual peer, on loopback: rendezvous, UDP
+punching, TCP simultaneous open, relaying (end-to-end encrypted, capped),
+and the in-place upgrade of a relayed connection to a punched path."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+
+import pytest
+
+from crust import Identity, NewMessage, Service, ServiceConfig, UnknownPeer
+from crust.asyncio.relay_link import RelayLink
+from crust.nat.relay import RelayPolicy, RelayTable
+
+T = TypeVar("T")
+
+# Nodes here must not find each other by themselves (gossip, LAN beacon):
+# the point is reaching a peer whose address we do not know.
+QUIET = {k: False for k in ("gossip", "beacon") if k in ServiceConfig.__dataclass_fields__}
+
+
+def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    async def main() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(main())
+
+
+@asynccontextmanager
+async def trio(**kw: Any) -> AsyncIterator[tuple[Service, Service, Service]]:
+    """M, A and B, with A and B connected to M only."""
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for _ in range(3):
+            cfg = ServiceConfig(identity=Identity.generate(), backup_port=False, **QUIET, **kw)
+            nodes.append(await stack.enter_async_context(Service(cfg)))
+        m, a, b = nodes
+        for n in (a, b):
+            pm = await n.connect(m.endpoints[0])
+            n.maintain(pm)
+        yield m, a, b
+
+
+async def recv_all(svc: Service, n: int, timeout: float = 20.0) -> list[bytes]:
+    got: list[bytes] = []
+
+    async def loop() -> None:
+        async for ev in svc.events():
+            if isinstance(ev, NewMessage):
+                got.append(ev.data)
+                if len(got) == n:
+                    return
+
+    await asyncio.wait_for(loop(), timeout)
+    return got
+
+
+def test_connect_by_id_punches_udp_on_loopback() -> None:
+    async def main() -> None:
+        async with trio() as (_, a, b):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            peer = await a.connect(b.id)
+            assert peer.path == "direct-udp"  # B's own address answered
+            await peer.send(b"hello")
+            [msg] = await recv_all(b, 1)
+            assert msg == b"hello"
+            assert loop.time() - t0 < 1.0
+            back = next(p for p in b.peers if p.id == a.id)
+            assert back.path == "direct-udp"
+            # Both saw each other's and the introducer's handshake echo.
+            assert a.reflexive_addresses and a.reflexive_addresses[0][0] == "127.0.0.1"
+
+    run(main())
+
+
+def test_connect_by_id_tcp_only_uses_simultaneous_open() -> None:
+    async def main() -> None:
+        async with trio(udp=False) as (_, a, b):
+            peer = await a.connect(b.id)
+            assert peer.path == "direct-tcp", peer.why
+            await peer.send(b"over tcp")
+            assert await recv_all(b, 1) == [b"over tcp"]
+
+    run(main())
+
+
+def test_unknown_target_fails_with_the_introducers_reason() -> None:
+    async def main() -> None:
+        async with trio() as (_, a, _b):
+            stranger = Identity.generate().peer_id
+            with pytest.raises(UnknownPeer, match="not connected here"):
+                await a.connect(stranger, timeout=3.0)
+
+    run(main())
+
+
+def test_no_mutual_peer_fails_clearly() -> None:
+    async def main() -> None:
+        cfg = ServiceConfig(identity=Identity.generate(), backup_port=False)
+        async with Service(cfg) as a:
+            with pytest.raises(UnknownPeer, match="no connected peer"):
+                await a.connect(Identity.generate().peer_id, timeout=1.0)
+
+    run(main())
+
+
+def _block_direct(svc: Service) -> None:
+    """Announce only an address nobody listens on: punching and TCP fail."""
+    svc.traversal.candidates = lambda toward: ([("127.0.0.1", 9)], 0)  # type: ignore[method-assign]
+
+
+def test_relay_when_nothing_direct_works_and_why() -> None:
+    async def main() -> None:
+        async with trio() as (m, a, b):
+            for n in (a, b):
+                _block_direct(n)
+                n.traversal.punch_timeout = 0.5
+            peer = await a.connect(b.id, timeout=8.0)
+            assert peer.path == "relayed"
+            assert "udp punch: no authenticated punch" in peer.why and "tcp punch" in peer.why
+            data = [os.urandom(3000) for _ in range(50)]
+            for d in data:
+                await peer.send(d)
+            got = await recv_all(b, len(data))
+            assert got == data
+            # The relay forwarded ciphertext only: none of the plaintext.
+            assert m.traversal.relays.forwarded_bytes > sum(map(len, data))
+
+    run(main())
+
+
+def test_relay_policy_never_means_no_relay() -> None:
+    async def main() -> None:
+        async with trio() as (m, a, b):
+            m.traversal.policy = RelayPolicy(mode="never")
+            m.traversal.relays = RelayTable(m.traversal.policy)
+            for n in (a, b):
+                _block_direct(n)
+                n.traversal.punch_timeout = 0.5
+            with pytest.raises(ConnectionError, match="does not relay"):
+                await a.connect(b.id, timeout=3.0)
+
+    run(main())
+
+
+def test_relay_cap_bounds_throughput() -> None:
+    async def main() -> None:
+        async with trio() as (m, a, b):
+            cap = 200_000
+            m.traversal.policy = RelayPolicy(cap=cap, burst=20_000)
+            m.traversal.relays = RelayTable(m.traversal.policy)
+            for n in (a, b):
+                _block_direct(n)
+                n.traversal.punch_timeout = 0.3
+            peer = await a.connect(b.id, timeout=8.0)
+            assert peer.path == "relayed"
+            loop = asyncio.get_running_loop()
+            payload = os.urandom(400_000)
+            t0 = loop.time()
+            await peer.send(payload)
+            [got] = await recv_all(b, 1, timeout=30.0)
+            elapsed = loop.time() - t0
+            assert got == payload
+            # 400 kB through a 200 kB/s relay takes at least ~1.9 s.
+            assert elapsed >= (len(payload) - 20_000) / cap * 0.95
+            assert m.traversal.relays.dropped_cap > 0
+
+    run(main())
+
+
+def test_relayed_connection_upgrades_in_place_mid_transfer() -> None:
+    async def main() -> None:
+        async with trio() as (_, a, b):
+            saved = {}
+            for n in (a, b):
+                saved[n] = n.traversal.candidates
+                _block_direct(n)
+                n.traversal.punch_timeout = 0.4
+                n.traversal.repunch_interval = 0.5
+            peer = await a.connect(b.id, timeout=8.0)
+            assert peer.path == "relayed"
+            relay_link = peer._link
+            assert isinstance(relay_link, RelayLink)
+            chunks = [os.urandom(20_000) for _ in range(300)]
+            digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+            receiving = asyncio.create_task(recv_all(b, len(chunks), timeout=40.0))
+
+            async def send() -> None:
+                for i, c in enumerate(chunks):
+                    await peer.send(c)
+                    if i == 30:
+                        # The "firewall" opens: real candidates again.
+                        for n in (a, b):
+                            n.traversal.candidates = saved[n]  # type: ignore[method-assign]
+                    await asyncio.sleep(0.005)
+
+            await send()
+            got = await receiving
+            assert hashlib.sha256(b"".join(got)).hexdigest() == digest
+            assert peer.path == "direct-udp"
+            assert relay_link.upgraded_to is peer._link
+            back = next(p for p in b.peers if p.id == a.id)
+            assert back.path == "direct-udp"
+
+    run(main())
