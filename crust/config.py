@@ -90,6 +90,13 @@ class ServiceConfig:
     every one this machine runs, fastest first (the AES-based two need
     AES-NI). A connection uses the dialler's first choice the listener
     accepts."""
+    upnp: bool = False
+    """Ask a UPnP gateway to forward the live UDP and TCP ports (in the
+    background: start-up never waits for it). Off by default because it
+    multicasts SSDP searches on the local network."""
+    upnp_lease: int = 3600
+    """Seconds each UPnP mapping is asked for (60..604800); renewed at half
+    that, deleted when the service closes."""
     engine: dict[str, Any] = field(default_factory=dict)
     """Overrides of engine tunables (:class:`crust._core.Config` keywords,
     e.g. ``{"cc": "cubic"}``), applied last."""
@@ -135,6 +142,8 @@ class ServiceConfig:
                 self.aeads()
             except ValueError as exc:
                 raise _bad("ciphers", str(exc)) from None
+        if not 60 <= self.upnp_lease <= 604800:
+            raise _bad("upnp_lease", f"must be in 60..604800 seconds, got {self.upnp_lease}")
         self.engine_config()  # validates the engine overrides too
 
     def aeads(self) -> tuple[int, ...]:

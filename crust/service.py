@@ -31,6 +31,7 @@ from crust import _core, control
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
+from crust.asyncio.upnp import PortMapper
 from crust.config import ServiceConfig
 from crust.errors import ConnectionClosed, CrustError
 from crust.events import (
@@ -142,6 +143,8 @@ class Service:
         self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
         #: NAT traversal: connect by id through mutual peers, introduce, relay.
         self.traversal = Traversal(self)
+        #: UPnP port mapper (``config.upnp``); ``upnp.status`` says what it got.
+        self.upnp: PortMapper | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
@@ -189,6 +192,8 @@ class Service:
                 else:
                     tcp.close()
         self._housekeeping = asyncio.create_task(self._housekeep())
+        if self.config.upnp:
+            self._start_upnp()
         logger.info("service %s listening on %s", self.id.short, self.endpoints)
 
     async def close(self) -> None:
@@ -196,6 +201,8 @@ class Service:
         if self._closing:
             return
         self._closing = True
+        if self.upnp is not None:
+            await self.upnp.close()
         peers = list(self._peers.values())
         for p in peers:
             self._close_peer(p, CODE_SHUTDOWN, graceful=True)
@@ -219,6 +226,19 @@ class Service:
         self._udp.clear()
         self._tcp.clear()
         self._events.put_nowait(None)
+
+    def _start_upnp(self) -> None:
+        # Only the live listeners are mapped: the backup port exists for
+        # when the live one is taken locally, not as a second public door.
+        ports: list[tuple[str, Address]] = []
+        listeners: list[UdpListener | TcpListener] = [*self._udp, *self._tcp]
+        for listener in listeners:
+            host, port = listener.address[:2]
+            if listener.role == "live" and ":" not in host and not host.startswith("127."):
+                ports.append((listener.transport, (host, port)))
+        if ports:
+            self.upnp = PortMapper(ports, lease=self.config.upnp_lease)
+            self.upnp.start()
 
     # -- what the application sees ------------------------------------------
 

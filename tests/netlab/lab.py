@@ -606,16 +606,26 @@ class Lab:
 
     def upnp_mappings(self, site: Site) -> list[tuple[str, int, str, int]]:
         """miniupnpd's port forwards as (proto, external port, internal
-        address, internal port), read from its iptables-legacy chain."""
+        address, internal port), read from its iptables-legacy chains: the
+        SNAT rule names all four, and a DNAT rule must exist for the
+        external port (iptables-legacy cannot print the DNAT target revision
+        miniupnpd uses, so that rule is matched by port only)."""
         assert site.nat is not None
-        out = site.nat.iptables("-t", "nat", "-S", "MINIUPNPD")
-        maps = []
-        for line in out.splitlines():
-            m = re.search(
-                r"-p (tcp|udp) .*--dport (\d+) .*--to-destination ([\d.]+):(\d+)", line
+        dnat = {
+            (m.group(1), int(m.group(2)))
+            for m in re.finditer(
+                r"-p (tcp|udp) .*--dport (\d+) .*-j DNAT", site.nat.iptables("-t", "nat", "-S")
             )
-            if m:
-                maps.append((m.group(1), int(m.group(2)), m.group(3), int(m.group(4))))
+        }
+        maps = []
+        for m in re.finditer(
+            r"-A MINIUPNPD-POSTROUTING -s ([\d.]+)/32 -p (tcp|udp) .*--sport (\d+) "
+            r".*--to-ports (\d+)",
+            site.nat.iptables("-t", "nat", "-S", "MINIUPNPD-POSTROUTING"),
+        ):
+            proto, ext = m.group(2), int(m.group(4))
+            if (proto, ext) in dnat:
+                maps.append((proto, ext, m.group(1), int(m.group(3))))
         return maps
 
     # -- STUN -------------------------------------------------------------

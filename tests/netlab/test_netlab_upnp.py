@@ -1,0 +1,152 @@
+"""UPnP against miniupnpd in the lab: a service behind the UPnP NAT maps
+its live UDP and TCP ports (visible in miniupnpd's iptables-legacy rules),
+a peer on the internet connects inbound through the mapping, and the
+mappings are gone after shutdown. Without a gateway, start-up is not held
+up and the service still works."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from lab import Lab
+
+# Namespaces share the host's filesystem: each node gets its own identity
+# and bootstrap cache, or they would all be one peer with a shared memory.
+#
+# Behind the NAT: prints one JSON line once UPnP settled, answers each
+# message with "echo:" + message, exits when stdin gives a line.
+NODE = r"""
+import asyncio, json, sys, tempfile, time
+from pathlib import Path
+from crust import Identity, NewMessage, Service, ServiceConfig
+
+async def main():
+    cfg = ServiceConfig(hosts=(sys.argv[1],), upnp=sys.argv[2] == "1", beacon=False,
+                        identity=Identity.generate(),
+                        cache_path=Path(tempfile.mkdtemp()) / "cache",
+                        gossip=False, backup_port=False)
+    t0 = time.monotonic()
+    async with Service(cfg) as svc:
+        started = time.monotonic() - t0
+        st = await svc.upnp.wait_ready(15) if svc.upnp else None
+        print(json.dumps({
+            "id": str(svc.id), "endpoints": svc.endpoints, "start_seconds": started,
+            "state": st and st.state, "external_ip": st and st.external_ip,
+            "error": st and st.error, "discovery_seconds": st and st.discovery_seconds,
+            "ready_seconds": time.monotonic() - t0,
+            "mappings": [[m.protocol, m.internal, m.external, m.lease]
+                         for m in (st.mappings if st else ())],
+        }), flush=True)
+
+        async def echo():
+            async for ev in svc.events():
+                if isinstance(ev, NewMessage):
+                    await ev.peer.send(b"echo:" + ev.data)
+
+        task = asyncio.create_task(echo())
+        await asyncio.to_thread(sys.stdin.readline)
+        task.cancel()
+        t1 = time.monotonic()
+    print(json.dumps({"closed_seconds": time.monotonic() - t1}), flush=True)
+
+asyncio.run(main())
+"""
+
+# On the internet: connects to argv[2]:argv[3] (pinned to id argv[4]) over
+# argv[5] ("udp" or "tcp"), sends a message, prints path and the answer.
+DIAL = r"""
+import asyncio, json, sys, tempfile
+from pathlib import Path
+from crust import Identity, NewMessage, PeerId, Service, ServiceConfig
+
+async def main():
+    only = {"tcp": False} if sys.argv[5] == "udp" else {"udp": False}
+    cfg = ServiceConfig(hosts=(sys.argv[1],), beacon=False, gossip=False, backup_port=False,
+                        identity=Identity.generate(),
+                        cache_path=Path(tempfile.mkdtemp()) / "cache",
+                        connect_timeout=float(sys.argv[6]), **only)
+    async with Service(cfg) as svc:
+        try:
+            peer = await svc.connect((sys.argv[2], int(sys.argv[3])),
+                                     peer_id=PeerId.parse(sys.argv[4]))
+        except Exception as e:
+            print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+            return
+        await peer.send(b"hello")
+        async for ev in svc.events():
+            if isinstance(ev, NewMessage):
+                print(json.dumps({"path": peer.path, "data": ev.data.decode(),
+                                  "address": peer.address}))
+                return
+
+asyncio.run(main())
+"""
+
+
+def test_upnp_maps_connects_inbound_and_unmaps(netlab: Lab) -> None:
+    site = netlab.add_site("u", "upnp")
+    pub = netlab.add_site("p", "public")
+    node = site.host.python(NODE, site.host.ip, "1")
+    info = json.loads(node.readline(20))
+    assert info["state"] == "mapped", info
+    assert info["external_ip"] == site.public_ip
+    (_, port), = {tuple(e) for e in info["endpoints"]}
+    got = {(m[0], tuple(m[1]), tuple(m[2])) for m in info["mappings"]}
+    assert got == {
+        ("udp", (site.host.ip, port), (site.public_ip, port)),
+        ("tcp", (site.host.ip, port), (site.public_ip, port)),
+    }
+    assert all(m[3] == 3600 for m in info["mappings"])
+    # miniupnpd's own record: forwards in its iptables-legacy chains.
+    assert set(netlab.upnp_mappings(site)) == {
+        ("udp", port, site.host.ip, port),
+        ("tcp", port, site.host.ip, port),
+    }
+    for transport in ("udp", "tcp"):
+        out = pub.host.run_python(
+            DIAL, pub.host.ip, site.public_ip, str(port), info["id"], transport, "5"
+        )
+        r = json.loads(out)
+        assert r.get("data") == "echo:hello", r
+        assert r["path"] == f"direct-{transport}"
+        assert tuple(r["address"]) == (site.public_ip, port)
+    node.write("quit\n")
+    closed = json.loads(node.readline(15))
+    assert node.wait(10) == 0
+    assert closed["closed_seconds"] < 5
+    assert netlab.upnp_mappings(site) == []
+    print(f"UPnP: start {info['start_seconds']:.3f} s, discovery+external ip "
+          f"{info['discovery_seconds']:.2f} s, mapped after {info['ready_seconds']:.2f} s")
+
+
+def test_no_inbound_through_the_upnp_nat_without_a_mapping(netlab: Lab) -> None:
+    site = netlab.add_site("u", "upnp")
+    pub = netlab.add_site("p", "public")
+    node = site.host.python(NODE, site.host.ip, "0")
+    info = json.loads(node.readline(20))
+    (_, port), = {tuple(e) for e in info["endpoints"]}
+    assert netlab.upnp_mappings(site) == []
+    r = json.loads(
+        pub.host.run_python(DIAL, pub.host.ip, site.public_ip, str(port), info["id"], "udp", "1.5")
+    )
+    assert "error" in r, r
+    node.write("quit\n")
+    node.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["cone", "public"])
+def test_absent_gateway_does_not_hold_up_start(netlab: Lab, kind: str) -> None:
+    site = netlab.add_site("a", kind)
+    t0 = time.monotonic()
+    node = site.host.python(NODE, site.host.ip, "1")
+    info = json.loads(node.readline(20))
+    assert info["state"] == "unavailable" and info["mappings"] == [], info
+    assert "no UPnP device" in info["error"] or "no answer" in info["error"]
+    # Start-up returned before discovery; discovery gave up within seconds.
+    assert info["start_seconds"] < 1.0
+    assert info["ready_seconds"] < 6.0
+    node.write("quit\n")
+    assert node.wait(10) == 0
+    assert time.monotonic() - t0 < 15
