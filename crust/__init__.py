@@ -11,9 +11,14 @@ with PyNaCl with the C core, so every connection can use them.
 from crust import _sodium as _sodium
 from crust._version import __version__
 from crust.config import ServiceConfig
+from crust.config_sources import LoadedConfig, load_config
 from crust.events import (
+    BootstrapAccept,
+    BootstrapConnect,
+    BootstrapFailed,
     ConnectFailed,
     Event,
+    LanPeerFound,
     ListenerFailed,
     ListenerStarted,
     LostPeer,
@@ -27,12 +32,17 @@ from crust.peer import Peer, PeerStats
 from crust.service import ListenerError, Service, UnknownPeer
 
 __all__ = [
+    "BootstrapAccept",
+    "BootstrapConnect",
+    "BootstrapFailed",
     "ConnectFailed",
     "Event",
     "Identity",
+    "LanPeerFound",
     "ListenerError",
     "ListenerFailed",
     "ListenerStarted",
+    "LoadedConfig",
     "LostPeer",
     "MessageDropped",
     "NewMessage",
@@ -45,4 +55,5 @@ __all__ = [
     "ServiceConfig",
     "UnknownPeer",
     "__version__",
+    "load_config",
 ]

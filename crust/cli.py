@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--loss", type=float, default=0.01, help="simulated loss (default 0.01)")
     demo.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
 
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark crust on loopback against raw sockets and aioquic",
+        description="Measure crust (UDP and TCP) on loopback beside raw sendmmsg/recvmmsg UDP, "
+        "raw kernel TCP, the AEAD alone and aioquic, all in this run; print a table of "
+        "figures and ratios and save pytest-benchmark JSON. About 5 minutes; --smoke "
+        "runs every case at tiny sizes in seconds (figures meaningless).",
+    )
+    bench.add_argument("--smoke", action="store_true", help="tiny sizes, one round")
+    bench.add_argument("--rounds", type=int, help="rounds per case, median taken (default 3)")
+    bench.add_argument(
+        "--json", default="crust-bench.json", help="JSON output (default crust-bench.json)"
+    )
+    bench.add_argument(
+        "--only", action="append", metavar="TEXT", help="run cases whose name contains TEXT"
+    )
+
     node = sub.add_parser("node", help="run a long-lived node, logging its events")
     node.add_argument("--network", default="crust", help="network name (default crust)")
     node.add_argument("--host", action="append", help="address to listen on (repeatable)")
@@ -58,7 +76,78 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="level of the crust loggers (default: WARNING)",
     )
+
+    config = sub.add_parser(
+        "config",
+        help="print the effective configuration and where each value came from",
+        description="Print the effective ServiceConfig: defaults, then the TOML file "
+        "(--file, $CRUST_CONFIG or the user config file), then CRUST_* environment "
+        "variables, then --set NAME=VALUE (highest).",
+    )
+    config.add_argument("--file", help="TOML configuration file")
+    config.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one setting, written as its CRUST_* environment value would be",
+    )
     return p
+
+
+def _print_config(args: argparse.Namespace) -> int:
+    from crust.config_sources import ENV_PREFIX, load_config  # deferred, as in node
+    from crust.errors import ConfigError
+
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            print(f"crust config: --set {item!r}: expected NAME=VALUE", file=sys.stderr)
+            return 2
+        overrides[name.strip().lower()] = value
+    try:
+        loaded = load_config(args.file)
+        unknown = set(overrides) - set(loaded.sources)
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            print(f"crust config: unknown setting(s): {names}", file=sys.stderr)
+            return 2
+        if overrides:
+            # --set values are parsed as their CRUST_* variables would be,
+            # then applied as arguments (the highest precedence).
+            env = {**os.environ, **{ENV_PREFIX + n.upper(): v for n, v in overrides.items()}}
+            parsed = load_config(args.file, env=env).config
+            loaded = load_config(args.file, **{n: getattr(parsed, n) for n in overrides})
+    except ConfigError as exc:
+        print(f"crust config: {exc}", file=sys.stderr)
+        return 2
+    print(loaded.describe())
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from crust.bench.report import json_document, table  # deferred: heavy imports
+    from crust.bench.suite import FULL, SMOKE, Suite
+
+    if args.rounds is not None and not 1 <= args.rounds <= 100:
+        print(f"crust bench: --rounds must be in 1..100, got {args.rounds}", file=sys.stderr)
+        return 2
+    suite = Suite(SMOKE if args.smoke else FULL, args.rounds)
+    suite.run_all(
+        args.only, progress=lambda name: print(f"measuring {name}", file=sys.stderr, flush=True)
+    )
+    if not suite.outcomes:
+        print(f"crust bench: no case matches {args.only}", file=sys.stderr)
+        return 2
+    print(table(suite), flush=True)
+    Path(args.json).write_text(json.dumps(json_document(suite), indent=1) + "\n")
+    print(f"\nJSON (pytest-benchmark format): {args.json}", file=sys.stderr)
+    failed = [n for n, o in suite.outcomes.items() if o.error and o.error.startswith("failed")]
+    return 1 if failed else 0
 
 
 def _check(name: str, value: float, lo: float, hi: float) -> str | None:
@@ -121,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from crust.demo import run_demo
 
         return 0 if run_demo(blob_mb=args.mb).ok else 1
+    if args.command == "config":
+        return _print_config(args)
+    if args.command == "bench":
+        return _run_bench(args)
     if args.command == "node":
         if (bad := _check("--port", args.port, 0, 65535)) is not None:
             print(f"crust node: {bad}", file=sys.stderr)

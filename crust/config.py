@@ -19,13 +19,65 @@ from crust.errors import ConfigError
 if TYPE_CHECKING:
     from crust.identity import Identity
 
-__all__ = ["ServiceConfig"]
+__all__ = ["RELAY_POLICIES", "ServiceConfig", "parse_host_port"]
 
 
 def _bad(name: str, why: str) -> ConfigError:
     err = ConfigError(f"ServiceConfig.{name}: {why}")
     err.field = name
     return err
+
+
+#: ``ServiceConfig.relay``: never relay; relay only when no direct path
+#: works; always go through a relay (hides our address from the peer).
+RELAY_POLICIES = ("never", "fallback", "always")
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` as ``(host, port)``; ValueError
+    saying what is wrong."""
+    t = text.strip()
+    host, sep, port = t.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"{text!r}: unbalanced [ ]")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write IPv6 addresses as [addr]:port")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: port must be 1..65535")
+    if not host or len(host) > 253:
+        raise ValueError(f"{text!r}: empty or overlong host")
+    return host, int(port)
+
+
+def _check_host_port(name: str, text: object) -> None:
+    if not isinstance(text, str):
+        raise _bad(name, f"entries must be 'host:port' strings, got {text!r}")
+    try:
+        parse_host_port(text)
+    except ValueError as exc:
+        raise _bad(name, str(exc)) from None
+
+
+def _check_blacklist_entry(text: object) -> None:
+    if not isinstance(text, str):
+        raise _bad("blacklist", f"entries must be strings, got {text!r}")
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return
+    except ValueError:
+        pass
+    from crust.identity import InvalidPeerId, PeerId  # deferred: import-light
+
+    try:
+        PeerId.parse(text)
+    except InvalidPeerId as exc:
+        raise _bad(
+            "blacklist", f"{text!r} is neither an address/network nor a peer id ({exc})"
+        ) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +142,51 @@ class ServiceConfig:
     every one this machine runs, fastest first (the AES-based two need
     AES-NI). A connection uses the dialler's first choice the listener
     accepts."""
+    beacon: bool = True
+    """Find nodes of the same network on the local link: announce and listen
+    on UDP ``beacon_port`` (IPv4 broadcast, IPv6 multicast) on the
+    interfaces of ``hosts`` (every interface for ``0.0.0.0``/``::``; never on
+    loopback, so the default ``127.0.0.1`` sends nothing)."""
+    beacon_port: int = 5483
+    """UDP port of the LAN beacon (1025..65535)."""
+    beacon_interval: float = 5.0
+    """Seconds between beacon queries after the first few (0.05..3600)."""
+    contacts: tuple[str, ...] = ()
+    """``"host:port"`` nodes always tried when bootstrapping (the seed's
+    hard-coded contacts)."""
+    cache_path: Path | None = None
+    """The bootstrap cache file. ``None``: a file per network in the user
+    cache directory."""
+    cache_size: int = 200
+    """Entries kept in the bootstrap cache, least recently successful
+    evicted first (0: no cache at all)."""
+    accept_bootstrap: bool = True
+    """Let other nodes bootstrap off this one (refused ones are
+    disconnected)."""
+    bootstrap_timeout: float = 10.0
+    """Seconds bootstrapping may take before ``BootstrapFailed`` when no
+    candidate accepted (0.1..3600)."""
+    bootstrap_attempt_timeout: float = 3.0
+    """Seconds one bootstrap connection attempt may take (0.1..600)."""
+    bootstrap_parallelism: int = 8
+    """Bootstrap connection attempts in flight at once (1..256)."""
+    bootstrap_peers: int = 8
+    """Bootstrap connections wanted (and maintained); bootstrapping stops
+    dialling once it has this many (1..1024)."""
+    gossip: bool = True
+    """Exchange signed lists of directly reachable peers with connected
+    peers, and dial learned ones while below ``bootstrap_peers``."""
+    gossip_interval: float = 30.0
+    """Seconds between gossip rounds (0.05..86400); a new peer gets one at
+    once."""
+    blacklist: tuple[str, ...] = ()
+    """Peer ids and address networks (``"10.0.0.0/8"``) refused from the
+    start (``Service.blacklist`` adds more at run time)."""
+    stun_servers: tuple[str, ...] = ()
+    """``"host:port"`` STUN servers used to learn our public address."""
+    relay: str = "fallback"
+    """Relay policy: ``"never"``, ``"fallback"`` (only when no direct path
+    works) or ``"always"``."""
     upnp: bool = False
     """Ask a UPnP gateway to forward the live UDP and TCP ports (in the
     background: start-up never waits for it). Off by default because it
@@ -137,6 +234,7 @@ class ServiceConfig:
             raise _bad("cookie_rate", f"must be >= 1 per second, got {self.cookie_rate}")
         if self.misbehaving_threshold < 1:
             raise _bad("misbehaving_threshold", f"must be >= 1, got {self.misbehaving_threshold}")
+        self._validate_discovery()
         if self.ciphers is not None:
             try:
                 self.aeads()
@@ -155,6 +253,35 @@ class ServiceConfig:
         if self.ciphers is None:
             return default_aeads()
         return aeads_from_names(self.ciphers)
+
+    def _validate_discovery(self) -> None:
+        if not 1024 < self.beacon_port < 65536:
+            raise _bad("beacon_port", f"must be 1025..65535, got {self.beacon_port}")
+        for name, lo, hi in (
+            ("beacon_interval", 0.05, 3600.0),
+            ("bootstrap_timeout", 0.1, 3600.0),
+            ("bootstrap_attempt_timeout", 0.1, 600.0),
+            ("gossip_interval", 0.05, 86400.0),
+        ):
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise _bad(name, f"must be in {lo}..{hi} seconds, got {v}")
+        for name, ilo, ihi in (
+            ("cache_size", 0, 100_000),
+            ("bootstrap_parallelism", 1, 256),
+            ("bootstrap_peers", 1, 1024),
+        ):
+            iv = getattr(self, name)
+            if not ilo <= iv <= ihi:
+                raise _bad(name, f"must be in {ilo}..{ihi}, got {iv}")
+        for c in self.contacts:
+            _check_host_port("contacts", c)
+        for c in self.stun_servers:
+            _check_host_port("stun_servers", c)
+        for b in self.blacklist:
+            _check_blacklist_entry(b)
+        if self.relay not in RELAY_POLICIES:
+            raise _bad("relay", f"must be one of {', '.join(RELAY_POLICIES)}, got {self.relay!r}")
 
     def engine_config(self, **extra: Any) -> Any:
         """The engine :class:`crust._core.Config` this service's connections

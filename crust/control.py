@@ -27,6 +27,9 @@ class ControlKind(enum.IntEnum):
     RENDEZVOUS = 2
     RELAY = 3
     PUNCH = 4
+    #: A bootstrapping node asks to be bootstrapped off; the answer says
+    #: whether we accept (crust.asyncio.discovery).
+    BOOTSTRAP = 5
 
 
 def encode(kind: int, payload: bytes) -> bytes:

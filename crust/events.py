@@ -20,8 +20,12 @@ if TYPE_CHECKING:
     from crust.peer import Peer
 
 __all__ = [
+    "BootstrapAccept",
+    "BootstrapConnect",
+    "BootstrapFailed",
     "ConnectFailed",
     "Event",
+    "LanPeerFound",
     "ListenerFailed",
     "ListenerStarted",
     "LostPeer",
@@ -113,6 +117,43 @@ class PeerMisbehaving:
     blacklisted: bool
 
 
+@dataclass(frozen=True, slots=True)
+class LanPeerFound:
+    """The LAN beacon heard a node of our network (signature checked):
+    its id and the endpoints it listens on. Repeated only when the node
+    comes back after expiring or changes its endpoints."""
+
+    peer_id: PeerId
+    endpoints: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapConnect:
+    """Bootstrapping connected us to ``peer``, found through ``source``
+    (``"cache"``, ``"beacon"``, ``"contact"`` or ``"gossip"``), and the
+    peer agreed to be bootstrapped off."""
+
+    peer: Peer
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapAccept:
+    """A bootstrapping node connected to us and we accepted it
+    (``ServiceConfig.accept_bootstrap``)."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapFailed:
+    """No bootstrap candidate answered within
+    ``ServiceConfig.bootstrap_timeout``: ``tried`` candidates, and why."""
+
+    tried: int
+    reason: str
+
+
 Event = (
     ListenerStarted
     | ListenerFailed
@@ -122,4 +163,8 @@ Event = (
     | ConnectFailed
     | MessageDropped
     | PeerMisbehaving
+    | LanPeerFound
+    | BootstrapConnect
+    | BootstrapAccept
+    | BootstrapFailed
 )

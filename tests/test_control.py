@@ -14,6 +14,10 @@ from crust.control import MAX_CONTROL_PAYLOAD, ControlKind, decode, encode
 from crust.errors import ConnectionClosed
 from crust.peer import Peer
 
+#: A kind no crust subsystem registers a handler for (the real kinds,
+#: GOSSIP included, are taken by the service itself).
+TEST_KIND = 250
+
 
 def _cfg(**kw: Any) -> ServiceConfig:
     return ServiceConfig(hosts=("127.0.0.1",), identity=Identity.generate(), **kw)
@@ -50,16 +54,16 @@ def test_control_reaches_handler_not_application(only: dict[str, bool]) -> None:
             arrived.set()
 
         async with Service(_cfg(**only)) as a, Service(_cfg(**only)) as b:
-            b.on_control(ControlKind.GOSSIP, handler)
+            b.on_control(TEST_KIND, handler)
             with pytest.raises(ValueError, match="already"):
-                b.on_control(ControlKind.GOSSIP, handler)
+                b.on_control(TEST_KIND, handler)
             peer_b = await a.connect(b.endpoints[0])
             new = await _first(b, NewPeer)
             # Data and control interleave on one connection, each in order.
             await peer_b.send(b"data-1")
-            a.send_control(peer_b, ControlKind.GOSSIP, b"ctl-1")
+            a.send_control(peer_b, TEST_KIND, b"ctl-1")
             await peer_b.send(b"data-2")
-            a.send_control(peer_b, ControlKind.GOSSIP, b"")
+            a.send_control(peer_b, TEST_KIND, b"")
             data = [(await _first(b, NewMessage)).data for _ in range(2)]
             assert data == [b"data-1", b"data-2"]
             await asyncio.wait_for(arrived.wait(), 5)
@@ -69,7 +73,7 @@ def test_control_reaches_handler_not_application(only: dict[str, bool]) -> None:
             assert got[0][0] is new.peer
             await a.disconnect(peer_b)
             with pytest.raises(ConnectionClosed):
-                a.send_control(peer_b, ControlKind.GOSSIP, b"late")
+                a.send_control(peer_b, TEST_KIND, b"late")
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
@@ -82,10 +86,10 @@ def test_failing_handler_counts_as_misbehaviour_and_service_survives() -> None:
         async with Service(_cfg(misbehaving_threshold=3)) as a, Service(
             _cfg(misbehaving_threshold=3)
         ) as b:
-            b.on_control(ControlKind.GOSSIP, bad)
+            b.on_control(TEST_KIND, bad)
             peer_b = await a.connect(b.endpoints[0])
             for _ in range(3):
-                a.send_control(peer_b, ControlKind.GOSSIP, b"x")
+                a.send_control(peer_b, TEST_KIND, b"x")
             # An unknown kind is ignored (a newer peer), not misbehaviour.
             a.send_control(peer_b, 200, b"future")
             ev = await _first(b, PeerMisbehaving)
