@@ -92,6 +92,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override one setting, written as its CRUST_* environment value would be",
     )
+    nat = sub.add_parser(
+        "nat",
+        help="NAT doctor: addresses, STUN mapping/filtering, UPnP, what it means",
+        description="Print local addresses, the reflexive address(es) and NAT mapping and "
+        "filtering behaviour seen by STUN servers (RFC 5780 tests when the server supports "
+        "them), whether a UPnP gateway answers and maps a trial port, and what that means "
+        "for connectivity.",
+    )
+    nat.add_argument(
+        "--stun",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="STUN server (repeatable; port 3478 by default)",
+    )
+    nat.add_argument("--no-upnp", action="store_true", help="skip the UPnP gateway search")
+    nat.add_argument("--host", default="0.0.0.0", help="local address to probe from")
+    nat.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
@@ -214,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_config(args)
     if args.command == "bench":
         return _run_bench(args)
+    if args.command == "nat":
+        from crust.nat.doctor import run_cli  # deferred, as above
+
+        return run_cli(args)
     if args.command == "node":
         if (bad := _check("--port", args.port, 0, 65535)) is not None:
             print(f"crust node: {bad}", file=sys.stderr)
