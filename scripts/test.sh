@@ -69,8 +69,10 @@ cd "$ROOT"
 
 section "ruff"
 # benchmarks/ may not exist yet in every checkout.
-ruff_paths=(crust tests)
+ruff_paths=(crust tests examples docs/_hooks)
 [[ -d benchmarks ]] && ruff_paths+=(benchmarks)
+# The docs are built (mkdocs build --strict) by tests/test_docs.py and the
+# wheel checked end to end by tests/test_wheel.py, inside pytest below.
 "$VENV/bin/ruff" check "${ruff_paths[@]}"
 
 section "mypy (strict, crust/)"
