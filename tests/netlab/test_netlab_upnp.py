@@ -150,3 +150,38 @@ def test_absent_gateway_does_not_hold_up_start(netlab: Lab, kind: str) -> None:
     node.write("quit\n")
     assert node.wait(10) == 0
     assert time.monotonic() - t0 < 15
+
+
+RENEW = r"""
+import asyncio, json, sys, time
+import miniupnpc
+from crust.asyncio.upnp import PortMapper
+
+async def main():
+    m = PortMapper([("udp", (sys.argv[1], 41000))], lease=4)
+    m.start()
+    st = await m.wait_ready(10)
+    u = miniupnpc.UPnP(); u.discoverdelay = 200; u.discover(); u.selectigd()
+    left = []
+    for _ in range(6):
+        await asyncio.sleep(1.0)
+        entry = await asyncio.to_thread(u.getspecificportmapping, 41000, "UDP")
+        left.append(entry[-1] if entry else None)
+    await m.close()
+    gone = await asyncio.to_thread(u.getspecificportmapping, 41000, "UDP")
+    print(json.dumps({"state": st.state, "left": left, "after_close": gone}))
+
+asyncio.run(main())
+"""
+
+
+def test_upnp_lease_is_renewed_before_it_runs_out(netlab: Lab) -> None:
+    """A 4 s lease, renewed every 2 s: over 6 s the gateway's remaining
+    lease never runs out (without renewal it would be gone after 4 s)."""
+    site = netlab.add_site("u", "upnp")
+    r = json.loads(site.host.run_python(RENEW, site.host.ip, timeout=30))
+    assert r["state"] == "mapped"
+    assert all(left is not None and 0 < left <= 4 for left in r["left"]), r
+    assert max(r["left"][3:]) > 1, r  # refreshed, not counting down from the first add
+    assert r["after_close"] is None
+    assert netlab.upnp_mappings(site) == []
