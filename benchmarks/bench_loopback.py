@@ -1,6 +1,6 @@
 """One crust connection over loopback through two Endpoints (AES-256-GCM,
 bulk 64 KiB messages), the receiver in a child process, beside the raw
-kernel baselines measured in the same run by benchmarks/_rawudp.c:
+kernel baselines measured in the same run by crust/bench/rawudp.c:
 sendmmsg/recvmmsg at 1200-byte datagrams (the target's denominator), and
 the same with GSO -> GRO (what the kernel can do at best).
 
@@ -18,7 +18,6 @@ import select
 import shutil
 import socket
 import statistics
-import subprocess
 import time
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from crust import _core
+from crust.bench.baselines import raw_udp, rawudp_binary
 from crust.errors import WouldBlock
 
 NBYTES = int(os.environ.get("CRUST_BENCH_BYTES", 400_000_000))
@@ -144,31 +144,13 @@ def _crust_run(cfg: dict[str, int], nbytes: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def rawudp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
+    if shutil.which(os.environ.get("CC", "cc")) is None:
         pytest.skip("no C compiler for the raw baseline")
-    out = tmp_path_factory.mktemp("rawudp") / "rawudp"
-    src = Path(__file__).with_name("_rawudp.c")
-    subprocess.run([cc, "-O2", "-Wall", "-Wextra", str(src), "-o", str(out)], check=True)
-    return out
+    return rawudp_binary(tmp_path_factory.mktemp("rawudp"))
 
 
 def _raw_run(binary: Path, gso: bool) -> dict[str, float]:
-    with subprocess.Popen(
-        [str(binary), "recv", str(PAYLOAD), "32", str(int(gso))],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as recv:
-        assert recv.stdout is not None
-        port = int(recv.stdout.readline().split()[1])
-        subprocess.run(
-            [str(binary), "send", str(port), str(PAYLOAD), "32", str(int(gso)), str(RAW_SECONDS)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        fields = recv.stdout.readline().split()
-    dgrams, nbytes, ns = int(fields[1]), int(fields[3]), int(fields[5])
-    return {"dgrams_per_s": dgrams / ns * 1e9, "bytes_per_s": nbytes / ns * 1e9}
+    return raw_udp(binary, PAYLOAD, RAW_SECONDS, gso)
 
 
 _RAW: dict[str, dict[str, float]] = {}

@@ -25,8 +25,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import resource
-import socket
 import sys
 import time
 from multiprocessing.connection import Connection as Pipe
@@ -37,6 +35,8 @@ import pytest
 import crust
 from crust import NewMessage, NewPeer, Service, ServiceConfig, _core
 from crust import handshake as _handshake
+from crust.bench.baselines import cpu_seconds as _cpu
+from crust.bench.baselines import raw_tcp as _raw_tcp
 
 MIB = 1 << 20
 NBYTES = int(os.environ.get("CRUST_BENCH_TCP_MIB", 1024)) * MIB
@@ -51,62 +51,9 @@ AEADS = {
 _CTX = mp.get_context("fork")
 
 
-def _cpu() -> float:
-    """CPU seconds (user + system) this process has used."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-# ---- raw kernel TCP ----------------------------------------------------------
-
-
-def _raw_receiver(pipe: Pipe, nbytes: int) -> None:
-    srv = socket.create_server(("127.0.0.1", 0))
-    pipe.send(srv.getsockname())
-    conn, _ = srv.accept()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    got = first_len = 0
-    first = 0
-    cpu0 = _cpu()
-    while got < nbytes:
-        n = conn.recv_into(view)
-        if not n:
-            break
-        if not first:
-            first, first_len = time.perf_counter_ns(), n
-        got += n
-    last = time.perf_counter_ns()
-    pipe.send((got, got - first_len, last - first, _cpu() - cpu0))
-    conn.close()
-    srv.close()
-
-
 def raw_tcp(nbytes: int = NBYTES) -> dict[str, float]:
     """One raw TCP transfer of nbytes in 1 MiB writes; goodput at the receiver."""
-    parent, child = _CTX.Pipe()
-    proc = _CTX.Process(target=_raw_receiver, args=(child, nbytes))
-    proc.start()
-    addr = parent.recv()
-    data = os.urandom(CHUNK)
-    with socket.create_connection(addr) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sent = 0
-        cpu0 = _cpu()
-        while sent < nbytes:
-            s.sendall(data)
-            sent += CHUNK
-        tx_cpu = _cpu() - cpu0
-        got, counted, ns, rx_cpu = parent.recv()
-    proc.join(10)
-    assert got == nbytes, (got, nbytes)
-    return {
-        "bytes": got,
-        "ns": ns,
-        "bytes_per_s": counted / ns * 1e9,
-        "tx_cpu_ns_per_byte": tx_cpu / got * 1e9,
-        "rx_cpu_ns_per_byte": rx_cpu / got * 1e9,
-    }
+    return _raw_tcp(nbytes, CHUNK)
 
 
 # ---- crust TCP through the public API -----------------------------------------

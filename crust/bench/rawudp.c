@@ -1,14 +1,14 @@
 /*
- * _rawudp.c - the raw UDP baseline of benchmarks/bench_loopback.py: what
+ * rawudp.c - the raw UDP baseline of `crust bench` and benchmarks/: what
  * the kernel alone moves over loopback, with the same batching crust uses
  * (sendmmsg/recvmmsg, optionally GSO and GRO). Compiled on the fly by the
- * benchmark with `cc -O2`.
+ * benchmark with `cc -O2` (crust.bench.baselines).
  *
- *   _rawudp recv <payload> <batch> <gro 0|1>
+ *   rawudp recv <payload> <batch> <gro 0|1>
  *       binds 127.0.0.1:0, prints "port N", counts datagrams until 300 ms
  *       of silence after the first, prints
  *       "datagrams D bytes B ns T" (T: first to last datagram)
- *   _rawudp send <port> <payload> <batch> <gso 0|1> <seconds>
+ *   rawudp send <port> <payload> <batch> <gso 0|1> <seconds>
  *       sends payload-byte datagrams as fast as sendmmsg takes them
  */
 #define _GNU_SOURCE
@@ -144,6 +144,6 @@ int main(int argc, char **argv)
     if (argc == 7 && strcmp(argv[1], "send") == 0)
         return do_send(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]),
                        atof(argv[6]));
-    fprintf(stderr, "usage: see the comment at the top of _rawudp.c\n");
+    fprintf(stderr, "usage: see the comment at the top of rawudp.c\n");
     return 2;
 }

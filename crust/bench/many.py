@@ -1,0 +1,390 @@
+"""Many connections on one listening endpoint, two processes on loopback.
+
+The measured side is a real ``crust.Service`` in a child process. The
+dialling side is not: a thousand ``Service`` objects could not share one
+process, so it runs crust's sans-IO handshake (``Initiator``, a fresh
+identity per connection) over one C ``Endpoint`` (UDP) or over plain
+asyncio streams with crust's 2-byte framing (TCP), ``WINDOW`` handshakes
+in flight at a time. What the service sees is what it would see from that
+many real nodes.
+
+Figures:
+
+- handshakes per second the service completes (first ``NewPeer`` to last);
+- memory per idle connection, three ways: the growth of the service
+  process's resident set over all connections (everything: C, Python,
+  allocator slack), the C core's own count (``Connection.memory()``
+  summed), and the Python objects (``tracemalloc``, over a further batch of
+  connections opened with tracing on: tracing slows allocation, so it is
+  kept out of the handshake timing);
+- aggregate messages per second: 64-byte messages round-robin over every
+  connection, counted as ``NewMessage`` events at the service (UDP only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import resource
+import select
+import socket
+import struct
+import time
+import tracemalloc
+from typing import Any
+
+from crust import _core
+from crust.bench.procs import BenchError, ChildPipe, child
+from crust.bench.service_path import NETWORK, service_config
+from crust.errors import WouldBlock
+from crust.events import NewMessage, NewPeer
+from crust.handshake import Initiator, long_header_prefix
+from crust.identity import Identity
+from crust.peer import Address, now_us
+from crust.service import Service
+
+__all__ = ["many_connections"]
+
+WINDOW = 64
+_HANDSHAKE_TIMEOUT_US = 10_000_000
+_FRAME = struct.Struct(">H")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _more_files(want: int) -> None:
+    """Raise the open-file limit towards ``want`` (TCP: a descriptor per
+    connection)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+# ---- the measured side: a Service in a child process ------------------------
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.peers = 0
+        self.last_peer = 0  # when the latest NewPeer came
+        self.msgs = 0
+        self.first_msg = 0
+        self.last_msg = 0
+
+
+async def _serve(pipe: Any, transport: str, most: int) -> None:
+    _more_files(most + 256)
+    # Keepalives at their default (20 s) would be the only traffic of an
+    # idle connection; the run is shorter than that.
+    async with Service(service_config(transport)) as svc:
+        counts = _Counts()
+
+        async def consume() -> None:
+            async for ev in svc.events():
+                if isinstance(ev, NewPeer):
+                    svc.maintain(ev.peer)
+                    counts.peers += 1
+                    counts.last_peer = time.perf_counter_ns()
+                elif isinstance(ev, NewMessage):
+                    counts.last_msg = time.perf_counter_ns()
+                    if not counts.first_msg:
+                        counts.first_msg = counts.last_msg
+                    counts.msgs += 1
+
+        task = asyncio.ensure_future(consume())
+        gc.collect()
+        pipe.send((svc.endpoints[0], _rss()))
+        try:
+            while True:
+                cmd, arg = await asyncio.to_thread(pipe.recv)
+                if cmd == "stop":
+                    break
+                if cmd == "trace":
+                    tracemalloc.start()
+                    pipe.send("tracing")
+                elif cmd == "peers":
+                    pipe.send(await _wait_peers(svc, counts, arg))
+                elif cmd == "messages":
+                    counts.msgs = counts.first_msg = counts.last_msg = 0
+                    pipe.send("counting")
+                elif cmd == "count":
+                    # Let what is in flight land before counting.
+                    await asyncio.sleep(0.2)
+                    pipe.send((counts.msgs, counts.last_msg - counts.first_msg))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _wait_peers(svc: Service, counts: _Counts, goal: int) -> dict[str, Any]:
+    give_up = time.monotonic() + 120
+    while counts.peers < goal:
+        if time.monotonic() > give_up:
+            return {"error": f"only {counts.peers} of {goal} peers arrived"}
+        await asyncio.sleep(0.01)
+    gc.collect()
+    out: dict[str, Any] = {
+        "peers": len(svc.peers),
+        "rss": _rss(),
+        # The C core's own accounting of every connection's heap.
+        "c_bytes": sum(p._link.conn.memory() for p in svc.peers),
+        "last_ns": counts.last_peer,
+    }
+    if tracemalloc.is_tracing():
+        out["traced"] = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    return out
+
+
+def _server(pipe: Any, transport: str, most: int) -> None:
+    asyncio.run(_serve(pipe, transport, most))
+
+
+# ---- the dialling side ---------------------------------------------------------
+
+
+def _initiator(server: Address, now: int, cid: bytes | None = None) -> Initiator:
+    return Initiator(
+        Identity.generate(),
+        NETWORK,
+        remote=None,
+        local_cid=cid or os.urandom(_core.CID_LEN),
+        now=now,
+        addr=server,
+        timeout_us=_HANDSHAKE_TIMEOUT_US,
+    )
+
+
+class _UdpDialer:
+    """Handshakes over one UDP socket; every finished one becomes an engine
+    connection on that socket's Endpoint."""
+
+    def __init__(self, server: Address) -> None:
+        self.server = server
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            self.sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.ep = _core.Endpoint(self.sock, long_header_prefix=long_header_prefix(NETWORK))
+        # Never started: it only turns handshake results into engine
+        # connections configured as a service's would be.
+        self.maker = Service(service_config("udp"))
+        self.pending: dict[bytes, Initiator] = {}
+        self.conns: list[_core.Connection] = []
+
+    def close(self) -> None:
+        self.ep.close()
+        self.sock.close()
+
+    def _wait(self, timeout: float) -> None:
+        select.select([self.sock], [], [], timeout)
+
+    def _service(self, now: int) -> None:
+        self.ep.drive(now)
+        for data, _ in self.ep.unrouted():
+            cid = data[6:14]
+            ini = self.pending.get(cid)
+            if ini is not None:
+                ini.receive_datagram(data, self.server, now)
+                self._advance(cid, ini, now)
+        for c in self.ep.ready():
+            c.poll_events()
+
+    def _advance(self, cid: bytes, ini: Initiator, now: int) -> None:
+        if ini.result is not None:
+            # Loopback loses nothing at this rate: no need to repeat the
+            # finish message until the service's first packet confirms it.
+            ini.confirm()
+        for d in ini.datagrams_to_send(now):
+            self.ep.send_raw(d, self.server)
+        if ini.result is not None:
+            del self.pending[cid]
+            conn = self.maker.make_connection(ini.result)
+            self.ep.add(conn, self.server)
+            self.conns.append(conn)
+        elif ini.error is not None:
+            raise BenchError(f"handshake failed: {ini.error}")
+
+    def dial(self, n: int) -> None:
+        goal = len(self.conns) + n
+        started = 0
+        next_timers = 0
+        give_up = time.monotonic() + 120
+        while len(self.conns) < goal:
+            now = now_us()
+            while started < n and len(self.pending) < WINDOW:
+                cid = os.urandom(_core.CID_LEN)
+                ini = _initiator(self.server, now, cid)
+                self.pending[cid] = ini
+                for d in ini.datagrams_to_send(now):
+                    self.ep.send_raw(d, self.server)
+                started += 1
+            self._service(now)
+            if now >= next_timers:
+                next_timers = now + 20_000
+                for cid, ini in list(self.pending.items()):
+                    t = ini.get_timer()
+                    if t is not None and t <= now:
+                        ini.handle_timer(now)
+                        self._advance(cid, ini, now)
+            if time.monotonic() > give_up:
+                raise BenchError(f"dialled {len(self.conns)} of {goal} connections in 120 s")
+            self._wait(0.002)
+
+    def messages(self, seconds: float, size: int) -> int:
+        """Round-robin ``size``-byte messages over every connection."""
+        msg = bytes(size)
+        sent = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            now = now_us()
+            for c in self.conns:
+                try:
+                    c.send(msg, now=now)
+                    sent += 1
+                except WouldBlock:
+                    pass
+            self.ep.flush(now)
+            self._service(now)
+        # Let retransmissions finish while the service counts.
+        stop = time.monotonic() + 0.2
+        while time.monotonic() < stop:
+            self._service(now_us())
+            self._wait(0.005)
+        return sent
+
+    def idle(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._service(now_us())
+            self._wait(0.01)
+
+
+class _TcpDialer:
+    """Handshakes over TCP streams (crust's framing), kept open."""
+
+    def __init__(self, server: Address) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _one(self, sem: asyncio.Semaphore) -> None:
+        async with sem:
+            reader, writer = await asyncio.open_connection(*self.server)
+            ini = _initiator(self.server, now_us())
+
+            def write() -> None:
+                for d in ini.datagrams_to_send(now_us()):
+                    writer.write(_FRAME.pack(len(d)) + d)
+
+            write()
+            while ini.result is None and ini.error is None:
+                (n,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+                ini.receive_datagram(await reader.readexactly(n), self.server, now_us())
+                write()  # a cookie retry, or the finish message
+            self.writers.append(writer)
+            if ini.error is not None:
+                raise BenchError(f"handshake failed: {ini.error}")
+            ini.confirm()  # a stream loses nothing: no repeats of the finish
+            write()
+
+    def dial(self, n: int) -> None:
+        async def run() -> None:
+            sem = asyncio.Semaphore(WINDOW)
+            await asyncio.wait_for(asyncio.gather(*(self._one(sem) for _ in range(n))), 120)
+
+        self.loop.run_until_complete(run())
+
+    def idle(self, seconds: float) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def close(self) -> None:
+        async def shut() -> None:
+            for w in self.writers:
+                w.close()
+            for w in self.writers:
+                with contextlib.suppress(OSError):
+                    await w.wait_closed()
+
+        self.loop.run_until_complete(shut())
+        self.loop.close()
+
+
+def _check(report: dict[str, Any]) -> dict[str, Any]:
+    if "error" in report:
+        raise BenchError(f"the service side: {report['error']}")
+    return report
+
+
+def many_connections(
+    transport: str, n: int, traced: int, msg_seconds: float, msg_size: int = 64
+) -> dict[str, Any]:
+    """``n`` connections to one service, then ``traced`` more under
+    tracemalloc, then (UDP) ``msg_seconds`` of messages over all of them."""
+    _more_files(n + traced + 256)
+    with child(_server, transport, n + traced) as pipe:
+        addr, rss0 = pipe.recv()
+        dialer: _UdpDialer | _TcpDialer = (
+            _UdpDialer(addr) if transport == "udp" else _TcpDialer(addr)
+        )
+        try:
+            return _measure(pipe, dialer, rss0, n, traced, msg_seconds, msg_size)
+        finally:
+            pipe.send(("stop", None))
+            dialer.idle(0.1)
+            dialer.close()
+
+
+def _measure(
+    pipe: ChildPipe,
+    dialer: _UdpDialer | _TcpDialer,
+    rss0: int,
+    n: int,
+    traced: int,
+    msg_seconds: float,
+    msg_size: int,
+) -> dict[str, Any]:
+    t0, cpu0 = time.perf_counter_ns(), time.process_time()
+    dialer.dial(n)
+    dial_ns = time.perf_counter_ns() - t0
+    # Near 1.0: the dialling side, not the service, set the pace.
+    dial_busy = (time.process_time() - cpu0) / dial_ns * 1e9
+    pipe.send(("peers", n))
+    first = _check(pipe.recv())
+    out: dict[str, Any] = {
+        "connections": first["peers"],
+        # perf_counter is CLOCK_MONOTONIC, one clock for both processes:
+        # from the first initiation here to the service's last NewPeer.
+        "handshakes_per_s": n / (first["last_ns"] - t0) * 1e9,
+        "dialler_cpu_share": dial_busy,
+        "rss_per_conn": (first["rss"] - rss0) / n,
+        "c_per_conn": first["c_bytes"] / n,
+    }
+    if traced:
+        pipe.send(("trace", None))
+        pipe.recv()
+        dialer.dial(traced)
+        pipe.send(("peers", n + traced))
+        second = _check(pipe.recv())
+        out["python_per_conn"] = second["traced"] / traced
+    if msg_seconds and isinstance(dialer, _UdpDialer):
+        pipe.send(("messages", None))
+        pipe.recv()
+        sent = dialer.messages(msg_seconds, msg_size)
+        pipe.send(("count", None))
+        got, ns = pipe.recv()
+        out.update(
+            messages_sent=sent,
+            messages=got,
+            messages_per_s=got / ns * 1e9 if ns else 0.0,
+        )
+    return out
