@@ -44,6 +44,7 @@ class PeerStats:
     """A snapshot of one connection (times in seconds, sizes in bytes)."""
 
     path: str
+    cipher: str
     rtt: float
     min_rtt: float
     cwnd: int
@@ -60,9 +61,10 @@ class PeerStats:
     recv_buffered: int
 
     @classmethod
-    def from_engine(cls, path: str, st: dict[str, int]) -> PeerStats:
+    def from_engine(cls, path: str, st: dict[str, int], cipher: str = "") -> PeerStats:
         return cls(
             path=path,
+            cipher=cipher,
             rtt=st["srtt_us"] / 1e6,
             min_rtt=st["min_rtt_us"] / 1e6,
             cwnd=st["cwnd"],
@@ -109,6 +111,9 @@ class Peer:
         self._closed = asyncio.Event()
         # Transport-specific state (e.g. the handshake result for rekeying).
         self.extra = extra
+        #: The packet cipher the handshake chose (a key of
+        #: crust.handshake.CIPHERS), set by the service.
+        self.cipher = ""
 
     def __repr__(self) -> str:
         state = "closed" if self.closed_reason else "open"
@@ -128,7 +133,7 @@ class Peer:
 
     @property
     def stats(self) -> PeerStats:
-        return PeerStats.from_engine(self.path, self._link.conn.stats())
+        return PeerStats.from_engine(self.path, self._link.conn.stats(), self.cipher)
 
     def send_nowait(self, data: Any, priority: int = 0) -> int:
         """Queue one message (any bytes-like object; copied once, into the

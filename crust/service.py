@@ -45,7 +45,14 @@ from crust.events import (
     NewPeer,
     PeerMisbehaving,
 )
-from crust.handshake import CookiePolicy, HandshakeResult, Initiator, Responder, TransportParams
+from crust.handshake import (
+    CIPHERS,
+    CookiePolicy,
+    HandshakeResult,
+    Initiator,
+    Responder,
+    TransportParams,
+)
 from crust.identity import Identity, PeerId
 from crust.peer import Address, Link, Peer, now_us
 from crust.stats import ServiceCounters, snapshot
@@ -53,6 +60,8 @@ from crust.stats import ServiceCounters, snapshot
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
 
 logger = logging.getLogger(__name__)
+
+_CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 
 # Application close codes the service itself uses.
 CODE_DISCONNECT = 0
@@ -375,7 +384,11 @@ class Service:
 
     def _params(self) -> TransportParams:
         cfg = self.config.engine_config()
-        return TransportParams(max_message_size=cfg.max_message_size, recv_window=cfg.recv_window)
+        return TransportParams(
+            max_message_size=cfg.max_message_size,
+            recv_window=cfg.recv_window,
+            aeads=self.config.aeads(),
+        )
 
     def make_responder(self) -> Responder:
         responder = Responder(
@@ -383,6 +396,10 @@ class Service:
             self.config.network,
             params=self._params(),
             cookie_policy=CookiePolicy(rate=self.config.cookie_rate),
+            # Remember each handshake for as long as a dialler with our
+            # timeout may repeat its initiation: a copy arriving after the
+            # record expired would complete a second, orphaned connection.
+            pending_timeout_us=int(max(15.0, self.config.connect_timeout) * 1e6),
         )
         self._counters.responders.append(responder)
         return responder
@@ -444,6 +461,7 @@ class Service:
                 self._retire(link)
             return existing
         peer = Peer(pid, link, incoming=incoming, extra=result)
+        peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
         self._peers[pid] = peer
         self._by_link[id(link)] = peer
         if not incoming:
