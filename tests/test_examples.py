@@ -40,7 +40,7 @@ def _run(name: str, *args: str, env: dict[str, str]) -> str:
 
 
 def test_every_example_has_a_test() -> None:
-    tested = {"echo.py", "hello_peer.py", "simulated_path.py"}
+    tested = {"echo.py", "file_share.py", "hello_peer.py", "simulated_path.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -77,6 +77,77 @@ def test_hello_peer_two_processes(tmp_path: Path) -> None:
         if listener.poll() is None:
             listener.kill()
             listener.communicate()
+
+
+def test_file_share_by_peer_id(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    shared = tmp_path / "shared.bin"
+    shared.write_bytes(os.urandom(3 << 20) + b"tail")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sender = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "file_share.py"), "send", str(shared)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert sender.stdout is not None
+        first = sender.stdout.readline().split()
+        assert first[:3] == ["python", "file_share.py", "receive"], first
+        peer_id, address = first[3], first[4]
+        out = _run("file_share.py", "receive", peer_id, address, str(inbox), env=env)
+        assert "100% of 3145732 bytes" in out
+        assert out.strip().splitlines()[-1].startswith("sha256 ok: ")
+        assert (inbox / "shared.bin").read_bytes() == shared.read_bytes()
+        rest, err = sender.communicate(timeout=TIMEOUT)
+        assert sender.returncode == 0, err
+        assert rest.strip().endswith(": sha256 ok")
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.communicate()
+
+
+def test_file_share_refuses_the_wrong_peer(tmp_path: Path) -> None:
+    """The peer id is checked by the handshake: another id fails to connect."""
+    env = _env(tmp_path)
+    shared = tmp_path / "shared.bin"
+    shared.write_bytes(b"secret")
+    sender = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "file_share.py"), "send", str(shared)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert sender.stdout is not None
+        address = sender.stdout.readline().split()[4]
+        someone_else = subprocess.run(
+            [sys.executable, "-c", "import crust; print(crust.Identity.generate().peer_id)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=TIMEOUT,
+        ).stdout.strip()
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        receive = ["receive", someone_else, address, str(inbox)]
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "file_share.py"), *receive],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+        )
+        assert done.returncode != 0
+        assert "ConnectionError" in done.stderr, done.stderr
+        assert list(inbox.iterdir()) == []
+    finally:
+        sender.kill()
+        sender.communicate()
 
 
 def test_simulated_path(tmp_path: Path) -> None:
