@@ -276,6 +276,15 @@ class Service:
         address behind a NAT), as handshakes echo it; most reported first."""
         return self.traversal.reflexive.addresses("udp")
 
+    @property
+    def mapped_addresses(self) -> list[Address]:
+        """Public addresses the UPnP gateway forwards to our live listeners
+        (``config.upnp``), UDP mappings first; empty without mappings."""
+        if self.upnp is None:
+            return []
+        ordered = sorted(self.upnp.mappings, key=lambda m: m.protocol != "udp")
+        return list(dict.fromkeys(m.external for m in ordered))
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event, in order, until the service closes."""
         while True:

@@ -212,6 +212,7 @@ def test_service_start_and_close_do_not_wait_for_a_hung_gateway() -> None:
         async with Service(cfg) as svc:
             assert time.monotonic() - t0 < 0.5
             assert svc.upnp is not None and svc.upnp.status.state == "discovering"
+            assert svc.mapped_addresses == []
             port = svc.endpoints[0][1]
             assert sorted(svc.upnp.ports) == [
                 ("tcp", ("0.0.0.0", port)),

@@ -36,6 +36,7 @@ async def main():
             "state": st and st.state, "external_ip": st and st.external_ip,
             "error": st and st.error, "discovery_seconds": st and st.discovery_seconds,
             "ready_seconds": time.monotonic() - t0,
+            "mapped_addresses": svc.mapped_addresses,
             "mappings": [[m.protocol, m.internal, m.external, m.lease]
                          for m in (st.mappings if st else ())],
         }), flush=True)
@@ -99,6 +100,7 @@ def test_upnp_maps_connects_inbound_and_unmaps(netlab: Lab) -> None:
         ("tcp", (site.host.ip, port), (site.public_ip, port)),
     }
     assert all(m[3] == 3600 for m in info["mappings"])
+    assert [tuple(a) for a in info["mapped_addresses"]] == [(site.public_ip, port)]
     # miniupnpd's own record: forwards in its iptables-legacy chains.
     assert set(netlab.upnp_mappings(site)) == {
         ("udp", port, site.host.ip, port),
@@ -143,6 +145,7 @@ def test_absent_gateway_does_not_hold_up_start(netlab: Lab, kind: str) -> None:
     node = site.host.python(NODE, site.host.ip, "1")
     info = json.loads(node.readline(20))
     assert info["state"] == "unavailable" and info["mappings"] == [], info
+    assert info["mapped_addresses"] == []
     assert "no UPnP device" in info["error"] or "no answer" in info["error"]
     # Start-up returned before discovery; discovery gave up within seconds.
     assert info["start_seconds"] < 1.0
