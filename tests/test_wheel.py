@@ -1,9 +1,9 @@
 """Acceptance test of the distributions: `python -m build` makes an sdist
 and, from that sdist alone, a wheel; `auditwheel` finds a manylinux tag
 the wheel satisfies and repairs (retags) it; a fresh virtual environment
-with only that wheel installed imports crust without a compiler on PATH,
-prints the version, runs every example (tests/test_examples.py, with the
-fresh interpreter) and `crust demo`.
+with only that wheel installed (dependencies from wheels too) imports
+crust without a compiler on PATH, prints the version, runs every example
+(tests/test_examples.py, with the fresh interpreter) and `crust demo`.
 
 Takes ~1-2 minutes (one C build, one venv); everything runs once per
 session in the module fixture.
@@ -78,7 +78,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(repaired), "pytest"])
+    # Wheels only, dependencies included: installing needs no compiler either.
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--only-binary=:all:"]
+    _run([*pip, str(repaired), "pytest"])
     return Built(sdist, wheel, repaired, match.group(1), venv)
 
 
