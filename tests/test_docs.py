@@ -127,3 +127,16 @@ def test_core_stub_is_complete() -> None:
 
 def test_package_is_typed() -> None:
     assert Path(crust.__file__).with_name("py.typed").exists()
+
+
+def test_configuration_page_toml_example_loads(tmp_path: Path) -> None:
+    """The TOML example on the configuration page is a valid config file."""
+    from crust.config_sources import load_config
+
+    page = (ROOT / "docs" / "reference" / "configuration.md").read_text()
+    example = page.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config.toml"
+    path.write_text(example)
+    loaded = load_config(path, env={}, default_file=False)
+    assert loaded.config.network == "myapp" and loaded.config.port == 40000
+    assert loaded.sources["port"] == f"file {path}"
