@@ -48,6 +48,7 @@ from crust.service import Service
 __all__ = ["many_connections"]
 
 WINDOW = 64
+SOURCES = 256
 _HANDSHAKE_TIMEOUT_US = 10_000_000
 _FRAME = struct.Struct(">H")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -164,52 +165,76 @@ def _initiator(server: Address, now: int, cid: bytes | None = None) -> Initiator
 
 
 class _UdpDialer:
-    """Handshakes over one UDP socket; every finished one becomes an engine
-    connection on that socket's Endpoint."""
+    """Handshakes over ``SOURCES`` UDP sockets (each with its C Endpoint);
+    every finished handshake becomes an engine connection on the endpoint
+    that dialled it.
 
-    def __init__(self, server: Address) -> None:
+    Several source ports, because a listener under load (its table of
+    recent handshakes three-quarters full: crust keeps each for 15 s to
+    answer retransmissions) demands cookies and then admits only
+    ``CookiePolicy.per_source_rate`` initiations per second per address, as
+    it should against a flood from one source. Thousands of real peers come
+    from thousands of addresses.
+    """
+
+    def __init__(self, server: Address, sources: int) -> None:
         self.server = server
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            self.sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        self.ep = _core.Endpoint(self.sock, long_header_prefix=long_header_prefix(NETWORK))
+        self.socks: list[socket.socket] = []
+        self.eps: list[_core.Endpoint] = []
+        prefix = long_header_prefix(NETWORK)
+        for _ in range(sources):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socks.append(sock)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, opt, 1 << 20)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            self.eps.append(_core.Endpoint(sock, long_header_prefix=prefix))
+        self._by_fd = {s.fileno(): ep for s, ep in zip(self.socks, self.eps, strict=True)}
         # Never started: it only turns handshake results into engine
         # connections configured as a service's would be.
         self.maker = Service(service_config("udp"))
-        self.pending: dict[bytes, Initiator] = {}
+        self.pending: dict[bytes, tuple[Initiator, _core.Endpoint]] = {}
         self.conns: list[_core.Connection] = []
+        self._next_all = 0
 
     def close(self) -> None:
-        self.ep.close()
-        self.sock.close()
+        for ep in self.eps:
+            ep.close()
+        for s in self.socks:
+            s.close()
 
-    def _wait(self, timeout: float) -> None:
-        select.select([self.sock], [], [], timeout)
+    def _service(self, now: int, timeout: float) -> None:
+        """Drive the endpoints with something to read (all of them every
+        20 ms, for their timers)."""
+        readable, _, _ = select.select(self.socks, [], [], timeout)
+        eps = [self._by_fd[s.fileno()] for s in readable]
+        if now >= self._next_all:
+            self._next_all = now + 20_000
+            eps = self.eps
+        for ep in eps:
+            ep.drive(now)
+            for data, _ in ep.unrouted():
+                cid = data[6:14]
+                entry = self.pending.get(cid)
+                if entry is not None:
+                    entry[0].receive_datagram(data, self.server, now)
+                    self._advance(cid, now)
+            for c in ep.ready():
+                c.poll_events()
 
-    def _service(self, now: int) -> None:
-        self.ep.drive(now)
-        for data, _ in self.ep.unrouted():
-            cid = data[6:14]
-            ini = self.pending.get(cid)
-            if ini is not None:
-                ini.receive_datagram(data, self.server, now)
-                self._advance(cid, ini, now)
-        for c in self.ep.ready():
-            c.poll_events()
-
-    def _advance(self, cid: bytes, ini: Initiator, now: int) -> None:
+    def _advance(self, cid: bytes, now: int) -> None:
+        ini, ep = self.pending[cid]
         if ini.result is not None:
             # Loopback loses nothing at this rate: no need to repeat the
             # finish message until the service's first packet confirms it.
             ini.confirm()
         for d in ini.datagrams_to_send(now):
-            self.ep.send_raw(d, self.server)
+            ep.send_raw(d, self.server)
         if ini.result is not None:
             del self.pending[cid]
             conn = self.maker.make_connection(ini.result)
-            self.ep.add(conn, self.server)
+            ep.add(conn, self.server)
             self.conns.append(conn)
         elif ini.error is not None:
             raise BenchError(f"handshake failed: {ini.error}")
@@ -223,22 +248,20 @@ class _UdpDialer:
             now = now_us()
             while started < n and len(self.pending) < WINDOW:
                 cid = os.urandom(_core.CID_LEN)
-                ini = _initiator(self.server, now, cid)
-                self.pending[cid] = ini
-                for d in ini.datagrams_to_send(now):
-                    self.ep.send_raw(d, self.server)
+                ep = self.eps[(len(self.conns) + len(self.pending)) % len(self.eps)]
+                self.pending[cid] = (_initiator(self.server, now, cid), ep)
+                self._advance(cid, now)
                 started += 1
-            self._service(now)
             if now >= next_timers:
                 next_timers = now + 20_000
-                for cid, ini in list(self.pending.items()):
+                for cid, (ini, _) in list(self.pending.items()):
                     t = ini.get_timer()
                     if t is not None and t <= now:
                         ini.handle_timer(now)
-                        self._advance(cid, ini, now)
+                        self._advance(cid, now)
             if time.monotonic() > give_up:
                 raise BenchError(f"dialled {len(self.conns)} of {goal} connections in 120 s")
-            self._wait(0.002)
+            self._service(now_us(), 0.002)
 
     def messages(self, seconds: float, size: int) -> int:
         """Round-robin ``size``-byte messages over every connection."""
@@ -253,20 +276,16 @@ class _UdpDialer:
                     sent += 1
                 except WouldBlock:
                     pass
-            self.ep.flush(now)
-            self._service(now)
-        # Let retransmissions finish while the service counts.
-        stop = time.monotonic() + 0.2
-        while time.monotonic() < stop:
-            self._service(now_us())
-            self._wait(0.005)
+            for ep in self.eps:
+                ep.flush(now)
+            self._service(now, 0.0)
+        self.idle(0.2)  # retransmissions finish while the service counts
         return sent
 
     def idle(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            self._service(now_us())
-            self._wait(0.01)
+            self._service(now_us(), 0.01)
 
 
 class _TcpDialer:
@@ -334,7 +353,7 @@ def many_connections(
     with child(_server, transport, n + traced) as pipe:
         addr, rss0 = pipe.recv()
         dialer: _UdpDialer | _TcpDialer = (
-            _UdpDialer(addr) if transport == "udp" else _TcpDialer(addr)
+            _UdpDialer(addr, min(SOURCES, n)) if transport == "udp" else _TcpDialer(addr)
         )
         try:
             return _measure(pipe, dialer, rss0, n, traced, msg_seconds, msg_size)

@@ -18,30 +18,19 @@ import statistics
 import time
 from typing import Any
 
-from crust import _core
 from crust.bench.procs import BenchError, ChildPipe, child
 from crust.config import ServiceConfig
 from crust.errors import WouldBlock
 from crust.events import NewMessage, NewPeer
+from crust.handshake import cipher_names
 from crust.identity import Identity
 from crust.peer import Address, Peer
 from crust.service import Service
 
-__all__ = ["AEAD_NAMES", "aead_name", "bulk", "connect_time", "request_response", "small_messages"]
+__all__ = ["aead_name", "bulk", "connect_time", "request_response", "small_messages"]
 
 NETWORK = "crust-bench"
 BULK_MSG = 1 << 20
-# By constant name: the set of ciphers grows with the engine.
-AEAD_NAMES = {
-    getattr(_core, const): label
-    for const, label in (
-        ("AEAD_NULL", "null"),
-        ("AEAD_CHACHA20_POLY1305", "ChaCha20-Poly1305"),
-        ("AEAD_AES256_GCM", "AES-256-GCM"),
-        ("AEAD_AEGIS128L", "AEGIS-128L"),
-    )
-    if hasattr(_core, const)
-}
 # The application yields to the event loop this often while queueing small
 # messages, as any producer that does other work would: the transport then
 # sends while the producer produces.
@@ -73,14 +62,13 @@ def service_config(transport: str, **overrides: Any) -> ServiceConfig:
 
 
 def aead_name(aead: int) -> str:
-    return AEAD_NAMES.get(aead, f"AEAD #{aead}")
+    """The configuration name of a cipher (``ServiceConfig.ciphers``)."""
+    return cipher_names((aead,))
 
 
 def peer_aead(peer: Peer) -> str:
     """The cipher the handshake chose for this peer's packets."""
-    keys = getattr(peer.extra, "keys", None)
-    aead = getattr(keys, "aead", None)
-    return "unknown" if aead is None else aead_name(aead)
+    return peer.cipher or "unknown"
 
 
 # ---- the far end ---------------------------------------------------------------

@@ -225,6 +225,8 @@ def _many(t: str) -> Case:
         Figure("  idle connection, C core", "c_per_conn", "KiB/conn", 1024),
         Figure("  idle connection, Python objects", "python_per_conn", "KiB/conn", 1024),
         Figure("  concurrent connections", "connections", "conns"),
+        # Near 1: the (Python) dialling side, not the service, set the pace.
+        Figure("  dialling side's share of a core", "dialler_cpu_share", "core"),
     ]
     if t == "udp":
         figures.append(
