@@ -9,6 +9,15 @@ own SYN left is answered with RST ("connection refused"): retry within the
 deadline, after a *random* pause: two sides retrying in lockstep can keep
 missing each other for seconds (lab notes).
 
+No low-TTL trick here, unlike UDP: a SYN that dies on the way returns an
+ICMP time-exceeded that aborts the connecting socket, and a second socket's
+SYN carries a new initial sequence number, which the far NAT's conntrack
+(window tracking) then finds out of window once the peer's SYN has passed
+it. So a NAT that answers unsolicited SYNs with RST (no firewall) can
+defeat TCP punching where the path is too short for the SYNs to cross;
+behind firewalls that drop unsolicited packets it works (measured in
+tests/netlab/test_netlab_traversal.py).
+
 Binding a second socket to a port with a listener needs SO_REUSEPORT on
 both; the service's listening TCP sockets set it.
 """
@@ -60,7 +69,11 @@ def _bound_socket(local: Address) -> socket.socket:
 
 
 async def _one_target(
-    local: Address, target: Address, deadline: float, rng: random.Random, errors: list[str]
+    local: Address,
+    target: Address,
+    deadline: float,
+    rng: random.Random,
+    errors: list[str],
 ) -> socket.socket:
     loop = asyncio.get_running_loop()
     tries = 0
@@ -79,6 +92,7 @@ async def _one_target(
             if isinstance(e, OSError) and e.errno == errno.EADDRNOTAVAIL:
                 raise AlreadyConnected(local, target) from None
             last = type(e).__name__ if not str(e) else str(e)
+            logger.debug("TCP punch %s -> %s, try %d: %s", local, target, tries, last)
             await asyncio.sleep(min(rng.uniform(*_PAUSE), max(0.0, deadline - loop.time())))
             continue
         except BaseException:
@@ -89,7 +103,10 @@ async def _one_target(
 
 
 async def simultaneous_open(
-    local: Address, targets: list[Address], timeout: float, rng: random.Random | None = None
+    local: Address,
+    targets: list[Address],
+    timeout: float,
+    rng: random.Random | None = None,
 ) -> socket.socket:
     """A connected, non-blocking TCP socket bound to ``local``, to the first
     of ``targets`` that answers within ``timeout`` seconds. Raises

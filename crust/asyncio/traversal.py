@@ -164,12 +164,17 @@ class Traversal:
     def on_established(self, link: Link, result: HandshakeResult) -> None:
         """A handshake completed: note where the peer saw us, and name the
         path of an incoming connection that a punch made possible."""
-        transport = {"direct-udp": "udp", "direct-tcp": "tcp"}.get(link.path)
-        if transport is not None:
-            self.reflexive.note(transport, result.observed_addr, result.peer_id, now_us())
+        if link.path == "relayed":
+            return
+        transport = link.path.rsplit("-", 1)[-1]
+        self.reflexive.note(transport, result.observed_addr, result.peer_id, now_us())
         punched = self._punched.get(result.peer_id)
         if punched is not None and link.path == "direct-udp" and punched[0] == link.address:
             link.path = punched[1]
+        if link.path.startswith("punched-") and result.observed_addr in self.svc.endpoints:
+            # The peer reached our own listening address: no NAT on our
+            # side, and the punch only had to open theirs.
+            link.path = "direct-" + transport
 
     def on_peer_lost(self, peer: Peer) -> None:
         """``peer`` is gone: end the relay sessions through or of it."""
@@ -379,7 +384,13 @@ class Traversal:
                 # stream is the punched one, and the requester dials over it.
                 if not initiator:
                     raise ConnectionError("the requester dials over our accepted stream") from None
-                link = self._accepted_stream(e.local, e.target)
+                # The kernel may hold it in the accept queue a moment longer.
+                link = None
+                for _ in range(25):
+                    link = self._accepted_stream(e.local, e.target)
+                    if link is not None:
+                        break
+                    await asyncio.sleep(0.02)
                 if link is None:
                     raise ConnectionError(str(e)) from None
                 link.path = "direct-tcp" if e.target in local else "punched-tcp"
@@ -458,7 +469,12 @@ class Traversal:
             delay = self.tcp_after if self.svc.config.udp else 0.0
             self._spawn(
                 self._tcp_attempt(
-                    requester, peer_cands, local_set, deadline, initiator=False, delay=delay
+                    requester,
+                    peer_cands,
+                    local_set,
+                    deadline,
+                    initiator=False,
+                    delay=delay,
                 )
             )
 
