@@ -268,6 +268,7 @@ cdef extern from "crust.h" nogil:
         uint32_t route_unknown_cids
         uint32_t lh_prefix_len
         uint8_t lh_prefix[8]
+        uint32_t route_stun
 
     void crust_endpoint_config_default(crust_endpoint_config *cfg)
 

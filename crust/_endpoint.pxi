@@ -103,7 +103,9 @@ cdef class Endpoint:
     when they join the unrouted datagrams too. With ``long_header_prefix``
     (up to 8 bytes; crust's handshake: version and network tag), long-header
     datagrams whose bytes from the second on do not start with it are
-    dropped and counted in C as well (``rx_dropped_foreign``).
+    dropped and counted in C as well (``rx_dropped_foreign``). With
+    ``route_stun``, STUN messages (RFC 8489 header) become unrouted too, so a
+    STUN client can run on the listening socket.
 
     Added connections stay referenced until :meth:`remove` or :meth:`close`.
     While in an Endpoint a connection refuses calls during a drive or flush
@@ -131,7 +133,8 @@ cdef class Endpoint:
         self._conns = {}
 
     def __init__(self, sock, *, int batch=32, bint gso=True, bint gro=True,
-                 bint route_unknown_cids=False, bytes long_header_prefix=b""):
+                 bint route_unknown_cids=False, bytes long_header_prefix=b"",
+                 bint route_stun=False):
         if self._ep != NULL:
             raise RuntimeError("Endpoint.__init__ called twice")
         family = sock.family
@@ -149,6 +152,7 @@ cdef class Endpoint:
         cfg.gso = gso
         cfg.gro = gro
         cfg.route_unknown_cids = route_unknown_cids
+        cfg.route_stun = route_stun
         cfg.lh_prefix_len = <uint32_t>len(long_header_prefix)
         for i in range(cfg.lh_prefix_len):
             cfg.lh_prefix[i] = long_header_prefix[i]

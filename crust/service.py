@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from crust import _core, control
+from crust.asyncio.stun import probe_listener
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
@@ -54,6 +55,7 @@ from crust.handshake import (
     TransportParams,
 )
 from crust.identity import Identity, PeerId
+from crust.nat.classify import NatBehaviour
 from crust.peer import Address, Link, Peer, now_us
 from crust.stats import ServiceCounters, snapshot
 
@@ -154,6 +156,10 @@ class Service:
         self.traversal = Traversal(self)
         #: UPnP port mapper (``config.upnp``); ``upnp.status`` says what it got.
         self.upnp: PortMapper | None = None
+        #: What the STUN servers (``config.stun_servers``) showed for the live
+        #: UDP port: reflexive address and mapping behaviour; None until known.
+        self.nat: NatBehaviour | None = None
+        self._stun_task: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
@@ -203,6 +209,8 @@ class Service:
         self._housekeeping = asyncio.create_task(self._housekeep())
         if self.config.upnp:
             self._start_upnp()
+        if self.config.stun_servers:
+            self._stun_task = asyncio.create_task(self._probe_stun())
         logger.info("service %s listening on %s", self.id.short, self.endpoints)
 
     async def close(self) -> None:
@@ -212,6 +220,10 @@ class Service:
         self._closing = True
         if self.upnp is not None:
             await self.upnp.close()
+        if self._stun_task is not None:
+            self._stun_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stun_task
         peers = list(self._peers.values())
         for p in peers:
             self._close_peer(p, CODE_SHUTDOWN, graceful=True)
@@ -235,6 +247,9 @@ class Service:
         self._udp.clear()
         self._tcp.clear()
         self._events.put_nowait(None)
+
+    async def _probe_stun(self) -> None:
+        self.nat = await probe_listener(self._udp, self.config.stun_servers)
 
     def _start_upnp(self) -> None:
         # Only the live listeners are mapped: the backup port exists for
@@ -275,6 +290,12 @@ class Service:
         """Where connected peers saw our UDP packets come from (our public
         address behind a NAT), as handshakes echo it; most reported first."""
         return self.traversal.reflexive.addresses("udp")
+
+    @property
+    def stun_addresses(self) -> list[Address]:
+        """Where the STUN servers saw our live UDP port (one address behind
+        an endpoint-independent NAT, one per server address otherwise)."""
+        return list(self.nat.reflexive) if self.nat is not None else []
 
     @property
     def mapped_addresses(self) -> list[Address]:

@@ -83,6 +83,14 @@ typedef struct crust_endpoint_config {
                                   so junk and other networks' packets
                                   never leave C                           */
     uint8_t lh_prefix[8];
+    uint32_t route_stun;       /* 0: off. 1: a datagram that is neither a
+                                  crust packet nor junk but a STUN message
+                                  (RFC 8489: top two bits 0, magic cookie
+                                  0x2112A442 at offset 4; crust packets
+                                  always set 0x80 or 0x40, so the two
+                                  never overlap) is queued as unrouted, so
+                                  a STUN client can share the listening
+                                  socket and learn that port's mapping    */
 } crust_endpoint_config;
 
 void crust_endpoint_config_default(crust_endpoint_config *cfg);

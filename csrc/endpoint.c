@@ -101,6 +101,7 @@ void crust_endpoint_config_default(crust_endpoint_config *cfg)
     cfg->path_change_cap = 256;
     cfg->close_fd = 0;
     cfg->route_unknown_cids = 0;
+    cfg->route_stun = 0;
 }
 
 static int config_ok(const crust_endpoint_config *cfg)
@@ -110,7 +111,8 @@ static int config_ok(const crust_endpoint_config *cfg)
            cfg->unrouted_cap <= 65536 && cfg->unrouted_max_len >= 1 &&
            cfg->unrouted_max_len <= 65535 && cfg->path_change_cap >= 1 &&
            cfg->path_change_cap <= 65536 && cfg->close_fd <= 1 &&
-           cfg->route_unknown_cids <= 1 && cfg->lh_prefix_len <= sizeof cfg->lh_prefix;
+           cfg->route_unknown_cids <= 1 && cfg->route_stun <= 1 &&
+           cfg->lh_prefix_len <= sizeof cfg->lh_prefix;
 }
 
 /* ---- addresses ---------------------------------------------------------------- */
@@ -571,6 +573,16 @@ static void path_changed(crust_endpoint *ep, ep_conn *e, const struct sockaddr *
     p->addrlen = len;
 }
 
+/* RFC 8489 section 5: the first two bits are 0 and bytes 4..7 hold the magic
+ * cookie; a whole STUN message is a 20-byte header plus 4-byte aligned
+ * attributes whose length the header gives. */
+static int is_stun(const uint8_t *d, size_t len)
+{
+    if (len < 20 || (d[0] & 0xC0) || len != 20 + (((size_t)d[2] << 8) | d[3]))
+        return 0;
+    return d[4] == 0x21 && d[5] == 0x12 && d[6] == 0xA4 && d[7] == 0x42;
+}
+
 static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
                      const struct sockaddr *from, socklen_t fromlen, uint64_t now)
 {
@@ -599,7 +611,10 @@ static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
             return;
         }
     } else if (len == 0 || !(d[0] & LONG_HEADER)) {
-        ep->st.rx_dropped_malformed++;
+        if (ep->cfg.route_stun && is_stun(d, len))
+            unrouted_push(ep, d, len, from, fromlen);
+        else
+            ep->st.rx_dropped_malformed++;
         return;
     } else if (ep->cfg.lh_prefix_len &&
                (len <= ep->cfg.lh_prefix_len ||

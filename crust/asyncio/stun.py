@@ -12,29 +12,105 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import cast
+from typing import Protocol, cast
 
 from crust.nat.classify import NatBehaviour, Probe, classify
 from crust.nat.stun import BindingFailed, BindingSucceeded, StunClient, StunFailed
 
-__all__ = ["StunSocket", "probe_nat"]
+__all__ = ["StunDriver", "StunSocket", "mapping_probes", "probe_nat", "route_source"]
 
 logger = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 
 
-class StunSocket(asyncio.DatagramProtocol):
-    """One UDP socket (one NAT mapping) running binding transactions."""
+class StunDriver:
+    """Runs a :class:`StunClient` on the event loop: ``send(data, addr)``
+    transmits, :meth:`feed` takes received STUN datagrams, and one timer
+    drives retransmissions. Shared by :class:`StunSocket` (its own socket)
+    and the service's UDP listeners (the listening socket)."""
 
-    def __init__(self, client: StunClient) -> None:
+    def __init__(self, client: StunClient, send: Callable[[bytes, Addr], None]) -> None:
         self.client = client
-        self._transport: asyncio.DatagramTransport | None = None
+        self._send = send
         self._waiters: dict[bytes, asyncio.Future[BindingSucceeded]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._closed = False
+
+    def feed(self, data: bytes, addr: Addr) -> None:
+        self.client.receive_datagram(data, addr, self._loop.time())
+        self._service()
+
+    async def binding(
+        self, server: Addr, *, change_ip: bool = False, change_port: bool = False
+    ) -> BindingSucceeded:
+        """One binding transaction; raises :class:`StunFailed` on timeout,
+        an error response or when the driver is closed."""
+        if self._closed:
+            raise StunFailed(server, "socket closed")
+        txid = self.client.binding(
+            server, self._loop.time(), change_ip=change_ip, change_port=change_port
+        )
+        fut: asyncio.Future[BindingSucceeded] = self._loop.create_future()
+        self._waiters[txid] = fut
+        self._service()
+        try:
+            return await fut
+        finally:
+            self._waiters.pop(txid, None)
+            self.client.cancel(txid)
+
+    def _service(self) -> None:
+        if self._closed:
+            return
+        now = self._loop.time()
+        self.client.handle_timer(now)
+        for data, addr in self.client.datagrams_to_send(now):
+            try:
+                self._send(data, addr)
+            except OSError as e:
+                # The retransmission schedule covers a failed send too.
+                logger.debug("STUN send to %s: %s", addr, e)
+        while (ev := self.client.next_event()) is not None:
+            fut = self._waiters.get(ev.txid)
+            if fut is None or fut.done():
+                continue
+            if isinstance(ev, BindingSucceeded):
+                fut.set_result(ev)
+            elif isinstance(ev, BindingFailed):
+                fut.set_exception(StunFailed(ev.server, ev.reason))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.client.get_timer()
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._service)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for txid, fut in self._waiters.items():
+            if not fut.done():
+                fut.set_exception(StunFailed(("?", 0), "socket closed"))
+            self.client.cancel(txid)
+
+
+class StunSocket(asyncio.DatagramProtocol):
+    """One UDP socket of its own (one NAT mapping) running binding
+    transactions."""
+
+    def __init__(self, client: StunClient) -> None:
+        self._transport: asyncio.DatagramTransport | None = None
+        self.driver = StunDriver(client, self._sendto)
+
+    def _sendto(self, data: bytes, addr: Addr) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, addr)
 
     @classmethod
     async def open(
@@ -65,8 +141,7 @@ class StunSocket(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.client.receive_datagram(data, (str(addr[0]), int(addr[1])), self._loop.time())
-        self._service()
+        self.driver.feed(data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors only reach connected UDP sockets on Linux; the
@@ -74,57 +149,18 @@ class StunSocket(asyncio.DatagramProtocol):
         logger.debug("STUN socket %s: %s", self.local_address, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(StunFailed(("?", 0), "socket closed"))
-        self._waiters.clear()
-        if self._timer is not None:
-            self._timer.cancel()
+        self.driver.close()
 
     async def binding(
         self, server: Addr, *, change_ip: bool = False, change_port: bool = False
     ) -> BindingSucceeded:
-        """One binding transaction; raises :class:`StunFailed` on timeout
-        or an error response."""
-        if self._transport is None or self._transport.is_closing():
-            raise StunFailed(server, "socket closed")
-        txid = self.client.binding(
-            server, self._loop.time(), change_ip=change_ip, change_port=change_port
-        )
-        fut: asyncio.Future[BindingSucceeded] = self._loop.create_future()
-        self._waiters[txid] = fut
-        self._service()
-        try:
-            return await fut
-        finally:
-            self._waiters.pop(txid, None)
-            self.client.cancel(txid)
-
-    def _service(self) -> None:
-        now = self._loop.time()
-        self.client.handle_timer(now)
-        assert self._transport is not None
-        if not self._transport.is_closing():
-            for data, addr in self.client.datagrams_to_send(now):
-                self._transport.sendto(data, addr)
-        while (ev := self.client.next_event()) is not None:
-            fut = self._waiters.get(ev.txid)
-            if fut is None or fut.done():
-                continue
-            if isinstance(ev, BindingSucceeded):
-                fut.set_result(ev)
-            elif isinstance(ev, BindingFailed):
-                fut.set_exception(StunFailed(ev.server, ev.reason))
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        when = self.client.get_timer()
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._service)
+        """One binding transaction (see :meth:`StunDriver.binding`)."""
+        return await self.driver.binding(server, change_ip=change_ip, change_port=change_port)
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        self.driver.close()
 
     async def __aenter__(self) -> StunSocket:
         return self
@@ -147,7 +183,13 @@ def route_source(server: Addr) -> str:
         return str(s.getsockname()[0])
 
 
-async def _probe(sock: StunSocket, test: str, server: Addr, **change: bool) -> Probe:
+class _Binder(Protocol):
+    async def binding(
+        self, server: Addr, *, change_ip: bool = False, change_port: bool = False
+    ) -> BindingSucceeded: ...
+
+
+async def _probe(sock: _Binder, test: str, server: Addr, **change: bool) -> Probe:
     t0 = time.monotonic()
     try:
         ok = await sock.binding(server, **change)
@@ -155,6 +197,25 @@ async def _probe(sock: StunSocket, test: str, server: Addr, **change: bool) -> P
         logger.debug("STUN test %s to %s: %s", test, server, e.reason)
         return Probe(test, server, None, None, None, time.monotonic() - t0)
     return Probe(test, server, ok.mapped, ok.source, ok.other, time.monotonic() - t0, ok.rtt)
+
+
+async def mapping_probes(sock: _Binder, servers: Sequence[Addr]) -> list[Probe]:
+    """Test I to ``servers[0]``; then, from the same socket, Tests II (other
+    IP, primary port) and III (other IP and port) when the server names an
+    RFC 5780 OTHER-ADDRESS, else one test to ``servers[1]`` when given."""
+    primary = servers[0]
+    first = await _probe(sock, "I", primary)
+    probes = [first]
+    if first.mapped is not None:
+        if first.other is not None:
+            other = first.other
+            probes += await asyncio.gather(
+                _probe(sock, "II", (other[0], primary[1])),
+                _probe(sock, "III", other),
+            )
+        elif len(servers) > 1:
+            probes.append(await _probe(sock, "II-server", servers[1]))
+    return probes
 
 
 async def probe_nat(
@@ -168,9 +229,7 @@ async def probe_nat(
 ) -> NatBehaviour:
     """Runs the RFC 5780 tests (or what the servers allow) and classifies.
 
-    Mapping: Test I to ``servers[0]``; if it names an OTHER-ADDRESS, Tests II
-    (other IP, primary port) and III (other IP and port) from the same
-    socket, else one test to ``servers[1]`` when given. Filtering (RFC 5780
+    Mapping: :func:`mapping_probes` on one socket. Filtering (RFC 5780
     servers only): from a fresh socket, so no earlier flow opens the NAT's
     filter, a request to the primary asking the answer to come from the
     other IP and port, then from the other port only. A filtering test
@@ -181,20 +240,10 @@ async def probe_nat(
         raise ValueError("probe_nat needs at least one STUN server")
     primary = servers[0]
     local_ip = route_source(primary)
-    probes: list[Probe] = []
     async with await StunSocket.open((host, 0), rto=rto, rc=rc, rm=rm) as sock:
         local = (local_ip, sock.local_address[1])
-        first = await _probe(sock, "I", primary)
-        probes.append(first)
-        if first.mapped is not None:
-            if first.other is not None:
-                other = first.other
-                probes += await asyncio.gather(
-                    _probe(sock, "II", (other[0], primary[1])),
-                    _probe(sock, "III", other),
-                )
-            elif len(servers) > 1:
-                probes.append(await _probe(sock, "II-server", servers[1]))
+        probes = await mapping_probes(sock, servers)
+    first = probes[0]
     if first.mapped is not None and first.other is not None:
         async with await StunSocket.open((host, 0), rto=rto, rc=filter_rc, rm=rm) as fsock:
             base = await _probe(fsock, "filter-base", primary)
@@ -206,3 +255,49 @@ async def probe_nat(
                 if probes[-1].mapped is None:
                     probes.append(await _probe(fsock, "filter-port", primary, change_port=True))
     return classify(local, probes)
+
+
+class _StunListener(Protocol):
+    role: str
+    address: Addr
+    stun: StunDriver | None
+
+
+async def probe_listener(
+    listeners: Sequence[_StunListener], servers: Sequence[str]
+) -> NatBehaviour | None:
+    """The mapping tests (:func:`mapping_probes`) from a service's live UDP
+    listening socket, whose mapping is the one peers have to reach; returns
+    ``None`` when no listener or server fits. ``servers``: ``"host:port"``
+    (hostnames resolved here; the first address of the listener's family)."""
+    from crust.config import parse_host_port  # deferred: config imports the core
+
+    loop = asyncio.get_running_loop()
+    for listener in listeners:
+        if listener.role != "live" or listener.stun is None:
+            continue
+        family = socket.AF_INET6 if ":" in listener.address[0] else socket.AF_INET
+        resolved: list[Addr] = []
+        for text in servers:
+            host, port = parse_host_port(text)
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM), 3.0
+                )
+            except (OSError, asyncio.TimeoutError) as e:
+                logger.info("STUN server %s: cannot resolve: %s", text, e)
+                continue
+            resolved.append((str(infos[0][4][0]), port))
+        if not resolved:
+            continue
+        probes = await mapping_probes(listener.stun, resolved)
+        host = listener.address[0]
+        if host in ("0.0.0.0", "::"):
+            host = route_source(resolved[0])
+        result = classify((host, listener.address[1]), probes)
+        logger.info(
+            "STUN: %s:%d is seen at %s (mapping %s)",
+            host, listener.address[1], result.reflexive, result.mapping.value,
+        )  # fmt: skip
+        return result
+    return None

@@ -15,8 +15,10 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from crust import _core
+from crust.asyncio.stun import StunDriver
 from crust.handshake import long_header_prefix
 from crust.nat.punch import is_punch
+from crust.nat.stun import StunClient
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
@@ -59,9 +61,15 @@ class UdpListener:
         self.address: Address = sock.getsockname()[:2]
         # Junk stays in C: short headers for no connection here, and long
         # headers without our version and network tag, are dropped there.
+        # With STUN servers configured, STUN answers come up too: the
+        # listening port's own mapping is the one peers must reach.
+        stun = bool(service.config.stun_servers)
         self.endpoint = _core.Endpoint(
-            sock, long_header_prefix=long_header_prefix(service.config.network)
+            sock, long_header_prefix=long_header_prefix(service.config.network), route_stun=stun
         )
+        self.stun: StunDriver | None = None
+        if stun:
+            self.stun = StunDriver(StunClient(rto=0.2, rc=4, rm=4), self.endpoint.send_raw)
         self.responder = service.make_responder()
         # Outgoing handshakes, by our connection id (their replies carry it).
         self._dialing: dict[bytes, tuple[Initiator, Address, asyncio.Future[HandshakeResult]]] = {}
@@ -144,6 +152,10 @@ class UdpListener:
     # -- handshakes ------------------------------------------------------
 
     def _on_unrouted(self, data: bytes, addr: Address, now: int) -> None:
+        if self.stun is not None and data and not data[0] & 0xC0:
+            # Only STUN has both top bits clear here (C checked the header).
+            self.stun.feed(data, addr)
+            return
         if not data or not data[0] & LONG_HEADER:
             self.service.count_failure(addr, None)
             return
@@ -245,6 +257,8 @@ class UdpListener:
         if self._closed:
             return
         self._closed = True
+        if self.stun is not None:
+            self.stun.close()
         if self._timer is not None:
             self._timer.cancel()
         self._loop.remove_reader(self.sock.fileno())

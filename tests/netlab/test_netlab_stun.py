@@ -57,3 +57,46 @@ def test_stun_mapping_and_classification(netlab: Lab, kind: str) -> None:
     }
     for test, server, mapped, _rtt in mapping_tests:
         assert flows[tuple(server)] == tuple(mapped), (test, flows)
+
+
+SERVICE = r"""
+import asyncio, json, sys, tempfile, time
+from pathlib import Path
+from crust import Identity, Service, ServiceConfig
+
+async def main():
+    cfg = ServiceConfig(hosts=(sys.argv[1],), stun_servers=(sys.argv[2],), beacon=False,
+                        gossip=False, identity=Identity.generate(),
+                        cache_path=Path(tempfile.mkdtemp()) / "cache")
+    async with Service(cfg) as svc:
+        t0 = time.monotonic()
+        while svc.nat is None and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.01)
+        print(json.dumps({"live": svc.endpoints[0], "stun": svc.stun_addresses,
+                          "mapping": svc.nat.mapping.value, "seconds": time.monotonic() - t0}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("kind", "mapping"), [("cone", EIM), ("symmetric", APD)])
+def test_service_stun_sees_the_listening_ports_mapping(
+    netlab: Lab, kind: str, mapping: str
+) -> None:
+    """The service's own listening socket asks (not a side socket): the
+    answer is the NAT's mapping of the port peers must reach."""
+    (stun_ip, stun_port), (alt_ip, alt_port) = netlab.stun()
+    site = netlab.add_site("a", kind)
+    r = json.loads(site.host.run_python(SERVICE, site.host.ip, f"{stun_ip}:{stun_port}"))
+    assert r["mapping"] == mapping
+    live_port = r["live"][1]
+    flows = {
+        (e.dst, e.dport): (e.reply_dst, e.reply_dport)
+        for e in site.conntrack("udp")
+        if (e.src, e.sport) == (site.host.ip, live_port)
+    }
+    dsts = [(stun_ip, stun_port), (alt_ip, stun_port), (alt_ip, alt_port)]
+    # Reflexive addresses, in test order without repeats, are exactly the
+    # NAT's mappings of the listening port toward the three server addresses.
+    assert [tuple(a) for a in r["stun"]] == list(dict.fromkeys(flows[d] for d in dsts))
+    assert len(r["stun"]) == (1 if kind == "cone" else 3)
