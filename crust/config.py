@@ -187,6 +187,14 @@ class ServiceConfig:
     relay: str = "fallback"
     """Relay policy: ``"never"``, ``"fallback"`` (only when no direct path
     works) or ``"always"``."""
+    relay_for_others: str = "allowed"
+    """Whether this node relays for pairs of its peers it introduced
+    (``connect`` by id): ``"never"`` or ``"allowed"``. It forwards their
+    ciphertext only."""
+    relay_cap: int = 1 << 20
+    """Bytes per second one relayed session may use through this node
+    (0: no cap); above it datagrams are dropped and the endpoints' congestion
+    control slows down."""
     upnp: bool = False
     """Ask a UPnP gateway to forward the live UDP and TCP ports (in the
     background: start-up never waits for it). Off by default because it
@@ -282,6 +290,12 @@ class ServiceConfig:
             _check_blacklist_entry(b)
         if self.relay not in RELAY_POLICIES:
             raise _bad("relay", f"must be one of {', '.join(RELAY_POLICIES)}, got {self.relay!r}")
+        if self.relay_for_others not in ("never", "allowed"):
+            raise _bad(
+                "relay_for_others", f"must be 'never' or 'allowed', got {self.relay_for_others!r}"
+            )
+        if not 0 <= self.relay_cap < 1 << 40:
+            raise _bad("relay_cap", f"must be 0 (no cap) or a positive rate, got {self.relay_cap}")
 
     def engine_config(self, **extra: Any) -> Any:
         """The engine :class:`crust._core.Config` this service's connections

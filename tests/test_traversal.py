@@ -15,7 +15,7 @@ import pytest
 
 from crust import Identity, NewMessage, Service, ServiceConfig, UnknownPeer
 from crust.asyncio.relay_link import RelayLink
-from crust.nat.relay import RelayPolicy, RelayTable
+from crust.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -32,12 +32,15 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
 
 
 @asynccontextmanager
-async def trio(**kw: Any) -> AsyncIterator[tuple[Service, Service, Service]]:
-    """M, A and B, with A and B connected to M only."""
+async def trio(
+    m_kw: dict[str, Any] | None = None, **kw: Any
+) -> AsyncIterator[tuple[Service, Service, Service]]:
+    """M, A and B, with A and B connected to M only; ``m_kw`` configures M."""
     async with AsyncExitStack() as stack:
         nodes = []
-        for _ in range(3):
-            cfg = ServiceConfig(identity=Identity.generate(), backup_port=False, **QUIET, **kw)
+        for i in range(3):
+            extra = {**kw, **(m_kw or {})} if i == 0 else kw
+            cfg = ServiceConfig(identity=Identity.generate(), backup_port=False, **QUIET, **extra)
             nodes.append(await stack.enter_async_context(Service(cfg)))
         m, a, b = nodes
         for n in (a, b):
@@ -137,9 +140,7 @@ def test_relay_when_nothing_direct_works_and_why() -> None:
 
 def test_relay_policy_never_means_no_relay() -> None:
     async def main() -> None:
-        async with trio() as (m, a, b):
-            m.traversal.policy = RelayPolicy(mode="never")
-            m.traversal.relays = RelayTable(m.traversal.policy)
+        async with trio(m_kw={"relay_for_others": "never"}) as (_, a, b):
             for n in (a, b):
                 _block_direct(n)
                 n.traversal.punch_timeout = 0.5
@@ -151,10 +152,8 @@ def test_relay_policy_never_means_no_relay() -> None:
 
 def test_relay_cap_bounds_throughput() -> None:
     async def main() -> None:
-        async with trio() as (m, a, b):
-            cap = 200_000
-            m.traversal.policy = RelayPolicy(cap=cap, burst=20_000)
-            m.traversal.relays = RelayTable(m.traversal.policy)
+        cap = 200_000
+        async with trio(m_kw={"relay_cap": cap}) as (m, a, b):
             for n in (a, b):
                 _block_direct(n)
                 n.traversal.punch_timeout = 0.3
@@ -167,8 +166,9 @@ def test_relay_cap_bounds_throughput() -> None:
             [got] = await recv_all(b, 1, timeout=30.0)
             elapsed = loop.time() - t0
             assert got == payload
-            # 400 kB through a 200 kB/s relay takes at least ~1.9 s.
-            assert elapsed >= (len(payload) - 20_000) / cap * 0.95
+            # 400 kB through a 200 kB/s relay (with a 256 KiB burst allowance)
+            # takes at least ~0.7 s.
+            assert elapsed >= (len(payload) - (256 << 10)) / cap * 0.95
             assert m.traversal.relays.dropped_cap > 0
 
     run(main())
@@ -207,5 +207,30 @@ def test_relayed_connection_upgrades_in_place_mid_transfer() -> None:
             assert relay_link.upgraded_to is peer._link
             back = next(p for p in b.peers if p.id == a.id)
             assert back.path == "direct-udp"
+
+    run(main())
+
+
+def test_relay_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="relay_for_others"):
+        ServiceConfig(relay_for_others="sometimes")
+    with pytest.raises(ConfigError, match="relay_cap"):
+        ServiceConfig(relay_cap=-1)
+
+
+def test_using_relays_never_and_always() -> None:
+    async def main() -> None:
+        async with trio(relay="always") as (m, a, b):
+            peer = await a.connect(b.id)
+            assert peer.path == "relayed"
+            await peer.send(b"via M")
+            assert await recv_all(b, 1) == [b"via M"]
+            assert m.traversal.relays.forwarded_bytes > 0
+        async with trio(relay="never") as (_, a, b):
+            for n in (a, b):
+                _block_direct(n)
+                n.traversal.punch_timeout = 0.3
+            with pytest.raises(ConnectionError, match="relay='never'"):
+                await a.connect(b.id, timeout=2.0)
 
     run(main())

@@ -138,9 +138,9 @@ class Traversal:
         cfg = service.config
         self.reflexive = ReflexiveTracker()
         #: Whether we use relays: "never", "fallback" or "always".
-        self.use_relay: str = getattr(cfg, "relay", "fallback")
+        self.use_relay = cfg.relay
         #: Whether and how much we relay for others.
-        self.policy = RelayPolicy()
+        self.policy = RelayPolicy(mode=cfg.relay_for_others, cap=cfg.relay_cap)
         self.relays = RelayTable(self.policy)
         self.introducer = Introducer(self._is_connected, self._relay_allowed)
         self._prefix = long_header_prefix(cfg.network)
@@ -233,7 +233,13 @@ class Traversal:
             extra.extend((seen[0], p) for p in ports)
         for seen in self.reflexive.addresses("tcp")[:2]:
             extra.extend((seen[0], p) for p in ports)
-        mapped: list[Address] = list(getattr(self.svc, "mapped_addresses", []) or [])
+        # Port forwards a UPnP gateway made for us, and STUN's view of us.
+        mapped: list[Address] = []
+        if self.svc.upnp is not None:
+            mapped = [m.external for m in self.svc.upnp.mappings]
+        nat = getattr(self.svc, "nat", None)
+        if nat is not None and nat.mapped is not None:
+            extra.insert(0, nat.mapped)
         allc = list(dict.fromkeys(own + mapped + extra))[:16]
         return allc, min(len(own), 15)
 
