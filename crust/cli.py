@@ -109,6 +109,24 @@ def _parser() -> argparse.ArgumentParser:
     nat.add_argument("--no-upnp", action="store_true", help="skip the UPnP gateway search")
     nat.add_argument("--host", default="0.0.0.0", help="local address to probe from")
     nat.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, what in (
+        ("send", "send a file to a node by its peer id, through a mutual node"),
+        ("recv", "wait for one file from `crust send`, through a mutual node"),
+    ):
+        t = sub.add_parser(name, help=what, description=what + " (crust.transfer).")
+        t.add_argument(
+            "--via", required=True, metavar="HOST:PORT", help="node both sides connect to"
+        )
+        t.add_argument("--network", default="crust", help="network name (default crust)")
+        t.add_argument("--host", default="0.0.0.0", help="address to listen on")
+        t.add_argument("--identity", help="identity key file (default: a throwaway one)")
+        t.add_argument("--json", action="store_true", help="one JSON line, no progress bar")
+        if name == "send":
+            t.add_argument("--to", required=True, metavar="PEER_ID", help="the receiver's id")
+            t.add_argument("file", help="file to send")
+        else:
+            t.add_argument("--out", default=".", help="directory to save into (default .)")
     return p
 
 
@@ -231,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_config(args)
     if args.command == "bench":
         return _run_bench(args)
+    if args.command in ("send", "recv"):
+        from crust.transfer import run_recv, run_send  # deferred, as above
+
+        return run_send(args) if args.command == "send" else run_recv(args)
     if args.command == "nat":
         from crust.nat.doctor import run_cli  # deferred, as above
 

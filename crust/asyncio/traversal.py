@@ -329,7 +329,6 @@ class Traversal:
                         errors.append(f"{kind}: {exc}")
                         continue
                     peer = t.result()
-                    errors += [f"{k}: abandoned, {kind} won" for k in attempts.values()]
                     peer.why = "; ".join(errors)
                     if peer.path == "relayed":
                         self._spawn(self._repunch(peer))
