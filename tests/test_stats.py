@@ -15,7 +15,7 @@ PACKAGE = Path(crust.__file__).resolve().parent
 
 
 async def _exchange() -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
-    cfg = crust.ServiceConfig(network="stats-test", backup_port=False)
+    cfg = crust.ServiceConfig(network="stats-test", backup_port=False, cache_size=0)
     async with crust.Service(cfg, identity=crust.Identity.generate()) as server, crust.Service(
         cfg, identity=crust.Identity.generate()
     ) as client:
