@@ -29,6 +29,7 @@ from typing import Any
 
 from crust import _core, control
 from crust.asyncio.stun import probe_listener
+from crust.asyncio.discovery import Discovery
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
@@ -38,6 +39,7 @@ from crust.errors import ConnectionClosed, CrustError
 from crust.events import (
     ConnectFailed,
     Event,
+    LanPeerFound,
     ListenerFailed,
     ListenerStarted,
     LostPeer,
@@ -151,6 +153,10 @@ class Service:
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._failures: OrderedDict[Address, int] = OrderedDict()
         self._decrypt_seen: dict[int, int] = {}
+        #: LAN beacon, bootstrap cache, bootstrapping and contact gossip.
+        self.discovery = Discovery(self)
+        if self.config.blacklist:
+            self.blacklist(*self.config.blacklist)
         self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
         #: NAT traversal: connect by id through mutual peers, introduce, relay.
         self.traversal = Traversal(self)
@@ -207,6 +213,7 @@ class Service:
                 else:
                     tcp.close()
         self._housekeeping = asyncio.create_task(self._housekeep())
+        await self.discovery.start()
         if self.config.upnp:
             self._start_upnp()
         if self.config.stun_servers:
@@ -224,6 +231,7 @@ class Service:
             self._stun_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stun_task
+        await self.discovery.close()
         peers = list(self._peers.values())
         for p in peers:
             self._close_peer(p, CODE_SHUTDOWN, graceful=True)
@@ -395,6 +403,14 @@ class Service:
             if p.id in self._blacklist_ids or self.is_blacklisted_address(p.address):
                 self._close_peer(p, CODE_BLACKLISTED, graceful=False)
 
+    def is_blacklisted_id(self, peer_id: PeerId) -> bool:
+        return peer_id in self._blacklist_ids
+
+    def peers_on_lan(self) -> list[LanPeerFound]:
+        """Nodes of our network the LAN beacon heard recently (their ids
+        and listening endpoints)."""
+        return self.discovery.peers_on_lan()
+
     def is_blacklisted_address(self, addr: Address) -> bool:
         if not self._blacklist_nets:
             return False
@@ -497,6 +513,7 @@ class Service:
         if not incoming:
             self._addresses[pid] = link.address
         self._emit(NewPeer(peer, incoming, link.path))
+        self.discovery.on_new_peer(peer)
         return peer
 
     # -- control messages (the service's own traffic between peers) --------------
@@ -579,6 +596,7 @@ class Service:
             del self._peers[peer.id]
         peer._on_closed(reason)
         self._emit(LostPeer(peer, reason))
+        self.discovery.on_lost_peer(peer)
         self.traversal.on_peer_lost(peer)
         # The transport forgets the connection once it finished draining.
         self._retired[id(link)] = link

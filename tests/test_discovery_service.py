@@ -1,0 +1,268 @@
+"""Bootstrap, the bootstrap cache and contact gossip on real services over
+loopback (the LAN beacon needs broadcast: tests/netlab/test_discovery_lab.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from crust import (
+    BootstrapAccept,
+    BootstrapConnect,
+    BootstrapFailed,
+    Event,
+    Identity,
+    NewPeer,
+    Service,
+    ServiceConfig,
+)
+from crust.control import ControlKind
+from crust.discovery.cache import BootstrapCache
+from crust.discovery.gossip import encode_gossip
+from crust.identity import PeerId
+
+NET = "discovery-test"
+E = TypeVar("E")
+
+
+def _cfg(tmp: Path, name: str, **kw: Any) -> ServiceConfig:
+    base: dict[str, Any] = {
+        "network": NET,
+        "identity": Identity.generate(),
+        "backup_port": False,
+        "cache_path": tmp / f"{name}.json",
+        "bootstrap_timeout": 3.0,
+        "bootstrap_attempt_timeout": 1.0,
+    }
+    base.update(kw)
+    return ServiceConfig(**base)
+
+
+class Recorder:
+    """Collects a service's events in the background."""
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.events: list[tuple[float, Event]] = []
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for ev in self.svc.events():
+            self.events.append((time.monotonic(), ev))
+            self._changed.set()
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [ev for _, ev in self.events if isinstance(ev, kind)]
+
+    async def wait(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"condition not met in {timeout} s: {self.events}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def connected_to(self, pid: PeerId) -> bool:
+        return any(p.id == pid for p in self.svc.peers)
+
+
+@asynccontextmanager
+async def _node(stack: AsyncExitStack, cfg: ServiceConfig) -> AsyncIterator[Recorder]:
+    svc = await stack.enter_async_context(Service(cfg))
+    rec = Recorder(svc)
+    yield rec
+
+
+def _addr(svc: Service) -> str:
+    host, port = svc.endpoints[0]
+    return f"{host}:{port}"
+
+
+def test_contact_then_gossip_reaches_a_peer_two_hops_away(tmp_path: Path) -> None:
+    """Chain b - c - d; x knows only b: it learns c from b's gossip and d
+    from c's, and connects to both (learned ones enter its cache only once
+    connected)."""
+
+    async def main() -> float:
+        async with AsyncExitStack() as st:
+            # bootstrap_peers=1 keeps b, c and d from dialling what they
+            # learn from each other: the chain stays a chain.
+            one = {"bootstrap_peers": 1}
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b", **one)))
+            c = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "c", contacts=(_addr(b.svc),), **one))
+            )
+            await c.wait(lambda: c.connected_to(b.svc.id))
+            d = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "d", contacts=(_addr(c.svc),), **one))
+            )
+            await d.wait(lambda: d.connected_to(c.svc.id))
+            await asyncio.sleep(0.3)  # gossip settles
+            assert not b.connected_to(d.svc.id)
+            t0 = time.monotonic()
+            x = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "x", contacts=(_addr(b.svc),)))
+            )
+            await x.wait(lambda: len(x.of(BootstrapConnect)) == 3, timeout=10.0)
+            reach = time.monotonic() - t0
+            sources = {ev.peer.id: ev.source for ev in x.of(BootstrapConnect)}
+            assert sources[b.svc.id] == "contact"
+            assert sources[c.svc.id] == "gossip"
+            assert sources[d.svc.id] == "gossip"
+            assert x.of(BootstrapFailed) == []
+            assert any(ev.peer.id == x.svc.id for ev in d.of(BootstrapAccept))
+            await x.svc.close()
+            cached = {e.peer_id for e in BootstrapCache(tmp_path / "x.json").load()}
+            assert cached == {b.svc.id, c.svc.id, d.svc.id}
+            return reach
+
+    reach = asyncio.run(main())
+    print(f"gossip reach (two hops past the contact): {reach * 1000:.0f} ms")
+
+
+def test_restart_reconnects_from_the_cache_alone(tmp_path: Path) -> None:
+    async def main() -> float:
+        async with AsyncExitStack() as st:
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b")))
+            c = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "c", contacts=(_addr(b.svc),)))
+            )
+            await c.wait(lambda: c.connected_to(b.svc.id))
+            ident = Identity.generate()
+            async with Service(_cfg(tmp_path, "a", identity=ident, contacts=(_addr(b.svc),))) as a:
+                ra = Recorder(a)
+                await ra.wait(lambda: ra.connected_to(b.svc.id) and ra.connected_to(c.svc.id))
+            entries = BootstrapCache(tmp_path / "a.json").load()
+            assert {e.peer_id for e in entries} == {b.svc.id, c.svc.id}
+            assert all(e.endpoints and e.transport in ("tcp", "udp") for e in entries)
+            t0 = time.monotonic()
+            async with Service(_cfg(tmp_path, "a", identity=ident, beacon=False)) as a2:
+                ra2 = Recorder(a2)
+                await ra2.wait(lambda: len(ra2.of(BootstrapConnect)) == 2)
+                took = time.monotonic() - t0
+                assert {ev.source for ev in ra2.of(BootstrapConnect)} == {"cache"}
+            return took
+
+    took = asyncio.run(main())
+    print(f"bootstrap from cache (2 peers): {took * 1000:.0f} ms")
+
+
+def test_nothing_answers_gives_bootstrap_failed(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            # A port nobody listens on (bound, then closed).
+            probe = await st.enter_async_context(_node(st, _cfg(tmp_path, "p")))
+            dead = _addr(probe.svc)
+            await probe.svc.close()
+            t0 = time.monotonic()
+            a = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "a", contacts=(dead,), bootstrap_timeout=5.0))
+            )
+            await a.wait(lambda: bool(a.of(BootstrapFailed)), timeout=8.0)
+            [failed] = a.of(BootstrapFailed)
+            assert failed.tried == 1 and dead in failed.reason
+            # Every candidate failed and no beacon runs: no need to wait 5 s.
+            assert time.monotonic() - t0 < 4.0
+
+    asyncio.run(main())
+
+
+def test_accept_bootstrap_off_refuses_and_disconnects(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b", accept_bootstrap=False)))
+            a = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "a", contacts=(_addr(b.svc),)))
+            )
+            await a.wait(lambda: bool(a.of(BootstrapFailed)), timeout=8.0)
+            assert "refused" in a.of(BootstrapFailed)[0].reason
+            assert a.of(BootstrapConnect) == [] and b.of(BootstrapAccept) == []
+            await b.wait(lambda: not b.svc.peers)
+            # An ordinary connect is still welcome.
+            peer = await a.svc.connect(b.svc.endpoints[0])
+            assert peer.id == b.svc.id
+
+    asyncio.run(main())
+
+
+def test_blacklisted_candidates_are_skipped(tmp_path: Path) -> None:
+    """a learns c from b's gossip, but c's id is blacklisted: never dialled."""
+
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b")))
+            c = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "c", contacts=(_addr(b.svc),)))
+            )
+            await c.wait(lambda: c.connected_to(b.svc.id))
+            a = await st.enter_async_context(
+                _node(
+                    st,
+                    _cfg(tmp_path, "a", contacts=(_addr(b.svc),), blacklist=(str(c.svc.id),)),
+                )
+            )
+            await a.wait(lambda: bool(a.of(BootstrapConnect)))
+            await asyncio.sleep(0.5)  # b's gossip, naming c, has arrived
+            assert a.svc.discovery.bootstrapper.tried == 1
+            assert a.svc.discovery.bootstrapper.skipped.get("blacklisted", 0) >= 1
+            assert not a.connected_to(c.svc.id)
+            assert [ev.peer.id for ev in a.of(BootstrapConnect)] == [b.svc.id]
+
+    asyncio.run(main())
+
+
+def test_learned_contacts_enter_the_cache_only_after_connecting(tmp_path: Path) -> None:
+    """b gossips (validly signed) a contact that does not answer: x tries
+    it, fails, and never caches it."""
+
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            b_ident = Identity.generate()
+            b = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "b", identity=b_ident, gossip=False))
+            )
+            x = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "x", contacts=(_addr(b.svc),)))
+            )
+            await x.wait(lambda: bool(x.of(BootstrapConnect)))
+            ghost = Identity.generate().peer_id
+            await b.wait(lambda: bool(b.svc.peers))
+            payload = encode_gossip(
+                b_ident, NET, time.time_ns(), list(b.svc.endpoints), [(ghost, [("127.0.0.1", 9)])]
+            )
+            b.svc.send_control(b.svc.peers[0], ControlKind.GOSSIP, payload)
+            await x.wait(lambda: x.svc.discovery.bootstrapper.tried >= 2)
+            await x.wait(lambda: not x.svc.discovery.bootstrapper._inflight)
+            await x.svc.close()
+            cached = {e.peer_id for e in BootstrapCache(tmp_path / "x.json").load()}
+            assert cached == {b.svc.id}
+
+    asyncio.run(main())
+
+
+def test_incoming_peer_is_cached_with_its_listening_endpoint(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b")))
+            a = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "a", contacts=(_addr(b.svc),)))
+            )
+            await b.wait(lambda: bool(b.of(BootstrapAccept)))
+            await b.wait(lambda: bool(b.of(NewPeer)))
+            await asyncio.sleep(0.2)  # a's gossip (its listening endpoints)
+            await b.svc.close()
+            [entry] = BootstrapCache(tmp_path / "b.json").load()
+            assert entry.peer_id == a.svc.id
+            assert a.svc.endpoints[0] in entry.endpoints
+            assert "observed" in entry.nat
+
+    asyncio.run(main())
