@@ -138,6 +138,8 @@ async def _wait_peers(svc: Service, counts: _Counts, goal: int) -> dict[str, Any
         # The C core's own accounting of every connection's heap.
         "c_bytes": sum(p._link.conn.memory() for p in svc.peers),
         "last_ns": counts.last_peer,
+        # Cookie replies: the listener judged itself under load (see _UdpDialer).
+        "cookies": svc.stats()["handshake"].get("cookie_replies", 0),
     }
     if tracemalloc.is_tracing():
         out["traced"] = tracemalloc.get_traced_memory()[0]
@@ -387,6 +389,7 @@ def _measure(
         "dialler_cpu_share": dial_busy,
         "rss_per_conn": (first["rss"] - rss0) / n,
         "c_per_conn": first["c_bytes"] / n,
+        "cookie_replies": first["cookies"],
     }
     if traced:
         pipe.send(("trace", None))
@@ -395,6 +398,7 @@ def _measure(
         pipe.send(("peers", n + traced))
         second = _check(pipe.recv())
         out["python_per_conn"] = second["traced"] / traced
+        out["total_per_conn"] = out["c_per_conn"] + out["python_per_conn"]
     if msg_seconds and isinstance(dialer, _UdpDialer):
         pipe.send(("messages", None))
         pipe.recv()

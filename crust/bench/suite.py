@@ -215,16 +215,19 @@ def _many(t: str) -> Case:
             Target("value", 2000),
         ),
         Figure(
-            "  idle connection, process RSS growth",
-            "rss_per_conn",
+            "  idle connection, C core + Python objects",
+            "total_per_conn",
             "KiB/conn",
             1024,
             None,
             Target("value", 16, at_most=True),
         ),
-        Figure("  idle connection, C core", "c_per_conn", "KiB/conn", 1024),
-        Figure("  idle connection, Python objects", "python_per_conn", "KiB/conn", 1024),
+        Figure("    C core (Connection.memory)", "c_per_conn", "KiB/conn", 1024),
+        Figure("    Python objects (tracemalloc)", "python_per_conn", "KiB/conn", 1024),
+        # Lower than the sum when allocated buffers are not yet touched.
+        Figure("    process RSS growth", "rss_per_conn", "KiB/conn", 1024),
         Figure("  concurrent connections", "connections", "conns"),
+        Figure("  cookie replies (listener under load)", "cookie_replies", "replies"),
         # Near 1: the (Python) dialling side, not the service, set the pace.
         Figure("  dialling side's share of a core", "dialler_cpu_share", "core"),
     ]
