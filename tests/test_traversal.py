@@ -234,3 +234,32 @@ def test_using_relays_never_and_always() -> None:
                 await a.connect(b.id, timeout=2.0)
 
     run(main())
+
+
+@pytest.mark.parametrize("hard", ["requester", "target"])
+def test_birthday_punching_when_one_side_is_symmetric(hard: str) -> None:
+    """The hard side's 256 sockets are found by the easy side's spray (on
+    loopback, where no NAT decides anything, the mechanism alone)."""
+
+    async def main() -> None:
+        async with trio() as (_, a, b):
+            for n in (a, b):
+                _block_direct(n)  # the ordinary punch cannot work
+                n.traversal.birthday_probes = 8192  # P(miss) ~ e^-32 on loopback
+                n.traversal.relay_after = 5.0
+            h, e = (a, b) if hard == "requester" else (b, a)
+            h.traversal.hard = True
+            peer = await a.connect(b.id, timeout=8.0)
+            # An easy side on loopback has no NAT: the peer reached its own
+            # listening address, so its side of the path counts as direct.
+            assert peer.path == ("punched-udp" if hard == "requester" else "direct-udp"), peer.why
+            await peer.send(b"through the birthday hole")
+            assert await recv_all(b, 1) == [b"through the birthday hole"]
+            # The hard side talks from one of its birthday sockets, the only
+            # one left open; the easy side from its listening socket.
+            assert len(h.traversal._listeners) == 1 and not h.traversal._hard_sides
+            hole = h.traversal._listeners[0].address
+            assert hole not in h.endpoints
+            assert next(p for p in e.peers if p.id == h.id).address == hole
+
+    run(main())

@@ -32,12 +32,13 @@ import logging
 import os
 import random
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from crust import _core
+from crust.asyncio.birthday import HardSide
+from crust.asyncio.punch_io import send_with_ttl
 from crust.asyncio.relay_link import RelayLink
 from crust.asyncio.tcp import TcpLink
 from crust.asyncio.tcp_punch import AlreadyConnected, simultaneous_open
@@ -46,6 +47,7 @@ from crust.errors import CrustError
 from crust.handshake import HandshakeResult, Initiator, Responder, long_header_prefix
 from crust.identity import PeerId
 from crust.nat import relay
+from crust.nat.classify import Behaviour
 from crust.nat.punch import PunchConfig, PunchSession, PunchState, punch_session_id
 from crust.nat.reflexive import ReflexiveTracker
 from crust.nat.relay import RelayOp, RelayPolicy, RelayTable
@@ -68,6 +70,11 @@ _MAX_VIAS = 3
 # How many recent punch results are kept for labelling incoming handshakes.
 _MAX_PUNCHED = 1024
 _MAX_OFFERS = 1024
+_HARD = (
+    Behaviour.ADDRESS_DEPENDENT,
+    Behaviour.ADDRESS_AND_PORT_DEPENDENT,
+    Behaviour.DEPENDENT,
+)
 
 
 class PeerNotFound(ConnectionError):
@@ -132,6 +139,8 @@ class Traversal:
     relay_after = 1.0
     #: Seconds one punch session may take.
     punch_timeout = 3.0
+    #: Ports of a symmetric peer's address probed by birthday punching.
+    birthday_probes = 1024
 
     def __init__(self, service: Service) -> None:
         self.svc = service
@@ -154,6 +163,11 @@ class Traversal:
         self._punched: dict[PeerId, tuple[Address, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._responder: Responder | None = None
+        self._hard_sides: set[HardSide] = set()
+        #: Listeners on sockets that won a birthday punch (closed with us).
+        self._listeners: list[UdpListener] = []
+        #: Whether our NAT is symmetric; None: as STUN says (``is_hard``).
+        self.hard: bool | None = None
         self._closed = False
         service.on_control(ControlKind.RENDEZVOUS, self._on_rendezvous)
         service.on_control(ControlKind.RELAY, self._on_relay)
@@ -199,6 +213,10 @@ class Traversal:
             if not job.done.done():
                 job.done.set_exception(ConnectionError("service closed"))
         self._jobs.clear()
+        for hard in list(self._hard_sides):
+            hard.close()
+        for listener in self._listeners:
+            listener.close()
         for session in list(self._relay_links):
             self._drop_relay_link(session)
         for ask in self._asks.values():
@@ -259,7 +277,7 @@ class Traversal:
                 cands, local = self.candidates(via.address)
                 msg = RendezvousMessage(
                     Op.REQUEST, session, target, nonce, _rtt_us(via), False,
-                    tuple(cands), local=local,
+                    tuple(cands), local=local, hard=self.is_hard(),
                 )  # fmt: skip
                 with contextlib.suppress(CrustError):
                     self.svc.send_control(via, ControlKind.RENDEZVOUS, _encode(msg))
@@ -290,9 +308,16 @@ class Traversal:
         attempts: dict[asyncio.Task[Peer], str] = {}
         job = None
         if self.use_relay != "always":
-            job = self._start_punch(target, session, key, cands, local, responder=False, extra_us=0)
+            job = self._start_punch(
+                target, session, key, cands, local, responder=False, extra_us=0,
+                spray=self._spray(reply, cands),
+            )  # fmt: skip
         if job is not None:
             attempts[asyncio.create_task(self._udp_attempt(job, target, deadline))] = "udp punch"
+            hard = self._start_hard(session, key, cands, reply, responder=False)
+            if hard is not None:
+                task = self._birthday_attempt(hard, target, deadline)
+                attempts[asyncio.create_task(task)] = "birthday punch"
         if self.svc.config.tcp and self.use_relay != "always":
             delay = self.tcp_after if job is not None else 0.0
             task = self._tcp_attempt(target, cands, local, deadline, initiator=True, delay=delay)
@@ -448,7 +473,7 @@ class Traversal:
         cands, local = self.candidates(via.address)
         reply = RendezvousMessage(
             Op.REPLY, msg.session, requester, nonce, _rtt_us(via), False, tuple(cands),
-            local=local,
+            local=local, hard=self.is_hard(),
         )  # fmt: skip
         self.svc.send_control(via, ControlKind.RENDEZVOUS, _encode(reply))
         if msg.relay and self.use_relay != "never":
@@ -466,8 +491,12 @@ class Traversal:
         if self.use_relay == "always":
             return
         self._start_punch(
-            requester, msg.session, key, peer_cands, local_set, responder=True, extra_us=skew
-        )
+            requester, msg.session, key, peer_cands, local_set, responder=True, extra_us=skew,
+            spray=self._spray(msg, peer_cands),
+        )  # fmt: skip
+        hard = self._start_hard(msg.session, key, peer_cands, msg, responder=True)
+        if hard is not None:
+            self._spawn(self._birthday_target(hard, requester))
         if self.svc.config.tcp:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.svc.config.connect_timeout
@@ -495,6 +524,7 @@ class Traversal:
         *,
         responder: bool,
         extra_us: int,
+        spray: list[Address] | None = None,
     ) -> _PunchJob | None:
         if not self.svc.config.udp or self._closed:
             return None
@@ -504,10 +534,18 @@ class Traversal:
             if not mine:
                 continue
             base = PunchConfig()
-            config = PunchConfig(
-                low_ttl_us=base.low_ttl_us + max(0, min(extra_us, 2_000_000)),
-                timeout_us=int(self.punch_timeout * 1e6),
-            )
+            low_ttl_us = base.low_ttl_us + max(0, min(extra_us, 2_000_000))
+            timeout_us = int(self.punch_timeout * 1e6)
+            if spray:
+                # Birthday probing: the peer's NAT is symmetric. Our
+                # candidates first, then the sprayed ports, 64 every 10 ms.
+                mine = list(dict.fromkeys(mine + spray))
+                config = PunchConfig(
+                    interval_us=10_000, low_ttl_us=low_ttl_us, timeout_us=timeout_us,
+                    max_candidates=len(mine), burst=64,
+                )  # fmt: skip
+            else:
+                config = PunchConfig(low_ttl_us=low_ttl_us, timeout_us=timeout_us)
             ps = PunchSession(
                 key=key, session=session, responder=responder, candidates=mine,
                 prefix=self._prefix, now=now_us(), config=config, rng=self._rng,
@@ -520,6 +558,74 @@ class Traversal:
             self._drive(job)
             return job
         return None
+
+    # -- birthday punching (exactly one side symmetric) -------------------------
+
+    def is_hard(self) -> bool:
+        """Whether our NAT maps per destination (symmetric), as STUN showed
+        (``self.hard`` overrides: tests, or an application that knows)."""
+        if self.hard is not None:
+            return self.hard
+        nat = getattr(self.svc, "nat", None)
+        return nat is not None and nat.mapping in _HARD
+
+    def _spray(self, peer: RendezvousMessage, cands: list[Address]) -> list[Address] | None:
+        """Random ports of a symmetric peer's public address to probe, when
+        only the peer is hard."""
+        if not peer.hard or self.is_hard():
+            return None
+        public = cands[peer.local :] or cands
+        if not public:
+            return None
+        ip = public[0][0]
+        ports = self._rng.sample(range(1024, 65536), self.birthday_probes)
+        return [(ip, p) for p in ports]
+
+    def _start_hard(
+        self,
+        session: bytes,
+        key: bytes,
+        cands: list[Address],
+        peer: RendezvousMessage,
+        *,
+        responder: bool,
+    ) -> HardSide | None:
+        """Open the birthday sockets when only we are hard."""
+        if peer.hard or not self.is_hard() or not self.svc._udp:
+            return None
+        host = self.svc._udp[0].address[0]
+        targets = [c for c in cands[peer.local :] if _family_of(c) == _family_of((host, 0))][:4]
+        if not targets:
+            return None
+        hard = HardSide(
+            self.svc, key=key, session=session, responder=responder, targets=targets,
+            host=host, prefix=self._prefix, timeout=self.punch_timeout,
+        )  # fmt: skip
+        self._hard_sides.add(hard)
+        return hard
+
+    async def _birthday_attempt(self, hard: HardSide, target: PeerId, deadline: float) -> Peer:
+        loop = asyncio.get_running_loop()
+        try:
+            listener, addr = await hard.wait()
+        finally:
+            self._hard_sides.discard(hard)
+        self._listeners.append(listener)
+        result = await listener.dial(addr, target, max(0.5, deadline - loop.time()))
+        link = listener.establish(result, addr)
+        link.path = "punched-udp"
+        peer = self.svc.on_established(link, result, incoming=False)
+        if peer is None:
+            raise ConnectionError("refused (blacklisted)")
+        return peer
+
+    async def _birthday_target(self, hard: HardSide, requester: PeerId) -> None:
+        try:
+            listener, addr = await hard.wait()
+        finally:
+            self._hard_sides.discard(hard)
+        self._listeners.append(listener)
+        self._punched[requester] = (addr, "punched-udp")
 
     def on_punch(self, listener: UdpListener, data: bytes, addr: Address, now: int) -> None:
         """A punch packet arrived at ``listener`` (from UdpListener)."""
@@ -536,7 +642,7 @@ class Traversal:
         if t is not None and t <= now:
             ps.handle_timer(now)
         for data, to, ttl in ps.datagrams_to_send(now):
-            _send_with_ttl(job.listener.sock, data, to, ttl)
+            send_with_ttl(job.listener.sock, data, to, ttl)
         if ps.state is PunchState.SUCCEEDED and not job.done.done():
             assert ps.address is not None
             job.done.set_result(ps.address)
@@ -873,20 +979,3 @@ def _local_ip_toward(addr: Address | None, family: int) -> str | None:
         except OSError:
             return None
         return str(s.getsockname()[0])
-
-
-def _send_with_ttl(sock: socket.socket, data: bytes, addr: Address, ttl: int | None) -> None:
-    """Send one punch packet from the listening socket; ``ttl`` (per packet,
-    as ancillary data) leaves the socket's own TTL alone."""
-    try:
-        if ttl is None:
-            sock.sendto(data, addr)
-        elif sock.family == socket.AF_INET6:
-            cmsg = (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("i", ttl))
-            sock.sendmsg([data], [cmsg], 0, addr)
-        else:
-            cmsg = (socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", ttl))
-            sock.sendmsg([data], [cmsg], 0, addr)
-    except OSError as e:
-        # A full buffer or an unreachable candidate: the next round retries.
-        logger.debug("punch to %s:%d not sent: %s", addr[0], addr[1], e)

@@ -84,7 +84,9 @@ class PunchConfig:
     ``low_ttl``/``low_ttl_us``: the IP TTL of punches sent during the first
     ``low_ttl_us`` (0 disables). ``timeout_us``: give up after this long.
     ``linger_rounds``: rounds still sent after success, so that the other
-    side also sees a punch that echoes it.
+    side also sees a punch that echoes it. ``burst``: candidates punched per
+    round, cycling through them (0: all of them every round); birthday
+    probing of a symmetric NAT's ports uses it to bound the packet rate.
     """
 
     interval_us: int = 40_000
@@ -93,6 +95,7 @@ class PunchConfig:
     timeout_us: int = 3_000_000
     linger_rounds: int = 3
     max_candidates: int = 16
+    burst: int = 0
 
     def __post_init__(self) -> None:
         if not 1_000 <= self.interval_us <= 10_000_000:
@@ -106,10 +109,12 @@ class PunchConfig:
             )
         if not 0 <= self.linger_rounds <= 100:
             raise ValueError(f"PunchConfig.linger_rounds must be 0..100, got {self.linger_rounds}")
-        if not 1 <= self.max_candidates <= 256:
+        if not 1 <= self.max_candidates <= 65536:
             raise ValueError(
-                f"PunchConfig.max_candidates must be 1..256, got {self.max_candidates}"
+                f"PunchConfig.max_candidates must be 1..65536, got {self.max_candidates}"
             )
+        if not 0 <= self.burst <= 2048:
+            raise ValueError(f"PunchConfig.burst must be 0..2048, got {self.burst}")
 
 
 class PunchState(enum.Enum):
@@ -166,6 +171,7 @@ class PunchSession:
         self._heard_from: Addr | None = None
         self._next_round = now
         self._linger = 0
+        self._cursor = 0
         self.rejected = 0
         self.sent = 0
 
@@ -183,6 +189,10 @@ class PunchSession:
                 )
                 return []
             targets = self.candidates
+            if cfg.burst and cfg.burst < len(targets):
+                start = self._cursor
+                targets = [targets[(start + i) % len(targets)] for i in range(cfg.burst)]
+                self._cursor = (start + cfg.burst) % len(self.candidates)
             low = cfg.low_ttl_us and now - self.started < cfg.low_ttl_us
             # Once the peer was heard, answer where it is, at full TTL.
             if self._heard_from is not None:

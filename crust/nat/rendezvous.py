@@ -22,7 +22,8 @@ id) and both nonces: M forwards the nonces but cannot compute the key.
 Message layout: ``op (1) | session (8) | peer Ed25519 key (32) | nonce (16)
 | rtt_us (u32) | flags (1) | count (1) | candidates | reason``; flags bit 0:
 M offers to relay, bits 1..4: how many of the candidates (the first ones)
-are the sender's own listening addresses; a candidate
+are the sender's own listening addresses, bit 5: the sender's NAT is
+symmetric; a candidate
 being ``family (1: 4 or 6) | address (4 or 16) | port (2)`` and the reason
 (ERROR only) at most 200 bytes of UTF-8.
 """
@@ -62,6 +63,7 @@ MAX_REASON = 200
 MAX_LOCAL = 15
 _FIXED = struct.Struct(">B8s32s16sIBB")
 FLAG_RELAY = 0x01
+FLAG_HARD = 0x20
 
 
 class MalformedRendezvous(CrustError, ValueError):
@@ -92,6 +94,8 @@ class RendezvousMessage:
     #: How many of ``candidates`` (the first ones) are the sender's own
     #: listening addresses, as opposed to reflexive or mapped ones.
     local: int = 0
+    #: The sender's NAT maps per destination (symmetric): birthday punching.
+    hard: bool = False
 
     def __post_init__(self) -> None:
         if len(self.session) != SESSION_LEN:
@@ -117,6 +121,7 @@ class RendezvousMessage:
             self.candidates,
             self.reason,
             self.local,
+            self.hard,
         )
 
 
@@ -137,7 +142,7 @@ def encode(msg: RendezvousMessage) -> bytes:
     cands = [c for c in encoded if c is not None]
     local = sum(c is not None for c in encoded[: msg.local])
     reason = msg.reason.encode()[:MAX_REASON]
-    flags = (FLAG_RELAY if msg.relay else 0) | (local << 1)
+    flags = (FLAG_RELAY if msg.relay else 0) | (local << 1) | (FLAG_HARD if msg.hard else 0)
     head = _FIXED.pack(msg.op, msg.session, msg.peer.key, msg.nonce, msg.rtt_us, flags, len(cands))
     return head + b"".join(cands) + reason
 
@@ -184,7 +189,16 @@ def decode_untrusted(data: bytes) -> RendezvousMessage:
     if local > count:
         raise MalformedRendezvous(f"{local} local candidates of {count}")
     return RendezvousMessage(
-        kind, session, peer, nonce, rtt_us, bool(flags & FLAG_RELAY), tuple(cands), reason, local
+        kind,
+        session,
+        peer,
+        nonce,
+        rtt_us,
+        bool(flags & FLAG_RELAY),
+        tuple(cands),
+        reason,
+        local,
+        bool(flags & FLAG_HARD),
     )
 
 
