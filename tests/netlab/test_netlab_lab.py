@@ -5,8 +5,11 @@ rules added and removed mid-test, cleanup."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from lab import BOOTSTRAP_IP, Lab, sweep_stale
@@ -63,8 +66,14 @@ def send(host, ip: str, port: int, sport: int = 40001, n: int = 1, ttl: int = 64
 
 @pytest.mark.parametrize(
     ("kind", "preserves_port"),
-    [("public", True), ("cone", True), ("cone-fw", True), ("upnp", True),
-     ("symmetric", False), ("symmetric-fw", False)],
+    [
+        ("public", True),
+        ("cone", True),
+        ("cone-fw", True),
+        ("upnp", True),
+        ("symmetric", False),
+        ("symmetric-fw", False),
+    ],
 )
 def test_site_seen_at_its_public_address(netlab: Lab, kind: str, preserves_port: bool) -> None:
     site = netlab.add_site("a", kind)
@@ -216,3 +225,42 @@ def test_sweep_removes_namespaces_of_dead_runs() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     assert os.path.exists(f"/run/netns/{name}") is False
+
+
+def test_interrupted_run_cleans_up() -> None:
+    """Ctrl-C in the middle of a test run still removes every namespace and
+    stops the lab's processes (here: coturn and miniupnpd)."""
+    from conftest import require_netlab
+
+    require_netlab()
+    here = Path(__file__).parent
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(here)!r})
+from lab import lab
+with lab() as L:
+    L.add_site("a", "upnp")
+    L.stun()
+    print(L.prefix, *(p.pid for p in L.procs), flush=True)
+    time.sleep(60)
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    prefix, *pids = child.stdout.readline().split()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{prefix}-inet" in listed
+    child.send_signal(signal.SIGINT)
+    child.wait(20)
+    child.stdout.close()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert prefix not in listed
+    for pid in pids:
+        assert not _running(int(pid)), pid
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
