@@ -46,7 +46,9 @@ def test_crust_bench_smoke_gives_a_complete_table_and_json(tmp_path: Path) -> No
         assert b["stats"]["rounds"] == SMOKE.rounds and b["stats"]["min"] > 0
         for figure in case.figures:
             value = b["extra_info"][figure.key]
-            assert isinstance(value, float) and value > 0, (case.name, figure.key, value)
+            assert isinstance(value, float), (case.name, figure.key, value)
+            # Counts of trouble (cookie replies) may be 0; measured figures not.
+            assert value > 0 or "cookie" in figure.key, (case.name, figure.key, value)
             if figure.baseline:
                 ratio = b["extra_info"][f"{figure.key}_ratio_vs_{figure.baseline}"]
                 assert ratio > 0
