@@ -47,6 +47,9 @@ from crust.errors import (
 cdef extern from "Python.h":
     PyObject *_bytes_new_raw "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
     char *_bytes_data_raw "PyBytes_AS_STRING"(PyObject *o)
+    # The same, for callbacks that must not raise (NULL and a cleared error).
+    PyObject *_bytes_new_noexc "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n)
+    void PyErr_Clear()
     int _bytes_resize_raw "_PyBytes_Resize"(PyObject **o, Py_ssize_t n) except -1
 
 # ---- constants (mirrors of crust.h) ---------------------------------------
@@ -136,6 +139,28 @@ cdef enum:
     _NOGIL_COPY = 16384
     # Datagrams built per GIL release in datagrams_to_send (on the C stack).
     _TX_BATCH = 16
+    # Messages at least this long are assembled in their final bytes object
+    # (_msg_alloc): the copy saved outweighs taking the GIL once per message.
+    _DIRECT_MIN = 65536
+
+
+cdef uint8_t *_msg_alloc(void *ctx, uint64_t length, void **handle) noexcept with gil:
+    """crust_msg_alloc_fn: a fresh bytes object of ``length`` bytes, its
+    reference in *handle. NULL (the engine keeps the message in its own
+    buffer) when Python cannot allocate it."""
+    if length > <uint64_t>PY_SSIZE_T_MAX:
+        return NULL
+    cdef PyObject *raw = _bytes_new_noexc(NULL, <Py_ssize_t>length)
+    if raw == NULL:
+        PyErr_Clear()
+        return NULL
+    handle[0] = <void *>raw
+    return <uint8_t *>_bytes_data_raw(raw)
+
+
+cdef void _msg_free(void *ctx, void *handle) noexcept with gil:
+    """crust_msg_free_fn: drop a bytes object _msg_alloc made."""
+    Py_XDECREF(<PyObject *>handle)
 
 
 def strerror(int code):
@@ -531,6 +556,9 @@ cdef class Connection:
         )
         if self._c == NULL:
             raise OutOfMemory("crust_conn_new failed: out of memory")
+        # Large messages are assembled in the bytes object the application
+        # gets: the engine writes each packet's data there, no copy out.
+        C.crust_conn_set_msg_alloc(self._c, _msg_alloc, _msg_free, NULL, _DIRECT_MIN)
 
     def __dealloc__(self):
         if self._c != NULL:
@@ -794,13 +822,23 @@ cdef class Connection:
         None."""
         cdef C.crust_event ev
         cdef int64_t got
+        cdef void *handle = NULL
+        cdef uint64_t taken = 0
         cdef char *dst
         cdef bytes payload
         self._ready()
         events = []
         while C.crust_conn_poll_event(self._c, &ev):
             payload = None
-            if ev.type == C.CRUST_EV_MESSAGE or ev.type == C.CRUST_EV_CONTROL:
+            if (ev.type == C.CRUST_EV_MESSAGE or ev.type == C.CRUST_EV_CONTROL) and \
+                    C.crust_conn_take_message(self._c, ev.prio, &handle, &taken):
+                # Assembled in place (_msg_alloc): the bytes object is ready.
+                payload = <bytes>handle
+                Py_DECREF(payload)  # the reference _msg_alloc made is now ours
+                if taken != ev.len:
+                    raise RuntimeError(
+                        f"crust_conn_take_message gave {taken} bytes, event said {ev.len}")
+            elif ev.type == C.CRUST_EV_MESSAGE or ev.type == C.CRUST_EV_CONTROL:
                 if ev.len > <uint64_t>PY_SSIZE_T_MAX:
                     raise OutOfMemory(f"message of {ev.len} bytes does not fit in memory")
                 # The message is read straight into the bytes object that is

@@ -192,6 +192,11 @@ cdef extern from "crust.h" nogil:
     int crust_conn_poll_event(crust_conn *c, crust_event *ev)
     int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf,
                                     size_t cap)
+    ctypedef uint8_t *(*crust_msg_alloc_fn)(void *ctx, uint64_t len, void **handle) noexcept
+    ctypedef void (*crust_msg_free_fn)(void *ctx, void *handle) noexcept
+    void crust_conn_set_msg_alloc(crust_conn *c, crust_msg_alloc_fn alloc,
+                                  crust_msg_free_fn free_fn, void *ctx, uint64_t min_len)
+    int crust_conn_take_message(crust_conn *c, unsigned prio, void **handle, uint64_t *len)
 
     uint64_t crust_conn_next_timeout(const crust_conn *c)
     void crust_conn_handle_timeout(crust_conn *c, uint64_t now_us)

@@ -181,7 +181,7 @@ void crust_conn_free(crust_conn *c)
         return;
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
         crust_send_stream_free(&c->ss[p]);
-        crust_recv_stream_free(&c->rs[p]);
+        crust_recv_stream_free(&c->rs[p], &c->msg_alloc);
     }
     crust_rs_free(&c->rx_pns);
     crust_rec_free(c);
@@ -503,7 +503,7 @@ static int on_stream_frame(crust_conn *c, const crust_frame *f)
             return CRUST_EPROTO;
     }
     uint64_t old_hi = s->hi;
-    int rc = crust_recv_stream_write(s, f->a, f->data, f->data_len);
+    int rc = crust_recv_stream_write(s, f->a, f->data, f->data_len, &c->msg_alloc);
     if (rc)
         return rc;
     c->rx_data += s->hi - old_hi;
@@ -807,6 +807,22 @@ int crust_conn_has_event(const crust_conn *c)
     return 0;
 }
 
+/* Bookkeeping after the application took a message off stream s. */
+static void consumed(crust_conn *c, crust_recv_stream *s, uint64_t hdr, uint64_t len)
+{
+    c->rx_consumed += hdr + len;
+    c->st.rx_msgs++;
+    c->st.rx_msg_bytes += len;
+    /* Open the window again once half of it has been used. */
+    if (c->rx_max_data - c->rx_consumed < c->cfg.recv_window / 2) {
+        c->rx_max_data = c->rx_consumed + c->cfg.recv_window;
+        c->max_data_pending = 1;
+    }
+    /* The next message may already be partly here: assemble it outside
+     * too if it qualifies. */
+    crust_recv_stream_adopt(s, &c->msg_alloc);
+}
+
 int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf, size_t cap)
 {
     if (prio >= CRUST_NUM_PRIO)
@@ -816,16 +832,33 @@ int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf, size
     if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr, NULL) != 1 || cap < len ||
         (!buf && len))
         return CRUST_EINVAL;
-    crust_recv_stream_consume(s, hdr, len, buf);
-    c->rx_consumed += hdr + len;
-    c->st.rx_msgs++;
-    c->st.rx_msg_bytes += len;
-    /* Open the window again once half of it has been used. */
-    if (c->rx_max_data - c->rx_consumed < c->cfg.recv_window / 2) {
-        c->rx_max_data = c->rx_consumed + c->cfg.recv_window;
-        c->max_data_pending = 1;
-    }
+    crust_recv_stream_consume(s, hdr, len, buf, &c->msg_alloc);
+    consumed(c, s, hdr, len);
     return (int64_t)len;
+}
+
+void crust_conn_set_msg_alloc(crust_conn *c, crust_msg_alloc_fn alloc, crust_msg_free_fn free_fn,
+                              void *ctx, uint64_t min_len)
+{
+    c->msg_alloc.alloc = alloc;
+    c->msg_alloc.free_fn = free_fn;
+    c->msg_alloc.ctx = ctx;
+    c->msg_alloc.min_len = min_len ? min_len : 1;
+    c->msg_alloc.max_len = c->cfg.max_message_size;
+}
+
+int crust_conn_take_message(crust_conn *c, unsigned prio, void **handle, uint64_t *len_out)
+{
+    if (prio >= CRUST_NUM_PRIO || !handle || !len_out)
+        return 0;
+    uint64_t len, hdr;
+    crust_recv_stream *s = &c->rs[prio];
+    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr, NULL) != 1 ||
+        !crust_recv_stream_take(s, hdr, len, handle))
+        return 0;
+    *len_out = len;
+    consumed(c, s, hdr, len);
+    return 1;
 }
 
 /* ---- building packets ----------------------------------------------------- */

@@ -85,6 +85,7 @@ struct crust_conn {
     crust_keys tx[2], rx[2];
     unsigned tx_phase;
     size_t tag_len;             /* of the connection's AEAD (one for all generations) */
+    crust_msg_alloc msg_alloc;  /* large messages assembled in the embedder's memory */
     uint64_t aead_packet_limit; /* crust_aead_packet_limit; 0: none */
     uint64_t key_gen;           /* generation we send with (tx_phase = key_gen & 1) */
     uint64_t key_since_us;      /* when the current phase began */

@@ -366,6 +366,28 @@ int crust_conn_poll_event(crust_conn *c, crust_event *ev);
 int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf,
                                 size_t cap);
 
+/* Large received messages can be assembled straight in memory the embedder
+ * owns, saving the copy out of the receive buffer (the Python binding hands
+ * the application the very bytes object the packets were written into).
+ * Once the length of a message of at least min_len bytes is known, and
+ * before it is complete, alloc(ctx, len, &handle) is called; it returns len
+ * writable bytes, or NULL to keep using the connection's own buffer. Every
+ * body byte then goes there. When the message is ready (CRUST_EV_MESSAGE or
+ * CRUST_EV_CONTROL), crust_conn_take_message hands the handle back; or
+ * crust_conn_read_message copies it out and calls free_fn(ctx, handle), as
+ * does crust_conn_free for a message never taken. Both are called from the
+ * thread driving the connection, inside crust_conn_recv and friends.
+ * alloc NULL turns this off (the default). */
+typedef uint8_t *(*crust_msg_alloc_fn)(void *ctx, uint64_t len, void **handle);
+typedef void (*crust_msg_free_fn)(void *ctx, void *handle);
+void crust_conn_set_msg_alloc(crust_conn *c, crust_msg_alloc_fn alloc, crust_msg_free_fn free_fn,
+                              void *ctx, uint64_t min_len);
+/* If the ready message of priority prio (see crust_conn_read_message) was
+ * assembled in an alloc'd buffer: consume it, set *handle (now the
+ * caller's) and *len, and return 1. Otherwise 0: read it with
+ * crust_conn_read_message. */
+int crust_conn_take_message(crust_conn *c, unsigned prio, void **handle, uint64_t *len);
+
 /* Earliest time at which crust_conn_handle_timeout must be called;
  * UINT64_MAX when no timer is armed. */
 uint64_t crust_conn_next_timeout(const crust_conn *c);

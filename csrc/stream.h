@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crust.h"
 #include "ranges.h"
 
 /* A queued message that no byte of has been sent yet: it may still be
@@ -47,7 +48,22 @@ typedef struct crust_recv_stream {
     uint64_t contig;       /* every byte below was received */
     uint64_t hi;           /* highest received offset + 1 */
     crust_rangeset ooo;    /* received ranges above contig */
+    /* The message at `read`, when assembled in an embedder's buffer
+     * (crust_conn_set_msg_alloc): its body, stream offsets
+     * [dbody, dbody + dlen), lives in dbuf, not in the ring. */
+    uint8_t *dbuf;
+    void *dhandle;
+    uint64_t dbody, dlen;
 } crust_recv_stream;
+
+/* The embedder's allocator for large messages (crust_conn_set_msg_alloc). */
+typedef struct crust_msg_alloc {
+    crust_msg_alloc_fn alloc;
+    crust_msg_free_fn free_fn;
+    void *ctx;
+    uint64_t min_len;   /* smallest message assembled outside the ring */
+    uint64_t max_len;   /* max_message_size: longer ones are errors anyway */
+} crust_msg_alloc;
 
 void crust_send_stream_init(crust_send_stream *s);
 void crust_send_stream_free(crust_send_stream *s);
@@ -80,16 +96,29 @@ static inline int crust_send_stream_has_data(const crust_send_stream *s)
 size_t crust_send_stream_memory(const crust_send_stream *s);
 
 void crust_recv_stream_init(crust_recv_stream *s);
-void crust_recv_stream_free(crust_recv_stream *s);
-/* Store received bytes at offset off. Duplicates are harmless. */
-int crust_recv_stream_write(crust_recv_stream *s, uint64_t off, const uint8_t *data, size_t n);
+/* Frees the ring, and an embedder's message buffer through al (may be NULL
+ * when none was ever set). */
+void crust_recv_stream_free(crust_recv_stream *s, const crust_msg_alloc *al);
+/* Store received bytes at offset off. Duplicates are harmless. With al (may
+ * be NULL), a large message whose length is known moves into an embedder's
+ * buffer. */
+int crust_recv_stream_write(crust_recv_stream *s, uint64_t off, const uint8_t *data, size_t n,
+                            const crust_msg_alloc *al);
+/* Move the message at `read` into an embedder's buffer if it qualifies
+ * (called after writes and after a message was consumed). */
+void crust_recv_stream_adopt(crust_recv_stream *s, const crust_msg_alloc *al);
 /* If a whole message is ready: returns 1 and sets *len (body), *hdr and
  * *control (the header's low bit; control may be NULL). Returns 0 if not
  * yet, CRUST_EMSGSIZE if its length exceeds max. */
 int crust_recv_stream_peek(const crust_recv_stream *s, uint64_t max, uint64_t *len,
                            uint64_t *hdr, int *control);
-/* Copy the ready message body into dst and consume it (header too). */
-void crust_recv_stream_consume(crust_recv_stream *s, uint64_t hdr, uint64_t len, uint8_t *dst);
+/* Copy the ready message body into dst and consume it (header too); an
+ * embedder's buffer holding it is released through al. */
+void crust_recv_stream_consume(crust_recv_stream *s, uint64_t hdr, uint64_t len, uint8_t *dst,
+                               const crust_msg_alloc *al);
+/* If the ready message lives in an embedder's buffer: consume it, hand
+ * over the handle and return 1; else 0. */
+int crust_recv_stream_take(crust_recv_stream *s, uint64_t hdr, uint64_t len, void **handle);
 static inline uint64_t crust_recv_stream_buffered(const crust_recv_stream *s)
 {
     return s->hi - s->read;

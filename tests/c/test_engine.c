@@ -103,11 +103,35 @@ typedef struct run_result {
     uint64_t end_time;
 } run_result;
 
+/* An embedder's allocator for crust_conn_set_msg_alloc: plain malloc, with
+ * a count of live buffers so a leak or double free shows. */
+static long live_buffers;
+static uint8_t *test_alloc(void *ctx, uint64_t len, void **handle)
+{
+    (void)ctx;
+    uint8_t *p = malloc((size_t)len);
+    if (p)
+        live_buffers++;
+    *handle = p;
+    return p;
+}
+static void test_free(void *ctx, void *handle)
+{
+    (void)ctx;
+    live_buffers--;
+    free(handle);
+}
+
 static run_result transfer(const crust_config *cfg, link *ab, link *ba, unsigned nmsg,
-                           uint64_t limit_us)
+                           uint64_t limit_us, int direct)
 {
     crust_conn *a, *b;
     setup(&a, &b, cfg, CRUST_AEAD_NULL);
+    /* direct: messages of 1000+ bytes are assembled in test_alloc buffers;
+     * odd ones are taken (handle handed over), even ones read (copied out
+     * and released by the engine), so both ways are covered. */
+    if (direct)
+        crust_conn_set_msg_alloc(b, test_alloc, test_free, NULL, 1000);
     run_result res;
     memset(&res, 0, sizeof res);
     unsigned next[CRUST_NUM_PRIO] = {0};
@@ -138,8 +162,18 @@ static run_result transfer(const crust_config *cfg, link *ab, link *ba, unsigned
         while (crust_conn_poll_event(b, &ev)) {
             if (ev.type != CRUST_EV_MESSAGE)
                 continue;
-            int64_t m = crust_conn_read_message(b, ev.prio, buf, sizeof buf);
             unsigned i = res.got[ev.prio]++;
+            void *handle = NULL;
+            uint64_t taken = 0;
+            int64_t m;
+            if (direct && (i & 1) && crust_conn_take_message(b, ev.prio, &handle, &taken)) {
+                CHECK(taken >= 1000 && taken <= sizeof buf);
+                memcpy(buf, handle, (size_t)taken);
+                test_free(NULL, handle);
+                m = (int64_t)taken;
+            } else {
+                m = crust_conn_read_message(b, ev.prio, buf, sizeof buf);
+            }
             if (m != (int64_t)msg_len(ev.prio, i)) {
                 res.bad++;
                 continue;
@@ -184,7 +218,8 @@ static run_result transfer(const crust_config *cfg, link *ab, link *ba, unsigned
     return res;
 }
 
-static void test_transfer(unsigned loss, unsigned dup, unsigned reorder, unsigned corrupt)
+static void test_transfer(unsigned loss, unsigned dup, unsigned reorder, unsigned corrupt,
+                          int direct)
 {
     crust_config cfg;
     crust_config_default(&cfg);
@@ -192,13 +227,14 @@ static void test_transfer(unsigned loss, unsigned dup, unsigned reorder, unsigne
     cfg.keepalive_us = 0;
     link ab = {calloc(MAXQ, sizeof(pkt)), 0, 20000, loss, dup, reorder, corrupt, 0, 800};
     link ba = {calloc(MAXQ, sizeof(pkt)), 0, 20000, loss, dup, reorder, corrupt, 0, 800};
-    run_result r = transfer(&cfg, &ab, &ba, 200, 600000000ull);
+    run_result r = transfer(&cfg, &ab, &ba, 200, 600000000ull, direct);
+    CHECK(live_buffers == 0); /* every buffer taken or released, none twice */
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
         CHECK(r.got[p] == 200);
     CHECK(r.bad == 0);
     if (getenv("VERBOSE") || r.got[3] != 200)
-        fprintf(stderr, "  loss=%u dup=%u reorder=%u corrupt=%u got %u %u %u %u at t=%llu\n", loss,
-                dup, reorder, corrupt, r.got[0], r.got[1], r.got[2], r.got[3],
+        fprintf(stderr, "  loss=%u dup=%u reorder=%u corrupt=%u direct=%d got %u %u %u %u at t=%llu\n",
+                loss, dup, reorder, corrupt, direct, r.got[0], r.got[1], r.got[2], r.got[3],
                 (unsigned long long)r.end_time);
     free(ab.q);
     free(ba.q);
@@ -332,14 +368,40 @@ static void test_config(void)
     CHECK(crust_conn_new(&cfg, cid, cid, 0) == NULL);
 }
 
+/* A message assembled in an embedder's buffer but never read is released
+ * by crust_conn_free. */
+static void test_direct_unread_freed(void)
+{
+    crust_config cfg;
+    crust_config_default(&cfg);
+    crust_conn *a, *b;
+    setup(&a, &b, &cfg, CRUST_AEAD_NULL);
+    crust_conn_set_msg_alloc(b, test_alloc, test_free, NULL, 1000);
+    static uint8_t big[100000];
+    memset(big, 7, sizeof big);
+    CHECK(crust_conn_send(a, 0, big, sizeof big, 0, NULL) == CRUST_OK);
+    uint8_t out[CRUST_MAX_PACKET];
+    size_t n = crust_conn_poll_transmit(a, 0, out, sizeof out);
+    CHECK(n > 0 && crust_conn_recv(b, 0, out, n) == CRUST_OK);
+    CHECK(live_buffers == 1); /* the length is known after one packet */
+    crust_conn_free(b);
+    CHECK(live_buffers == 0);
+    crust_conn_free(a);
+}
+
 int main(void)
 {
     test_config();
     test_replay_and_junk();
     test_stale_drop_and_close();
-    test_transfer(0, 0, 0, 0);
-    test_transfer(10, 0, 0, 0);
-    test_transfer(5, 5, 10, 5);
-    test_transfer(30, 10, 20, 2);
+    test_transfer(0, 0, 0, 0, 0);
+    test_transfer(10, 0, 0, 0, 0);
+    test_transfer(5, 5, 10, 5, 0);
+    test_transfer(30, 10, 20, 2, 0);
+    test_transfer(0, 0, 0, 0, 1);
+    test_transfer(10, 0, 0, 0, 1);
+    test_transfer(5, 5, 10, 5, 1);
+    test_transfer(30, 10, 20, 2, 1);
+    test_direct_unread_freed();
     return check_summary();
 }
