@@ -47,7 +47,11 @@ async def _demo(blob_mb: int, out: TextIO) -> DemoReport:
     network = "crust-demo"
 
     def mk(**kw: bool) -> Service:
-        cfg = ServiceConfig(network=network, identity=Identity.generate(), backup_port=False)
+        # Throwaway nodes on random ports: a bootstrap cache would only make
+        # the next demo dial this one's long-gone nodes.
+        cfg = ServiceConfig(
+            network=network, identity=Identity.generate(), backup_port=False, cache_size=0
+        )
         return Service(cfg.replace(**kw))
 
     async with mk() as alice, mk() as bob, mk(tcp=False) as carol:

@@ -7,7 +7,8 @@ same way.
 
     with BridgeLab() as bl:
         br = bl.add_bridge("a")            # 10.210.<n>.0/24, switch at .1
-        h1, h2 = bl.add_host(br), bl.add_host(br)
+        h1, h2 = bl.add_host(br), bl.add_host(br)   # also fd00:210:<n>::<k>
+        bl.ipv6[h1.ns]                     # h1's IPv6 address
         p = h1.python(code, env=...)
 
 Names are ``cb<pid>x<n>-...``; a new lab deletes the namespaces of dead
@@ -52,6 +53,10 @@ class Bridge:
         return f"10.210.{self.index}"
 
     @property
+    def prefix6(self) -> str:
+        return f"fd00:210:{self.index}"
+
+    @property
     def gateway(self) -> str:
         return f"{self.prefix}.1"
 
@@ -72,6 +77,8 @@ class BridgeLab:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self._closed = False
         self._hosts = 0
+        #: Each host's IPv6 address (ULA, on the same link as its IPv4 one).
+        self.ipv6: dict[str, str] = {}
         atexit.register(self.close)
         try:
             self.switch = self._new_ns("sw", "switch")
@@ -103,12 +110,19 @@ class BridgeLab:
         self._hosts += 1
         n = self._hosts
         host = self._new_ns(f"h{n}", "host")
+        # No duplicate address detection: addresses (link-local included)
+        # are usable at once instead of "tentative" for 1-2 s.
+        host.sysctl("net.ipv6.conf.all.accept_dad", 0)
+        host.sysctl("net.ipv6.conf.default.accept_dad", 0)
         host.ip = f"{bridge.prefix}.{len(bridge.hosts) + 2}"
+        host_ip6 = f"{bridge.prefix6}::{len(bridge.hosts) + 2}"
         self.switch.ip_cmd(
             "link", "add", f"v{n}", "type", "veth", "peer", "name", "eth0", "netns", host.ns
         )
         self.switch.ip_cmd("link", "set", f"v{n}", "master", f"br{bridge.index}", "up")
         host.ip_cmd("addr", "add", f"{host.ip}/24", "brd", "+", "dev", "eth0")
+        host.ip_cmd("-6", "addr", "add", f"{host_ip6}/64", "dev", "eth0", "nodad")
+        self.ipv6[host.ns] = host_ip6
         host.ip_cmd("link", "set", "eth0", "up")
         host.ip_cmd("route", "add", "default", "via", bridge.gateway)
         bridge.hosts.append(host)

@@ -109,8 +109,15 @@ class LabNode:
         return [ln.split()[1:] for ln in self.lines if ln.startswith(kind + " ")]
 
     def peers(self) -> set[str]:
-        ids = {f[0] for f in self.events("PEER")}
-        return ids - {f[0] for f in self.events("LOST")}
+        """Connected peer ids, replaying PEER and LOST lines in order."""
+        now: set[str] = set()
+        for ln in self.lines:
+            kind, *fields = ln.split()
+            if kind == "PEER":
+                now.add(fields[0])
+            elif kind == "LOST":
+                now.discard(fields[0])
+        return now
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -223,3 +230,25 @@ def test_beacon_cache_and_gossip_in_namespaces(bridges: BridgeLab, capsys: objec
         print("\ndiscovery lab timings:")
         for k, v in figures.items():
             print(f"  {k}: {v:.0f}")
+
+
+def test_beacon_over_ipv6_multicast(bridges: BridgeLab) -> None:
+    """Nodes listening on IPv6 only find each other through the multicast
+    group (no IPv4 broadcast involved) and connect over IPv6."""
+    bl = bridges
+    br = bl.add_bridge("v6")
+    nodes = []
+    for i in (1, 2):
+        host = bl.add_host(br)
+        nodes.append(LabNode(bl, host, f"s{i}", network="lab6", hosts=[bl.ipv6[host.ns]]))
+    for node in nodes:
+        node.start()
+    for node in nodes:
+        node.ready()
+    a, b = nodes
+    a.until(lambda: b.id in a.peers(), 10.0)
+    b.until(lambda: a.id in b.peers(), 10.0)
+    assert [f[0] for f in a.events("LAN")] == [b.id]
+    assert [f[0] for f in b.events("LAN")] == [a.id]
+    heard = max(int(a.events("LAN")[0][1]) - a.ready_ms, int(b.events("LAN")[0][1]) - b.ready_ms)
+    assert heard <= 2000
