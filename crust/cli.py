@@ -61,9 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     node = sub.add_parser("node", help="run a long-lived node, logging its events")
-    node.add_argument("--network", default="crust", help="network name (default crust)")
+    node.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file (else $CRUST_CONFIG or the user config file); "
+        "CRUST_* variables and the options here override it (see `crust config`)",
+    )
+    node.add_argument("--network", help="network name (default crust)")
     node.add_argument("--host", action="append", help="address to listen on (repeatable)")
-    node.add_argument("--port", type=int, default=0, help="port, 0 = random (default)")
+    node.add_argument("--port", type=int, help="port, 0 = random (default)")
     node.add_argument(
         "--connect", action="append", default=[], metavar="HOST:PORT", help="peer to dial"
     )
@@ -195,14 +201,21 @@ async def _run_node(args: argparse.Namespace) -> int:
     # Deferred imports keep `crust --version` fast.
     from pathlib import Path
 
-    from crust import Service, ServiceConfig  # deferred, as above
+    from crust import Service, load_config  # deferred, as above
+    from crust.errors import ConfigError
 
-    cfg = ServiceConfig(
-        network=args.network,
-        hosts=tuple(args.host or ["127.0.0.1"]),
-        port=args.port,
-        identity_path=Path(args.identity) if args.identity else None,
-    )
+    # Only options given on the command line override the file/environment.
+    given = {
+        "network": args.network,
+        "hosts": tuple(args.host) if args.host else None,
+        "port": args.port,
+        "identity_path": Path(args.identity) if args.identity else None,
+    }
+    try:
+        cfg = load_config(args.config, **{k: v for k, v in given.items() if v is not None}).config
+    except ConfigError as exc:
+        print(f"crust node: {exc}", file=sys.stderr)
+        return 2
     async with Service(cfg) as svc:
         print(f"node {svc.id}", flush=True)
         for host, port in svc.endpoints:
@@ -258,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cli(args)
     if args.command == "node":
-        if (bad := _check("--port", args.port, 0, 65535)) is not None:
+        if args.port is not None and (bad := _check("--port", args.port, 0, 65535)) is not None:
             print(f"crust node: {bad}", file=sys.stderr)
             return 2
         try:

@@ -156,3 +156,14 @@ def test_crust_config_prints_values_and_sources(
     monkeypatch.delenv("CRUST_PORT")
     assert main(["config", "--set", "nope=1"]) == 2
     assert "unknown setting" in capsys.readouterr().err
+
+
+def test_crust_node_reads_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _file(tmp_path, "port = 80\n")
+    assert main(["node", "--config", str(path)]) == 2
+    assert f"port (file {path})" in capsys.readouterr().err
+    # An option given on the command line wins over the file.
+    assert main(["node", "--config", str(path), "--port", "70000"]) == 2
+    assert "--port must be in 0..65535" in capsys.readouterr().err
