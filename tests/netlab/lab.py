@@ -486,8 +486,8 @@ class Lab:
         applied to both directions of that link."""
         if kind not in KINDS:
             raise ValueError(f"site kind {kind!r} is not one of {KINDS}")
-        if name in self.sites or name == "srv" or not re.fullmatch(r"[a-z][a-z0-9]{0,7}", name):
-            raise ValueError(f"site name {name!r} is taken or not [a-z][a-z0-9]{{0,7}}")
+        if name in self.sites or name == "srv" or not re.fullmatch(r"[a-z][a-z0-9]{0,11}", name):
+            raise ValueError(f"site name {name!r} is taken or not [a-z][a-z0-9]{{0,11}}")
         if not 1 <= hosts <= 2 or (kind == "public" and hosts != 1):
             raise ValueError(f"a {kind} site holds 1{'' if kind == 'public' else ' or 2'} hosts")
         if not 0.0 <= loss < 1.0:
