@@ -1,12 +1,13 @@
 """A crust node for the NAT-traversal lab tests, driven by lines on stdin.
 
     python traversal_agent.py serve IP PORT        # the rendezvous node
-    python traversal_agent.py node IP BOOT_IP:PORT [--tcp-only]
+    python traversal_agent.py node IP BOOT_IP:PORT [--tcp-only] [--stun IP:PORT,IP:PORT]
 
 Commands (one per line; each answer is one JSON line on stdout):
 
 - ``start``: a fresh service (new ports, new identity), connected to the
-  rendezvous node; answers ``{"ev": "started", "id": ...}``.
+  rendezvous node, with its STUN view of the NAT when ``--stun`` was given;
+  answers ``{"ev": "started", "id": ..., "hard": ...}``.
 - ``connect PEER_ID``: connect by id, send "ping", wait for the "pong";
   answers ``{"ev": "result", "ok", "path", "connect_s", "first_msg_s", "why"}``.
 - ``send PEER_ID CHUNKS``: send CHUNKS random 16 KiB messages and an "end";
@@ -58,10 +59,14 @@ async def serve(ip: str, port: int) -> None:
 
 
 class Node:
-    def __init__(self, ip: str, boot: tuple[str, int], tcp_only: bool) -> None:
+    def __init__(
+        self, ip: str, boot: tuple[str, int], tcp_only: bool, stun: tuple[str, ...]
+    ) -> None:
         self.ip = ip
         self.boot = boot
-        self.kw = {"udp": False} if tcp_only else {}
+        self.kw: dict[str, Any] = {"udp": False} if tcp_only else {}
+        if stun:
+            self.kw["stun_servers"] = stun
         self.svc: Service | None = None
         self.task: asyncio.Task[None] | None = None
         self.pongs: asyncio.Queue[float] = asyncio.Queue()
@@ -73,7 +78,14 @@ class Node:
         m = await self.svc.connect(self.boot)
         self.svc.maintain(m)
         self.task = asyncio.create_task(self._events(self.svc))
-        out(ev="started", id=str(self.svc.id), endpoint=list(self.svc.endpoints[0]))
+        if "stun_servers" in self.kw:
+            # Whether our NAT is symmetric decides on birthday punching.
+            for _ in range(100):
+                if getattr(self.svc, "nat", None) is not None:
+                    break
+                await asyncio.sleep(0.05)
+        out(ev="started", id=str(self.svc.id), endpoint=list(self.svc.endpoints[0]),
+            hard=self.svc.traversal.is_hard())  # fmt: skip
 
     async def _events(self, svc: Service) -> None:
         h = hashlib.sha256()
@@ -130,9 +142,9 @@ class Node:
         out(ev="sent", sha256=h.hexdigest(), paths=paths)
 
 
-async def node(ip: str, boot: str, tcp_only: bool) -> None:
+async def node(ip: str, boot: str, tcp_only: bool, stun: tuple[str, ...]) -> None:
     host, port = boot.rsplit(":", 1)
-    n = Node(ip, (host, int(port)), tcp_only)
+    n = Node(ip, (host, int(port)), tcp_only, stun)
     loop = asyncio.get_running_loop()
     out(ev="ready")
     try:
@@ -161,4 +173,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         asyncio.run(serve(sys.argv[2], int(sys.argv[3])))
     else:
-        asyncio.run(node(sys.argv[2], sys.argv[3], "--tcp-only" in sys.argv))
+        stun = sys.argv[sys.argv.index("--stun") + 1].split(",") if "--stun" in sys.argv else []
+        asyncio.run(node(sys.argv[2], sys.argv[3], "--tcp-only" in sys.argv, tuple(stun)))
