@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,14 @@ def _run(name: str, *args: str, env: dict[str, str]) -> str:
 
 
 def test_every_example_has_a_test() -> None:
-    tested = {"echo.py", "file_share.py", "hello_peer.py", "simulated_path.py"}
+    tested = {
+        "bootstrap_node.py",
+        "echo.py",
+        "file_share.py",
+        "hello_peer.py",
+        "lan_chat.py",
+        "simulated_path.py",
+    }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -148,6 +156,81 @@ def test_file_share_refuses_the_wrong_peer(tmp_path: Path) -> None:
     finally:
         sender.kill()
         sender.communicate()
+
+
+class _Program:
+    """An example running in the background; its stdout read line by line."""
+
+    def __init__(self, env: dict[str, str], name: str, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-u", str(EXAMPLES / name), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+
+    def expect(self, fragment: str, count: int = 1) -> str:
+        """Read until ``count`` lines containing ``fragment`` were printed."""
+        assert self.popen.stdout is not None
+        while sum(fragment in line for line in self.lines) < count:
+            line = self.popen.stdout.readline()
+            if not line:
+                _, err = self.popen.communicate(timeout=5)
+                raise AssertionError(f"no {fragment!r} in {self.lines}; stderr:\n{err}")
+            self.lines.append(line.rstrip("\n"))
+        return next(line for line in reversed(self.lines) if fragment in line)
+
+    def stop(self) -> None:
+        """Interrupt (Ctrl-C) if still running; always reap it and close its pipes."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+        try:
+            self.popen.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.communicate()
+
+
+def test_lan_chat_through_a_bootstrap_node(tmp_path: Path) -> None:
+    """Three chat nodes given only the bootstrap node's address find each
+    other through it (contact gossip) and a line typed at one reaches the
+    others. On loopback the beacon stays silent; the LAN path is tested in
+    tests/netlab/test_netlab_examples.py."""
+    env = _env(tmp_path)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    programs: list[_Program] = []
+    try:
+        node = _Program(env, "bootstrap_node.py", "--host", "127.0.0.1", "--port", "0")
+        programs.append(node)
+        contact = node.expect("bootstrap node ").split()[-1]
+        chats = {}
+        for name in ("alice", "bob", "carol"):
+            chats[name] = _Program(
+                env, "lan_chat.py", name, "--host", "127.0.0.1", "--contact", contact
+            )
+            programs.append(chats[name])
+        for chat in chats.values():
+            # The bootstrap node and the two other chats.
+            chat.expect("joined over", count=3)
+        carol = chats["carol"].popen
+        assert carol.stdin is not None
+        carol.stdin.write("hello from carol\n")
+        carol.stdin.flush()
+        for name in ("alice", "bob"):
+            chats[name].expect("carol: hello from carol")
+        # End of input: carol leaves, and the others see her go.
+        _, err = carol.communicate(timeout=TIMEOUT)
+        assert carol.returncode == 0, err
+        for name in ("alice", "bob"):
+            chats[name].expect(" left: ")
+        stats = node.expect('"peers": 3')
+        assert '"incoming": 3' in stats
+    finally:
+        for program in programs:
+            program.stop()
 
 
 def test_simulated_path(tmp_path: Path) -> None:
