@@ -75,6 +75,7 @@ class UdpListener:
         self._dialing: dict[bytes, tuple[Initiator, Address, asyncio.Future[HandshakeResult]]] = {}
         self._links: dict[bytes, UdpLink] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None  # the deadline the timer is for
         self._writing = False
         self._kicked = False
         self._closed = False
@@ -141,13 +142,29 @@ class UdpListener:
 
     def _schedule(self, deadline: int | None) -> None:
         self._watch_writable()
+        if self._closed:
+            return
+        # Re-arm only for an earlier deadline. During bulk transfer every
+        # drive moves the deadline (pacing, ACK timers), and a new asyncio
+        # timer per drive was a tenth of the sender's Python time; a timer
+        # that fires early is harmless: it drives and re-arms.
+        if self._timer is not None and deadline is not None and self._timer_at is not None:
+            if self._timer_at <= deadline:
+                return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if deadline is None or self._closed:
+            self._timer_at = None
+        if deadline is None:
             return
         delay = max(0.0, (deadline - now_us()) / 1e6)
-        self._timer = self._loop.call_later(delay, self._drive)
+        self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._drive()
 
     # -- handshakes ------------------------------------------------------
 
