@@ -31,6 +31,7 @@ class FakeIGD:
         self.mappings: dict[tuple[int, str], tuple[str, int, int]] = {}
         self.adds: list[tuple[int, str, float]] = []
         self.release = threading.Event()
+        self.external = "11.9.0.2"
 
     def maybe_hang(self, what: str) -> None:
         if what in self.hang:
@@ -55,7 +56,7 @@ class FakeUPnP:
 
     def externalipaddress(self) -> str:
         IGD.maybe_hang("externalipaddress")
-        return "11.9.0.2"
+        return IGD.external
 
     def addportmapping(
         self, eport: int, proto: str, host: str, iport: int, desc: str, remote: str, lease: int
@@ -142,6 +143,9 @@ def test_renews_at_half_the_lease() -> None:
         await m.wait_ready(5)
         await asyncio.sleep(1.3)
         times = [t for (port, proto, t) in IGD.adds if proto == "UDP"]
+        IGD.external = "11.9.0.3"
+        await asyncio.sleep(0.6)
+        assert [x.external for x in m.mappings] == [("11.9.0.3", 40000)]
         # Added once, then refreshed every 0.5 s: before the 1 s lease ends.
         assert len(times) >= 3
         gaps = [b - a for a, b in itertools.pairwise(times)]

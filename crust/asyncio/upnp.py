@@ -255,7 +255,12 @@ class PortMapper:
             # Renew at half the lease so one lost refresh still leaves time.
             await asyncio.sleep(self.lease / 2)
             try:
-                await self._map_all(gw, self.status.external_ip or ext_ip, first=False)
+                # The WAN address may have changed (a new DHCP lease upstream).
+                new_ip = await gw.external_ip()
+                if new_ip != ext_ip:
+                    logger.info("UPnP external address changed: %s -> %s", ext_ip, new_ip)
+                    ext_ip = new_ip
+                await self._map_all(gw, ext_ip, first=False)
             except UpnpError as e:
                 logger.warning("UPnP renewal failed: %s", e)
                 if gw.broken:

@@ -32,7 +32,7 @@ import os
 import struct
 import zlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from crust.errors import CrustError
 
@@ -47,6 +47,8 @@ __all__ = [
     "StunParseError",
     "decode",
     "encode_binding_request",
+    "encode_binding_response",
+    "encode_message",
     "is_stun",
 ]
 
@@ -310,29 +312,30 @@ class _Transaction:
     deadline: float | None = None
 
 
-@dataclass
 class StunClient:
     """Binding transactions over one local socket (one NAT mapping).
 
     ``rto``/``rc``/``rm`` are RFC 8489's; ``fingerprint`` adds FINGERPRINT
-    to requests (some servers insist on it; coturn accepts both)."""
+    to requests (some servers insist on it; coturn accepts both).
+    ``ignored`` counts datagrams that failed to parse or answered nothing
+    of ours."""
 
-    rto: float = 0.5
-    rc: int = 7
-    rm: int = 16
-    fingerprint: bool = True
-    _pending: dict[bytes, _Transaction] = field(default_factory=dict)
-    _events: deque[StunEvent] = field(default_factory=deque)
-    #: Datagrams that failed to parse or matched no transaction.
-    ignored: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.01 <= self.rto <= 60.0:
-            raise ValueError(f"rto must be 0.01..60 s, got {self.rto}")
-        if not 1 <= self.rc <= 16:
-            raise ValueError(f"rc must be 1..16, got {self.rc}")
-        if not 1 <= self.rm <= 64:
-            raise ValueError(f"rm must be 1..64, got {self.rm}")
+    def __init__(
+        self, *, rto: float = 0.5, rc: int = 7, rm: int = 16, fingerprint: bool = True
+    ) -> None:
+        if not 0.01 <= rto <= 60.0:
+            raise ValueError(f"rto must be 0.01..60 s, got {rto}")
+        if not 1 <= rc <= 16:
+            raise ValueError(f"rc must be 1..16, got {rc}")
+        if not 1 <= rm <= 64:
+            raise ValueError(f"rm must be 1..64, got {rm}")
+        self.rto = rto
+        self.rc = rc
+        self.rm = rm
+        self.fingerprint = fingerprint
+        self.ignored = 0
+        self._pending: dict[bytes, _Transaction] = {}
+        self._events: deque[StunEvent] = deque()
 
     def binding(
         self,
