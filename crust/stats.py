@@ -53,6 +53,10 @@ STATS_DOC: dict[str, str] = {
     "udp": "per UDP listener: the C endpoint's counters (datagrams, batches, GSO/GRO, drops)",
     "per_peer": "per connected peer id: `path`, `address`, `incoming`, `maintained` and "
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
+    "discovery": "`beacon` (null when not running): datagrams `rx`, `malformed`, `foreign`, "
+    "`own`, `rate_limited`, `queries_sent`, `replies_sent`, `replies_too_big`, `lan_peers`; "
+    "`bootstrap`: candidates `tried`, `connected`, `skipped` by reason, seconds to "
+    "`first_success`; `gossip`: lists `accepted`, `rate_limited`, `stale`",
 }
 
 
@@ -129,5 +133,6 @@ def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
         "handshake": dict(handshake),
         "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
         "per_peer": {str(p.id): _peer_entry(p) for p in peers},
+        "discovery": svc.discovery.stats(),
     }
     return out

@@ -4,6 +4,7 @@ loopback (the LAN beacon needs broadcast: tests/netlab/test_discovery_lab.py).""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -120,6 +121,11 @@ def test_contact_then_gossip_reaches_a_peer_two_hops_away(tmp_path: Path) -> Non
             assert sources[d.svc.id] == "gossip"
             assert x.of(BootstrapFailed) == []
             assert any(ev.peer.id == x.svc.id for ev in d.of(BootstrapAccept))
+            disc = json.loads(json.dumps(x.svc.stats()["discovery"]))
+            assert disc["beacon"] is None  # loopback only: nothing to beacon on
+            assert disc["bootstrap"]["connected"] == 3
+            assert disc["bootstrap"]["first_success"] < reach
+            assert disc["gossip"]["accepted"] >= 2
             await x.svc.close()
             cached = {e.peer_id for e in BootstrapCache(tmp_path / "x.json").load()}
             assert cached == {b.svc.id, c.svc.id, d.svc.id}

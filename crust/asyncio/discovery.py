@@ -20,7 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crust.asyncio.beacon import BeaconTransport
 from crust.bootstrap import Bootstrapper, Candidate
@@ -145,8 +145,26 @@ class Discovery:
         """Nodes of our network the beacon heard recently."""
         if self.beacon is None:
             return []
-        now = asyncio.get_running_loop().time()
+        # The beacon runs on the event loop's clock (time.monotonic()).
+        now = time.monotonic()
         return [LanPeerFound(p.peer_id, p.endpoints) for p in self.beacon.peers(now)]
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``Service.stats()`` (JSON-serialisable)."""
+        beacon: dict[str, int] | None = None
+        if self.beacon is not None:
+            beacon = {**self.beacon.stats, "lan_peers": len(self.beacon.peers(time.monotonic()))}
+        b = self.bootstrapper
+        return {
+            "beacon": beacon,
+            "bootstrap": {
+                "tried": b.tried,
+                "connected": b.connected,
+                "skipped": dict(b.skipped),
+                "first_success": b.first_success,
+            },
+            "gossip": dict(self._gossip_rx.stats),
+        }
 
     def on_new_peer(self, peer: Peer) -> None:
         if not self._started:
