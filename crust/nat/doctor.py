@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
 import json
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -28,27 +25,15 @@ __all__ = ["DoctorReport", "diagnose", "local_addresses", "parse_server", "rende
 
 Addr = tuple[str, int]
 
-_SIOCGIFADDR = 0x8915
-
-
 def local_addresses() -> list[tuple[str, str]]:
-    """(interface, address) for every configured IPv4 and IPv6 address
-    (Linux: SIOCGIFADDR per interface, /proc/net/if_inet6)."""
+    """(interface, address) for every configured IPv4 and IPv6 address."""
+    from crust.asyncio.netif import interfaces  # deferred: only the doctor needs it
+
     out: list[tuple[str, str]] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _, name in socket.if_nameindex():
-            try:
-                req = struct.pack("256s", name.encode()[:15])
-                res = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, req)
-            except OSError:
-                continue  # no IPv4 address on this interface
-            out.append((name, socket.inet_ntoa(res[20:24])))
-    with contextlib.suppress(OSError), open("/proc/net/if_inet6") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 6 and len(parts[0]) == 32:
-                raw = bytes.fromhex(parts[0])
-                out.append((parts[5], socket.inet_ntop(socket.AF_INET6, raw)))
+    for iface in interfaces():
+        if iface.ipv4 is not None:
+            out.append((iface.name, iface.ipv4))
+        out.extend((iface.name, a) for a in iface.ipv6)
     return out
 
 

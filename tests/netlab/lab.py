@@ -594,7 +594,10 @@ class Lab:
                 ]
             )
         )
-        proc = site.nat.spawn("miniupnpd", "-d", "-f", str(conf))
+        # Its own pid file: the default /var/run/miniupnpd.pid is shared by
+        # every namespace, and a second lab's miniupnpd would refuse to run.
+        pid = self.tmp / f"miniupnpd-{site.name}.pid"
+        proc = site.nat.spawn("miniupnpd", "-d", "-f", str(conf), "-P", str(pid))
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:

@@ -264,3 +264,15 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_two_labs_with_upnp_coexist(netlab: Lab) -> None:
+    """Parallel test runs each get their own miniupnpd and coturn (pid
+    files, leases and databases are per lab, not the system defaults)."""
+    netlab.add_site("u", "upnp")
+    netlab.stun()
+    with Lab() as other:
+        site = other.add_site("u", "upnp")
+        other.stun()
+        assert site.miniupnpd is not None and site.miniupnpd.popen.poll() is None
+        assert other.prefix != netlab.prefix
