@@ -352,7 +352,7 @@ def many_connections(
     """``n`` connections to one service, then ``traced`` more under
     tracemalloc, then (UDP) ``msg_seconds`` of messages over all of them."""
     _more_files(n + traced + 256)
-    with child(_server, transport, n + traced) as pipe:
+    with child(_server, transport, n + traced, fresh=True) as pipe:
         addr, rss0 = pipe.recv()
         dialer: _UdpDialer | _TcpDialer = (
             _UdpDialer(addr, min(SOURCES, n)) if transport == "udp" else _TcpDialer(addr)

@@ -1,6 +1,7 @@
 """Child processes for the benchmarks: the far end of every measurement
 runs in its own process (its own core and GIL), started by ``fork`` from a
-process with no event loop running, and is always reaped."""
+process with no event loop running (or spawned afresh), and is always
+reaped."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from crust.errors import CrustError
 __all__ = ["BenchError", "ChildPipe", "child"]
 
 _CTX = mp.get_context("fork")
+_SPAWN = mp.get_context("spawn")
 
 
 class BenchError(CrustError, RuntimeError):
@@ -50,11 +52,17 @@ class ChildPipe:
 
 
 @contextlib.contextmanager
-def child(target: Callable[..., None], *args: Any, timeout: float = 120.0) -> Iterator[ChildPipe]:
+def child(
+    target: Callable[..., None], *args: Any, timeout: float = 120.0, fresh: bool = False
+) -> Iterator[ChildPipe]:
     """Run ``target(pipe, *args)`` in a forked child for the ``with`` body;
-    the child is joined (killed when it outstays the body by 10 s)."""
-    parent, theirs = _CTX.Pipe()
-    proc = _CTX.Process(target=target, args=(theirs, *args), daemon=True)
+    the child is joined (killed when it outstays the body by 10 s).
+    ``fresh``: a new interpreter instead of a fork (``spawn``; ``target``
+    must be importable), whose memory is its own: a forked child reuses
+    the free heap it inherited, which hides its growth from RSS."""
+    ctx = _SPAWN if fresh else _CTX
+    parent, theirs = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(theirs, *args), daemon=True)
     proc.start()
     theirs.close()
     try:
