@@ -155,27 +155,11 @@ class Bootstrapper:
     async def _attempt(self, cand: Candidate) -> None:
         timeout = self.svc.config.bootstrap_attempt_timeout
         try:
-            peer = None
-            why = "no endpoint"
-            for addr in cand.endpoints:
-                if self.svc.is_blacklisted_address(addr):
-                    continue
-                try:
-                    peer = await self.svc.connect(addr, peer_id=cand.peer_id, timeout=timeout)
-                    break
-                except (ConnectionError, OSError, ValueError) as exc:
-                    why = str(exc)
-            if peer is None:
-                self._failed(cand, why)
-                return
             try:
-                accepted = await asyncio.wait_for(self._request(peer), timeout)
+                peer, why = await asyncio.wait_for(self._dial(cand, timeout), timeout)
             except asyncio.TimeoutError:
-                accepted = False
-                why = f"no bootstrap answer within {timeout} s"
-            else:
-                why = "refused to be bootstrapped off"
-            if not accepted:
+                peer, why = None, f"no connection and answer within {timeout} s"
+            if peer is None:
                 self._failed(cand, why)
                 return
             self.svc.maintain(peer)
@@ -188,6 +172,26 @@ class Bootstrapper:
             self._sem.release()
             if not self._queue and not self._inflight - {asyncio.current_task()}:
                 self._maybe_exhausted()
+
+    async def _dial(self, cand: Candidate, timeout: float) -> tuple[Peer | None, str]:
+        """Connect to the candidate's endpoints in turn and ask it to
+        bootstrap us; the caller bounds the whole of it by ``timeout``.
+        Returns the accepting peer, or None and why not."""
+        peer = None
+        why = "no endpoint that is not blacklisted"
+        for addr in cand.endpoints:
+            if self.svc.is_blacklisted_address(addr):
+                continue
+            try:
+                peer = await self.svc.connect(addr, peer_id=cand.peer_id, timeout=timeout)
+                break
+            except (ConnectionError, OSError, ValueError) as exc:
+                why = str(exc)
+        if peer is None:
+            return None, why
+        if not await self._request(peer):
+            return None, "refused to be bootstrapped off"
+        return peer, ""
 
     def _failed(self, cand: Candidate, why: str) -> None:
         logger.info("bootstrap: %s candidate %s failed: %s", cand.source, cand.endpoints, why)

@@ -67,8 +67,10 @@ class Recorder:
             if left <= 0:
                 raise AssertionError(f"condition not met in {timeout} s: {self.events}")
             self._changed.clear()
+            # Woken by events; polled too, for conditions that change
+            # without one (counters, connection state).
             try:
-                await asyncio.wait_for(self._changed.wait(), left)
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.05))
             except asyncio.TimeoutError:
                 pass
 
