@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         "--stun",
         action="append",
         metavar="HOST[:PORT]",
-        help="STUN server (repeatable; port 3478 by default)",
+        help="STUN server (repeatable; port 3478 by default; default: the configured "
+        "stun_servers)",
     )
     nat.add_argument("--no-upnp", action="store_true", help="skip the UPnP gateway search")
     nat.add_argument("--host", default="0.0.0.0", help="local address to probe from")

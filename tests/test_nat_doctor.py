@@ -3,13 +3,18 @@ addresses, the report's text and JSON forms, and the CLI's usage errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+from pathlib import Path
 
 import pytest
 
 from crust.cli import main
 from crust.nat.classify import Probe, classify
 from crust.nat.doctor import DoctorReport, _verdict, local_addresses, parse_server, render
+from crust.nat.stun import decode, encode_binding_response
 
 
 @pytest.mark.parametrize(
@@ -81,10 +86,46 @@ def test_cli_rejects_a_bad_server(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_without_servers_or_upnp_reports_local_addresses(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("CRUST_CONFIG", str(tmp_path / "empty.toml"))
+    monkeypatch.delenv("CRUST_STUN_SERVERS", raising=False)
     assert main(["nat", "--no-upnp", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["nat"] is None and r["upnp"] is None
     assert {"interface": "lo", "address": "127.0.0.1"} in r["local_addresses"]
     assert "without a STUN server" in r["verdict"]
+
+
+def test_cli_uses_the_configured_stun_servers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without --stun the doctor asks the servers a node would use; here a
+    loopback responder (no NAT: the reflexive address is the socket)."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.settimeout(0.05)
+    server = srv.getsockname()
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                data, addr = srv.recvfrom(2048)
+                srv.sendto(encode_binding_response(decode(data).txid, addr), addr)
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("CRUST_CONFIG", str(tmp_path / "empty.toml"))
+    monkeypatch.setenv("CRUST_STUN_SERVERS", f"{server[0]}:{server[1]}")
+    try:
+        assert main(["nat", "--no-upnp", "--json", "--host", "127.0.0.1"]) == 0
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+    r = json.loads(capsys.readouterr().out)
+    assert r["stun_servers"] == [list(server)]
+    assert r["nat"]["behind_nat"] is False and r["nat"]["mapped"] == r["nat"]["local"]

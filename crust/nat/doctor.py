@@ -159,7 +159,9 @@ def _verdict(nat: NatBehaviour | None, upnp: dict[str, Any] | None) -> str:
     if nat is not None:
         parts.append(nat.advice)
     else:
-        parts.append("reachability unknown without a STUN server (--stun HOST[:PORT])")
+        parts.append(
+            "reachability unknown without a STUN server (--stun HOST[:PORT] or stun_servers)"
+        )
     if upnp and upnp.get("can_map"):
         parts.append("UPnP works: crust can open its ports on the gateway (ServiceConfig.upnp)")
     elif upnp and upnp.get("available"):
@@ -246,8 +248,20 @@ def render(r: DoctorReport) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``crust nat`` (arguments from :mod:`crust.cli`)."""
+    texts = args.stun
+    if not texts:
+        # The servers a node would use: ServiceConfig.stun_servers from the
+        # config file or CRUST_STUN_SERVERS.
+        from crust.config_sources import load_config
+        from crust.errors import ConfigError
+
+        try:
+            texts = list(load_config().config.stun_servers)
+        except ConfigError as e:
+            print(f"crust nat: configuration: {e}", file=sys.stderr)
+            return 2
     try:
-        servers = [parse_server(s) for s in args.stun or []]
+        servers = [parse_server(s) for s in texts]
     except ValueError as e:
         print(f"crust nat: {e}", file=sys.stderr)
         return 2
