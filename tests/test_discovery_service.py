@@ -203,7 +203,8 @@ def test_accept_bootstrap_off_refuses_and_disconnects(tmp_path: Path) -> None:
 
 
 def test_blacklisted_candidates_are_skipped(tmp_path: Path) -> None:
-    """a learns c from b's gossip, but c's id is blacklisted: never dialled."""
+    """a learns c from b's gossip, but c's id is blacklisted: never dialled;
+    a contact in a blacklisted network is not dialled either."""
 
     async def main() -> None:
         async with AsyncExitStack() as st:
@@ -215,13 +216,20 @@ def test_blacklisted_candidates_are_skipped(tmp_path: Path) -> None:
             a = await st.enter_async_context(
                 _node(
                     st,
-                    _cfg(tmp_path, "a", contacts=(_addr(b.svc),), blacklist=(str(c.svc.id),)),
+                    _cfg(
+                        tmp_path,
+                        "a",
+                        contacts=(_addr(b.svc), "127.0.0.2:9"),
+                        blacklist=(str(c.svc.id), "127.0.0.2/32"),
+                    ),
                 )
             )
             await a.wait(lambda: bool(a.of(BootstrapConnect)))
             await asyncio.sleep(0.5)  # b's gossip, naming c, has arrived
             assert a.svc.discovery.bootstrapper.tried == 1
-            assert a.svc.discovery.bootstrapper.skipped.get("blacklisted", 0) >= 1
+            skipped = a.svc.discovery.bootstrapper.skipped
+            assert skipped.get("blacklisted", 0) >= 1
+            assert skipped.get("blacklisted address") == 1
             assert not a.connected_to(c.svc.id)
             assert [ev.peer.id for ev in a.of(BootstrapConnect)] == [b.svc.id]
 

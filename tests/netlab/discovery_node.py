@@ -5,7 +5,8 @@
 Prints one line per event, times in ms since the process started:
 ``READY <id> <host:port> <ms>``, ``LAN <id> <ms>``, ``PEER <id> <in|out> <ms>``,
 ``BOOT <id> <source> <ms>``, ``ACCEPT <id> <ms>``, ``FAILED <tried> <ms>``,
-``LOST <id> <ms>``. SIGTERM closes the service gracefully (the bootstrap
+``LOST <id> <ms>``, and after each LAN line ``ONLAN <n>``
+(``len(svc.peers_on_lan())``). SIGTERM closes the service gracefully (the bootstrap
 cache is flushed) and exits.
 """
 
@@ -37,6 +38,7 @@ async def main(config_path: str, seed: str) -> None:
             async for ev in svc.events():
                 if isinstance(ev, crust.LanPeerFound):
                     print(f"LAN {ev.peer_id} {_ms()}", flush=True)
+                    print(f"ONLAN {len(svc.peers_on_lan())}", flush=True)
                 elif isinstance(ev, crust.NewPeer):
                     way = "in" if ev.incoming else "out"
                     print(f"PEER {ev.peer.id} {way} {_ms()}", flush=True)

@@ -151,6 +151,7 @@ def test_beacon_cache_and_gossip_in_namespaces(bridges: BridgeLab, capsys: objec
         node.until(lambda node=node, others=others: others <= node.peers(), 10.0)
         lan = {f[0]: int(f[1]) for f in node.events("LAN")}
         assert set(lan) == others, node.lines
+        assert [ln for ln in node.lines if ln.startswith("ONLAN ")][-1] == "ONLAN 2"
         found = max(lan.values())
         figures[f"{node.name}: both neighbours heard (ms since start)"] = found
         ready_ms = node.ready_ms
