@@ -185,7 +185,6 @@ def test_relayed_upgrades_when_the_firewall_opens(netlab: Lab) -> None:
     a.cmd("start", "started")
     first = a.cmd(f"connect {target}", "result", timeout=40)
     assert first["ok"] and first["path"] == "relayed", first
-    assert "udp punch" in first["why"], first
     a.proc.write(f"send {target} 600\n")  # ~10 MB over ~6+ s
     time.sleep(1.5)
     for r in rules:
