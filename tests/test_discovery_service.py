@@ -282,3 +282,26 @@ def test_incoming_peer_is_cached_with_its_listening_endpoint(tmp_path: Path) -> 
             assert "observed" in entry.nat
 
     asyncio.run(main())
+
+
+def test_periodic_gossip_spreads_later_connections(tmp_path: Path) -> None:
+    """x is connected to b only; e connects to b afterwards. x learns of e
+    from b's next gossip round (not from the one sent at connection)."""
+
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            fast = {"gossip_interval": 0.3}
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b", **fast)))
+            x = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "x", contacts=(_addr(b.svc),), **fast))
+            )
+            await x.wait(lambda: x.connected_to(b.svc.id))
+            e = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "e", contacts=(_addr(b.svc),), bootstrap_peers=1))
+            )
+            await e.wait(lambda: e.connected_to(b.svc.id))
+            learned = lambda: [ev for ev in x.of(BootstrapConnect) if ev.peer.id == e.svc.id]  # noqa: E731
+            await x.wait(lambda: bool(learned()), timeout=5.0)
+            assert [ev.source for ev in learned()] == ["gossip"]
+
+    asyncio.run(main())
