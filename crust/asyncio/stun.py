@@ -234,7 +234,8 @@ async def probe_nat(
     filter, a request to the primary asking the answer to come from the
     other IP and port, then from the other port only. A filtering test
     "fails" by design behind a filtering NAT, so it uses ``filter_rc``
-    requests: with the defaults it costs 0.2 + 0.2 + 0.8 = 1.2 s.
+    requests: with the defaults an unanswered one ends after 0.2 + 0.8 = 1 s
+    (the second request goes out at 0.2 s, the client gives up Rm x RTO later).
     """
     if not servers:
         raise ValueError("probe_nat needs at least one STUN server")
