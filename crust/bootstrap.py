@@ -16,7 +16,9 @@ to nobody.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -179,7 +181,7 @@ class Bootstrapper:
         Returns the accepting peer, or None and why not."""
         peer = None
         why = "no endpoint that is not blacklisted"
-        for addr in cand.endpoints:
+        for addr in await self._resolve(cand.endpoints):
             if self.svc.is_blacklisted_address(addr):
                 continue
             try:
@@ -192,6 +194,30 @@ class Bootstrapper:
         if not await self._request(peer):
             return None, "refused to be bootstrapped off"
         return peer, ""
+
+    async def _resolve(self, endpoints: tuple[Address, ...]) -> list[Address]:
+        """Endpoints with host names (configured contacts may have them)
+        replaced by their addresses, without blocking the event loop."""
+        out: list[Address] = []
+        loop = asyncio.get_running_loop()
+        for host, port in endpoints:
+            try:
+                ipaddress.ip_address(host.split("%", 1)[0])
+            except ValueError:
+                pass
+            else:
+                out.append((host, port))
+                continue
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                logger.info("bootstrap: cannot resolve %s: %s", host, exc)
+                continue
+            for *_, sockaddr in infos:
+                addr = (str(sockaddr[0]), int(sockaddr[1]))
+                if addr not in out:
+                    out.append(addr)
+        return out
 
     def _failed(self, cand: Candidate, why: str) -> None:
         logger.info("bootstrap: %s candidate %s failed: %s", cand.source, cand.endpoints, why)

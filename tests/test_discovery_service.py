@@ -305,3 +305,17 @@ def test_periodic_gossip_spreads_later_connections(tmp_path: Path) -> None:
             assert [ev.source for ev in learned()] == ["gossip"]
 
     asyncio.run(main())
+
+
+def test_contact_given_by_host_name(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b")))
+            port = b.svc.endpoints[0][1]
+            a = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "a", contacts=(f"localhost:{port}",)))
+            )
+            await a.wait(lambda: bool(a.of(BootstrapConnect)))
+            assert a.of(BootstrapConnect)[0].peer.id == b.svc.id
+
+    asyncio.run(main())

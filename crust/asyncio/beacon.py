@@ -78,9 +78,9 @@ class BeaconTransport:
         """Whether the listening addresses leave anything to beacon on."""
         return self._want_v4 or self._want_v6
 
-    def start(self) -> None:
+    def start(self) -> bool:
         """Open the sockets (logged and skipped per family on failure) and
-        send the first query."""
+        send the first query; False when no socket could be opened."""
         if self._want_v4:
             self._open(socket.AF_INET)
         if self._want_v6 and socket.has_ipv6:
@@ -88,6 +88,7 @@ class BeaconTransport:
         if self._socks:
             self._arm()
             logger.info("beacon on UDP port %d (%s)", self.port, ", ".join(sorted(self._socks)))
+        return bool(self._socks)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -107,8 +107,7 @@ class Discovery:
             io = BeaconTransport(
                 self.beacon, port=cfg.beacon_port, hosts=cfg.hosts, on_found=self._on_lan_peer
             )
-            if io.active:
-                io.start()
+            if io.active and io.start():
                 self._beacon_io = io
             else:
                 self.beacon = None
