@@ -263,3 +263,19 @@ def test_birthday_punching_when_one_side_is_symmetric(hard: str) -> None:
             assert next(p for p in e.peers if p.id == h.id).address == hole
 
     run(main())
+
+
+def test_relaying_keeps_the_relays_connections_from_being_pruned() -> None:
+    async def main() -> None:
+        async with trio(m_kw={"prune_after": 1.0}, relay="always") as (m, a, b):
+            peer = await a.connect(b.id)
+            assert peer.path == "relayed"
+            for i in range(15):
+                await peer.send(b"%d" % i)
+                await asyncio.sleep(0.2)
+            assert len(await recv_all(b, 15)) == 15
+            # Three seconds of relaying through M, which prunes after one.
+            assert {p.id for p in m.peers} == {a.id, b.id}
+            assert peer.is_connected
+
+    run(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from crust import _core
@@ -80,6 +81,7 @@ class RelayLink:
             logger.debug("relayed datagram dropped: %s", e)
             return False
         self.sent += 1
+        self.via.last_used = time.monotonic()  # relaying uses that connection
         return True
 
     def receive_datagram(self, data: bytes) -> None:

@@ -32,6 +32,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -767,6 +768,9 @@ class Traversal:
     def _on_relay(self, peer: Peer, payload: bytes) -> None:
         op, session, body = relay.decode_untrusted(payload)
         now = now_us()
+        # Relayed traffic is control traffic, which does not keep a
+        # connection from being pruned; relaying is a use of it all the same.
+        peer.last_used = time.monotonic()
         if session in self.relays:
             if op is RelayOp.DATA:
                 to = self.relays.forward(peer.id, session, len(body), now)
@@ -774,6 +778,7 @@ class Traversal:
                 to = self.relays.close(session, peer.id)
             target = self.svc._peers.get(to) if to is not None else None
             if target is not None and target.is_connected:
+                target.last_used = peer.last_used
                 # A full queue towards the target drops the datagram: the
                 # endpoints' reliability resends it.
                 with contextlib.suppress(CrustError):
