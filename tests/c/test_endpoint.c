@@ -358,6 +358,48 @@ static void test_unknown_cids_dropped(void)
     close(junk);
 }
 
+/* route_stun: STUN messages (top bits 00, magic cookie, length matching the
+ * header) go up; off by default, and other datagrams stay dropped in C. */
+static void test_route_stun(void)
+{
+    struct sockaddr_in ea_addr, ja;
+    int fd = udp_socket(&ea_addr), junk = udp_socket(&ja);
+    /* A binding success header with 12 bytes of attributes. */
+    uint8_t stun[32] = {0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42};
+    uint8_t no_cookie[32] = {0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x43};
+    uint8_t bad_len[32] = {0x01, 0x01, 0x00, 0x10, 0x21, 0x12, 0xa4, 0x42};
+    uint8_t buf[2048];
+    struct sockaddr_storage from;
+    socklen_t fl;
+    crust_endpoint_stats st;
+    crust_endpoint_config cfg;
+    crust_endpoint_config_default(&cfg);
+    CHECK(cfg.route_stun == 0);
+    cfg.route_stun = 2;
+    CHECK(crust_endpoint_new(fd, &cfg) == NULL);
+    for (uint32_t route = 0; route <= 1; route++) {
+        cfg.route_stun = route;
+        crust_endpoint *ep = crust_endpoint_new(fd, &cfg);
+        CHECK(ep != NULL);
+        sendto(junk, no_cookie, sizeof no_cookie, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+        sendto(junk, bad_len, sizeof bad_len, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+        sendto(junk, stun, sizeof stun, 0, (struct sockaddr *)&ea_addr, sizeof ea_addr);
+        usleep(20000);
+        crust_endpoint_drive(ep, now_us());
+        if (route) {
+            CHECK(crust_endpoint_next_unrouted(ep, buf, sizeof buf, &from, &fl) == sizeof stun);
+            CHECK(memcmp(buf, stun, sizeof stun) == 0);
+        }
+        CHECK(crust_endpoint_next_unrouted(ep, buf, sizeof buf, &from, &fl) == 0);
+        crust_endpoint_get_stats(ep, &st);
+        CHECK(st.rx_datagrams == 3 && st.unrouted == route);
+        CHECK(st.rx_dropped_malformed == 3 - route);
+        crust_endpoint_free(ep);
+    }
+    close(fd);
+    close(junk);
+}
+
 /* ---- many connections, and a client that moves ------------------------------ */
 
 #define NCONN 300
@@ -497,6 +539,7 @@ int main(void)
     test_bulk(1, 1, 1);
     test_unrouted();
     test_unknown_cids_dropped();
+    test_route_stun();
     test_many();
     return check_summary();
 }
