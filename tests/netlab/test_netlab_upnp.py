@@ -106,6 +106,10 @@ def test_upnp_maps_connects_inbound_and_unmaps(netlab: Lab) -> None:
         ("udp", port, site.host.ip, port),
         ("tcp", port, site.host.ip, port),
     }
+    # ... and as a UPnP client on the LAN lists them.
+    listing = site.host.sh("upnpc", "-l", timeout=20)
+    for proto in ("UDP", "TCP"):
+        assert f"{proto} {port}->{site.host.ip}:{port} 'crust'" in listing, listing
     for transport in ("udp", "tcp"):
         out = pub.host.run_python(
             DIAL, pub.host.ip, site.public_ip, str(port), info["id"], transport, "5"
