@@ -36,14 +36,17 @@ def table(suite: Suite) -> str:
     )
     lines = [head, ""]
     w = 46
-    lines.append(f"{'':<11}{'benchmark':<{w}}{'figure':>12} {'unit':<10} vs baseline (same run)")
+    lines.append(
+        f"{'':<11}{'benchmark':<{w}}{'figure':>12} {'unit':<10}{'spread':>7}  "
+        "vs baseline (same run)"
+    )
     group = None
     for r in suite.rows():
         g = r["group"] if r["group"] != group else ""
         group = r["group"]
         label = r["label"] + (f" [{r['aead']}]" if r.get("aead") and r["label"][0] != " " else "")
         if r["shown"] is None:
-            lines.append(f"{g:<11}{label:<{w}}{'-':>12} {r['unit']:<10} {r['error'] or ''}")
+            lines.append(f"{g:<11}{label:<{w}}{'-':>12} {r['unit']:<10}{'':>7}  {r['error'] or ''}")
             continue
         vs = ""
         if r["ratio"] is not None:
@@ -51,13 +54,15 @@ def table(suite: Suite) -> str:
         if "target" in r:
             verdict = {True: "met", False: "MISSED", None: "?"}[r["met"]]
             vs += f"{'  ' if vs else ''}target {r['target']}: {verdict}"
-        lines.append(f"{g:<11}{label:<{w}}{_num(r['shown']):>12} {r['unit']:<10} {vs}")
+        spread = "" if r["spread"] is None or r["rounds"] < 2 else f"{100 * r['spread']:.0f}%"
+        lines.append(f"{g:<11}{label:<{w}}{_num(r['shown']):>12} {r['unit']:<10}{spread:>7}  {vs}")
     lines.append("")
     for t in suite.extra_targets():
         got = "-" if t["ratio"] is None else f"{t['ratio']:.1f}x"
         verdict = {True: "met", False: "MISSED", None: "?"}[t["met"]]
         lines.append(
-            f"{'ratio':<11}{t['what']:<{w}}{got:>12} {'':<10} target {t['target']}: {verdict}"
+            f"{'ratio':<11}{t['what']:<{w}}{got:>12} {'':<10}{'':>7}  "
+            f"target {t['target']}: {verdict}"
         )
     return "\n".join(lines)
 

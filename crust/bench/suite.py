@@ -399,12 +399,14 @@ class Suite:
 
     def value(self, ref: str) -> float | None:
         """The median of ``"case/key"`` over its rounds, None if not measured."""
+        vals = self.values(ref)
+        return statistics.median(vals) if vals else None
+
+    def values(self, ref: str) -> list[float]:
+        """Every round's value of ``"case/key"``."""
         name, _, key = ref.rpartition("/")
         out = self.outcomes.get(name)
-        if out is None:
-            return None
-        vals = [float(r[key]) for r in out.runs if key in r]
-        return statistics.median(vals) if vals else None
+        return [float(r[key]) for r in out.runs if key in r] if out is not None else []
 
     def baseline(self, ref: str) -> float | None:
         """A baseline's median, measuring it first if this run has not."""
@@ -421,7 +423,8 @@ class Suite:
             if out is None:
                 continue
             for f in case.figures:
-                v = self.value(f"{case.name}/{f.key}")
+                vals = self.values(f"{case.name}/{f.key}")
+                v = statistics.median(vals) if vals else None
                 base = self.value(f.baseline) if f.baseline else None
                 ratio = v / base if v is not None and base else None
                 row: dict[str, Any] = {
@@ -436,6 +439,8 @@ class Suite:
                     "ratio": ratio,
                     "error": out.error if v is None else None,
                     "rounds": len(out.runs),
+                    # (max - min) / median over the rounds: how far to trust it.
+                    "spread": (max(vals) - min(vals)) / v if v else None,
                 }
                 aead = out.runs[0].get("aead") if out.runs else None
                 if aead:
