@@ -15,7 +15,10 @@ import pytest
 
 from crust import Identity, NewMessage, Service, ServiceConfig, UnknownPeer
 from crust.asyncio.relay_link import RelayLink
+from crust.control import ControlKind
 from crust.errors import ConfigError
+from crust.nat import rendezvous
+from crust.nat.rendezvous import Op, RendezvousMessage
 
 T = TypeVar("T")
 
@@ -277,5 +280,26 @@ def test_relaying_keeps_the_relays_connections_from_being_pruned() -> None:
             # Three seconds of relaying through M, which prunes after one.
             assert {p.id for p in m.peers} == {a.id, b.id}
             assert peer.is_connected
+
+    run(main())
+
+
+def test_punch_requests_are_budgeted_per_introducer() -> None:
+    """A peer that passes us many requests cannot make us punch (send to
+    addresses it chose) without bound."""
+
+    async def main() -> None:
+        async with trio() as (m, a, b):
+            b_at_m = next(p for p in m.peers if p.id == b.id)
+            for _ in range(30):
+                msg = RendezvousMessage(
+                    Op.INTRODUCE, os.urandom(8), a.id, os.urandom(16),
+                    candidates=(("127.0.0.1", 9),),
+                )  # fmt: skip
+                m.send_control(b_at_m, ControlKind.RENDEZVOUS, rendezvous.encode(msg))
+            await asyncio.sleep(0.3)
+            assert 1 <= len(b.traversal._jobs) <= 8
+            # Still friends: refusing is not treating the introducer as hostile.
+            assert b_at_m.is_connected
 
     run(main())

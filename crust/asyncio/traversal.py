@@ -71,6 +71,14 @@ _MAX_VIAS = 3
 # How many recent punch results are kept for labelling incoming handshakes.
 _MAX_PUNCHED = 1024
 _MAX_OFFERS = 1024
+# Punch requests a peer may pass us: a burst of 8, then one per second; and
+# at most _MAX_JOBS punch sessions at once (each sends to addresses a peer
+# chose, so this bounds what we can be made to send).
+_BUDGET_BURST = 8.0
+_BUDGET_RATE = 1.0
+# Birthday probing sprays many ports: it stops sooner than a plain punch.
+_SPRAY_TIMEOUT_US = 1_500_000
+_MAX_JOBS = 16
 _HARD = (
     Behaviour.ADDRESS_DEPENDENT,
     Behaviour.ADDRESS_AND_PORT_DEPENDENT,
@@ -165,6 +173,7 @@ class Traversal:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._responder: Responder | None = None
         self._hard_sides: set[HardSide] = set()
+        self._budgets: dict[PeerId, tuple[float, int]] = {}
         #: Listeners on sockets that won a birthday punch (closed with us).
         self._listeners: list[UdpListener] = []
         #: Whether our NAT is symmetric; None: as STUN says (``is_hard``).
@@ -470,13 +479,19 @@ class Traversal:
         requester = msg.peer
         if msg.session in self._jobs or msg.session in self._offers:
             return  # the same request through a second introducer
+        if not self._admit(via, msg):
+            return
         nonce = os.urandom(16)
         cands, local = self.candidates(via.address)
         reply = RendezvousMessage(
             Op.REPLY, msg.session, requester, nonce, _rtt_us(via), False, tuple(cands),
             local=local, hard=self.is_hard(),
         )  # fmt: skip
-        self.svc.send_control(via, ControlKind.RENDEZVOUS, _encode(reply))
+        try:
+            self.svc.send_control(via, ControlKind.RENDEZVOUS, _encode(reply))
+        except CrustError as e:
+            logger.debug("rendezvous reply to %s not sent: %s", via.id.short, e)
+            return
         if msg.relay and self.use_relay != "never":
             while len(self._offers) >= _MAX_OFFERS:
                 del self._offers[next(iter(self._offers))]
@@ -542,7 +557,8 @@ class Traversal:
                 # candidates first, then the sprayed ports, 64 every 10 ms.
                 mine = list(dict.fromkeys(mine + spray))
                 config = PunchConfig(
-                    interval_us=10_000, low_ttl_us=low_ttl_us, timeout_us=timeout_us,
+                    interval_us=10_000, low_ttl_us=low_ttl_us,
+                    timeout_us=min(timeout_us, _SPRAY_TIMEOUT_US + low_ttl_us),
                     max_candidates=len(mine), burst=64,
                 )  # fmt: skip
             else:
@@ -559,6 +575,22 @@ class Traversal:
             self._drive(job)
             return job
         return None
+
+    def _admit(self, source: Peer, msg: RendezvousMessage) -> bool:
+        """Whether to act on a punch request that ``source`` passed us. A
+        request makes us send packets to addresses someone else chose, so
+        each source gets a small budget (a burst of 8, then one a second)
+        and at most ``_MAX_JOBS`` punches run at once."""
+        now = now_us()
+        tokens, stamp = self._budgets.pop(source.id, (_BUDGET_BURST, now))
+        tokens = min(_BUDGET_BURST, tokens + (now - stamp) * _BUDGET_RATE / 1e6)
+        ok = tokens >= 1.0 and len(self._jobs) < _MAX_JOBS
+        self._budgets[source.id] = (tokens - 1.0 if ok else tokens, now)
+        while len(self._budgets) > 4096:
+            del self._budgets[next(iter(self._budgets))]
+        if not ok:
+            logger.info("punch request via %s refused: over budget", source.id.short)
+        return ok
 
     # -- birthday punching (exactly one side symmetric) -------------------------
 
@@ -711,7 +743,7 @@ class Traversal:
     def _on_punch_request(self, peer: Peer, payload: bytes) -> None:
         msg = _decode(payload)
         if msg.op is Op.REQUEST:
-            if msg.session in self._jobs:
+            if msg.session in self._jobs or not self._admit(peer, msg):
                 return
             nonce = os.urandom(16)
             via = peer._link.via.address if isinstance(peer._link, RelayLink) else None
@@ -720,7 +752,10 @@ class Traversal:
                 Op.REPLY, msg.session, self.svc.id, nonce, _rtt_us(peer), False, tuple(cands),
                 local=local,
             )  # fmt: skip
-            self.svc.send_control(peer, ControlKind.PUNCH, _encode(reply))
+            try:
+                self.svc.send_control(peer, ControlKind.PUNCH, _encode(reply))
+            except CrustError:
+                return
             key = punch_key(self.svc.identity, peer.id, msg.session, (msg.nonce, nonce))
             cands_p = list(msg.candidates)
             self._start_punch(
