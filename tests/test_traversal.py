@@ -135,8 +135,29 @@ def test_relay_when_nothing_direct_works_and_why() -> None:
                 await peer.send(d)
             got = await recv_all(b, len(data))
             assert got == data
-            # The relay forwarded ciphertext only: none of the plaintext.
             assert m.traversal.relays.forwarded_bytes > sum(map(len, data))
+
+    run(main())
+
+
+def test_the_relay_sees_ciphertext_only() -> None:
+    async def main() -> None:
+        async with trio(relay="always") as (m, a, b):
+            relayed: list[bytes] = []
+            send = m.send_control
+
+            def spy(peer: Any, kind: int, payload: bytes) -> None:
+                if kind == ControlKind.RELAY:
+                    relayed.append(payload)
+                send(peer, kind, payload)
+
+            m.send_control = spy  # type: ignore[method-assign]
+            peer = await a.connect(b.id)
+            secret = b"attack at dawn, " * 64
+            await peer.send(secret)
+            assert await recv_all(b, 1) == [secret]
+            assert relayed and sum(map(len, relayed)) > len(secret)
+            assert not any(b"attack at dawn" in r for r in relayed)
 
     run(main())
 
