@@ -9,8 +9,10 @@ up to 64 KiB; its acknowledgments still release the send buffer, and flow
 control still bounds the receiver's memory.
 
 The data path calls Python once per read and once per write, not per
-packet: reads land in a reusable buffer (``asyncio.BufferedProtocol``) that
-``Connection.receive_stream`` parses and decrypts in C; writes are whole
+packet: reads land in a buffer shared by every link of the thread
+(``asyncio.BufferedProtocol``), which ``Connection.receive_stream`` parses
+and decrypts in C at once; only a partial frame left at the end of a read
+is kept per link, so an idle link holds no read buffer. Writes are whole
 batches of framed packets from ``Connection.stream_to_send``. Handshake
 frames on the same stream go through the sans-IO handshake in Python.
 Backpressure: while asyncio's write buffer is above its high-water mark
@@ -25,6 +27,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from typing import TYPE_CHECKING, Any
 
 from crust import _core
@@ -43,12 +46,22 @@ _HDR = _LEN.size
 MAX_FRAME = 65535
 _LONG_HEADER = 0x80
 
-# The receive buffer adapts: it doubles while reads fill it, up to
-# _RBUF_MAX (large reads: few calls per byte), and shrinks back towards
-# _RBUF_MIN while traffic is light, so idle links stay cheap. It always
-# fits the frame it is assembling.
-_RBUF_MIN = 16 << 10
-_RBUF_MAX = 2 << 20
+# Reads go into one buffer per thread (links are served one at a time by
+# the loop, and each read is processed before the next starts): large, so
+# bulk transfers make few calls per byte, and shared, so 10,000 idle links
+# do not hold 10,000 buffers. It always has room for a whole frame after
+# the partial one a link brings back.
+_READ_SIZE = 2 << 20
+_scratch = threading.local()
+
+
+def _read_buffer(keep: int) -> bytearray:
+    """This thread's read buffer, with room for ``keep`` bytes and a whole
+    frame after them."""
+    buf: bytearray | None = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < keep + _HDR + MAX_FRAME:
+        buf = _scratch.buf = bytearray(max(_READ_SIZE, keep + _HDR + MAX_FRAME))
+    return buf
 # Bytes of framed packets built per transport write.
 _WRITE_CHUNK = 512 << 10
 # asyncio's write buffer: stop producing above HIGH, resume below LOW.
@@ -69,11 +82,13 @@ class TcpLink(asyncio.BufferedProtocol):
         self._conn: _core.Connection | None = None
         self.address: Address = ("", 0)
         self.transport: asyncio.Transport | None = None
-        self._rbuf = bytearray(_RBUF_MIN)
-        self._rstart = 0  # unprocessed bytes are _rbuf[_rstart:_rend]
+        # While a read is processed: the thread's read buffer, its
+        # unprocessed bytes being _rbuf[_rstart:_rend]. Between reads: the
+        # bytes left over (a partial frame, or frames held for establish()).
+        self._rbuf = bytearray()
+        self._rstart = 0
         self._rend = 0
-        self._offered = 0  # free bytes the last get_buffer handed out
-        self._last_read = 0  # bytes the last read brought
+        self._partial = b""
         self._held = False  # engine packets wait for establish()
         self._paused = False  # asyncio's write buffer is full
         self._timer: asyncio.TimerHandle | None = None
@@ -105,36 +120,31 @@ class TcpLink(asyncio.BufferedProtocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        buf = self._rbuf
-        start, end = self._rstart, self._rend
-        pending = end - start  # a partial frame (or nothing)
-        size = len(buf)
-        if self._offered and self._last_read == self._offered:
-            size = min(2 * size, _RBUF_MAX)  # reads fill what we offer: offer more
-        elif not pending and self._last_read < size // 8:
-            size = max(size // 2, _RBUF_MIN)  # light traffic: give memory back
-        if pending >= _HDR:
-            need = _HDR + _LEN.unpack_from(buf, start)[0]
-            while size <= need:
-                size *= 2
-        if size != len(buf):
-            # A new buffer (asyncio may still hold a view of the old one).
-            grown = bytearray(size)
-            grown[:pending] = buf[start:end]
-            self._rbuf = buf = grown
-            self._rstart, self._rend = start, end = 0, pending
-        elif start and len(buf) - end < len(buf) // 2:
-            # Move the partial frame to the front (a same-length slice
-            # assignment, allowed while a view of the buffer exists).
-            buf[:pending] = buf[start:end]
-            self._rstart, self._rend = start, end = 0, pending
-        self._offered = len(buf) - end
-        return memoryview(buf)[end:]
+        self._load_partial()
+        return memoryview(self._rbuf)[self._rend :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._last_read = nbytes
         self._rend += nbytes
         self._process(now_us())
+        self._keep_partial()
+
+    def _load_partial(self) -> None:
+        """Put the bytes left from the last read at the front of the read
+        buffer (a same-length slice assignment: allowed while asyncio may
+        still hold a view of it)."""
+        partial = self._partial
+        n = len(partial)
+        buf = _read_buffer(n)
+        if n:
+            buf[:n] = partial
+        self._rbuf, self._rstart, self._rend = buf, 0, n
+        self._partial = b""
+
+    def _keep_partial(self) -> None:
+        """Copy what the read left unprocessed out of the shared buffer."""
+        if self._rend > self._rstart:
+            self._partial = bytes(self._rbuf[self._rstart : self._rend])
+        self._rbuf, self._rstart, self._rend = bytearray(), 0, 0
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -280,7 +290,9 @@ class TcpLink(asyncio.BufferedProtocol):
 
     def _process_held(self) -> None:
         if not self._closed and self._conn is not None:
+            self._load_partial()
             self._process(now_us())
+            self._keep_partial()
 
     # -- engine ------------------------------------------------------------
 
