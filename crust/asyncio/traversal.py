@@ -195,9 +195,10 @@ class Traversal:
         punched = self._punched.get(result.peer_id)
         if punched is not None and link.path == "direct-udp" and punched[0] == link.address:
             link.path = punched[1]
-        if link.path.startswith("punched-") and result.observed_addr in self.svc.endpoints:
-            # The peer reached our own listening address: no NAT on our
-            # side, and the punch only had to open theirs.
+        ours = [*self.svc.endpoints, *self._forwarded()]
+        if link.path.startswith("punched-") and result.observed_addr in ours:
+            # The peer reached our own listening address (or a port forward
+            # to it): nothing on our side needed punching.
             link.path = "direct-" + transport
 
     def on_peer_lost(self, peer: Peer) -> None:
@@ -243,8 +244,9 @@ class Traversal:
     # -- addresses ---------------------------------------------------------------
 
     def candidates(self, toward: Address | None) -> tuple[list[Address], int]:
-        """Our candidate addresses (own listening ones first) and how many of
-        them are our own."""
+        """Our candidate addresses, and how many of them (the first ones) reach
+        our listening sockets without any punching: our own addresses and
+        port forwards a UPnP gateway made for us."""
         own: list[Address] = []
         for addr in self.svc.endpoints:
             host = addr[0]
@@ -261,15 +263,19 @@ class Traversal:
             extra.extend((seen[0], p) for p in ports)
         for seen in self.reflexive.addresses("tcp")[:2]:
             extra.extend((seen[0], p) for p in ports)
-        # Port forwards a UPnP gateway made for us, and STUN's view of us.
-        mapped: list[Address] = []
-        if self.svc.upnp is not None:
-            mapped = [m.external for m in self.svc.upnp.mappings]
+        # STUN's view of us.
         nat = getattr(self.svc, "nat", None)
         if nat is not None and nat.mapped is not None:
             extra.insert(0, nat.mapped)
-        allc = list(dict.fromkeys(own + mapped + extra))[:16]
-        return allc, min(len(own), 15)
+        direct = list(dict.fromkeys(own + self._forwarded()))[:15]
+        allc = list(dict.fromkeys(direct + extra))[:16]
+        return allc, len(direct)
+
+    def _forwarded(self) -> list[Address]:
+        """Port forwards a UPnP gateway made for our listening ports."""
+        if self.svc.upnp is None:
+            return []
+        return [m.external for m in self.svc.upnp.mappings]
 
     # -- connect by id (the requester) ---------------------------------------------
 

@@ -24,10 +24,14 @@ TRIALS = max(20, int(os.environ.get("CRUST_NETLAB_TRIALS", "20")))
 
 
 class Agent:
-    def __init__(self, node: Node, *, tcp_only: bool = False, stun: str = "") -> None:
+    def __init__(
+        self, node: Node, *, tcp_only: bool = False, stun: str = "", upnp: bool = False
+    ) -> None:
         args = ["node", node.ip, f"{BOOTSTRAP_IP}:{BOOT_PORT}"]
         if tcp_only:
             args.append("--tcp-only")
+        if upnp:
+            args.append("--upnp")
         if stun:
             args += ["--stun", stun]
         self.proc: Proc = node.python(RUN, *args)
@@ -111,6 +115,7 @@ def test_traversal_matrix(netlab: Lab) -> None:
         "s1": netlab.add_site("s1", "symmetric"),
         "s2": netlab.add_site("s2", "symmetric-fw"),
         "lan": netlab.add_site("lan", "cone", hosts=2),
+        "up": netlab.add_site("up", "upnp"),
     }
     plan = {
         "public x cone": (s["pub"].host, s["c1"].host, False),
@@ -126,6 +131,8 @@ def test_traversal_matrix(netlab: Lab) -> None:
         "cone x symmetric, STUN": (s["c2"].host, s["s2"].host, "stun"),
         "symmetric x cone-fw, STUN": (s["s1"].host, s["f1"].host, "stun"),
         "symmetric x symmetric-fw, STUN": (s["s2"].host, s["s1"].host, "stun"),
+        # The target's UPnP forward takes the requester's punches in directly.
+        "symmetric x UPnP": (s["s2"].host, s["up"].host, "upnp"),
         "same NAT (LAN)": (s["lan"].hosts[0], s["lan"].hosts[1], False),
         "cone-fw x cone-fw, TCP only": (s["f1"].host, s["f2"].host, True),
         "cone x cone, TCP only": (s["c1"].host, s["c2"].host, True),
@@ -133,7 +140,7 @@ def test_traversal_matrix(netlab: Lab) -> None:
     pairs = {
         k: (
             Agent(a, tcp_only=t is True, stun=stun if t == "stun" else ""),
-            Agent(b, tcp_only=t is True, stun=stun if t == "stun" else ""),
+            Agent(b, tcp_only=t is True, stun=stun if t == "stun" else "", upnp=t == "upnp"),
         )
         for k, (a, b, t) in plan.items()
     }
@@ -163,6 +170,7 @@ def test_traversal_matrix(netlab: Lab) -> None:
         check(name, {"punched-udp", "relayed"})
         assert table[name]["paths"].get("punched-udp", 0) >= TRIALS * 3 // 4, table[name]
     check("symmetric x symmetric-fw, STUN", {"relayed"})
+    check("symmetric x UPnP", {"direct-udp"})
     check("same NAT (LAN)", {"direct-udp"})
     check("cone-fw x cone-fw, TCP only", {"punched-tcp"})
     # Without a firewall each NAT box answers an early SYN with RST, which

@@ -1,7 +1,7 @@
 """A crust node for the NAT-traversal lab tests, driven by lines on stdin.
 
     python traversal_agent.py serve IP PORT        # the rendezvous node
-    python traversal_agent.py node IP BOOT_IP:PORT [--tcp-only] [--stun IP:PORT,IP:PORT]
+    python traversal_agent.py node IP BOOT_IP:PORT [--tcp-only] [--stun IP:PORT,IP:PORT] [--upnp]
 
 Commands (one per line; each answer is one JSON line on stdout):
 
@@ -60,13 +60,15 @@ async def serve(ip: str, port: int) -> None:
 
 class Node:
     def __init__(
-        self, ip: str, boot: tuple[str, int], tcp_only: bool, stun: tuple[str, ...]
+        self, ip: str, boot: tuple[str, int], tcp_only: bool, stun: tuple[str, ...], upnp: bool
     ) -> None:
         self.ip = ip
         self.boot = boot
         self.kw: dict[str, Any] = {"udp": False} if tcp_only else {}
         if stun:
             self.kw["stun_servers"] = stun
+        if upnp:
+            self.kw["upnp"] = True
         self.svc: Service | None = None
         self.task: asyncio.Task[None] | None = None
         self.pongs: asyncio.Queue[float] = asyncio.Queue()
@@ -78,6 +80,8 @@ class Node:
         m = await self.svc.connect(self.boot)
         self.svc.maintain(m)
         self.task = asyncio.create_task(self._events(self.svc))
+        if self.svc.upnp is not None:
+            await self.svc.upnp.wait_ready(15)
         if "stun_servers" in self.kw:
             # Whether our NAT is symmetric decides on birthday punching.
             for _ in range(100):
@@ -142,9 +146,9 @@ class Node:
         out(ev="sent", sha256=h.hexdigest(), paths=paths)
 
 
-async def node(ip: str, boot: str, tcp_only: bool, stun: tuple[str, ...]) -> None:
+async def node(ip: str, boot: str, tcp_only: bool, stun: tuple[str, ...], upnp: bool) -> None:
     host, port = boot.rsplit(":", 1)
-    n = Node(ip, (host, int(port)), tcp_only, stun)
+    n = Node(ip, (host, int(port)), tcp_only, stun, upnp)
     loop = asyncio.get_running_loop()
     out(ev="ready")
     try:
@@ -174,4 +178,5 @@ if __name__ == "__main__":
         asyncio.run(serve(sys.argv[2], int(sys.argv[3])))
     else:
         stun = sys.argv[sys.argv.index("--stun") + 1].split(",") if "--stun" in sys.argv else []
-        asyncio.run(node(sys.argv[2], sys.argv[3], "--tcp-only" in sys.argv, tuple(stun)))
+        flags = ("--tcp-only" in sys.argv, tuple(stun), "--upnp" in sys.argv)
+        asyncio.run(node(sys.argv[2], sys.argv[3], *flags))
