@@ -4,9 +4,11 @@ per trial, pairs run concurrently) and the relayed-to-direct upgrade."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
+import sys
 import threading
 import time
 from collections import Counter
@@ -202,3 +204,42 @@ def test_relayed_upgrades_when_the_firewall_opens(netlab: Lab) -> None:
     assert received["sha256"] == sent["sha256"] and received["chunks"] == 600
     assert sent["paths"][0] == "relayed" and sent["paths"][-1] == "punched-udp", sent
     assert received["path"] == "punched-udp", received
+
+
+def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:
+    """The commands, end to end: a file from behind a symmetric NAT to a
+    host behind a cone NAT, and between two cones, through the rendezvous
+    node; path and SHA-256 as reported by both sides."""
+    start_rendezvous(netlab)
+    sites = {
+        "c": netlab.add_site("c", "cone-fw"),
+        "c2": netlab.add_site("c2", "cone"),
+        "s": netlab.add_site("s", "symmetric"),
+    }
+    data = os.urandom(2_000_000)
+    src = tmp_path / "blob.bin"
+    src.write_bytes(data)
+    via = f"{BOOTSTRAP_IP}:{BOOT_PORT}"
+    paths = {}
+    for sender, receiver, want in (("s", "c", {"relayed"}), ("c2", "c", {"punched-udp"})):
+        out = tmp_path / f"out-{sender}"
+        out.mkdir()
+        rhost, shost = sites[receiver].host, sites[sender].host
+        recv = rhost.spawn(
+            sys.executable, "-m", "crust", "recv", "--via", via, "--host", rhost.ip,
+            "--out", str(out), "--json",
+        )  # fmt: skip
+        peer_id = json.loads(recv.readline(30))["ready"]
+        send = shost.spawn(
+            sys.executable, "-m", "crust", "send", "--via", via, "--host", shost.ip,
+            "--to", peer_id, str(src), "--json",
+        )  # fmt: skip
+        sent = json.loads(send.readline(60))
+        got = json.loads(recv.readline(60))
+        assert send.wait(10) == 0 and recv.wait(10) == 0
+        digest = hashlib.sha256(data).hexdigest()
+        assert sent["verified"] and sent["sha256"] == got["sha256"] == digest, (sent, got)
+        assert Path(got["saved"]).read_bytes() == data
+        assert sent["path"] in want, sent
+        paths[f"{sender}->{receiver}"] = (sent["path"], round(sent["seconds"], 2))
+    print("\ncrust send/recv across NATs:", paths)
