@@ -285,6 +285,13 @@ def test_birthday_punching_when_one_side_is_symmetric(hard: str) -> None:
             hole = h.traversal._listeners[0].address
             assert hole not in h.endpoints
             assert next(p for p in e.peers if p.id == h.id).address == hole
+            # The socket goes once its connection has ended.
+            await a.disconnect(peer)
+            for _ in range(100):
+                if not h.traversal._listeners:
+                    break
+                await asyncio.sleep(0.1)
+            assert not h.traversal._listeners
 
     run(main())
 

@@ -212,6 +212,14 @@ class Traversal:
                 self.svc.abort_link(link, "the relaying peer disconnected")
             if link.via is peer or (link.established and link.conn.is_closed):
                 self._drop_relay_link(session)
+        if self._listeners:
+            # A birthday socket serves one connection: once it has drained.
+            asyncio.get_running_loop().call_later(5.0, self._reap_listeners)
+
+    def _reap_listeners(self) -> None:
+        for listener in [lst for lst in self._listeners if not lst._links]:
+            self._listeners.remove(listener)
+            listener.close()
 
     def close(self) -> None:
         self._closed = True
