@@ -52,6 +52,20 @@ def test_crust_bench_smoke_gives_a_complete_table_and_json(tmp_path: Path) -> No
             if figure.baseline:
                 ratio = b["extra_info"][f"{figure.key}_ratio_vs_{figure.baseline}"]
                 assert ratio > 0
+    # pytest-benchmark's own reader takes the file.
+    compare = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pytest_benchmark.cli import main; "
+            "sys.argv = ['pytest-benchmark', 'compare', sys.argv[1]]; main()",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert compare.returncode == 0 and "crust UDP bulk" in compare.stdout, compare.stderr
 
 
 def test_ratios_divide_by_the_baseline_of_the_same_run() -> None:
