@@ -146,3 +146,17 @@ def test_configuration_page_toml_example_loads(tmp_path: Path) -> None:
     loaded = load_config(path, env={}, default_file=False)
     assert loaded.config.network == "myapp" and loaded.config.port == 40000
     assert loaded.sources["port"] == f"file {path}"
+
+
+def test_testing_page_loopback_example_runs() -> None:
+    """The loopback test shown on the testing page passes as written."""
+    import asyncio
+
+    page = (ROOT / "docs" / "testing.md").read_text()
+    section = page.split("## 2. Real services on loopback", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/testing.md", "exec"), namespace)
+    test = namespace["test_my_protocol"]
+    assert callable(test)
+    asyncio.run(asyncio.wait_for(test(), 30))
