@@ -96,6 +96,17 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 20.0) -> s
     return r.stdout
 
 
+def _tbf_burst(rate: str) -> int:
+    """tbf's bucket in bytes: 10 ms worth of ``rate`` ("800kbit", "10mbit",
+    "1gbit"), at least 4 KB: tc-tbf(8) wants at least rate/HZ, and 10 ms
+    covers any HZ >= 100."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate.strip().lower())
+    if m is None:
+        raise ValueError(f"rate {rate!r} is not like '800kbit', '10mbit' or '1gbit'")
+    bits = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+    return max(4096, int(bits / 8 / 100))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -492,6 +503,7 @@ class Lab:
             raise ValueError(f"a {kind} site holds 1{'' if kind == 'public' else ' or 2'} hosts")
         if not 0.0 <= loss < 1.0:
             raise ValueError(f"loss must be in [0, 1), got {loss}")
+        burst = str(_tbf_burst(rate)) if rate else ""
         index = self._next_index
         self._next_index += 1
         if kind == "public":
@@ -509,7 +521,7 @@ class Lab:
             for node, dev in ((self.router, f"s{index}"), (site.edge, "wan")):
                 node.sh(
                     "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                    "rate", rate, "burst", "32kbit", "latency", "50ms",
+                    "rate", rate, "burst", burst, "latency", "50ms",
                 )
         log.info("lab %s: site %r", self.prefix, site)
         return site

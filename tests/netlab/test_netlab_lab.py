@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -163,10 +162,7 @@ def test_loss_drops_about_the_configured_share(netlab: Lab) -> None:
     assert 0.12 * 400 < len(replies) < 0.40 * 400, len(replies)
 
 
-def test_rate_limit_bounds_throughput(netlab: Lab) -> None:
-    site = netlab.add_site("a", "cone", rate="4mbit")
-    sink = netlab.server.python(
-        r"""
+SINK = r"""
 import socket, time
 ls = socket.create_server(("11.255.0.10", 40000))
 print("ready", flush=True)
@@ -178,23 +174,37 @@ while (b := c.recv(65536)):
 print(n, time.monotonic() - t0, flush=True)
 c.close(); ls.close()
 """
-    )
-    sink.expect("ready")
-    t0 = time.monotonic()
-    site.host.run_python(
-        r"""
-import socket
+
+SOURCE = r"""
+import socket, sys
 c = socket.create_connection(("11.255.0.10", 40000))
-c.sendall(b"x" * 1_000_000)
+c.sendall(b"x" * int(sys.argv[1]))
 c.close()
 """
-    )
-    line = sink.readline(30)
-    n, _ = line.split()
-    elapsed = time.monotonic() - t0
-    assert int(n) == 1_000_000
-    # 1 MB at 4 Mbit/s is 2 s; unshaped it would take milliseconds.
-    assert 1.6 < elapsed < 6.0, elapsed
+
+
+@pytest.mark.parametrize(
+    ("rate", "size", "lo", "hi"),
+    # 1 MB at 4 Mbit/s is 2 s, 5 MB at 100 Mbit/s is 0.4 s, as the receiver
+    # times it; unshaped, either takes milliseconds.
+    [("4mbit", 1_000_000, 1.6, 4.0), ("100mbit", 5_000_000, 0.3, 1.0)],
+)
+def test_rate_limit_bounds_throughput(
+    netlab: Lab, rate: str, size: int, lo: float, hi: float
+) -> None:
+    site = netlab.add_site("a", "cone", rate=rate)
+    sink = netlab.server.python(SINK)
+    sink.expect("ready")
+    site.host.run_python(SOURCE, str(size))
+    n, seconds = sink.readline(30).split()
+    assert int(n) == size
+    assert lo < float(seconds) < hi, seconds
+
+
+def test_bad_rate_is_refused_before_building(netlab: Lab) -> None:
+    with pytest.raises(ValueError, match="is not like"):
+        netlab.add_site("a", "cone", rate="fast")
+    assert netlab.sites == {}
 
 
 def test_close_removes_namespaces_and_processes() -> None:
