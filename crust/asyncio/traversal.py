@@ -6,20 +6,21 @@ rendezvous request on (crust.nat.rendezvous); the target answers with its
 candidate addresses, and both sides then race:
 
 - UDP hole punching from the listening socket (crust.nat.punch), then the
-  normal handshake over the punched path;
+  normal handshake over the punched path; birthday punching instead when
+  exactly one side's NAT is symmetric (crust.asyncio.birthday);
 - TCP simultaneous open from the listening port (crust.asyncio.tcp_punch),
-  after ``TCP_AFTER`` seconds (a punched UDP path is preferred when both work);
-- a relayed connection through the introducer (crust.nat.relay), after
-  ``ServiceConfig.relay_after`` seconds or as soon as the others failed.
+  after ``tcp_after`` seconds (a punched UDP path is preferred when both work);
+- a relayed connection through the introducer (crust.asyncio.relaying),
+  after ``relay_after`` seconds or as soon as the others failed.
 
 A relayed connection keeps trying to punch (``repunch_interval``; the
 request travels over the relayed connection itself, ``ControlKind.PUNCH``)
 and moves to the punched path in place when it works: the same engine
 connection, handed to the UDP endpoint, so no message is lost or repeated.
 
-Every node is also an introducer and (under its ``relay`` policy) a relay
-for the peers connected to it. The winning path is ``Peer.path``; what
-failed on the way is ``Peer.why``.
+Every node is also an introducer and (``ServiceConfig.relay_for_others``) a
+relay for the peers connected to it. The winning path is ``Peer.path``; what
+failed on the way is ``Peer.why``. Design: docs/design/0019, 0020.
 """
 
 from __future__ import annotations
@@ -32,26 +33,24 @@ import logging
 import os
 import random
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from crust import _core
 from crust.asyncio.birthday import HardSide
 from crust.asyncio.punch_io import send_with_ttl
 from crust.asyncio.relay_link import RelayLink
+from crust.asyncio.relaying import Relaying
 from crust.asyncio.tcp import TcpLink
 from crust.asyncio.tcp_punch import AlreadyConnected, simultaneous_open
 from crust.control import ControlKind
 from crust.errors import CrustError
-from crust.handshake import HandshakeResult, Initiator, Responder, long_header_prefix
+from crust.handshake import HandshakeResult, Responder, long_header_prefix
 from crust.identity import PeerId
-from crust.nat import relay
 from crust.nat.classify import Behaviour
 from crust.nat.punch import PunchConfig, PunchSession, PunchState, punch_session_id
 from crust.nat.reflexive import ReflexiveTracker
-from crust.nat.relay import RelayOp, RelayPolicy, RelayTable
+from crust.nat.relay import RelayPolicy, RelayTable
 from crust.nat.rendezvous import Introducer, Op, RendezvousMessage, punch_key
 from crust.peer import Address, Link, Peer, now_us
 
@@ -63,14 +62,12 @@ __all__ = ["PeerNotFound", "Traversal"]
 
 logger = logging.getLogger(__name__)
 
-_LONG_HEADER = 0x80
 # How long a rendezvous request waits for the target's answer.
 _ASK_TIMEOUT = 3.0
 # At most this many introducers are asked at once.
 _MAX_VIAS = 3
 # How many recent punch results are kept for labelling incoming handshakes.
 _MAX_PUNCHED = 1024
-_MAX_OFFERS = 1024
 # Punch requests a peer may pass us: a burst of 8, then one per second; and
 # at most _MAX_JOBS punch sessions at once (each sends to addresses a peer
 # chose, so this bounds what we can be made to send).
@@ -109,22 +106,6 @@ class _PunchJob:
 
 
 @dataclass(eq=False)
-class _Offer:
-    """Target side: a requester that may reach us through ``via``'s relay."""
-
-    requester: PeerId
-    via: Peer
-    expires: float
-
-
-@dataclass(eq=False)
-class _RelayDial:
-    initiator: Initiator
-    done: asyncio.Future[HandshakeResult]
-    timer: asyncio.TimerHandle | None = None
-
-
-@dataclass(eq=False)
 class _Ask:
     target: PeerId
     nonce: bytes
@@ -158,16 +139,12 @@ class Traversal:
         #: Whether we use relays: "never", "fallback" or "always".
         self.use_relay = cfg.relay
         #: Whether and how much we relay for others.
-        self.policy = RelayPolicy(mode=cfg.relay_for_others, cap=cfg.relay_cap)
-        self.relays = RelayTable(self.policy)
+        self.relaying = Relaying(service, RelayPolicy(mode=cfg.relay_for_others, cap=cfg.relay_cap))
         self.introducer = Introducer(self._is_connected, self._relay_allowed)
         self._prefix = long_header_prefix(cfg.network)
         self._rng = random.Random()
         self._asks: dict[bytes, _Ask] = {}
         self._jobs: dict[bytes, _PunchJob] = {}
-        self._offers: dict[bytes, _Offer] = {}
-        self._relay_links: dict[bytes, RelayLink] = {}
-        self._relay_dials: dict[bytes, _RelayDial] = {}
         self._repunch_asks: dict[bytes, tuple[PeerId, bytes]] = {}
         self._punched: dict[PeerId, tuple[Address, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -180,7 +157,6 @@ class Traversal:
         self.hard: bool | None = None
         self._closed = False
         service.on_control(ControlKind.RENDEZVOUS, self._on_rendezvous)
-        service.on_control(ControlKind.RELAY, self._on_relay)
         service.on_control(ControlKind.PUNCH, self._on_punch_request)
 
     # -- service hooks -----------------------------------------------------------
@@ -203,15 +179,7 @@ class Traversal:
 
     def on_peer_lost(self, peer: Peer) -> None:
         """``peer`` is gone: end the relay sessions through or of it."""
-        for session, other in self.relays.close_peer(peer.id):
-            target = self.svc._peers.get(other)
-            if target is not None:
-                self._send_relay(target, RelayOp.CLOSE, session, b"relay peer left")
-        for session, link in list(self._relay_links.items()):
-            if link.via is peer and link.upgraded_to is None and link.established:
-                self.svc.abort_link(link, "the relaying peer disconnected")
-            if link.via is peer or (link.established and link.conn.is_closed):
-                self._drop_relay_link(session)
+        self.relaying.on_peer_lost(peer)
         if self._listeners:
             # A birthday socket serves one connection: once it has drained.
             asyncio.get_running_loop().call_later(5.0, self._reap_listeners)
@@ -236,8 +204,7 @@ class Traversal:
             hard.close()
         for listener in self._listeners:
             listener.close()
-        for session in list(self._relay_links):
-            self._drop_relay_link(session)
+        self.relaying.close()
         for ask in self._asks.values():
             if not ask.done.done():
                 ask.done.set_exception(ConnectionError("service closed"))
@@ -352,7 +319,7 @@ class Traversal:
             nonlocal relay_task
             if relay_task is None and reply.relay and self.use_relay != "never":
                 relay_task = asyncio.create_task(
-                    self._relay_attempt(target, session, via, deadline, delay)
+                    self.relaying.dial(target, session, via, deadline, delay)
                 )
                 attempts[relay_task] = "relay"
 
@@ -452,7 +419,7 @@ class Traversal:
             addr: Address = sock.getpeername()[:2]
             label = "direct-tcp" if addr in local else "punched-tcp"
             if not initiator:
-                responder = self._relay_responder()
+                responder = self._tcp_responder()
                 await loop.connect_accepted_socket(
                     functools.partial(_tcp_link, self.svc, responder, label), sock
                 )
@@ -491,7 +458,7 @@ class Traversal:
 
     def _on_request(self, via: Peer, msg: RendezvousMessage) -> None:
         requester = msg.peer
-        if msg.session in self._jobs or msg.session in self._offers:
+        if msg.session in self._jobs or self.relaying.has_offer(msg.session):
             return  # the same request through a second introducer
         if not self._admit(via, msg):
             return
@@ -507,11 +474,7 @@ class Traversal:
             logger.debug("rendezvous reply to %s not sent: %s", via.id.short, e)
             return
         if msg.relay and self.use_relay != "never":
-            while len(self._offers) >= _MAX_OFFERS:
-                del self._offers[next(iter(self._offers))]
-            self._offers[msg.session] = _Offer(
-                requester, via, asyncio.get_running_loop().time() + 30.0
-            )
+            self.relaying.offer(msg.session, requester, via)
         key = punch_key(self.svc.identity, requester, msg.session, (msg.nonce, nonce))
         peer_cands = list(msg.candidates)
         local_set = frozenset(peer_cands[: msg.local])
@@ -730,7 +693,7 @@ class Traversal:
         logger.info("%r upgraded from relayed to %s", peer, new.path)
         # Datagrams already on their way through the relay are still fed to
         # the connection for a while; then the relay session ends.
-        asyncio.get_running_loop().call_later(10.0, self._drop_relay_link, old.session)
+        asyncio.get_running_loop().call_later(10.0, self.relaying.drop, old.session)
 
     async def _repunch(self, peer: Peer) -> None:
         """Under a relayed connection, ask the peer to punch with us again
@@ -809,149 +772,8 @@ class Traversal:
                 with contextlib.suppress(CrustError):
                     self.svc.send_control(target, ControlKind.RENDEZVOUS, _encode(out))
         for session, a, b in self.introducer.introduced:
-            self.relays.open(session, a, b, now_us())
+            self.relaying.table.open(session, a, b, now_us())
         self.introducer.introduced.clear()
-
-    # -- relay messages --------------------------------------------------------------
-
-    def _on_relay(self, peer: Peer, payload: bytes) -> None:
-        op, session, body = relay.decode_untrusted(payload)
-        now = now_us()
-        # Relayed traffic is control traffic, which does not keep a
-        # connection from being pruned; relaying is a use of it all the same.
-        peer.last_used = time.monotonic()
-        if session in self.relays:
-            if op is RelayOp.DATA:
-                to = self.relays.forward(peer.id, session, len(body), now)
-            else:
-                to = self.relays.close(session, peer.id)
-            target = self.svc._peers.get(to) if to is not None else None
-            if target is not None and target.is_connected:
-                target.last_used = peer.last_used
-                # A full queue towards the target drops the datagram: the
-                # endpoints' reliability resends it.
-                with contextlib.suppress(CrustError):
-                    self.svc.send_control(target, ControlKind.RELAY, bytes(payload))
-            return
-        if op is RelayOp.CLOSE:
-            link = self._relay_links.get(session)
-            if link is not None and link.via is peer:
-                if link.established and link.upgraded_to is None:
-                    reason = body.decode("utf-8", "replace")
-                    self.svc.abort_link(link, f"relay closed: {reason}")
-                self._drop_relay_link(session)
-            return
-        if not body:
-            return
-        link = self._relay_links.get(session)
-        if link is None:
-            offer = self._offers.get(session)
-            if offer is None or offer.via is not peer:
-                return
-            link = RelayLink(self.svc, peer, session, peer.address)
-            self._relay_links[session] = link
-        elif link.via is not peer:
-            return
-        if body[0] & _LONG_HEADER:
-            self._relay_handshake(link, body, now)
-        else:
-            link.receive_datagram(body)
-
-    def _relay_handshake(self, link: RelayLink, data: bytes, now: int) -> None:
-        pseudo = _pseudo_addr(link.session)
-        dial = self._relay_dials.get(link.session)
-        if dial is not None:
-            dial.initiator.receive_datagram(data, pseudo, now)
-            self._pump_relay_dial(link, dial)
-            return
-        offer = self._offers.get(link.session)
-        if offer is None:
-            return
-        responder = self._relay_responder()
-        for reply, _ in responder.receive_datagram(data, pseudo, now):
-            link.send_datagram(reply)
-        for result in responder.take_completed():
-            if result.peer_id != offer.requester or link.established:
-                continue  # only the introduced peer may come through here
-            link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu()))
-            self.svc.on_established(link, result, incoming=True)
-
-    async def _relay_attempt(
-        self, target: PeerId, session: bytes, via: Peer, deadline: float, delay: float
-    ) -> Peer:
-        loop = asyncio.get_running_loop()
-        if delay:
-            await asyncio.sleep(delay)
-        existing = self.svc._peers.get(target)
-        if existing is not None and existing.is_connected:
-            return existing
-        link = RelayLink(self.svc, via, session, via.address)
-        self._relay_links[session] = link
-        ini = self.svc.make_initiator(
-            target,
-            os.urandom(_core.CID_LEN),
-            _pseudo_addr(session),
-            max(0.5, deadline - loop.time()),
-        )
-        dial = _RelayDial(ini, loop.create_future())
-        self._relay_dials[session] = dial
-        try:
-            self._pump_relay_dial(link, dial)
-            result = await dial.done
-        except BaseException:
-            self._drop_relay_link(session)
-            raise
-        finally:
-            if dial.timer is not None:
-                dial.timer.cancel()
-            self._relay_dials.pop(session, None)
-        link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu()))
-        peer = self.svc.on_established(link, result, incoming=False)
-        if peer is None:
-            raise ConnectionError("refused (blacklisted)")
-        return peer
-
-    def _pump_relay_dial(self, link: RelayLink, dial: _RelayDial) -> None:
-        ini = dial.initiator
-        now = now_us()
-        t = ini.get_timer()
-        if t is not None and t <= now:
-            ini.handle_timer(now)
-        for d in ini.datagrams_to_send(now):
-            link.send_datagram(d)
-        if dial.done.done():
-            return
-        if ini.result is not None:
-            ini.confirm()
-            dial.done.set_result(ini.result)
-        elif ini.error is not None:
-            dial.done.set_exception(ConnectionError(f"relayed handshake: {ini.error}"))
-        else:
-            t = ini.get_timer()
-            if t is not None:
-                if dial.timer is not None:
-                    dial.timer.cancel()
-                dial.timer = asyncio.get_running_loop().call_later(
-                    max(0.0, (t - now_us()) / 1e6), self._pump_relay_dial, link, dial
-                )
-
-    def _relay_responder(self) -> Responder:
-        if self._responder is None:
-            self._responder = self.svc.make_responder()
-        return self._responder
-
-    def _drop_relay_link(self, session: bytes) -> None:
-        link = self._relay_links.pop(session, None)
-        self._offers.pop(session, None)
-        if link is None:
-            return
-        link.close()
-        if link.via.is_connected:
-            self._send_relay(link.via, RelayOp.CLOSE, session, b"done")
-
-    def _send_relay(self, peer: Peer, op: RelayOp, session: bytes, body: bytes) -> None:
-        with contextlib.suppress(CrustError):
-            self.svc.send_control(peer, ControlKind.RELAY, relay.encode(op, session, body))
 
     # -- policy --------------------------------------------------------------------
 
@@ -960,7 +782,17 @@ class Traversal:
         return p is not None and p.is_connected
 
     def _relay_allowed(self, a: PeerId, b: PeerId) -> bool:
-        return self.policy.allowed
+        return self.relaying.policy.allowed
+
+    @property
+    def relays(self) -> RelayTable:
+        """The sessions we relay for others."""
+        return self.relaying.table
+
+    def _tcp_responder(self) -> Responder:
+        if self._responder is None:
+            self._responder = self.svc.make_responder()
+        return self._responder
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -1009,17 +841,6 @@ def _rtt_us(peer: Peer) -> int:
         return min(int(peer.stats.rtt * 1e6), (1 << 32) - 1)
     except (CrustError, AssertionError):
         return 0
-
-
-def _relay_mtu() -> int:
-    return min(_core.MAX_MTU, relay.MAX_DATAGRAM)
-
-
-def _pseudo_addr(session: bytes) -> Address:
-    """A per-session stand-in for the relayed peer's address: the
-    handshake keys its replay and rate checks by it, and it is no IP
-    literal, so no observed address is echoed for it."""
-    return (f"relay-{session.hex()}", 0)
 
 
 def _local_ip_toward(addr: Address | None, family: int) -> str | None:
