@@ -21,9 +21,10 @@ TIMEOUT = 60
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    # Identity files go to a private data directory, never the user's.
+    # Identity and bootstrap cache files go to private directories, never the user's.
     env = dict(os.environ)
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     env["HOME"] = str(tmp_path)
     return env
 
@@ -200,7 +201,6 @@ def test_lan_chat_through_a_bootstrap_node(tmp_path: Path) -> None:
     others. On loopback the beacon stays silent; the LAN path is tested in
     tests/netlab/test_netlab_examples.py."""
     env = _env(tmp_path)
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     programs: list[_Program] = []
     try:
         node = _Program(env, "bootstrap_node.py", "--host", "127.0.0.1", "--port", "0")
