@@ -295,9 +295,11 @@ class Service:
 
     @property
     def reflexive_addresses(self) -> list[Address]:
-        """Where connected peers saw our UDP packets come from (our public
-        address behind a NAT), as handshakes echo it; most reported first."""
-        return self.traversal.reflexive.addresses("udp")
+        """Where connected peers saw our packets come from (our public
+        address behind a NAT), as handshakes echo it: UDP observations
+        first, most reported first (``traversal.reflexive`` has the details)."""
+        rx = self.traversal.reflexive
+        return list(dict.fromkeys(rx.addresses("udp") + rx.addresses("tcp")))
 
     @property
     def stun_addresses(self) -> list[Address]:

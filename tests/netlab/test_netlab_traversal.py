@@ -64,7 +64,8 @@ def trials(a: Agent, b: Agent, n: int) -> list[dict[str, Any]]:
         started_b = b.cmd("start", "started")
         started_a = a.cmd("start", "started")
         result = a.cmd(f"connect {started_b['id']}", "result", timeout=40)
-        out.append({**result, "hard": (started_a["hard"], started_b["hard"])})
+        seen = (started_a["reflexive"], started_b["reflexive"])
+        out.append({**result, "hard": (started_a["hard"], started_b["hard"]), "seen": seen})
     return out
 
 
@@ -173,6 +174,13 @@ def test_traversal_matrix(netlab: Lab) -> None:
         assert table[name]["paths"].get("punched-udp", 0) >= TRIALS * 3 // 4, table[name]
     check("symmetric x symmetric-fw, STUN", {"relayed"})
     check("symmetric x UPnP", {"direct-udp"})
+    # Reflexive addresses echoed by the rendezvous node's handshake: each
+    # NATed requester learned its site's public address, every trial.
+    for name, (host, _, _) in plan.items():
+        site = next(x for x in s.values() if host in x.hosts)
+        want = site.public_ip if site.kind != "public" else host.ip
+        for r in results[name]:
+            assert want in {ip for ip, _ in r["seen"][0]}, (name, r["seen"][0])
     check("same NAT (LAN)", {"direct-udp"})
     check("cone-fw x cone-fw, TCP only", {"punched-tcp"})
     # Without a firewall each NAT box answers an early SYN with RST, which

@@ -89,7 +89,8 @@ class Node:
                     break
                 await asyncio.sleep(0.05)
         out(ev="started", id=str(self.svc.id), endpoint=list(self.svc.endpoints[0]),
-            hard=self.svc.traversal.is_hard())  # fmt: skip
+            hard=self.svc.traversal.is_hard(),
+            reflexive=[list(a) for a in self.svc.reflexive_addresses])  # fmt: skip
 
     async def _events(self, svc: Service) -> None:
         h = hashlib.sha256()
