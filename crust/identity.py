@@ -199,10 +199,12 @@ class Identity:
 
     @classmethod
     def generate(cls) -> Identity:
+        """A new random identity (kept in memory only)."""
         return cls(os.urandom(_SEED_LEN))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Identity:
+        """The identity of a 32-byte Ed25519 seed."""
         return cls(seed)
 
     @classmethod
@@ -224,6 +226,7 @@ class Identity:
 
     @property
     def peer_id(self) -> PeerId:
+        """This identity's public name."""
         return self._peer_id
 
     @property

@@ -121,18 +121,24 @@ class Peer:
 
     @property
     def path(self) -> str:
+        """How the connection travels: ``direct-tcp``, ``direct-udp``,
+        ``punched-udp``, ``punched-tcp`` or ``relayed`` (it can change, from
+        ``relayed`` to ``punched-udp``, when a punch succeeds later)."""
         return self._link.path
 
     @property
     def address(self) -> Address:
+        """The peer's address on the current path, ``(host, port)``."""
         return self._link.address
 
     @property
     def is_connected(self) -> bool:
+        """False once the connection ended (``closed_reason`` says why)."""
         return self.closed_reason is None
 
     @property
     def stats(self) -> PeerStats:
+        """A snapshot of this connection's figures (:class:`PeerStats`)."""
         return PeerStats.from_engine(self.path, self._link.conn.stats(), self.cipher)
 
     def send_nowait(self, data: Any, priority: int = 0) -> int:

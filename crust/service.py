@@ -291,6 +291,7 @@ class Service:
 
     @property
     def peers(self) -> list[Peer]:
+        """The peers connected now."""
         return [p for p in self._peers.values() if p.is_connected]
 
     @property

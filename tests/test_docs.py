@@ -160,3 +160,12 @@ def test_testing_page_loopback_example_runs() -> None:
     test = namespace["test_my_protocol"]
     assert callable(test)
     asyncio.run(asyncio.wait_for(test(), 30))
+
+
+def test_every_public_name_is_documented() -> None:
+    """Each name crust exports appears in the built reference pages."""
+    hook = _hook()
+    pages = [p for p in (ROOT / "docs").rglob("*.md") if "design" not in p.parts]
+    text = "\n".join(hook.expand(p.read_text()) for p in pages)
+    missing = [name for name in crust.__all__ if name != "__version__" and name not in text]
+    assert not missing, f"exported but not in the docs: {missing}"

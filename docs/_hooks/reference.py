@@ -8,6 +8,8 @@ A page asks for generated text with a marker on a line of its own::
     <!-- crust:stats -->           the keys of Service.stats()
     <!-- crust:file PATH LANG -->  a repository file, verbatim, in a code block
     <!-- crust:design -->          the design notes in docs/design/, by title
+    <!-- crust:api OBJ:NAMES -->   signatures and docstrings of members NAMES
+                                   (comma-separated) of OBJ (e.g. crust.Service)
 
 An unknown marker, a missing file or an undocumented config field is an
 error, so ``mkdocs build --strict`` fails rather than publishing a gap.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib
 import inspect
 import os
 import re
@@ -148,6 +151,56 @@ def file_block(path: str, lang: str | None) -> str:
     return f"```{lang or ''}\n{target.read_text().rstrip()}\n```"
 
 
+def _resolve(dotted: str) -> Any:
+    module_name, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def api_reference(spec: str) -> str:
+    """``crust.Service:connect,disconnect``: each member's signature and
+    docstring; a listed member without a docstring is an error."""
+    dotted, _, names = spec.partition(":")
+    owner = _resolve(dotted)
+    short = dotted.rsplit(".", 1)[1]
+    out = []
+    doc = inspect.getdoc(owner)
+    if not names:
+        if not doc:
+            raise DocsError(f"{dotted} has no docstring")
+        if inspect.ismodule(owner):
+            # A module: its docstring, then each exported class in one line.
+            for name in getattr(owner, "__all__", []):
+                cls = getattr(owner, name)
+                if inspect.isclass(cls):
+                    bases = ", ".join(b.__name__ for b in cls.__bases__)
+                    first = (inspect.getdoc(cls) or "").split("\n\n")[0]
+                    doc += f"\n\n- `{name}({bases})`: {' '.join(first.split())}"
+        return doc
+    for name in names.split(","):
+        static = inspect.getattr_static(owner, name, None)
+        if static is None:
+            raise DocsError(f"{dotted} has no member {name!r}")
+        member = getattr(owner, name)
+        if isinstance(static, property):
+            title = f"{short}.{name}"
+            member_doc = inspect.getdoc(static)
+        else:
+            try:
+                sig = str(inspect.signature(member))
+            except (TypeError, ValueError):
+                sig = "(...)"
+            # Annotations are strings (postponed evaluation): drop the quotes,
+            # and the self of methods read from the class.
+            sig = re.sub(r"^\(self(, )?", "(", sig.replace("'", ""))
+            prefix = "async " if inspect.iscoroutinefunction(member) else ""
+            title = f"{prefix}{short}.{name}{sig}"
+            member_doc = inspect.getdoc(member)
+        if not member_doc:
+            raise DocsError(f"{dotted}.{name} has no docstring")
+        out.append(f"#### `{title}`\n\n{member_doc}\n")
+    return "\n".join(out)
+
+
 def design_notes() -> str:
     rows = []
     for note in sorted((ROOT / "docs" / "design").glob("[0-9]*.md")):
@@ -173,6 +226,8 @@ def expand(markdown: str) -> str:
             return design_notes()
         if kind == "file" and arg:
             return file_block(arg, lang)
+        if kind == "api" and arg:
+            return api_reference(arg)
         raise DocsError(f"unknown marker {m.group(0)!r}")
 
     return MARKER.sub(one, markdown)
