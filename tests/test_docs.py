@@ -44,7 +44,7 @@ def test_docs_build_strict(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=ROOT,
+        cwd=tmp_path,  # not the source tree: `import crust` must find the installed package
         env=env,
     )
     # Not `-q`: mkdocs counts strict-mode warnings only at the levels it logs.
