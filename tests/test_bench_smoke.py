@@ -47,8 +47,10 @@ def test_crust_bench_smoke_gives_a_complete_table_and_json(tmp_path: Path) -> No
         for figure in case.figures:
             value = b["extra_info"][figure.key]
             assert isinstance(value, float), (case.name, figure.key, value)
-            # Counts of trouble (cookie replies) may be 0; measured figures not.
-            assert value > 0 or "cookie" in figure.key, (case.name, figure.key, value)
+            # Cookie replies and GSO use may be 0 (none needed, none in the
+            # kernel); measured rates and sizes may not.
+            maybe_zero = figure.key in ("cookie_replies", "gso_share")
+            assert value > 0 or maybe_zero, (case.name, figure.key, value)
             if figure.baseline:
                 ratio = b["extra_info"][f"{figure.key}_ratio_vs_{figure.baseline}"]
                 assert ratio > 0

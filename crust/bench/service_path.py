@@ -150,13 +150,20 @@ def bulk(transport: str, nbytes: int) -> dict[str, Any]:
                 await peer.send(data, 1)
                 sent += len(data)
             got, _, first_len, ns = await _finish(pipe)
-            return {
+            out = {
                 "bytes": got,
                 "bytes_per_s": (got - first_len) / ns * 1e9 if ns else 0.0,
                 "aead": peer_aead(peer),
                 "mtu": peer.stats.mtu,
                 "lost_packets": peer.stats.lost_packets,
             }
+            for ep in svc.stats().get("udp", []):
+                # How much of the sending went out in GSO super-datagrams,
+                # and how many datagrams each sendmmsg carried.
+                if ep.get("tx_datagrams"):
+                    out["gso_share"] = ep.get("gso_segments", 0) / ep["tx_datagrams"]
+                    out["datagrams_per_batch"] = ep["tx_datagrams"] / max(1, ep["tx_batches"])
+            return out
         finally:
             await svc.close()
 

@@ -144,9 +144,9 @@ def _aead_alone(s: Sizes) -> dict[str, Any]:
     return out
 
 
-def _raw_udp(payload: int) -> Callable[[Sizes], dict[str, Any]]:
+def _raw_udp(payload: int, gso: bool = False) -> Callable[[Sizes], dict[str, Any]]:
     def run(s: Sizes) -> dict[str, Any]:
-        return baselines.raw_udp(baselines.rawudp_binary(), payload, s.raw_seconds)
+        return baselines.raw_udp(baselines.rawudp_binary(), payload, s.raw_seconds, gso)
 
     return run
 
@@ -159,16 +159,27 @@ def _transport_cases(t: str) -> list[Case]:
     up = t.upper()
     raw_bulk = "raw UDP 1200 B/bytes_per_s" if t == "udp" else "raw TCP/bytes_per_s"
     bulk_target = Target("ratio", 1.0 if t == "udp" else 0.6)
+    bulk_figures = [
+        Figure("one-connection bulk goodput", "bytes_per_s", "MB/s", 1e6, raw_bulk, bulk_target),
+    ]
+    if t == "udp":
+        bulk_figures += [
+            Figure(
+                "  the same, vs the kernel's best",
+                "bytes_per_s",
+                "MB/s",
+                1e6,
+                "raw UDP GSO->GRO 1200 B/bytes_per_s",
+            ),
+            Figure("  sent in GSO super-datagrams", "gso_share", "share"),
+            Figure("  datagrams per sendmmsg", "datagrams_per_batch", "dgrams"),
+        ]
     return [
         Case(
             f"crust {up} bulk",
             f"crust {up}",
             lambda s: service_path.bulk(t, s.udp_bulk if t == "udp" else s.tcp_bulk),
-            (
-                Figure(
-                    "one-connection bulk goodput", "bytes_per_s", "MB/s", 1e6, raw_bulk, bulk_target
-                ),
-            ),
+            tuple(bulk_figures),
         ),
         Case(
             f"crust {up} 64 B messages",
@@ -263,6 +274,12 @@ CASES: tuple[Case, ...] = (
             Figure("raw UDP sendmmsg->recvmmsg 1200 B", "bytes_per_s", "MB/s", 1e6),
             Figure("  datagrams", "dgrams_per_s", "k dgram/s", 1e3),
         ),
+    ),
+    Case(
+        "raw UDP GSO->GRO 1200 B",
+        "baseline",
+        _raw_udp(1200, gso=True),
+        (Figure("raw UDP GSO->GRO 1200 B (the kernel's best)", "bytes_per_s", "MB/s", 1e6),),
     ),
     Case(
         "raw UDP 64 B",
