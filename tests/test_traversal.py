@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from crust import Identity, NewMessage, Service, ServiceConfig, UnknownPeer
+from crust.asyncio.punch_io import send_with_ttl
 from crust.asyncio.relay_link import RelayLink
 from crust.control import ControlKind
 from crust.errors import ConfigError
@@ -331,3 +334,50 @@ def test_punch_requests_are_budgeted_per_introducer() -> None:
             assert b_at_m.is_connected
 
     run(main())
+
+
+def test_connect_by_id_over_ipv6() -> None:
+    """IPv6 candidates, punches with a per-packet hop limit, the relay."""
+
+    async def main() -> None:
+        async with trio(hosts=("::1",)) as (_, a, b):
+            peer = await a.connect(b.id)
+            assert peer.path == "direct-udp" and ":" in peer.address[0]
+            await peer.send(b"v6")
+            assert await recv_all(b, 1) == [b"v6"]
+        async with trio(hosts=("::1",), relay="always") as (_, a, b):
+            peer = await a.connect(b.id)
+            assert peer.path == "relayed"
+            await peer.send(b"v6 relayed")
+            assert await recv_all(b, 1) == [b"v6 relayed"]
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("family", "host", "recv_opt"),
+    [
+        (socket.AF_INET, "127.0.0.1", (socket.IPPROTO_IP, 12)),  # IP_RECVTTL
+        (socket.AF_INET6, "::1", (socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT)),
+    ],
+)
+def test_punch_ttl_is_per_packet(family: int, host: str, recv_opt: tuple[int, int]) -> None:
+    with (
+        socket.socket(family, socket.SOCK_DGRAM) as r,
+        socket.socket(family, socket.SOCK_DGRAM) as s,
+    ):
+        r.bind((host, 0))
+        r.settimeout(2)
+        r.setsockopt(*recv_opt, 1)
+        default = s.getsockopt(
+            *((socket.IPPROTO_IP, socket.IP_TTL) if family == socket.AF_INET
+              else (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))
+        )  # fmt: skip
+        send_with_ttl(s, b"low", r.getsockname()[:2], 2)
+        send_with_ttl(s, b"full", r.getsockname()[:2], None)
+        seen = []
+        for _ in range(2):
+            data, anc, _, _ = r.recvmsg(64, socket.CMSG_SPACE(4))
+            seen.append((data, struct.unpack("i", anc[0][2])[0]))
+    want_full = 64 if default in (-1, 64) else default
+    assert seen == [(b"low", 2), (b"full", want_full)]
