@@ -3,14 +3,15 @@
 The measured side is a real ``crust.Service`` in a child process. The
 dialling side is not: a thousand ``Service`` objects could not share one
 process, so it runs crust's sans-IO handshake (``Initiator``, a fresh
-identity per connection) over one C ``Endpoint`` (UDP) or over plain
-asyncio streams with crust's 2-byte framing (TCP), ``WINDOW`` handshakes
-in flight at a time. What the service sees is what it would see from that
+identity per connection) over C ``Endpoint``s on ``SOURCES`` UDP ports, or
+over plain asyncio streams with crust's 2-byte framing (TCP), ``WINDOW``
+handshakes in flight at a time. What the service sees is what it would see from that
 many real nodes.
 
 Figures:
 
-- handshakes per second the service completes (first ``NewPeer`` to last);
+- handshakes per second: from the dialler's first initiation to the
+  service's last ``NewPeer``;
 - memory per idle connection, three ways: the growth of the service
   process's resident set over all connections (everything: C, Python,
   allocator slack), the C core's own count (``Connection.memory()``
@@ -360,7 +361,8 @@ def many_connections(
         try:
             return _measure(pipe, dialer, rss0, n, traced, msg_seconds, msg_size)
         finally:
-            pipe.send(("stop", None))
+            with contextlib.suppress(OSError):  # the service may have died
+                pipe.send(("stop", None))
             dialer.idle(0.1)
             dialer.close()
 
