@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from crust.bench.suite import CASES, SMOKE, Outcome, Suite, Target
+from crust.cli import main
 
 
 def test_crust_bench_smoke_gives_a_complete_table_and_json(tmp_path: Path) -> None:
@@ -88,3 +91,13 @@ def test_ratios_divide_by_the_baseline_of_the_same_run() -> None:
 
 def _outcome(runs: list[dict[str, float]]) -> Outcome:
     return Outcome(runs=list(runs), seconds=[1.0] * len(runs))
+
+
+def test_crust_bench_refuses_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--rounds", "0", "--json", str(tmp_path / "x.json")]) == 2
+    assert "--rounds must be in 1..100, got 0" in capsys.readouterr().err
+    assert main(["bench", "--only", "no such case", "--json", str(tmp_path / "x.json")]) == 2
+    assert "no case matches" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
