@@ -28,8 +28,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from crust import _core, control
-from crust.asyncio.stun import probe_listener
 from crust.asyncio.discovery import Discovery
+from crust.asyncio.stun import probe_listener
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
