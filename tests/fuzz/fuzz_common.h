@@ -66,6 +66,26 @@ static inline void fuzz_install(crust_conn *c, uint64_t gen)
                                     rx.iv) == CRUST_OK);
 }
 
+/* An embedder's allocator for large messages (crust_conn_set_msg_alloc),
+ * counting live buffers so a leak or double free trips an assertion. */
+static long fuzz_live_buffers;
+static inline uint8_t *fuzz_alloc(void *ctx, uint64_t len, void **handle)
+{
+    (void)ctx;
+    uint8_t *p = malloc((size_t)len);
+    if (p)
+        fuzz_live_buffers++;
+    *handle = p;
+    return p;
+}
+static inline void fuzz_free(void *ctx, void *handle)
+{
+    (void)ctx;
+    FUZZ_ASSERT(handle != NULL && fuzz_live_buffers > 0);
+    fuzz_live_buffers--;
+    free(handle);
+}
+
 /* A connection as after a handshake: generations 0 and 1 installed. */
 static inline crust_conn *fuzz_new_conn(const crust_config *cfg, uint64_t now)
 {

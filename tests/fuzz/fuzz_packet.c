@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         crust_event ev;
         while (crust_conn_poll_event(c, &ev)) {
-            if (ev.type == CRUST_EV_MESSAGE) {
+            if (ev.type == CRUST_EV_MESSAGE || ev.type == CRUST_EV_CONTROL) {
                 static uint8_t msg[1 << 16];
                 if (ev.len <= sizeof msg)
                     FUZZ_ASSERT(crust_conn_read_message(c, ev.prio, msg, sizeof msg) ==
