@@ -490,11 +490,14 @@ class Lab:
         hosts: int = 1,
         loss: float = 0.0,
         rate: str | None = None,
+        delay_ms: float = 0.0,
     ) -> Site:
         """Adds a site. ``loss``: probability each packet crossing the
         site's internet link is dropped (either direction, ``-m statistic``
         in the router). ``rate``: a ``tc tbf`` rate such as ``"10mbit"``,
-        applied to both directions of that link."""
+        applied to both directions of that link. ``delay_ms``: added to each
+        direction of that link (an NFQUEUE program in the router: this
+        kernel has no netem), so a round trip to the server gains twice it."""
         if kind not in KINDS:
             raise ValueError(f"site kind {kind!r} is not one of {KINDS}")
         if name in self.sites or name == "srv" or not re.fullmatch(r"[a-z][a-z0-9]{0,11}", name):
@@ -504,6 +507,8 @@ class Lab:
         if not 0.0 <= loss < 1.0:
             raise ValueError(f"loss must be in [0, 1), got {loss}")
         burst = str(_tbf_burst(rate)) if rate else ""
+        if not 0.0 <= delay_ms <= 10_000:
+            raise ValueError(f"delay_ms must be in 0..10000, got {delay_ms}")
         index = self._next_index
         self._next_index += 1
         if kind == "public":
@@ -523,8 +528,28 @@ class Lab:
                     "tc", "qdisc", "add", "dev", dev, "root", "tbf",
                     "rate", rate, "burst", burst, "latency", "50ms",
                 )
+        if delay_ms:
+            self._delay_link(index, delay_ms)
         log.info("lab %s: site %r", self.prefix, site)
         return site
+
+    def _delay_link(self, index: int, delay_ms: float) -> None:
+        # One queue per site link, numbered by the site index; bypass keeps
+        # traffic flowing (undelayed) should the program die.
+        proc = self.router.spawn(
+            sys.executable, str(Path(__file__).with_name("nfq_delay.py")), str(index),
+            str(delay_ms),
+        )  # fmt: skip
+        proc.expect("ready", 5.0)
+        # Inbound at PREROUTING, outbound at POSTROUTING: NFQUEUE ends a
+        # chain's traversal, so in one FORWARD chain a packet between two
+        # delayed sites would be delayed once instead of twice.
+        for chain, direction in (("PREROUTING", "-i"), ("POSTROUTING", "-o")):
+            self.router.add_rule(
+                chain, direction, f"s{index}",
+                "-j", "NFQUEUE", "--queue-num", str(index), "--queue-bypass",
+                table="mangle",
+            )  # fmt: skip
 
     def _build_nat_site(self, name: str, kind: str, index: int, nhosts: int) -> Site:
         site = Site(self, name, kind, index)

@@ -286,3 +286,42 @@ def test_two_labs_with_upnp_coexist(netlab: Lab) -> None:
         other.stun()
         assert site.miniupnpd is not None and site.miniupnpd.popen.poll() is None
         assert other.prefix != netlab.prefix
+
+
+RTT = r"""
+import socket, statistics, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+rtts = []
+for _ in range(int(sys.argv[2])):
+    t = time.monotonic()
+    s.sendto(b"x", (sys.argv[1], 40000))
+    s.recvfrom(100)
+    rtts.append(time.monotonic() - t)
+print(min(rtts), statistics.median(rtts))
+"""
+
+
+def test_delay_adds_to_each_direction(netlab: Lab) -> None:
+    """25 ms each way on one site's link: its round trip to the server is
+    ~50 ms; another site's, through the same router, stays sub-millisecond;
+    and two delayed sites see each other at ~100 ms."""
+    slow = netlab.add_site("s", "cone", delay_ms=25)
+    fast = netlab.add_site("f", "cone")
+    srv = echo_server(netlab, count=20)
+    lo, med = map(float, slow.host.run_python(RTT, BOOTSTRAP_IP, "10").split())
+    assert 0.050 <= lo and med < 0.065, (lo, med)
+    lo, med = map(float, fast.host.run_python(RTT, BOOTSTRAP_IP, "10").split())
+    assert med < 0.010, med
+    srv.wait()
+    other = netlab.add_site("o", "public", delay_ms=25)
+    peer = other.host.python(ECHO, other.host.ip, "40000", "5")
+    peer.expect("ready")
+    lo, med = map(float, slow.host.run_python(RTT, other.host.ip, "5").split())
+    assert 0.100 <= lo and med < 0.120, (lo, med)
+    peer.wait()
+
+
+def test_bad_delay_is_refused(netlab: Lab) -> None:
+    with pytest.raises(ValueError, match="delay_ms"):
+        netlab.add_site("a", "cone", delay_ms=-1)

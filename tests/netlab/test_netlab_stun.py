@@ -100,3 +100,14 @@ def test_service_stun_sees_the_listening_ports_mapping(
     # NAT's mappings of the listening port toward the three server addresses.
     assert [tuple(a) for a in r["stun"]] == list(dict.fromkeys(flows[d] for d in dsts))
     assert len(r["stun"]) == (1 if kind == "cone" else 3)
+
+
+def test_stun_rtt_and_classification_over_a_slow_link(netlab: Lab) -> None:
+    """40 ms each way: every answered test reports ~80 ms, and the
+    classification is unchanged (RTO 0.2 s still exceeds the round trip)."""
+    (stun_ip, stun_port), _ = netlab.stun()
+    site = netlab.add_site("a", "cone-fw", delay_ms=40)
+    r = json.loads(site.host.run_python(PROBE, stun_ip, str(stun_port)))
+    assert (r["kind"], r["mapping"], r["filtering"]) == ("cone", EIM, APD), r
+    rtts = [p[3] for p in r["probes"] if p[2] is not None]
+    assert len(rtts) == 4 and all(0.080 <= rtt < 0.120 for rtt in rtts), rtts
