@@ -21,7 +21,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,9 +57,17 @@ class Bootstrapper:
     """Dials candidates for one service. ``request(peer)`` asks a connected
     peer to bootstrap us and returns whether it accepted."""
 
-    def __init__(self, service: Service, request: Callable[[Peer], Awaitable[bool]]) -> None:
+    def __init__(
+        self,
+        service: Service,
+        request: Callable[[Peer], Awaitable[bool]],
+        connected: Mapping[PeerId, Peer],
+    ) -> None:
         self.svc = service
         self._request = request
+        # Kept up to date by the caller: a dict lookup, where scanning
+        # svc.peers per candidate made a 100-node mesh 4x slower to build.
+        self._connected = connected
         cfg = service.config
         self._sem = asyncio.Semaphore(cfg.bootstrap_parallelism)
         self._queue: deque[Candidate] = deque(maxlen=_QUEUE)
@@ -110,8 +118,9 @@ class Bootstrapper:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _wanted(self) -> bool:
-        return len(self.svc.peers) < self.svc.config.bootstrap_peers
+    def wants_more(self) -> bool:
+        """Whether the node has fewer connections than ``bootstrap_peers``."""
+        return len(self._connected) < self.svc.config.bootstrap_peers
 
     def _skip(self, cand: Candidate, now: float) -> str | None:
         svc = self.svc
@@ -121,7 +130,7 @@ class Bootstrapper:
                 return "ourselves"
             if svc.is_blacklisted_id(pid):
                 return "blacklisted"
-            if any(p.id == pid for p in svc.peers):
+            if pid in self._connected:
                 return "already connected"
         if all(svc.is_blacklisted_address(a) for a in cand.endpoints):
             return "blacklisted address"
@@ -138,7 +147,8 @@ class Bootstrapper:
                 continue
             cand = self._queue.popleft()
             now = time.monotonic()
-            why = self._skip(cand, now) or (None if self._wanted() else "enough peers")
+            why = None if self.wants_more() else "enough peers"
+            why = why or self._skip(cand, now)
             if why is not None:
                 logger.debug("bootstrap: skip %s candidate %s: %s", cand.source, cand, why)
                 self.skipped[why] = self.skipped.get(why, 0) + 1

@@ -4,8 +4,8 @@ and contact gossip, wired to one :class:`~crust.service.Service`.
 - Beacon finds become ``LanPeerFound`` events and bootstrap candidates.
 - Every outgoing connection, and every incoming one once the peer told us
   (by gossip) where it listens, is recorded in the bootstrap cache. Writes
-  are batched (at most one a second, off the event loop) and flushed on
-  close.
+  are batched (at most one per ``_CACHE_FLUSH`` seconds, off the event
+  loop) and flushed on close.
 - Gossip: a new peer gets our signed contact list at once, every peer gets
   one each ``gossip_interval``; contacts learned from it are bootstrap
   candidates (and reach the cache only once connected).
@@ -17,8 +17,10 @@ and contact gossip, wired to one :class:`~crust.service.Service`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,7 @@ from crust.control import ControlKind
 from crust.discovery.beacon import Beacon
 from crust.discovery.cache import BootstrapCache, CacheEntry, default_cache_path
 from crust.discovery.endpoints import is_announceable, resolve_unspecified
-from crust.discovery.gossip import GossipReceiver, encode_gossip
+from crust.discovery.gossip import MAX_CONTACTS, GossipReceiver, encode_gossip
 from crust.errors import CrustError
 from crust.events import BootstrapAccept, LanPeerFound
 
@@ -46,9 +48,12 @@ Address = tuple[str, int]
 REQUEST = 1
 ACCEPT = 2
 REFUSE = 3
-_CACHE_FLUSH = 1.0
+#: Seconds between cache writes: each is a locked read-merge-fsync-rename,
+#: and many nodes may share the file (close() always flushes).
+_CACHE_FLUSH = 5.0
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
@@ -78,12 +83,15 @@ class Discovery:
         self._beacon_io: BeaconTransport | None = None
         self._gossip_rx = GossipReceiver(cfg.network, min_interval=min(1.0, cfg.gossip_interval))
         self._gossip_seq = time.time_ns()
+        self._rng = random.Random()
         #: Where each connected peer says it listens (from its gossip).
         self._advertised: dict[PeerId, list[Address]] = {}
         self._pending_cache: dict[PeerId, CacheEntry] = {}
         self._requests: dict[PeerId, asyncio.Future[bool]] = {}
         self._accepted: set[PeerId] = set()
-        self.bootstrapper = Bootstrapper(service, self._ask_bootstrap)
+        #: Connected peers by id (the service tells us of each change).
+        self.connected: dict[PeerId, Peer] = {}
+        self.bootstrapper = Bootstrapper(service, self._ask_bootstrap, self.connected)
         self._tasks: list[asyncio.Task[None]] = []
         self._writing: asyncio.Future[bool] | None = None
         self._started = False
@@ -166,6 +174,7 @@ class Discovery:
         }
 
     def on_new_peer(self, peer: Peer) -> None:
+        self.connected[peer.id] = peer
         if not self._started:
             return
         if not peer.incoming:
@@ -174,6 +183,8 @@ class Discovery:
             self._send_gossip(peer)
 
     def on_lost_peer(self, peer: Peer) -> None:
+        if self.connected.get(peer.id) is peer:
+            del self.connected[peer.id]
         self._gossip_rx.forget(peer.id)
         self._advertised.pop(peer.id, None)
         self._accepted.discard(peer.id)
@@ -239,13 +250,20 @@ class Discovery:
         return eps
 
     def _send_gossip(self, peer: Peer) -> None:
+        # A random sample when there are more peers than a list holds, so
+        # successive rounds spread different contacts.
+        others = list(self.connected.values())
+        if len(others) > MAX_CONTACTS:
+            others = self._rng.sample(others, min(len(others), 2 * MAX_CONTACTS))
         contacts = []
-        for other in self.svc.peers:
-            if other.id == peer.id:
+        for other in others:
+            if other.id == peer.id or not other.is_connected:
                 continue
             eps = _shareable(self._listening(other), peer.address)
             if eps:
                 contacts.append((other.id, eps))
+                if len(contacts) == MAX_CONTACTS:
+                    break
         self._gossip_seq = max(self._gossip_seq + 1, time.time_ns())
         payload = encode_gossip(
             self.svc.identity,
@@ -268,9 +286,11 @@ class Discovery:
         self._advertised[peer.id] = advertised
         if peer.incoming and advertised:
             self._remember(peer, advertised)
+        if not self.bootstrapper.wants_more():
+            return  # the dialler would skip them all
         for pid, eps in msg.contacts:
             usable = tuple(e for e in eps if e[0] not in ("0.0.0.0", "::"))
-            if pid != self.svc.id and usable:
+            if pid != self.svc.id and pid not in self.connected and usable:
                 self.bootstrapper.offer(Candidate("gossip", usable, pid))
 
     async def _gossip_loop(self) -> None:

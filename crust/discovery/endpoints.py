@@ -8,6 +8,7 @@ of its addresses a neighbour can reach, the neighbour does.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 __all__ = [
@@ -24,6 +25,19 @@ _V4 = 4
 _V6 = 6
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address in ``host`` (scope suffix dropped), memoised: gossip
+    handles the same few hosts over and over, and parsing dominated it."""
+    return ipaddress.ip_address(host.split("%", 1)[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_of(raw: bytes) -> str:
+    """The text form of a packed 4- or 16-byte address, memoised."""
+    return str(ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw))
+
+
 def encode_endpoints(endpoints: list[Endpoint]) -> bytes:
     """``count (1 byte) | endpoint*``. Raises ValueError naming a bad one."""
     if len(endpoints) > 255:
@@ -32,7 +46,7 @@ def encode_endpoints(endpoints: list[Endpoint]) -> bytes:
     for host, port in endpoints:
         if not 0 < port < 65536:
             raise ValueError(f"endpoint {host}:{port}: port must be 1..65535")
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
+        ip = _parse_ip(host)
         out.append(_V4 if ip.version == 4 else _V6)
         out += ip.packed
         out += port.to_bytes(2, "big")
@@ -60,8 +74,7 @@ def decode_endpoints(data: bytes, offset: int, limit: int) -> tuple[list[Endpoin
         end = pos + 1 + size + 2
         if end > len(data):
             raise ValueError("truncated endpoint")
-        raw = data[pos + 1 : pos + 1 + size]
-        host = str(ipaddress.IPv4Address(raw) if size == 4 else ipaddress.IPv6Address(raw))
+        host = _host_of(bytes(data[pos + 1 : pos + 1 + size]))
         port = int.from_bytes(data[end - 2 : end], "big")
         if port == 0:
             raise ValueError("endpoint port 0")
@@ -90,7 +103,7 @@ def is_announceable(host: str) -> bool:
     """Whether a listening address is worth telling others about: not
     loopback (meaningless elsewhere), not multicast, a valid address."""
     try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
+        ip = _parse_ip(host)
     except ValueError:
         return False
     return not (ip.is_loopback or ip.is_multicast)

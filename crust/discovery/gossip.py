@@ -22,6 +22,7 @@ hint: it enters the bootstrap cache after a connection to it succeeded.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -54,6 +55,13 @@ class GossipMessage:
     sequence: int
     endpoints: list[Endpoint]
     contacts: list[tuple[PeerId, list[Endpoint]]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_id(key: bytes) -> PeerId:
+    """PeerId(key), memoised: the same contacts arrive again and again, and
+    checking a key (its X25519 form) costs more than parsing the rest."""
+    return PeerId(key)
 
 
 def encode_gossip(
@@ -106,7 +114,7 @@ def parse_gossip_untrusted(payload: bytes, sender: PeerId, network: str) -> Goss
         if pos + 32 > len(body):
             raise ValueError("truncated contact")
         try:
-            pid = PeerId(body[pos : pos + 32])
+            pid = _peer_id(body[pos : pos + 32])
         except InvalidPeerId as exc:
             raise ValueError(f"bad contact key: {exc}") from None
         eps, pos = decode_endpoints(body, pos + 32, MAX_CONTACT_ENDPOINTS)
