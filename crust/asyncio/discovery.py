@@ -230,6 +230,8 @@ class Discovery:
             return
         if not accept:
             logger.info("refusing to bootstrap %s (accept_bootstrap is off)", peer.id.short)
+            if peer.maintained:
+                return  # the application keeps this connection for its own use
             # Graceful: the REFUSE queued above still goes out first.
             task = asyncio.create_task(self.svc.disconnect(peer))
             self._tasks.append(task)
