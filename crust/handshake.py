@@ -987,11 +987,19 @@ class Responder:
         self._old_secret: bytes | None = None
         self._secret_at: int | None = None
         self._sources: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        # Records still waiting for their finish (XX): the ones an attacker
+        # can make us hold without completing a handshake.
+        self._unfinished = 0
 
     @property
     def pending(self) -> int:
         """Handshakes held (in progress, or recently completed)."""
         return len(self._by_mac1)
+
+    @property
+    def unfinished(self) -> int:
+        """Handshakes held that are still waiting for their finish."""
+        return self._unfinished
 
     def next_result(self) -> HandshakeResult | None:
         """The oldest completed handshake not yet taken, or None."""
@@ -1140,9 +1148,12 @@ class Responder:
         if self._tokens < 1.0:
             return True
         self._tokens -= 1.0
-        # A table filling up means handshakes are being started and not
-        # finished, whatever the rate: make new ones prove their address.
-        return len(self._by_mac1) >= self._max_pending * 3 // 4
+        # A table filling up with handshakes started and not finished means
+        # someone is making us hold state, whatever the rate: make new ones
+        # prove their address. Completed ones (kept to answer repeats) do
+        # not count, or a busy honest listener (over ~200 handshakes/s held
+        # for 15 s) would demand cookies from everybody.
+        return self._unfinished >= self._max_pending * 3 // 4
 
     def _cookie_secrets(self, now: int) -> tuple[bytes, bytes | None]:
         if self._secret_at is None:
@@ -1213,7 +1224,7 @@ class Responder:
         except NoiseError:
             st["noise"] += 1  # state unchanged: the real finish may follow
             return
-        entry.hs = None
+        self._finished(entry)
         peer = self._check_payload(raw, hs, entry.remote_cid)
         if peer is not None:
             self._complete(entry, hs, peer, addr)
@@ -1239,7 +1250,7 @@ class Responder:
     def _complete(
         self, entry: _Handshake, hs: noise.HandshakeState, peer: Payload, addr: Addr
     ) -> None:
-        entry.hs = None
+        self._finished(entry)
         aead = choose_aead(peer.params, self._params)
         if aead is None:
             # Its offer shares nothing with ours (a configuration choice):
@@ -1292,9 +1303,18 @@ class Responder:
         while len(self._by_mac1) >= self._max_pending:
             _, old = self._by_mac1.popitem(last=False)
             self._by_cid.pop(old.local_cid, None)
+            self._finished(old)
             self.stats["evicted"] += 1
         self._by_mac1[mac1] = entry
         self._by_cid[entry.local_cid] = entry
+        if entry.hs is not None:
+            self._unfinished += 1
+
+    def _finished(self, entry: _Handshake) -> None:
+        """The record needs no more handshake state (done, or dropped)."""
+        if entry.hs is not None:
+            entry.hs = None
+            self._unfinished -= 1
 
     def _expire(self, now: int) -> None:
         table = self._by_mac1
@@ -1304,3 +1324,4 @@ class Responder:
                 break
             del table[mac1]
             self._by_cid.pop(entry.local_cid, None)
+            self._finished(entry)

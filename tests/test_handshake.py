@@ -464,6 +464,28 @@ def test_flood_gets_cookie_replies_without_dh(dh_calls: Counter[str]) -> None:
     assert resp.next_result() is not None
 
 
+def test_completed_handshakes_do_not_put_the_responder_under_load() -> None:
+    """Records of completed handshakes are kept (15 s) to answer repeats; they
+    are not state an attacker made us hold, so a busy honest listener must
+    not start demanding cookies because of them. Unfinished ones count."""
+    resp = Responder(BOB, NET, max_pending=64, cookie_policy=CookiePolicy(rate=1e6))
+    for i in range(60):  # above 3/4 of the table
+        ini = Initiator(
+            ALICE, NET, remote=None, local_cid=bytes([i + 1]) * 8, now=0, addr=B_ADDR
+        )
+        Wire(ini, resp).exchange(0)
+        assert ini.result is not None and ini.stats["cookie_replies"] == 0
+    assert resp.pending == 60 and resp.unfinished == 0
+    assert resp.stats["cookie_replies"] == 0 and len(resp.take_completed()) == 60
+    template = initiator().datagrams_to_send(0)[0]
+    for i in range(48):  # initiations never finished: 3/4 of the table
+        resp.receive_datagram(flood_initiation(template, i), (f"10.7.0.{i}", 1), 0)
+    assert resp.unfinished == 48
+    ini = Initiator(ALICE, NET, remote=None, local_cid=CID, now=0, addr=B_ADDR)
+    Wire(ini, resp).exchange(0)
+    assert ini.stats["cookie_replies"] == 1 and ini.result is not None
+
+
 def test_cookie_replies_cannot_make_the_initiator_chatty() -> None:
     busy = Responder(BOB, NET, cookie_policy=CookiePolicy(rate=1e-3))
     ini = initiator()
