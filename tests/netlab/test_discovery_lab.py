@@ -56,7 +56,6 @@ class LabNode:
             "cache_path": str(self.cache),
             "bootstrap_timeout": 2.0,
             "bootstrap_attempt_timeout": 1.0,
-            "beacon_interval": 1.0,
             **settings,
         }
         self.proc: Proc | None = None
