@@ -319,3 +319,20 @@ def test_contact_given_by_host_name(tmp_path: Path) -> None:
             assert a.of(BootstrapConnect)[0].peer.id == b.svc.id
 
     asyncio.run(main())
+
+
+def test_corrupt_cache_does_not_stop_a_node(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_bytes(b"\x00garbage{")
+
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b")))
+            a = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "a", contacts=(_addr(b.svc),)))
+            )
+            await a.wait(lambda: bool(a.of(BootstrapConnect)))
+            await a.svc.close()
+        assert (tmp_path / "a.json.corrupt").read_bytes() == b"\x00garbage{"
+        assert [e.peer_id for e in BootstrapCache(tmp_path / "a.json").load()] == [b.svc.id]
+
+    asyncio.run(main())
