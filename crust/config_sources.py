@@ -46,6 +46,22 @@ _NOT_SETTABLE = {"identity": "a key in memory cannot come from a file: use ident
 _KINDS_BY_NAME = {"identity_path": "path", "cache_path": "path", "ciphers": "strs?"}
 
 
+def _default_cache(cfg: ServiceConfig) -> Path:
+    from crust.discovery.cache import default_cache_path  # deferred: import-light
+
+    return default_cache_path(cfg.network)
+
+
+def _default_identity(cfg: ServiceConfig) -> Path:
+    from crust.identity import default_identity_path  # deferred: import-light
+
+    return default_identity_path()
+
+
+#: What a ``None`` setting means, shown by :meth:`LoadedConfig.describe`.
+_EFFECTIVE_DEFAULTS = {"cache_path": _default_cache, "identity_path": _default_identity}
+
+
 def default_config_path() -> Path:
     """``<user config dir>/crust/config.toml``."""
     import platformdirs  # deferred: only this path needs it
@@ -174,7 +190,10 @@ class LoadedConfig:
                 shown = json.dumps(list(value) if isinstance(value, tuple) else value)
             else:
                 shown = repr(value)
-            lines.append(f"{f.name} = {shown}  # {self.sources.get(f.name, 'default')}")
+            source = self.sources.get(f.name, "default")
+            if value is None and f.name in _EFFECTIVE_DEFAULTS:
+                source += f" (in effect: {_EFFECTIVE_DEFAULTS[f.name](self.config)})"
+            lines.append(f"{f.name} = {shown}  # {source}")
         return "\n".join(lines)
 
 

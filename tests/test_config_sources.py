@@ -150,6 +150,8 @@ def test_crust_config_prints_values_and_sources(
     assert "gossip_interval = 3.0  # argument" in out
     assert "keepalive = 5.0  # file " + str(path) in out
     assert "udp = true  # default" in out
+    identity_line = next(ln for ln in out if ln.startswith("identity_path"))
+    assert "# default (in effect: " in identity_line and "identity.key" in identity_line
     monkeypatch.setenv("CRUST_PORT", "1")
     assert main(["config", "--file", str(path)]) == 2
     assert "port (env CRUST_PORT)" in capsys.readouterr().err
