@@ -23,9 +23,12 @@ from crust.events import (
     ListenerStarted,
     LostPeer,
     MessageDropped,
+    NatDetected,
     NewMessage,
     NewPeer,
     PeerMisbehaving,
+    PortMapped,
+    PortMappingFailed,
 )
 from crust.identity import Identity, PeerId
 from crust.peer import Peer, PeerStats
@@ -45,12 +48,15 @@ __all__ = [
     "LoadedConfig",
     "LostPeer",
     "MessageDropped",
+    "NatDetected",
     "NewMessage",
     "NewPeer",
     "Peer",
     "PeerId",
     "PeerMisbehaving",
     "PeerStats",
+    "PortMapped",
+    "PortMappingFailed",
     "Service",
     "ServiceConfig",
     "UnknownPeer",

@@ -30,9 +30,12 @@ __all__ = [
     "ListenerStarted",
     "LostPeer",
     "MessageDropped",
+    "NatDetected",
     "NewMessage",
     "NewPeer",
     "PeerMisbehaving",
+    "PortMapped",
+    "PortMappingFailed",
 ]
 
 Address = tuple[str, int]
@@ -154,6 +157,39 @@ class BootstrapFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class NatDetected:
+    """The STUN servers (``ServiceConfig.stun_servers``) answered: our live
+    UDP port is seen at ``reflexive`` (the primary server's view first; more
+    than one address means the NAT maps per destination). ``kind`` is
+    ``"open"``, ``"cone"`` or ``"symmetric"`` and ``mapping`` the RFC 4787
+    mapping behaviour; ``Service.nat`` has every detail."""
+
+    reflexive: tuple[Address, ...]
+    kind: str
+    mapping: str
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapped:
+    """The UPnP gateway (``ServiceConfig.upnp``) forwards ``external`` to
+    our listener at ``internal`` over ``protocol`` (``"udp"``/``"tcp"``)
+    for ``lease`` seconds, renewed until the service closes."""
+
+    protocol: str
+    internal: Address
+    external: Address
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class PortMappingFailed:
+    """``ServiceConfig.upnp`` is on but no port could be mapped: no
+    gateway answered, or it refused (``reason``)."""
+
+    reason: str
+
+
 Event = (
     ListenerStarted
     | ListenerFailed
@@ -167,4 +203,7 @@ Event = (
     | BootstrapConnect
     | BootstrapAccept
     | BootstrapFailed
+    | NatDetected
+    | PortMapped
+    | PortMappingFailed
 )

@@ -33,7 +33,7 @@ from crust.asyncio.stun import probe_listener
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
-from crust.asyncio.upnp import PortMapper
+from crust.asyncio.upnp import PortMapper, UpnpStatus
 from crust.config import ServiceConfig
 from crust.errors import ConnectionClosed, CrustError
 from crust.events import (
@@ -44,9 +44,12 @@ from crust.events import (
     ListenerStarted,
     LostPeer,
     MessageDropped,
+    NatDetected,
     NewMessage,
     NewPeer,
     PeerMisbehaving,
+    PortMapped,
+    PortMappingFailed,
 )
 from crust.handshake import (
     CIPHERS,
@@ -258,6 +261,8 @@ class Service:
 
     async def _probe_stun(self) -> None:
         self.nat = await probe_listener(self._udp, self.config.stun_servers)
+        if self.nat is not None and self.nat.mapped is not None:
+            self._emit(NatDetected(self.nat.reflexive, self.nat.kind, self.nat.mapping.value))
 
     def _start_upnp(self) -> None:
         # Only the live listeners are mapped: the backup port exists for
@@ -269,8 +274,16 @@ class Service:
             if listener.role == "live" and ":" not in host and not host.startswith("127."):
                 ports.append((listener.transport, (host, port)))
         if ports:
-            self.upnp = PortMapper(ports, lease=self.config.upnp_lease)
+            self.upnp = PortMapper(
+                ports, lease=self.config.upnp_lease, on_ready=self._on_upnp_ready
+            )
             self.upnp.start()
+
+    def _on_upnp_ready(self, status: UpnpStatus) -> None:
+        for m in status.mappings:
+            self._emit(PortMapped(m.protocol, m.internal, m.external, m.lease))
+        if not status.mappings:
+            self._emit(PortMappingFailed(status.error or "no mapping"))
 
     # -- what the application sees ------------------------------------------
 

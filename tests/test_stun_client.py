@@ -313,6 +313,16 @@ def test_classify_open_blocked_and_two_plain_servers() -> None:
         ],
     )
     assert (b.behind_nat, b.filtering, b.kind) == (False, Behaviour.ENDPOINT_INDEPENDENT, "open")
+    # No translation, filtering not tested (the service's own probe): open.
+    b = classify(LOCAL, [probe("I", LOCAL), probe("II", LOCAL), probe("III", LOCAL)])
+    assert (b.kind, b.filtering) == ("open", Behaviour.UNKNOWN)
+    # No translation but a filtering firewall: punchable like a cone.
+    b = classify(
+        LOCAL,
+        [probe("I", LOCAL), probe("filter-base", LOCAL), probe("filter-ip-port", None),
+         probe("filter-port", None)],
+    )  # fmt: skip
+    assert (b.behind_nat, b.kind) == (False, "cone")
     b = classify(LOCAL, [probe("I", None)])
     assert b.kind == "blocked" and b.udp_blocked and b.mapping is Behaviour.UNKNOWN
     b = classify(LOCAL, [probe("I", ("11.0.1.2", 1)), probe("II-server", ("11.0.1.2", 2), ALT)])

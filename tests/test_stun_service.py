@@ -11,12 +11,12 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from crust import Identity, NewMessage, Service, ServiceConfig, _core
+from crust import Identity, NatDetected, NewMessage, Service, ServiceConfig, _core
 from crust.nat.classify import Behaviour
 from crust.nat.stun import decode, encode_binding_request, encode_binding_response
 
@@ -88,6 +88,14 @@ def _cfg(**kw: object) -> ServiceConfig:
     )
 
 
+async def _until(svc: Service, kind: type) -> AsyncIterator[object]:
+    """Events up to and including the first ``kind`` (only that one)."""
+    async for ev in svc.events():
+        if isinstance(ev, kind):
+            yield ev
+            return
+
+
 def test_service_learns_its_listening_port_from_stun(
     stun_responder: tuple[tuple[str, int], list[tuple[str, int]]],
 ) -> None:
@@ -104,6 +112,8 @@ def test_service_learns_its_listening_port_from_stun(
             assert a.stun_addresses == [live] and a.nat.behind_nat is False
             assert a.nat.mapping is Behaviour.ENDPOINT_INDEPENDENT
             assert seen[0] == live
+            detected = [ev async for ev in _until(a, NatDetected)]
+            assert detected == [NatDetected((live,), "open", "endpoint-independent")]
             assert b.nat is None and b.stun_addresses == []
             # The same socket still carries crust traffic.
             peer = await b.connect(live)

@@ -229,3 +229,33 @@ def test_service_start_and_close_do_not_wait_for_a_hung_gateway() -> None:
             assert svc.upnp is None
 
     run(main())
+
+
+def test_service_reports_mappings_as_events() -> None:
+    from crust import Identity, PortMapped, PortMappingFailed, Service
+
+    async def main() -> None:
+        cfg = ServiceConfig(
+            hosts=("0.0.0.0",), identity=Identity.generate(), upnp=True, beacon=False,
+            gossip=False,
+        )  # fmt: skip
+        async with Service(cfg) as svc:
+            port = svc.endpoints[0][1]
+            got = []
+            async for ev in svc.events():
+                if isinstance(ev, (PortMapped, PortMappingFailed)):
+                    got.append(ev)
+                    if len(got) == 2 or isinstance(ev, PortMappingFailed):
+                        break
+            assert sorted(got, key=lambda e: e.protocol) == [  # type: ignore[union-attr]
+                PortMapped("tcp", ("10.9.0.2", port), ("11.9.0.2", port), 3600),
+                PortMapped("udp", ("10.9.0.2", port), ("11.9.0.2", port), 3600),
+            ]
+        IGD.devices = 0
+        async with Service(cfg) as svc:
+            async for ev in svc.events():
+                if isinstance(ev, PortMappingFailed):
+                    assert "no UPnP device" in ev.reason
+                    break
+
+    run(main())

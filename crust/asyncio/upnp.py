@@ -182,7 +182,8 @@ class UpnpGateway:
 
 class PortMapper:
     """Keeps UPnP mappings for ``ports`` (``(protocol, (host, port))``;
-    host "0.0.0.0" means the address the gateway sees us at)."""
+    host "0.0.0.0" means the address the gateway sees us at). ``on_ready``
+    is called once with the status when the first attempt has ended."""
 
     def __init__(
         self,
@@ -192,6 +193,7 @@ class PortMapper:
         discover_timeout: float = 1.0,
         call_timeout: float = 3.0,
         description: str = "crust",
+        on_ready: Callable[[UpnpStatus], None] | None = None,
     ) -> None:
         if not 0 <= lease <= 604800:
             raise ValueError(f"lease must be 0..604800 s, got {lease}")
@@ -204,6 +206,7 @@ class PortMapper:
         self.gateway: UpnpGateway | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._on_ready = on_ready
 
     @property
     def mappings(self) -> tuple[UpnpMapping, ...]:
@@ -246,9 +249,9 @@ class PortMapper:
                 str(e),
                 time.monotonic() - t0,
             )
-            self._ready.set()
+            self._set_ready()
             return
-        self._ready.set()
+        self._set_ready()
         if not self.lease:
             return
         while True:
@@ -265,6 +268,11 @@ class PortMapper:
                 logger.warning("UPnP renewal failed: %s", e)
                 if gw.broken:
                     return
+
+    def _set_ready(self) -> None:
+        self._ready.set()
+        if self._on_ready is not None:
+            self._on_ready(self.status)
 
     async def _map_all(self, gw: UpnpGateway, ext_ip: str, *, first: bool) -> None:
         previous = {(m.protocol, m.internal): m for m in self.status.mappings}

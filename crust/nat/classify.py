@@ -90,12 +90,17 @@ class NatBehaviour:
 
     @property
     def kind(self) -> str:
-        """A one-word summary: ``open`` (reachable as is), ``cone``
-        (endpoint-independent mapping: punchable), ``symmetric`` (dependent
-        mapping), ``blocked`` (no UDP answer) or ``unknown``."""
+        """A one-word summary: ``open`` (no translation, and no filtering
+        seen: reachable as is), ``cone`` (endpoint-independent mapping, or
+        no translation behind a filtering firewall: punchable),
+        ``symmetric`` (dependent mapping), ``blocked`` (no UDP answer) or
+        ``unknown``."""
         if self.mapped is None:
             return "blocked"
-        if self.behind_nat is False and self.filtering is Behaviour.ENDPOINT_INDEPENDENT:
+        if self.behind_nat is False and self.filtering in (
+            Behaviour.ENDPOINT_INDEPENDENT,
+            Behaviour.UNKNOWN,
+        ):
             return "open"
         if self.mapping is Behaviour.ENDPOINT_INDEPENDENT:
             return "cone"
