@@ -156,6 +156,7 @@ class Service:
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._failures: OrderedDict[Address, int] = OrderedDict()
         self._decrypt_seen: dict[int, int] = {}
+        self._engine_configs: dict[tuple[tuple[str, Any], ...], _core.Config] = {}
         #: LAN beacon, bootstrap cache, bootstrapping and contact gossip.
         self.discovery = Discovery(self)
         if self.config.blacklist:
@@ -481,7 +482,12 @@ class Service:
         )
 
     def make_connection(self, result: HandshakeResult, **engine: Any) -> _core.Connection:
-        cfg = self.config.engine_config(**engine)
+        # One engine Config per set of overrides (the core copies it into
+        # each connection): building it was a per-handshake cost.
+        key = tuple(sorted(engine.items()))
+        cfg = self._engine_configs.get(key)
+        if cfg is None:
+            cfg = self._engine_configs[key] = self.config.engine_config(**engine)
         conn = _core.Connection(result.local_cid, result.remote_cid, now_us(), cfg)
         k = result.keys
         conn.set_keys(0, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)

@@ -171,8 +171,10 @@ class Traversal:
         punched = self._punched.get(result.peer_id)
         if punched is not None and link.path == "direct-udp" and punched[0] == link.address:
             link.path = punched[1]
-        ours = [*self.svc.endpoints, *self._forwarded()]
-        if link.path.startswith("punched-") and result.observed_addr in ours:
+        if link.path.startswith("punched-") and result.observed_addr in [
+            *self.svc.endpoints,
+            *self._forwarded(),
+        ]:
             # The peer reached our own listening address (or a port forward
             # to it): nothing on our side needed punching.
             link.path = "direct-" + transport

@@ -10,6 +10,7 @@ recency); the table is bounded, and each (transport, address) keeps at most
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,6 +22,18 @@ __all__ = ["Observation", "ReflexiveTracker"]
 Addr = tuple[str, int]
 MAX_ADDRESSES = 64
 MAX_REPORTERS = 32
+
+
+@functools.lru_cache(maxsize=256)
+def _normal_host(text: str) -> str | None:
+    """The canonical text of an IP address, None for anything else or the
+    unspecified address. Cached: every handshake reports one, and parsing
+    was a noticeable share of a busy listener's time."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else str(ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +55,10 @@ class ReflexiveTracker:
         """Record that ``reporter`` saw us at ``address`` over ``transport``."""
         if address is None or transport not in ("udp", "tcp"):
             return
-        try:
-            ip = ipaddress.ip_address(address[0])
-        except ValueError:
+        host = _normal_host(address[0])
+        if host is None or not 0 < address[1] < 65536:
             return
-        if ip.is_unspecified or not 0 < address[1] < 65536:
-            return
-        key = (transport, (str(ip), int(address[1])))
+        key = (transport, (host, int(address[1])))
         reporters, _ = self._seen.pop(key, (set(), now))
         if len(reporters) < MAX_REPORTERS:
             reporters.add(reporter)
