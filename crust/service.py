@@ -70,6 +70,11 @@ logger = logging.getLogger(__name__)
 
 _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 
+# A replaced duplicate connection is closed once the peer used the new one,
+# checked every _RETIRE_POLL seconds, or after _RETIRE_WAIT at the latest.
+_RETIRE_POLL = 0.02
+_RETIRE_WAIT = 5.0
+
 # Application close codes the service itself uses.
 CODE_DISCONNECT = 0
 CODE_DUPLICATE = 1
@@ -523,7 +528,7 @@ class Service:
                 existing.incoming = incoming
                 existing.extra = result
                 self._by_link[id(link)] = existing
-                self._retire(old)
+                self._retire_when_confirmed(old, link)
             else:
                 self._close_link(link, CODE_DUPLICATE, graceful=True)
                 self._retire(link)
@@ -744,6 +749,22 @@ class Service:
         with contextlib.suppress(CrustError):
             link.conn.close(now_us(), code, graceful)
         link.kick()
+
+    def _retire_when_confirmed(self, old: Link, new: Link, waited: float = 0.0) -> None:
+        """Retire ``old`` once the peer has shown, by a packet on ``new``,
+        that it holds the new connection too. Closed earlier, the close
+        could reach the peer before its own copy of the new connection
+        exists (another socket, or a lost finish), and it would report us
+        lost and hand its application a second Peer. Until then what still
+        arrives on ``old`` is delivered as before."""
+        if id(old) not in self._by_link or self._closing:
+            return  # gone meanwhile
+        if new.conn.is_closed or new.conn.stats()["rx_packets"] or waited >= _RETIRE_WAIT:
+            self._retire(old)
+            return
+        asyncio.get_running_loop().call_later(
+            _RETIRE_POLL, self._retire_when_confirmed, old, new, waited + _RETIRE_POLL
+        )
 
     def _retire(self, link: Link) -> None:
         """A connection replaced by a better one: close it gracefully (its
