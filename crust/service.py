@@ -529,6 +529,7 @@ class Service:
                 existing.extra = result
                 self._by_link[id(link)] = existing
                 self._retire_when_confirmed(old, link)
+                self.discovery.on_link_replaced(existing)
             else:
                 self._close_link(link, CODE_DUPLICATE, graceful=True)
                 self._retire(link)

@@ -54,6 +54,9 @@ def test_query_and_reply_make_both_sides_known() -> None:
     assert found_b == LanPeerFound(b.identity.peer_id, (("10.0.0.3", 8000),))
     assert a.datagrams_to_send(0.02) == []  # a reply is never answered
     assert [p.peer_id for p in a.peers(0.03)] == [b.identity.peer_id]
+    heard = a.lan_peer(b.identity.peer_id)
+    assert heard is not None and heard.endpoints == (("10.0.0.3", 8000),)
+    assert a.lan_peer(a.identity.peer_id) is None
     # Heard again with the same endpoints: no new event.
     b.receive_datagram(query, A_ADDR, 0.5)
     assert _events(b) == []

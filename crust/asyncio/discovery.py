@@ -179,6 +179,22 @@ class Discovery:
             return
         if not peer.incoming:
             self._remember(peer, [peer.address])
+        elif self.beacon is not None:
+            # Where it listens is known already if the beacon heard it.
+            lan = self.beacon.lan_peer(peer.id)
+            if lan is not None and lan.endpoints:
+                self._remember(peer, list(lan.endpoints))
+        if self.svc.config.gossip:
+            self._send_gossip(peer)
+
+    def on_link_replaced(self, peer: Peer) -> None:
+        """``peer``'s connection was replaced by a better one (both sides
+        dialled at once, TCP won over UDP...): what we sent on the old one
+        may be lost with it, and the peer may now count as dialled by us."""
+        if not self._started:
+            return
+        if not peer.incoming:
+            self._remember(peer, [peer.address])
         if self.svc.config.gossip:
             self._send_gossip(peer)
 

@@ -278,6 +278,10 @@ class Beacon:
     def next_event(self) -> LanPeerFound | None:
         return self._events.pop(0) if self._events else None
 
+    def lan_peer(self, peer_id: PeerId) -> LanPeer | None:
+        """What the beacon last heard from ``peer_id`` (expired or not)."""
+        return self._peers.get(peer_id)
+
     def peers(self, now: float) -> list[LanPeer]:
         """Nodes heard within ``expiry``, most recently heard last."""
         self._expire(now)

@@ -187,7 +187,7 @@ def test_beacon_cache_and_gossip_in_namespaces(bridges: BridgeLab, capsys: objec
     n[0].start(beacon=False)
     n[0].ready()
     n[0].until(lambda: len(n[0].events("BOOT")) == 2, 10.0)
-    assert {f[1] for f in n[0].events("BOOT")} == {"cache"}
+    assert {f[1] for f in n[0].events("BOOT")} == {"cache"}, n[0].lines
     assert n[0].events("LAN") == []
     assert {f[0] for f in n[0].events("BOOT")} == ids - {n[0].id}
     figures["n1 restart: both cached peers accepted, ms after listening"] = (
