@@ -16,7 +16,13 @@ SYN carries a new initial sequence number, which the far NAT's conntrack
 it. So a NAT that answers unsolicited SYNs with RST (no firewall) can
 defeat TCP punching where the path is too short for the SYNs to cross;
 behind firewalls that drop unsolicited packets it works (measured in
-tests/netlab/test_netlab_traversal.py).
+tests/netlab/test_netlab_traversal.py). Between such NATs the two first
+SYNs must leave less than the NAT-to-NAT one-way time apart: the target
+(which hears of the session one introducer hop earlier) starts after
+half the two peers' RTTs to the introducer, so that both send at about
+the same time (tests/netlab/test_netlab_tcp_punch.py). Those RTTs come
+from the kernel (:func:`kernel_rtt_us`) when the introducer is reached
+over TCP.
 
 Binding a second socket to a port with a listener needs SO_REUSEPORT on
 both; the service's listening TCP sockets set it.
@@ -30,10 +36,12 @@ import errno
 import logging
 import random
 import socket
+import struct
+from typing import Any
 
 from crust.peer import Address
 
-__all__ = ["AlreadyConnected", "simultaneous_open"]
+__all__ = ["AlreadyConnected", "kernel_rtt_us", "simultaneous_open"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,29 @@ class AlreadyConnected(Exception):
         super().__init__(f"{local[0]}:{local[1]} is already connected to {target[0]}:{target[1]}")
         self.local = local
         self.target = target
+
+
+# struct tcp_info (linux/tcp.h): eight one-byte fields, then u32s; tcpi_rtt
+# (smoothed, microseconds) is the 16th u32.
+_TCPI_RTT_OFFSET = 68
+
+
+def kernel_rtt_us(sock: Any) -> int | None:
+    """The kernel's smoothed RTT of a connected TCP socket in microseconds
+    (``TCP_INFO``), or None where that is not available. The engine's RTT
+    estimate of a stream-mode connection says little (the kernel's TCP
+    acknowledges, not crust), and the rendezvous timing needs a real one."""
+    opt = getattr(socket, "TCP_INFO", None)
+    if opt is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, opt, 104)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCPI_RTT_OFFSET + 4:
+        return None
+    rtt: int = struct.unpack_from("=I", info, _TCPI_RTT_OFFSET)[0]
+    return rtt or None
 
 
 # One connect attempt waits at most this long for the SYN-ACK.

@@ -42,7 +42,7 @@ from crust.asyncio.punch_io import send_with_ttl
 from crust.asyncio.relay_link import RelayLink
 from crust.asyncio.relaying import Relaying
 from crust.asyncio.tcp import TcpLink
-from crust.asyncio.tcp_punch import AlreadyConnected, simultaneous_open
+from crust.asyncio.tcp_punch import AlreadyConnected, kernel_rtt_us, simultaneous_open
 from crust.control import ControlKind
 from crust.errors import CrustError
 from crust.handshake import HandshakeResult, Responder, long_header_prefix
@@ -393,6 +393,7 @@ class Traversal:
         delay: float,
     ) -> Peer:
         loop = asyncio.get_running_loop()
+        logger.debug("TCP punch with %s in %.3f s", target.short, delay)
         if delay:
             await asyncio.sleep(delay)
         mine = [tl.address for tl in self.svc._tcp]
@@ -495,7 +496,11 @@ class Traversal:
         if self.svc.config.tcp:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.svc.config.connect_timeout
-            delay = self.tcp_after if self.svc.config.udp else 0.0
+            # The requester starts once our reply has reached it through the
+            # introducer (~skew later): starting as late lets the two SYNs
+            # cross in flight instead of ours reaching its NAT first, which
+            # a NAT without a firewall answers with RST (tcp_punch).
+            delay = (self.tcp_after if self.svc.config.udp else 0.0) + min(skew, 2_000_000) / 1e6
             self._spawn(
                 self._tcp_attempt(
                     requester,
@@ -839,6 +844,11 @@ def _decode(payload: bytes) -> RendezvousMessage:
 
 
 def _rtt_us(peer: Peer) -> int:
+    link = peer._link
+    if isinstance(link, TcpLink) and link.transport is not None:
+        rtt = kernel_rtt_us(link.transport.get_extra_info("socket"))
+        if rtt is not None:
+            return min(rtt, (1 << 32) - 1)
     try:
         return min(int(peer.stats.rtt * 1e6), (1 << 32) - 1)
     except (CrustError, AssertionError):
