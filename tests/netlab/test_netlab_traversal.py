@@ -186,6 +186,7 @@ def test_traversal_matrix(netlab: Lab) -> None:
     # Without a firewall each NAT box answers an early SYN with RST, which
     # tears the other side's conntrack entry down; on the lab's zero-delay
     # links the SYNs never cross (crust/asyncio/tcp_punch.py): relayed.
+    # With delayed links they do: test_netlab_tcp_punch.py.
     check("cone x cone, TCP only", {"punched-tcp", "relayed"})
 
 
