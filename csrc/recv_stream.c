@@ -58,18 +58,28 @@ static void ring_to_dbuf(crust_recv_stream *s, uint64_t lo, uint64_t hi)
         crust_ring_read(s->buf, s->cap, lo, s->dbuf + (lo - blo), (size_t)(hi - lo));
 }
 
-void crust_recv_stream_adopt(crust_recv_stream *s, const crust_msg_alloc *al)
+/* The header of the message at `read`, if all of it arrived: its value
+ * (length * 2 + control) in *v; returns its size, or 0. */
+static size_t read_header(const crust_recv_stream *s, uint64_t *v)
 {
-    if (s->dbuf || !al || !al->alloc || s->contig <= s->read)
-        return;
     uint64_t avail = s->contig - s->read;
+    if (avail == 0)
+        return 0;
     uint8_t h[8];
     size_t hn = avail < 8 ? (size_t)avail : 8;
     crust_ring_read(s->buf, s->cap, s->read, h, hn);
+    return crust_varint_get(h, hn, v);
+}
+
+void crust_recv_stream_adopt(crust_recv_stream *s, const crust_msg_alloc *al)
+{
+    if (s->dbuf || !al || !al->alloc)
+        return;
     uint64_t v;
-    size_t used = crust_varint_get(h, hn, &v);
+    size_t used = read_header(s, &v);
     if (!used)
         return;
+    uint64_t avail = s->contig - s->read;
     uint64_t len = v >> 1;
     /* Too small to be worth it, already whole, or oversized (an error the
      * reader reports). */
@@ -127,16 +137,11 @@ int crust_recv_stream_write(crust_recv_stream *s, uint64_t off, const uint8_t *d
 int crust_recv_stream_peek(const crust_recv_stream *s, uint64_t max, uint64_t *len, uint64_t *hdr,
                            int *control)
 {
-    uint64_t avail = s->contig - s->read;
-    if (avail == 0)
-        return 0;
-    uint8_t h[8];
-    size_t hn = avail < 8 ? (size_t)avail : 8;
-    crust_ring_read(s->buf, s->cap, s->read, h, hn);
     uint64_t v;
-    size_t used = crust_varint_get(h, hn, &v);
+    size_t used = read_header(s, &v);
     if (!used)
         return 0;
+    uint64_t avail = s->contig - s->read;
     int ctl = (int)(v & 1);
     v >>= 1;
     if (v > max)

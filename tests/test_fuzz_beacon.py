@@ -4,26 +4,20 @@ atheris run (required under CI). Longer under CI (``CI`` set)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
+from fuzzing import CI, FUZZ_DIR, require_atheris, run_atheris
+from fuzzing import load_target as _load
 
-HERE = Path(__file__).resolve().parent
-TARGET = HERE / "fuzz" / "fuzz_beacon.py"
-CI = bool(os.environ.get("CI"))
+TARGET = FUZZ_DIR / "fuzz_beacon.py"
 
 
 def load_target() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fuzz_beacon", TARGET)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("fuzz_beacon")
 
 
 def test_seeds_are_valid_and_reach_past_the_signature() -> None:
@@ -48,29 +42,9 @@ def test_plain_fuzz_loop() -> None:
 
 
 def test_atheris_fuzz(tmp_path: Path) -> None:
-    if CI:
-        import atheris  # noqa: F401 - CI must have it: a skip would hide the fuzz run
-    else:
-        pytest.importorskip("atheris")
+    require_atheris()
     corpus = tmp_path / "corpus"
     subprocess.run(
         [sys.executable, str(TARGET), "--write-corpus", str(corpus)], check=True, timeout=60
     )
-    seconds = 20 if CI else 5
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(TARGET),
-            f"-max_total_time={seconds}",
-            "-runs=200000",
-            "-rss_limit_mb=2048",
-            f"-artifact_prefix={tmp_path}/",
-            str(corpus),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert not list(tmp_path.glob("crash-*"))
+    run_atheris("fuzz_beacon", corpus, tmp_path, seconds=20 if CI else 5, runs=200_000)

@@ -5,28 +5,19 @@ Longer under CI (``CI`` set): 200,000 plain inputs and 20 s of atheris."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
+from fuzzing import CI, require_atheris, run_atheris
+from fuzzing import load_target as _load
 
-HERE = Path(__file__).resolve().parent
-TARGET = HERE / "fuzz" / "fuzz_handshake.py"
-CORPUS = HERE / "data" / "handshake_corpus"
-CI = bool(os.environ.get("CI"))
+CORPUS = Path(__file__).resolve().parent / "data" / "handshake_corpus"
 
 
 def load_target() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fuzz_handshake", TARGET)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("fuzz_handshake")
 
 
 def test_seed_corpus_matches_the_wire_format() -> None:
@@ -63,27 +54,7 @@ def test_plain_fuzz_loop() -> None:
 
 
 def test_atheris_fuzz(tmp_path: Path) -> None:
-    if os.environ.get("CI"):
-        import atheris  # noqa: F401 - CI must have it: a skip would hide the fuzz run
-    else:
-        pytest.importorskip("atheris")
+    require_atheris()
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)  # libFuzzer adds to its first corpus dir
-    seconds = 20 if CI else 5
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(TARGET),
-            f"-max_total_time={seconds}",
-            "-runs=200000",
-            "-rss_limit_mb=2048",
-            f"-artifact_prefix={tmp_path}/",
-            str(corpus),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert not list(tmp_path.glob("crash-*"))
+    run_atheris("fuzz_handshake", corpus, tmp_path, seconds=20 if CI else 5, runs=200_000)

@@ -3,25 +3,16 @@ and a coverage-guided atheris run (required under CI). Longer under CI."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
-TARGET = Path(__file__).resolve().parent / "fuzz" / "fuzz_stun.py"
-CI = bool(os.environ.get("CI"))
+from fuzzing import CI, require_atheris, run_atheris
+from fuzzing import load_target as _load
 
 
 def load_target() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fuzz_stun", TARGET)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("fuzz_stun")
 
 
 def test_seeds_are_valid_messages() -> None:
@@ -42,29 +33,9 @@ def test_plain_fuzz_loop() -> None:
 
 
 def test_atheris_fuzz(tmp_path: Path) -> None:
-    if CI:
-        import atheris  # noqa: F401 - CI must have it: a skip would hide the fuzz run
-    else:
-        pytest.importorskip("atheris")
-    seconds = 15 if CI else 4
+    require_atheris()
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, data in enumerate(load_target().seeds()):
         (corpus / f"seed{i}").write_bytes(data)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(TARGET),
-            f"-max_total_time={seconds}",
-            "-runs=300000",
-            "-rss_limit_mb=2048",
-            f"-artifact_prefix={tmp_path}/",
-            str(corpus),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert not list(tmp_path.glob("crash-*"))
+    run_atheris("fuzz_stun", corpus, tmp_path, seconds=15 if CI else 4, runs=300_000)

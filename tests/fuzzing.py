@@ -1,0 +1,57 @@
+"""What the bounded fuzz runs of the Python fuzz targets (tests/fuzz/*.py)
+share: loading a target as a module, and one coverage-guided atheris run
+that must finish without a crash. Longer under CI (``CI`` set), where
+atheris is required: a skip would hide the fuzz run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
+CI = bool(os.environ.get("CI"))
+
+
+def load_target(name: str) -> ModuleType:
+    """tests/fuzz/<name>.py as a module (its harness, seeds, plain loop)."""
+    spec = importlib.util.spec_from_file_location(name, FUZZ_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def require_atheris() -> None:
+    """Under CI atheris must be there; elsewhere its absence skips."""
+    if CI:
+        import atheris  # noqa: F401
+    else:
+        pytest.importorskip("atheris")
+
+
+def run_atheris(name: str, corpus: Path, workdir: Path, seconds: int, runs: int) -> None:
+    """One atheris run of tests/fuzz/<name>.py over ``corpus`` (which it
+    may extend); fails with the fuzzer's output on a crash or timeout."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(FUZZ_DIR / f"{name}.py"),
+            f"-max_total_time={seconds}",
+            f"-runs={runs}",
+            "-rss_limit_mb=2048",
+            f"-artifact_prefix={workdir}/",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        cwd=workdir,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not list(workdir.glob("crash-*"))
