@@ -162,11 +162,12 @@ class Service:
         self._failures: OrderedDict[Address, int] = OrderedDict()
         self._decrypt_seen: dict[int, int] = {}
         self._engine_configs: dict[tuple[tuple[str, Any], ...], _core.Config] = {}
+        # Before the parts below, which register their control handlers.
+        self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
         #: LAN beacon, bootstrap cache, bootstrapping and contact gossip.
         self.discovery = Discovery(self)
         if self.config.blacklist:
             self.blacklist(*self.config.blacklist)
-        self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
         #: NAT traversal: connect by id through mutual peers, introduce, relay.
         self.traversal = Traversal(self)
         #: UPnP port mapper (``config.upnp``); ``upnp.status`` says what it got.
