@@ -17,16 +17,11 @@ runs first, ``close()`` (also at exit) stops processes and deletes its own.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from lab import Node, Proc, _kill_ns_pids, _pid_alive, _run
+from lab import NamespaceRun, Node, _kill_ns_pids, _pid_alive, _run
 
 __all__ = ["Bridge", "BridgeLab"]
 
@@ -61,7 +56,7 @@ class Bridge:
         return f"{self.prefix}.1"
 
 
-class BridgeLab:
+class BridgeLab(NamespaceRun):
     """Bridges and hosts; see the module docstring. ``route=True``: the
     switch forwards between bridges (hosts have a default route to it)."""
 
@@ -70,16 +65,11 @@ class BridgeLab:
     def __init__(self, *, route: bool = True) -> None:
         sweep_stale()
         BridgeLab._counter += 1
-        self.prefix = f"cb{os.getpid()}x{BridgeLab._counter}"
-        self.namespaces: list[str] = []
-        self.procs: list[Proc] = []
+        super().__init__(f"cb{os.getpid()}x{BridgeLab._counter}")
         self.bridges: list[Bridge] = []
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
-        self._closed = False
         self._hosts = 0
         #: Each host's IPv6 address (ULA, on the same link as its IPv4 one).
         self.ipv6: dict[str, str] = {}
-        atexit.register(self.close)
         try:
             self.switch = self._new_ns("sw", "switch")
             self.switch.sysctl("net.ipv4.ip_forward", 1 if route else 0)
@@ -128,21 +118,5 @@ class BridgeLab:
         bridge.hosts.append(host)
         return host
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for p in reversed(self.procs):
-            with contextlib.suppress(Exception):
-                p.stop()
-        for ns in reversed(self.namespaces):
-            _kill_ns_pids(ns)
-            _run(["ip", "netns", "del", ns], check=False)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        atexit.unregister(self.close)
-
     def __enter__(self) -> BridgeLab:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

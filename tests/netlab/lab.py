@@ -405,7 +405,42 @@ class Site:
         return self.edge.add_rule(chain, *spec, "-j", "DROP")
 
 
-class Lab:
+class NamespaceRun:
+    """The namespaces and processes one lab run created, and their
+    teardown: idempotent, safe after a partial build, run at interpreter
+    exit too. Subclasses append to ``namespaces`` and ``procs``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.namespaces: list[str] = []
+        self.procs: list[Proc] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+        self._closed = False
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stops every process and deletes every namespace."""
+        if self._closed:
+            return
+        self._closed = True
+        for p in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+        for ns in reversed(self.namespaces):
+            _kill_ns_pids(ns)
+            _run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        atexit.unregister(self.close)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class Lab(NamespaceRun):
     """Builds and tears down one lab. Use as a context manager; ``close()``
     also runs at interpreter exit (atexit), and the namespaces of a run that
     was killed outright are swept by the next lab (``sweep_stale``)."""
@@ -415,15 +450,10 @@ class Lab:
     def __init__(self) -> None:
         sweep_stale()
         Lab._counter += 1
-        self.prefix = f"cl{os.getpid()}x{Lab._counter}"
-        self.namespaces: list[str] = []
-        self.procs: list[Proc] = []
+        super().__init__(f"cl{os.getpid()}x{Lab._counter}")
         self.sites: dict[str, Site] = {}
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
-        self._closed = False
         self._next_index = 1
         self._stun: Proc | None = None
-        atexit.register(self.close)
         try:
             self.router = self._new_ns("inet", "router")
             self._routing_sysctls(self.router)
@@ -699,32 +729,10 @@ class Lab:
             time.sleep(0.05)
         raise LabError(f"nothing listening on {needles} in {node.ns} after {timeout} s")
 
-    # -- teardown ---------------------------------------------------------
-
-    def close(self) -> None:
-        """Stops every process and deletes every namespace; idempotent and
-        safe to call after a partial build."""
-        if self._closed:
-            return
-        self._closed = True
-        for p in reversed(self.procs):
-            with contextlib.suppress(Exception):
-                p.stop()
-        for ns in reversed(self.namespaces):
-            _kill_ns_pids(ns)
-            _run(["ip", "netns", "del", ns], check=False)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        atexit.unregister(self.close)
+    # -- teardown: NamespaceRun.close ---------------------------------------
 
     def __enter__(self) -> Lab:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
 
 @contextlib.contextmanager
