@@ -6,16 +6,16 @@ atheris is required: a skip would hide the fuzz run."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
+from capability import CI, missing
+
+__all__ = ["CI", "FUZZ_DIR", "load_target", "require_atheris", "run_atheris"]
 
 FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
-CI = bool(os.environ.get("CI"))
 
 
 def load_target(name: str) -> ModuleType:
@@ -29,10 +29,8 @@ def load_target(name: str) -> ModuleType:
 
 def require_atheris() -> None:
     """Under CI atheris must be there; elsewhere its absence skips."""
-    if CI:
-        import atheris  # noqa: F401
-    else:
-        pytest.importorskip("atheris")
+    if importlib.util.find_spec("atheris") is None:
+        missing("atheris is not installed (pip install -e '.[test]')")
 
 
 def run_atheris(name: str, corpus: Path, workdir: Path, seconds: int, runs: int) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import os
 
 import pytest
+from capability import missing
 
 from crust import Identity, NewMessage, NewPeer, Service, ServiceConfig, _core
 from crust._sodium import registered
@@ -126,7 +127,7 @@ def test_initiator_preference_decides_and_both_agree() -> None:
 @pytest.mark.parametrize("ik", [False, True], ids=["XX", "IK"])
 def test_no_common_cipher_fails_clearly_on_both_sides(ik: bool) -> None:
     if _core.AEAD_AES256_GCM not in registered:
-        pytest.skip("needs AES-NI for a second cipher")
+        missing("needs AES-NI for a second cipher")
     ini, resp = handshake((CHACHA,), (_core.AEAD_AES256_GCM,), ik=ik)
     assert resp.take_completed() == []
     # XX: the dialler learns the listener's list first and gives up; IK:
@@ -191,7 +192,7 @@ def test_services_agree_on_the_dialler_choice(only: dict[str, bool]) -> None:
 
 def test_services_without_a_common_cipher_do_not_connect() -> None:
     if _core.AEAD_AES256_GCM not in registered:
-        pytest.skip("needs AES-NI for a second cipher")
+        missing("needs AES-NI for a second cipher")
 
     async def main() -> None:
         cfg = dict(hosts=("127.0.0.1",), udp=False, connect_timeout=2.0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from capability import missing
 
 import crust
 from crust import _core, events
@@ -34,9 +35,7 @@ def _hook() -> ModuleType:
 
 def test_docs_build_strict(tmp_path: Path) -> None:
     if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None:
-        if os.environ.get("CI"):
-            pytest.fail("mkdocs/mkdocs-material missing under CI (pip install -e '.[test]')")
-        pytest.skip("mkdocs not installed (pip install -e '.[test]')")
+        missing("mkdocs/mkdocs-material not installed (pip install -e '.[test]')")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     config, site = str(ROOT / "mkdocs.yml"), str(tmp_path / "site")
     done = subprocess.run(

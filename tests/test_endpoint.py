@@ -6,7 +6,6 @@ application used its connections."""
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import select
 import socket
@@ -15,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import pytest
+from capability import missing
 
 from crust import _core
 from crust.errors import InvalidArgument, WouldBlock
@@ -43,9 +43,7 @@ def udp(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.socket:
         s.bind((host, 0))
     except OSError as exc:
         s.close()
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot bind {host}: {exc} (CI must have IPv4 and IPv6 loopback)")
-        pytest.skip(f"cannot bind {host}: {exc}")
+        missing(f"cannot bind {host}: {exc}")
     s.setblocking(False)
     return s
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from capability import missing
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 60
@@ -246,12 +246,10 @@ def test_c_engine_pair(tmp_path: Path) -> None:
     """The C embedding example builds against csrc/ alone and runs."""
     source_root = EXAMPLES.parent
     if not (source_root / "csrc" / "crust.h").exists():
-        pytest.skip("needs the source tree (csrc/)")
+        missing("needs the source tree (csrc/)")
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
-        if os.environ.get("CI"):
-            pytest.fail("no C compiler under CI")
-        pytest.skip("no C compiler")
+        missing("no C compiler")
     binary = tmp_path / "engine_pair"
     subprocess.run(
         [

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from capability import missing
 
 from crust._version import __version__
 
@@ -41,9 +42,7 @@ def _require(module: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail(f"{module} is missing under CI (pip install -e '.[test]')")
-        pytest.skip(f"{module} not installed (pip install -e '.[test]')")
+        missing(f"{module} not installed (pip install -e '.[test]')")
 
 
 @dataclass
