@@ -12,11 +12,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from capability import missing
+from cbuild import build
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -83,25 +83,7 @@ def core_objects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             obj = out / (src.stem + ".o")
             objects[kind].append(obj)
             jobs.append([cc, *COMMON_FLAGS, *flags, "-c", str(src), "-o", str(obj)])
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(
-            pool.map(
-                lambda cmd: subprocess.run(
-                    cmd,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    errors="replace",
-                    timeout=BUILD_TIMEOUT,
-                    check=False,
-                ),
-                jobs,
-            )
-        )
-    failed = [r for r in results if r.returncode != 0]
-    if failed:
-        report = "\n\n".join(f"{' '.join(r.args)}\n{r.stdout}" for r in failed)
-        pytest.fail(f"compiling csrc/ failed:\n{report}", pytrace=False)
+    build(jobs, "csrc/")
     yield objects
 
 

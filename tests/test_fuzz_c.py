@@ -18,11 +18,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from capability import missing
+from cbuild import build
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -64,29 +64,6 @@ def _clang() -> str:
     return clang
 
 
-def _build(jobs: list[list[str]]) -> None:
-    """Run compiler commands in parallel; fail with the output of any that fail."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(
-            pool.map(
-                lambda cmd: subprocess.run(
-                    cmd,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    errors="replace",
-                    timeout=600,
-                    check=False,
-                ),
-                jobs,
-            )
-        )
-    failed = [r for r in results if r.returncode != 0]
-    if failed:
-        report = "\n\n".join(f"{' '.join(r.args)}\n{r.stdout}" for r in failed)
-        pytest.fail(f"building the fuzz targets failed:\n{report}", pytrace=False)
-
-
 @pytest.fixture(scope="session")
 def fuzzers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """Every target built once: csrc/ compiled once, in parallel, then linked
@@ -94,10 +71,9 @@ def fuzzers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path
     clang = _clang()
     out = tmp_path_factory.mktemp("fuzzers")
     objects = [out / f"{src.stem}.o" for src in sorted(CSRC.glob("*.c"))]
-    _build(
-        [[clang, *CORE_FLAGS, "-c", str(CSRC / f"{obj.stem}.c"), "-o", str(obj)] for obj in objects]
-    )
-    _build(
+    core = [[clang, *CORE_FLAGS, "-c", str(CSRC / f"{o.stem}.c"), "-o", str(o)] for o in objects]
+    build(core, "csrc/ for fuzzing")
+    build(
         [
             [
                 clang,
@@ -109,7 +85,8 @@ def fuzzers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path
                 "-lm",
             ]
             for name in TARGETS
-        ]
+        ],
+        "the fuzz targets",
     )
     yield {name: out / name for name in TARGETS}
 
