@@ -7,11 +7,15 @@ examples are checked against what users install, not the source tree.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from capability import missing
@@ -172,12 +176,29 @@ class _Program:
             env=env,
         )
         self.lines: list[str] = []
+        # Lines arrive through a reader thread, so that a program that stops
+        # printing fails the test with its output instead of hanging it.
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        # stop() may close the pipe under us: that is the end too.
+        with contextlib.suppress(ValueError, OSError):
+            for line in self.popen.stdout:
+                self._queue.put(line)
+        self._queue.put("")  # end of output
 
     def expect(self, fragment: str, count: int = 1) -> str:
         """Read until ``count`` lines containing ``fragment`` were printed."""
-        assert self.popen.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
         while sum(fragment in line for line in self.lines) < count:
-            line = self.popen.stdout.readline()
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no {fragment!r} after {TIMEOUT} s in {self.lines}"
+                ) from None
             if not line:
                 _, err = self.popen.communicate(timeout=5)
                 raise AssertionError(f"no {fragment!r} in {self.lines}; stderr:\n{err}")
