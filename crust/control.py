@@ -30,6 +30,9 @@ class ControlKind(enum.IntEnum):
     #: A bootstrapping node asks to be bootstrapped off; the answer says
     #: whether we accept (crust.asyncio.discovery).
     BOOTSTRAP = 5
+    #: "Nothing more from me on this connection": the close of a duplicate
+    #: connection (crust.retirement). Empty payload.
+    RETIRE = 6
 
 
 def encode(kind: int, payload: bytes) -> bytes:

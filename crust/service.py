@@ -62,6 +62,7 @@ from crust.handshake import (
 from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
 from crust.peer import Address, Link, Peer, now_us
+from crust.retirement import Retirements
 from crust.stats import ServiceCounters, snapshot
 
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
@@ -74,6 +75,8 @@ _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 # checked every _RETIRE_POLL seconds, or after _RETIRE_WAIT at the latest.
 _RETIRE_POLL = 0.02
 _RETIRE_WAIT = 5.0
+
+_RETIRE_KIND = bytes((control.ControlKind.RETIRE,))
 
 # Application close codes the service itself uses.
 CODE_DISCONNECT = 0
@@ -156,6 +159,8 @@ class Service:
         self._peers: dict[PeerId, Peer] = {}
         self._by_link: dict[int, Peer] = {}
         self._retired: dict[int, Link] = {}
+        # Duplicate connections on their way out (crust.retirement).
+        self._retiring = Retirements(self._retire)
         self._addresses: dict[PeerId, Address] = {}
         self._blacklist_ids: set[PeerId] = set()
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -242,6 +247,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stun_task
         await self.discovery.close()
+        self._retiring.close_all()
         peers = list(self._peers.values())
         for p in peers:
             self._close_peer(p, CODE_SHUTDOWN, graceful=True)
@@ -524,15 +530,28 @@ class Service:
             # replayed handshake, by contrast, must not evict a live one.
             orphan = existing._link.conn.stats()["rx_packets"] == 0
             if new_key < old_key or (new_key == old_key and orphan):
-                old = existing._link
+                old, old_result = existing._link, existing.extra
                 existing._link = link
                 existing.incoming = incoming
                 existing.extra = result
                 self._by_link[id(link)] = existing
-                self._retire_when_confirmed(old, link)
+                if new_key != old_key and isinstance(old_result, HandshakeResult):
+                    # Both ends chose: each may have sent on the old one.
+                    self._by_link.pop(id(old), None)
+                    self._retiring.begin(old, existing, old_result)
+                else:
+                    # The peer lost its copy of the old one: nothing comes
+                    # on it, but closed too early our close could reach
+                    # the peer before its copy of the new one exists.
+                    self._retire_when_confirmed(old, link)
+                existing._on_writable()  # a sender blocked on the old one retries
                 self.discovery.on_link_replaced(existing)
+            elif new_key != old_key:
+                # The peer may have sent on this one (its first) already.
+                self._retiring.begin(link, existing, result)
             else:
-                self._close_link(link, CODE_DUPLICATE, graceful=True)
+                # A replayed handshake (or a second dial while the first
+                # lives): nothing was sent on it.
                 self._retire(link)
             return existing
         peer = Peer(pid, link, incoming=incoming, extra=result)
@@ -593,22 +612,33 @@ class Service:
 
     def on_conn_events(self, link: Link, events: Iterable[tuple[Any, ...]]) -> None:
         peer = self._by_link.get(id(link))
+        result = peer.extra if peer is not None else None
+        retiring = self._retiring.get(link)
+        if retiring is not None:
+            # A duplicate on its way out: what the peer sent on it before
+            # it switched is still the peer's; its keys are its own.
+            peer = retiring.peer if retiring.peer.is_connected else None
+            result = retiring.result
         for typ, prio, payload, msg_id, reason, code in events:
             if typ == _core.EV_MESSAGE:
                 if peer is not None:
                     peer.last_used = time.monotonic()
                     self._emit(NewMessage(peer, payload, prio))
             elif typ == _core.EV_CONTROL:
-                if peer is not None:
+                if payload[:1] == _RETIRE_KIND:
+                    self._retiring.on_retire(link)
+                elif peer is not None:
                     self._on_control(peer, payload)
+            elif typ == _core.EV_ALL_ACKED:
+                if retiring is not None:
+                    self._retiring.on_all_acked(link)
             elif typ == _core.EV_SEND_READY:
-                if peer is not None:
+                if peer is not None and retiring is None:
                     peer._on_writable()
             elif typ == _core.EV_MESSAGE_DROPPED:
                 if peer is not None:
                     self._emit(MessageDropped(peer, msg_id, prio, code))
             elif typ == _core.EV_KEYS_NEEDED:
-                result = peer.extra if peer is not None else None
                 if isinstance(result, HandshakeResult):
                     k = result.keys_for_generation(code)
                     link.conn.set_keys(prio, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
@@ -617,7 +647,8 @@ class Service:
                 self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
 
     def on_link_lost(self, link: Link, reason: str) -> None:
-        self._retired.pop(id(link), None)
+        if self._retiring.forget(link) is not None:
+            self._retired[id(link)] = link  # closed by the peer: drain, forget
         peer = self._by_link.pop(id(link), None)
         if peer is None or peer._link is not link:
             return
