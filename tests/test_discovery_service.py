@@ -307,6 +307,40 @@ def test_periodic_gossip_spreads_later_connections(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_new_contact_is_passed_on_at_once_not_at_the_next_round(tmp_path: Path) -> None:
+    """b learns where x listens only after e joined (x's gossip comes late,
+    as when x and e join b at the same moment): b passes x on to e within
+    a second, not at its next gossip round (60 s away here)."""
+
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            slow = {"gossip_interval": 60.0}
+            b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b", **slow)))
+            # x does not gossip by itself (the test sends its one message)
+            # and dials nobody after b.
+            quiet = {"gossip": False, "bootstrap_peers": 1}
+            x = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "x", contacts=(_addr(b.svc),), **quiet))
+            )
+            await x.wait(lambda: x.connected_to(b.svc.id))
+            e = await st.enter_async_context(
+                _node(st, _cfg(tmp_path, "e", contacts=(_addr(b.svc),), **slow))
+            )
+            await e.wait(lambda: e.connected_to(b.svc.id))
+            await asyncio.sleep(0.5)
+            assert not e.connected_to(x.svc.id)  # b could not tell e of x yet
+            b_at_x = next(p for p in x.svc.peers if p.id == b.svc.id)
+            payload = encode_gossip(x.svc.identity, NET, 1, x.svc.endpoints, [])
+            x.svc.send_control(b_at_x, ControlKind.GOSSIP, payload)
+            t0 = time.monotonic()
+            found = lambda: [ev for ev in e.of(BootstrapConnect) if ev.peer.id == x.svc.id]  # noqa: E731
+            await e.wait(lambda: bool(found()), timeout=5.0)
+            assert time.monotonic() - t0 < 2.0
+            assert [ev.source for ev in found()] == ["gossip"]
+
+    asyncio.run(main())
+
+
 def test_contact_given_by_host_name(tmp_path: Path) -> None:
     async def main() -> None:
         async with AsyncExitStack() as st:

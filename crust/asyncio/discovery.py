@@ -8,7 +8,11 @@ and contact gossip, wired to one :class:`~crust.service.Service`.
   loop) and flushed on close.
 - Gossip: a new peer gets our signed contact list at once, every peer gets
   one each ``gossip_interval``; contacts learned from it are bootstrap
-  candidates (and reach the cache only once connected).
+  candidates (and reach the cache only once connected). When a peer first
+  can be shared (we dialled it, or it told us where it listens), the
+  others hear of it within about a second (one coalesced extra round), not
+  at the next interval: nodes that join a bootstrap node together would
+  otherwise wait ``gossip_interval`` to find each other.
 - ``BOOTSTRAP`` control messages: a dialler asks (``REQUEST``), we answer
   ``ACCEPT`` (and keep the connection) or ``REFUSE`` and disconnect, as
   ``accept_bootstrap`` says.
@@ -51,6 +55,12 @@ REFUSE = 3
 #: Seconds between cache writes: each is a locked read-merge-fsync-rename,
 #: and many nodes may share the file (close() always flushes).
 _CACHE_FLUSH = 5.0
+#: A new contact is passed on after this delay (more may come with it),
+#: in at most one extra gossip round per _SOON_EVERY seconds: a burst of
+#: joins costs a round every few seconds, not a round per join. Receivers
+#: take a burst of three messages, then one a second (GossipReceiver).
+_SOON_DELAY = 0.3
+_SOON_EVERY = 2.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -94,6 +104,8 @@ class Discovery:
         self.bootstrapper = Bootstrapper(service, self._ask_bootstrap, self.connected)
         self._tasks: list[asyncio.Task[None]] = []
         self._writing: asyncio.Future[bool] | None = None
+        self._soon: asyncio.TimerHandle | None = None
+        self._last_soon = -_SOON_EVERY
         self._started = False
 
     # -- life cycle -----------------------------------------------------------------
@@ -138,6 +150,9 @@ class Discovery:
         if self._beacon_io is not None:
             self._beacon_io.close()
         await self.bootstrapper.close()
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -186,6 +201,8 @@ class Discovery:
                 self._remember(peer, list(lan.endpoints))
         if self.svc.config.gossip:
             self._send_gossip(peer)
+            if not peer.incoming:
+                self._gossip_soon()  # shareable now (by the address we dialled)
 
     def on_link_replaced(self, peer: Peer) -> None:
         """``peer``'s connection was replaced by a better one (both sides
@@ -301,15 +318,32 @@ class Discovery:
         if msg is None:
             return
         advertised = resolve_unspecified(msg.endpoints, peer.address[0])
+        news = bool(advertised) and self._advertised.get(peer.id) != advertised
         self._advertised[peer.id] = advertised
         if peer.incoming and advertised:
             self._remember(peer, advertised)
+        if news and peer.incoming and self.svc.config.gossip:
+            self._gossip_soon()  # shareable now
         if not self.bootstrapper.wants_more():
             return  # the dialler would skip them all
         for pid, eps in msg.contacts:
             usable = tuple(e for e in eps if e[0] not in ("0.0.0.0", "::"))
             if pid != self.svc.id and pid not in self.connected and usable:
                 self.bootstrapper.offer(Candidate("gossip", usable, pid))
+
+    def _gossip_soon(self) -> None:
+        """Schedule one gossip round to every peer shortly (coalesced)."""
+        if self._soon is not None or not self._started:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(_SOON_DELAY, self._last_soon + _SOON_EVERY - loop.time())
+        self._soon = loop.call_later(delay, self._soon_round)
+
+    def _soon_round(self) -> None:
+        self._soon = None
+        self._last_soon = asyncio.get_running_loop().time()
+        for peer in self.svc.peers:
+            self._send_gossip(peer)
 
     async def _gossip_loop(self) -> None:
         interval = self.svc.config.gossip_interval
