@@ -535,10 +535,14 @@ cdef class Connection:
     # calls are refused during a drive, and each one marks the connection
     # for the endpoint's next flush.
     cdef Endpoint _endpoint
+    # Events receive_stream drained early (a large message completed in
+    # mid-chunk, see there); poll_events returns them first.
+    cdef list _early_events
 
     def __cinit__(self):
         self._c = NULL
         self._busy = False
+        self._early_events = None
 
     def __init__(self, local_cid, remote_cid, uint64_t now, Config config=None):
         if self._c != NULL:
@@ -756,17 +760,32 @@ cdef class Connection:
         see the stats and the EV_CLOSED event; bad bytes never raise."""
         cdef Py_buffer view
         cdef size_t consumed = 0
+        cdef size_t total = 0
+        cdef int rc
         self._ready()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        self._enter()
         try:
-            with nogil:
-                C.crust_conn_recv_stream(self._c, now, <const uint8_t *>view.buf,
-                                         <size_t>view.len, &consumed)
+            while True:
+                self._enter()
+                try:
+                    with nogil:
+                        rc = C.crust_conn_recv_stream(
+                            self._c, now, <const uint8_t *>view.buf + total,
+                            <size_t>view.len - total, &consumed)
+                finally:
+                    self._leave()
+                total += consumed
+                if rc != C.CRUST_MSG_READY:
+                    break
+                # A message assembled in its own bytes object is complete:
+                # take it now (its event is kept for poll_events), so the
+                # next one in this chunk is assembled in place as well.
+                if self._early_events is None:
+                    self._early_events = []
+                self._drain_events(self._early_events)
         finally:
-            self._leave()
             PyBuffer_Release(&view)
-        return consumed
+        return total
 
     def stream_to_send(self, uint64_t now, Py_ssize_t max_bytes=262144):
         """Framed packets ready to go out now, at most ``max_bytes`` of them
@@ -820,14 +839,22 @@ cdef class Connection:
         """Drain the events: a list of (type, prio, payload, msg_id, reason,
         code). payload is the message for EV_MESSAGE and EV_CONTROL, else
         None."""
+        self._ready()
+        events = self._early_events
+        if events is None:
+            events = []
+        else:
+            self._early_events = None
+        self._drain_events(events)
+        return events
+
+    cdef _drain_events(self, list events):
         cdef C.crust_event ev
         cdef int64_t got
         cdef void *handle = NULL
         cdef uint64_t taken = 0
         cdef char *dst
         cdef bytes payload
-        self._ready()
-        events = []
         while C.crust_conn_poll_event(self._c, &ev):
             payload = None
             if (ev.type == C.CRUST_EV_MESSAGE or ev.type == C.CRUST_EV_CONTROL) and \
@@ -865,7 +892,6 @@ cdef class Connection:
             # rides in the code slot, so the tuple keeps one shape.
             events.append((ev.type, ev.prio, payload, ev.msg_id, ev.reason,
                            ev.len if ev.type == C.CRUST_EV_MESSAGE_DROPPED else ev.code))
-        return events
 
     # -- time --
 

@@ -24,6 +24,7 @@ cdef extern from "crust.h" nogil:
         CRUST_SHORT_HEADER_MIN
         CRUST_STREAM_FRAME_HDR
         CRUST_STREAM_MAX_PACKET
+        CRUST_MSG_READY
 
     # ---- error codes ----
     enum:
@@ -157,6 +158,7 @@ cdef extern from "crust.h" nogil:
         uint64_t recv_buffered
         uint64_t send_buffer_peak
         uint64_t recv_buffer_peak
+        uint64_t rx_placed_bytes
         uint32_t mtu
         uint32_t key_phase
         uint32_t cc

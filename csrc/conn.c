@@ -610,6 +610,55 @@ static int validate_frames(const uint8_t *p, size_t len, int *has_close)
  * it past crust_conn_recv. */
 static _Thread_local uint8_t rx_plain[CRUST_STREAM_MAX_PACKET];
 
+/* Stream transports: where to open a packet of plen plaintext bytes so
+ * that, if it is one STREAM frame continuing the message being assembled
+ * in the embedder's buffer (crust_conn_set_msg_alloc) on the priority of
+ * the last STREAM frame, its data lands where it belongs: the receiver's
+ * copy of the data is then the AEAD's own output. The frame's header
+ * length follows from its offset (the next byte expected) and its data
+ * length (plen minus the header); *hdr gets it. The header's bytes land
+ * below the data, over body bytes already received: the caller saves and
+ * restores them. NULL when the packet cannot be placed (no message
+ * buffer, not in order, or the plaintext would not fit inside the body:
+ * the last packet of a message carries the next one's start). */
+static uint8_t *open_in_place(crust_conn *c, size_t plen, size_t *hdr)
+{
+    if (!c->cfg.stream_transport)
+        return NULL;
+    crust_recv_stream *s = &c->rs[c->rx_pred_prio];
+    if (!s->dbuf || !crust_rs_empty(&s->ooo))
+        return NULL;
+    size_t h = 0;
+    for (size_t l = 1; l <= 8 && !h; l *= 2) {
+        size_t cand = 1 + crust_varint_len(s->contig) + l;
+        if (plen > cand && crust_varint_len(plen - cand) == l)
+            h = cand;
+    }
+    if (!h || s->contig < s->dbody + h)
+        return NULL;
+    uint64_t at = s->contig - s->dbody - h;
+    if (at + plen > s->dlen)
+        return NULL;
+    *hdr = h;
+    return s->dbuf + at;
+}
+
+/* Whether the plaintext placed by open_in_place is what it assumed: one
+ * STREAM frame on that priority, at the next offset, with its data right
+ * after a header of hdr bytes. Also notes the priority of this packet's
+ * first STREAM frame, for the next packet. */
+static int check_placement(crust_conn *c, const uint8_t *plain, size_t plen, size_t hdr)
+{
+    crust_frame f;
+    int n = crust_frame_parse_untrusted(plain, plen, &f);
+    if (n <= 0 || f.type < CRUST_FT_STREAM || f.type > CRUST_FT_STREAM + CRUST_NUM_PRIO - 1)
+        return 0;
+    int ok = hdr && f.prio == c->rx_pred_prio && (size_t)(f.data - plain) == hdr &&
+             f.a == c->rs[f.prio].contig && (size_t)n == plen;
+    c->rx_pred_prio = f.prio;
+    return ok;
+}
+
 int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t len)
 {
     if (!pkt || len < CRUST_SHORT_HEADER_MIN + c->tag_len)
@@ -654,12 +703,33 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     if (!k->valid)
         return count_drop(c, CRUST_EDECRYPT); /* e.g. wiped old keys: never a crash */
     size_t plen = len - hdr - c->tag_len;
-    uint8_t *plain = rx_plain;
-    if (crust_aead_open(k, pn, plain, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK)
+    size_t saved_len = 0;
+    uint8_t *plain = open_in_place(c, plen, &saved_len);
+    unsigned placed_prio = c->rx_pred_prio;
+    uint8_t *placed_buf = plain ? c->rs[placed_prio].dbuf : NULL;
+    uint8_t saved[32]; /* a STREAM header: type and two varints */
+    if (plain)
+        memcpy(saved, plain, saved_len);
+    else
+        plain = rx_plain;
+    if (crust_aead_open(k, pn, plain, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK) {
+        if (placed_buf)
+            memcpy(plain, saved, saved_len); /* a failed open may have written */
         return count_drop(c, CRUST_EDECRYPT);
+    }
+    if (c->cfg.stream_transport && !check_placement(c, plain, plen, saved_len) && placed_buf) {
+        /* Mispredicted: process it from the scratch buffer, where frames
+         * cannot overlap the message they write to. */
+        memcpy(rx_plain, plain, plen);
+        memcpy(plain, saved, saved_len);
+        plain = rx_plain;
+        placed_buf = NULL;
+    }
     int has_close = 0;
     if (validate_frames(plain, plen, &has_close) != CRUST_OK) {
         /* Authenticated yet malformed: the peer is broken or hostile. */
+        if (placed_buf)
+            memcpy(plain, saved, saved_len);
         count_drop(c, CRUST_EMALFORMED);
         protocol_error(c, now_us);
         return CRUST_EPROTO;
@@ -680,6 +750,8 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     c->st.rx_packets++;
     c->st.rx_bytes += len;
     if (c->state == ST_CLOSING) {
+        if (placed_buf)
+            memcpy(plain, saved, saved_len);
         replay_mark(c, pn);
         if (has_close) {
             c->state = ST_DRAINING;
@@ -691,6 +763,10 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
     }
     int ack_eliciting = 0;
     rc = process_frames(c, now_us, plain, plen, &ack_eliciting);
+    if (placed_buf && c->rs[placed_prio].dbuf == placed_buf) {
+        memcpy(plain, saved, saved_len); /* the body bytes below the data */
+        c->st.rx_placed_bytes += plen - saved_len;
+    }
     if (rc == CRUST_EPROTO) {
         protocol_error(c, now_us);
         return rc;
@@ -1211,7 +1287,8 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     /* An ACK frame is never retransmitted as such; instead, an eliciting
      * packet repeats the current ACK state once per RTT, so a lost ACK
      * cannot leave the peer without RTT samples while we still talk. */
-    int ack_stale = !crust_rs_empty(&c->rx_pns) && now >= c->last_ack_sent_us + c->srtt;
+    int ack_stale = !c->cfg.stream_transport && !crust_rs_empty(&c->rx_pns) &&
+                    now >= c->last_ack_sent_us + c->srtt; /* a stream loses no ACK */
     if ((c->ack_pending && ack_due) || ((c->ack_pending || ack_stale) && may_elicit && want_elicit))
         put_ack(c, &b, now);
     if (may_elicit && want_elicit) {
@@ -1220,7 +1297,12 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         int bare = probe && c->probes_pending == 1 && c->pto_count >= 2;
         if (!bare) {
             put_control(c, &b);
-            put_streams(c, &b, now);
+            /* Over a stream, ACK and control frames go in a small packet
+             * of their own: a data packet that is one STREAM frame can be
+             * sealed from the send ring and opened straight into the
+             * receiver's message (put_stream_from_ring, open_in_place). */
+            if (!c->cfg.stream_transport || !b.len)
+                put_streams(c, &b, now);
         }
         if (!b.eliciting && (c->ping_pending || probe)) {
             b.p[b.len++] = CRUST_FT_PING;

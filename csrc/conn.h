@@ -144,6 +144,10 @@ struct crust_conn {
     uint64_t last_ack_sent_us;  /* when an ACK frame last went out */
     uint64_t last_rx_us;
     crust_recv_stream rs[CRUST_NUM_PRIO];
+    /* Stream transports: the priority of the last packet's first STREAM
+     * frame, where the next packet is opened straight into the message
+     * being assembled (conn.c, open_in_place). */
+    uint8_t rx_pred_prio;
     uint64_t rx_max_data;       /* limit we advertised */
     uint64_t rx_consumed;       /* bytes delivered to the application */
     uint64_t rx_data;           /* sum of hi over streams */

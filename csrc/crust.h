@@ -257,6 +257,9 @@ typedef struct crust_stats {
     uint64_t key_updates;           /* send key phase switches, ours or the peer's */
     uint64_t send_buffered, recv_buffered;   /* bytes held now */
     uint64_t send_buffer_peak, recv_buffer_peak;
+    /* Stream transports: message bytes the AEAD wrote straight into the
+     * message's own buffer (crust_conn_set_msg_alloc), no copy after. */
+    uint64_t rx_placed_bytes;
     uint32_t mtu;
     uint32_t key_phase;
     uint32_t cc;                    /* crust_cc_id in use */
@@ -335,6 +338,11 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now_us, uint8_t *out,
  * processed (the caller keeps the rest, a partial frame, and passes it
  * again with what follows). Returns:
  *   CRUST_OK        every whole frame was consumed;
+ *   CRUST_MSG_READY (> 0) it stopped after a frame that completed a
+ *                   message assembled in the embedder's buffer
+ *                   (crust_conn_set_msg_alloc): poll the events (take the
+ *                   message) and call again with the rest, so that the
+ *                   next message is assembled in place too;
  *   CRUST_ENOTOURS  it stopped at a frame holding a long-header (handshake)
  *                   packet, which starts at buf + *consumed: the caller
  *                   hands it to the handshake and calls again after it;
@@ -346,6 +354,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now_us, uint8_t *out,
  * CRUST_ECLOSED (connection draining or closed) is not an error here: the
  * frames are consumed and ignored. Meant for stream_transport connections;
  * without it packets above CRUST_MAX_PACKET are rejected. */
+#define CRUST_MSG_READY 1
 int crust_conn_recv_stream(crust_conn *c, uint64_t now_us, const uint8_t *buf,
                            size_t len, size_t *consumed);
 /* Write as many framed packets as are ready now and fit into out[cap] (a

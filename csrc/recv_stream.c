@@ -38,7 +38,9 @@ static void put(crust_recv_stream *s, uint64_t off, const uint8_t *data, size_t 
         }
         if (off < hi && n) {
             size_t k = hi - off < n ? (size_t)(hi - off) : n;
-            memcpy(s->dbuf + (off - lo), data, k);
+            /* Opened in place (conn.c, open_in_place): already there. */
+            if (s->dbuf + (off - lo) != data)
+                memcpy(s->dbuf + (off - lo), data, k);
             off += k, data += k, n -= k;
         }
     }

@@ -13,6 +13,18 @@
 #define FRAME_HDR CRUST_STREAM_FRAME_HDR
 #define LONG_HEADER 0x80
 
+/* Whether a message assembled in the embedder's buffer is complete: its
+ * stream cannot start assembling the next one there until it is taken. */
+static int adopted_ready(const crust_conn *c)
+{
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
+        const crust_recv_stream *s = &c->rs[p];
+        if (s->dbuf && s->contig >= s->dbody + s->dlen)
+            return 1;
+    }
+    return 0;
+}
+
 int crust_conn_recv_stream(crust_conn *c, uint64_t now_us, const uint8_t *buf, size_t len,
                            size_t *consumed)
 {
@@ -39,6 +51,13 @@ int crust_conn_recv_stream(crust_conn *c, uint64_t now_us, const uint8_t *buf, s
              * gone, and the connection cannot deliver a complete stream. */
             first_err = rc;
             crust_conn_fail(c, now_us);
+        }
+        if (first_err == CRUST_OK && len - pos >= FRAME_HDR && adopted_ready(c)) {
+            /* Let the embedder take it first: the next message can then
+             * be assembled in its own buffer too, instead of in the ring
+             * (and copied out later). */
+            *consumed = pos;
+            return CRUST_MSG_READY;
         }
     }
     *consumed = pos;
