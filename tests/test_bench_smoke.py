@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from crust.bench.report import baseline_name
 from crust.bench.suite import CASES, SMOKE, Outcome, Suite, Target
 from crust.cli import main
 
@@ -37,7 +38,7 @@ def test_crust_bench_smoke_gives_a_complete_table_and_json(tmp_path: Path) -> No
             assert line is not None, f"{case.name}: no row {figure.label!r}\n{table}"
             assert f" - {figure.unit}" not in line, f"{case.name}: no figure\n{line}"
             if figure.baseline:
-                assert f"x {figure.baseline.split('/')[0]}" in line, line
+                assert f"x {baseline_name(case.name, figure.baseline)}" in line, line
     assert "crust UDP bulk / aioquic bulk" in table
 
     doc = json.loads(out.read_text())

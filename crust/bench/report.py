@@ -16,7 +16,7 @@ from typing import Any
 from crust._version import __version__
 from crust.bench.suite import CASES, Suite
 
-__all__ = ["json_document", "table"]
+__all__ = ["baseline_name", "json_document", "table"]
 
 
 def _num(v: float) -> str:
@@ -25,6 +25,16 @@ def _num(v: float) -> str:
     if v >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}"
+
+
+def baseline_name(case: str, baseline: str) -> str:
+    """How the table names a figure's baseline (``"case/key"``): its case,
+    or, for a baseline run inside the case itself (crust TCP bulk runs raw
+    TCP just before, round by round), what that run was."""
+    base = baseline.split("/")[0]
+    if base != case:
+        return base
+    return "raw TCP run just before" if "raw_tcp" in baseline else "same case"
 
 
 def table(suite: Suite) -> str:
@@ -50,7 +60,7 @@ def table(suite: Suite) -> str:
             continue
         vs = ""
         if r["ratio"] is not None:
-            vs = f"{r['ratio']:6.2f}x {r['baseline'].split('/')[0]}"
+            vs = f"{r['ratio']:6.2f}x {baseline_name(r['case'], r['baseline'])}"
         if "target" in r:
             verdict = {True: "met", False: "MISSED", None: "?"}[r["met"]]
             vs += f"{'  ' if vs else ''}target {r['target']}: {verdict}"
