@@ -95,6 +95,12 @@ static crust_config make_config(uint8_t sel)
     }
     if (sel & 128)
         cfg.initial_mtu = CRUST_FLOOR_MTU;
+    if ((sel & 0x82) == 0x82) {
+        /* A stream transport (TCP): no pacing and no PMTU there anyway.
+         * In-order STREAM packets are then opened straight into messages
+         * assembled in fuzz_alloc buffers (conn.c, open_in_place). */
+        cfg.stream_transport = 1;
+    }
     FUZZ_ASSERT(crust_config_validate(&cfg, NULL) == CRUST_OK);
     return cfg;
 }

@@ -190,7 +190,13 @@ def conn_seeds() -> dict[str, bytes]:
         + conn_op(OP_EVENTS)
     )
     replay = conn_op(OP_PING, 0) + conn_op(OP_PING, 0xF3) + conn_op(OP_PING, 0xF2)
+    # Config 0xC2 is a stream transport: whole messages in order, opened
+    # straight into their buffers; then one resent (a misprediction).
+    in_place = b"".join(
+        conn_stream(p, 0x41, 9000 + 500 * p, 9002 + 500 * p) + conn_op(OP_EVENTS) for p in (0, 1, 0)
+    ) + conn_stream(1, 0x40, 0, 3000) + conn_op(OP_EVENTS) + conn_op(OP_POLL, 4)
     return {
+        "stream_in_place": b"\xc2" + in_place,
         "window_reopens": b"\x44" + window,
         "oversized_message": b"\x44" + oversized,
         "spurious_loss": b"\x42" + spurious,
