@@ -16,7 +16,7 @@ ChaCha20-Poly1305). Each case makes both processes pick one cipher
 ciphers compare on the same path. "null" picks no cipher at all (never
 negotiable): a bound, what the framing, copies, kernel and Python cost
 without the AEAD. "both" runs every case.
-Target (issues 5 and 8): crust TCP >= 0.5x (stretch 0.6x) raw TCP.
+Target (issue 8): crust TCP >= 0.6x raw TCP.
 """
 
 from __future__ import annotations
