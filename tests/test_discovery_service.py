@@ -90,6 +90,15 @@ def _addr(svc: Service) -> str:
     return f"{host}:{port}"
 
 
+async def _joined(st: AsyncExitStack, tmp: Path, name: str, via: Recorder, **kw: Any) -> Recorder:
+    """A node whose one contact is ``via``, once it is connected to it."""
+    node = await st.enter_async_context(
+        _node(st, _cfg(tmp, name, contacts=(_addr(via.svc),), **kw))
+    )
+    await node.wait(lambda: node.connected_to(via.svc.id))
+    return node
+
+
 def test_contact_then_gossip_reaches_a_peer_two_hops_away(tmp_path: Path) -> None:
     """Chain b - c - d; x knows only b: it learns c from b's gossip and d
     from c's, and connects to both (learned ones enter its cache only once
@@ -101,14 +110,8 @@ def test_contact_then_gossip_reaches_a_peer_two_hops_away(tmp_path: Path) -> Non
             # learn from each other: the chain stays a chain.
             one = {"bootstrap_peers": 1}
             b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b", **one)))
-            c = await st.enter_async_context(
-                _node(st, _cfg(tmp_path, "c", contacts=(_addr(b.svc),), **one))
-            )
-            await c.wait(lambda: c.connected_to(b.svc.id))
-            d = await st.enter_async_context(
-                _node(st, _cfg(tmp_path, "d", contacts=(_addr(c.svc),), **one))
-            )
-            await d.wait(lambda: d.connected_to(c.svc.id))
+            c = await _joined(st, tmp_path, "c", b, **one)
+            d = await _joined(st, tmp_path, "d", c, **one)
             await asyncio.sleep(0.3)  # gossip settles
             assert not b.connected_to(d.svc.id)
             t0 = time.monotonic()
@@ -292,14 +295,8 @@ def test_periodic_gossip_spreads_later_connections(tmp_path: Path) -> None:
         async with AsyncExitStack() as st:
             fast = {"gossip_interval": 0.3}
             b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b", **fast)))
-            x = await st.enter_async_context(
-                _node(st, _cfg(tmp_path, "x", contacts=(_addr(b.svc),), **fast))
-            )
-            await x.wait(lambda: x.connected_to(b.svc.id))
-            e = await st.enter_async_context(
-                _node(st, _cfg(tmp_path, "e", contacts=(_addr(b.svc),), bootstrap_peers=1))
-            )
-            await e.wait(lambda: e.connected_to(b.svc.id))
+            x = await _joined(st, tmp_path, "x", b, **fast)
+            e = await _joined(st, tmp_path, "e", b, bootstrap_peers=1)
             learned = lambda: [ev for ev in x.of(BootstrapConnect) if ev.peer.id == e.svc.id]  # noqa: E731
             await x.wait(lambda: bool(learned()), timeout=5.0)
             assert [ev.source for ev in learned()] == ["gossip"]
@@ -319,14 +316,8 @@ def test_a_new_contact_is_passed_on_at_once_not_at_the_next_round(tmp_path: Path
             # x does not gossip by itself (the test sends its one message)
             # and dials nobody after b.
             quiet = {"gossip": False, "bootstrap_peers": 1}
-            x = await st.enter_async_context(
-                _node(st, _cfg(tmp_path, "x", contacts=(_addr(b.svc),), **quiet))
-            )
-            await x.wait(lambda: x.connected_to(b.svc.id))
-            e = await st.enter_async_context(
-                _node(st, _cfg(tmp_path, "e", contacts=(_addr(b.svc),), **slow))
-            )
-            await e.wait(lambda: e.connected_to(b.svc.id))
+            x = await _joined(st, tmp_path, "x", b, **quiet)
+            e = await _joined(st, tmp_path, "e", b, **slow)
             await asyncio.sleep(0.5)
             assert not e.connected_to(x.svc.id)  # b could not tell e of x yet
             b_at_x = next(p for p in x.svc.peers if p.id == b.svc.id)
