@@ -257,7 +257,7 @@ def test_partial_frames_are_left_for_later() -> None:
     while starts[-1] < len(out):
         starts.append(starts[-1] + 2 + int.from_bytes(out[starts[-1] : starts[-1] + 2], "big"))
     assert starts[-1] == len(out)
-    for start, end in zip(starts, starts[1:]):
+    for start, end in itertools.pairwise(starts):
         for cut in (start, start + 1, start + 2, end - 1):
             assert b.receive_stream(out[start:cut], 0) == 0
         assert b.receive_stream(out[start:end], 0) == end - start
