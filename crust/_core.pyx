@@ -921,6 +921,12 @@ cdef class Connection:
         if rc < 0:
             _raise(rc, "close")
 
+    def quiet_until_heard(self):
+        """Send nothing until the peer's first packet arrives (the responder
+        of an IK handshake over UDP: ``crust_conn_quiet_until_heard``)."""
+        self._ready()
+        C.crust_conn_quiet_until_heard(self._c)
+
     def probe_path(self, uint64_t now):
         """Send a PATH_CHALLENGE; EV_PATH_VALIDATED follows when answered."""
         self._ready()

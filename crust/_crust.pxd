@@ -206,6 +206,7 @@ cdef extern from "crust.h" nogil:
     int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
                          int graceful)
     int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
+    void crust_conn_quiet_until_heard(crust_conn *c)
 
     void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
     size_t crust_conn_memory(const crust_conn *c)

@@ -1198,9 +1198,16 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
     return size;
 }
 
+/* Waiting to hear from the peer before sending anything (see crust.h). */
+static int quiet(const crust_conn *c)
+{
+    return c->quiet_until_heard && !c->st.rx_packets && c->state == ST_OPEN;
+}
+
 size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_t cap)
 {
-    if (!out || c->state == ST_DRAINING || c->state == ST_CLOSED || !c->tx[c->tx_phase].valid)
+    if (!out || c->state == ST_DRAINING || c->state == ST_CLOSED || !c->tx[c->tx_phase].valid ||
+        quiet(c))
         return 0;
     size_t budget = cap < c->mtu ? cap : c->mtu;
     if (budget < CRUST_SHORT_HEADER_MIN + 4 + c->tag_len + 16)
@@ -1328,6 +1335,8 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
         return UINT64_MAX;
     if (c->state != ST_OPEN)
         return c->drain_until;
+    if (quiet(c)) /* nothing can go out: only the idle timer runs */
+        return c->cfg.idle_timeout_us ? c->last_rx_us + c->cfg.idle_timeout_us : UINT64_MAX;
     /* A stream loses nothing: no loss or PTO timer. */
     uint64_t t = c->cfg.stream_transport ? UINT64_MAX : crust_rec_timer(c);
     if (c->ack_pending)
@@ -1393,6 +1402,12 @@ int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code, int graceful
     }
     begin_close(c, now_us, ST_CLOSING, CRUST_CLOSE_LOCAL, code);
     return CRUST_OK;
+}
+
+void crust_conn_quiet_until_heard(crust_conn *c)
+{
+    if (c)
+        c->quiet_until_heard = 1;
 }
 
 int crust_conn_probe_path(crust_conn *c, uint64_t now_us)

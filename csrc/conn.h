@@ -148,6 +148,7 @@ struct crust_conn {
      * frame, where the next packet is opened straight into the message
      * being assembled (conn.c, open_in_place). */
     uint8_t rx_pred_prio;
+    int quiet_until_heard;      /* crust_conn_quiet_until_heard: until rx_packets */
     uint64_t rx_max_data;       /* limit we advertised */
     uint64_t rx_consumed;       /* bytes delivered to the application */
     uint64_t rx_data;           /* sum of hi over streams */

@@ -414,6 +414,15 @@ int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
  * The endpoint calls this after a peer's address changed. */
 int crust_conn_probe_path(crust_conn *c, uint64_t now_us);
 
+/* Send nothing until the first authenticated packet from the peer arrives
+ * (a CLOSE after crust_conn_close(graceful=0) still goes). For the
+ * responder of a two-message handshake over datagrams: its connection
+ * exists before the initiator's does, and packets that reach the initiator
+ * before it has created its connection are dropped there (unknown
+ * connection id) and wait for a PTO; the initiator's connection sends a
+ * packet as soon as it exists, so this costs at most half a round trip. */
+void crust_conn_quiet_until_heard(crust_conn *c);
+
 void crust_conn_get_stats(const crust_conn *c, crust_stats *st);
 /* Bytes of heap the connection holds now (structs and buffers). */
 size_t crust_conn_memory(const crust_conn *c);

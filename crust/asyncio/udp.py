@@ -246,6 +246,11 @@ class UdpListener:
 
     def _established(self, result: HandshakeResult, addr: Address, *, incoming: bool) -> UdpLink:
         conn = self.service.make_connection(result)
+        if incoming and result.pattern == "IK":
+            # Our connection exists one message before the dialler's: what
+            # we sent now would reach it before it can route it, and wait
+            # for a retransmission (a second). Its first packet comes at once.
+            conn.quiet_until_heard()
         link = UdpLink(self, conn, addr)
         self._links[conn.local_cid] = link
         self.endpoint.add(conn, addr)

@@ -496,6 +496,39 @@ static void test_stream_in_place(void)
     CHECK(live_buffers == 0);
 }
 
+/* A quiet-until-heard connection (IK responder over UDP) sends nothing,
+ * and asks for no timer but the idle one, until the peer's first packet;
+ * then what it queued goes out. */
+static void test_quiet_until_heard(void)
+{
+    crust_config cfg;
+    crust_config_default(&cfg);
+    crust_conn *a, *b;
+    setup(&a, &b, &cfg, CRUST_AEAD_NULL);
+    crust_conn_quiet_until_heard(b);
+    CHECK(crust_conn_send(b, 0, (const uint8_t *)"early", 5, 0, NULL) == CRUST_OK);
+    uint8_t out[CRUST_MAX_PACKET];
+    CHECK(crust_conn_poll_transmit(b, 0, out, sizeof out) == 0);
+    CHECK(crust_conn_next_timeout(b) == cfg.idle_timeout_us);
+    crust_conn_handle_timeout(b, 5000000);
+    CHECK(crust_conn_poll_transmit(b, 5000000, out, sizeof out) == 0);
+    /* a's first packet (its flow-control credit) wakes b up. */
+    size_t n = crust_conn_poll_transmit(a, 5000000, out, sizeof out);
+    CHECK(n > 0 && crust_conn_recv(b, 5000000, out, n) == CRUST_OK);
+    int delivered = 0;
+    while ((n = crust_conn_poll_transmit(b, 5000000, out, sizeof out)))
+        CHECK(crust_conn_recv(a, 5000000, out, n) == CRUST_OK);
+    crust_event ev;
+    while (crust_conn_poll_event(a, &ev))
+        if (ev.type == CRUST_EV_MESSAGE) {
+            uint8_t msg[8];
+            delivered += crust_conn_read_message(a, ev.prio, msg, sizeof msg) == 5;
+        }
+    CHECK(delivered == 1);
+    crust_conn_free(a);
+    crust_conn_free(b);
+}
+
 int main(void)
 {
     test_config();
@@ -511,5 +544,6 @@ int main(void)
     test_transfer(30, 10, 20, 2, 1);
     test_direct_unread_freed();
     test_stream_in_place();
+    test_quiet_until_heard();
     return check_summary();
 }
