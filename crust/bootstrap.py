@@ -5,6 +5,10 @@ beacon and contact gossip (:mod:`crust.asyncio.discovery` feeds them in).
 They are dialled concurrently, ``bootstrap_parallelism`` at a time, each
 attempt bounded by ``bootstrap_attempt_timeout``; a connection counts once
 the peer agrees to be bootstrapped off (a ``BOOTSTRAP`` control exchange).
+The fallback candidates (the configured contacts, when the cache has
+entries) go to the front of the queue one attempt timeout after the start,
+or as soon as everything before them failed: a cache of nodes long gone
+delays them by seconds, not by its length times the timeout.
 Dialling stops while the node has ``bootstrap_peers`` connections, and
 candidates that are blacklisted, ourselves, already connected or tried in
 the last :data:`RETRY_AFTER` seconds are skipped. ``BootstrapFailed`` is
@@ -62,9 +66,13 @@ class Bootstrapper:
         service: Service,
         request: Callable[[Peer], Awaitable[bool]],
         connected: Mapping[PeerId, Peer],
+        on_failed: Callable[[Candidate], None] | None = None,
     ) -> None:
         self.svc = service
         self._request = request
+        self._on_failed = on_failed
+        self._fallback: list[Candidate] = []
+        self._fallback_timer: asyncio.TimerHandle | None = None
         # Kept up to date by the caller: a dict lookup, where scanning
         # svc.peers per candidate made a 100-node mesh 4x slower to build.
         self._connected = connected
@@ -87,14 +95,30 @@ class Bootstrapper:
         #: Seconds from start to the first accepted bootstrap connection.
         self.first_success: float | None = None
 
-    def start(self, initial: list[Candidate], *, expect_more: bool) -> None:
-        """Start dialling ``initial``; ``expect_more``: the beacon may still
-        bring candidates (so an early exhaustion is not yet a failure)."""
+    def start(
+        self,
+        initial: list[Candidate],
+        *,
+        expect_more: bool,
+        fallback: list[Candidate] | None = None,
+    ) -> None:
+        """Start dialling ``initial``, then ``fallback`` (see the module
+        doc); ``expect_more``: the beacon may still bring candidates (so an
+        early exhaustion is not yet a failure)."""
         self.started_at = time.monotonic()
         self._expect_more = expect_more
         for c in initial:
             self.offer(c)
-        if not initial and not expect_more:
+        self._fallback = list(fallback or ())
+        anything = bool(initial or self._fallback)
+        if self._fallback:
+            if initial:
+                self._fallback_timer = asyncio.get_running_loop().call_later(
+                    self.svc.config.bootstrap_attempt_timeout, self._offer_fallback
+                )
+            else:
+                self._offer_fallback()
+        if not anything and not expect_more:
             logger.info("bootstrap: no cache entries, contacts or beacon: nothing to try")
             self._reported = True
         else:
@@ -111,6 +135,8 @@ class Bootstrapper:
     async def close(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+        if self._fallback_timer is not None:
+            self._fallback_timer.cancel()
         tasks = [t for t in (self._runner, *self._inflight) if t is not None]
         for t in tasks:
             t.cancel()
@@ -234,9 +260,25 @@ class Bootstrapper:
         if len(self.errors) < 16:
             host, port = cand.endpoints[0]
             self.errors.append(f"{cand.source} {host}:{port}: {why}")
+        if self._on_failed is not None:
+            self._on_failed(cand)
+
+    def _offer_fallback(self) -> None:
+        """The fallback candidates, ahead of what is still queued."""
+        if self._fallback_timer is not None:
+            self._fallback_timer.cancel()
+            self._fallback_timer = None
+        fallback, self._fallback = self._fallback, []
+        for c in reversed(fallback):
+            if c.endpoints:
+                self._queue.appendleft(c)
+        if fallback:
+            self._wake.set()
 
     def _maybe_exhausted(self) -> None:
-        if not self._expect_more:
+        if self._fallback:
+            self._offer_fallback()
+        elif not self._expect_more:
             self._check_failed()
 
     def _check_failed(self) -> None:

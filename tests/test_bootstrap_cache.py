@@ -40,6 +40,25 @@ def test_round_trip_and_newest_success_wins(tmp_path: Path) -> None:
     assert (tmp_path / "c.json").stat().st_mode & 0o777 == 0o600
 
 
+def test_an_entry_failing_three_start_ups_in_a_row_is_dropped(tmp_path: Path) -> None:
+    cache = BootstrapCache(tmp_path / "c.json")
+    cache.record([_entry(IDS[0], 100.0), _entry(IDS[1], 200.0)])
+    assert cache.record_failures([IDS[0], IDS[2]])  # IDS[2]: not cached, ignored
+    assert cache.record_failures([IDS[0]])
+    assert {e.peer_id: e.failures for e in cache.load()} == {IDS[0]: 2, IDS[1]: 0}
+    cache.record([_entry(IDS[1], 250.0)])
+    assert cache.record_failures([IDS[0], IDS[1]])  # the third for IDS[0]
+    assert {e.peer_id: e.failures for e in cache.load()} == {IDS[1]: 1}
+    # A success starts the count again.
+    cache.record([_entry(IDS[1], 300.0)])
+    assert cache.load()[0].failures == 0
+    # Files written before the count existed read as no failures.
+    doc = json.loads((tmp_path / "c.json").read_text())
+    del doc["peers"][0]["failures"]
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    assert cache.load()[0].failures == 0
+
+
 def test_capacity_evicts_least_recently_successful(tmp_path: Path) -> None:
     cache = BootstrapCache(tmp_path / "c.json", capacity=5)
     cache.record(_entry(pid, float(i)) for i, pid in enumerate(IDS))
@@ -97,6 +116,8 @@ def test_bad_entries_are_skipped_not_fatal(
         {**good, "transport": "carrier-pigeon"},
         {**good, "last_success": "yesterday"},
         {**good, "nat": {"a": 1}},
+        {**good, "failures": -1},
+        {**good, "failures": "many"},
         "just a string",
     ]
     path.write_text(

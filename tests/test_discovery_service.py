@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,7 +23,7 @@ from crust import (
     ServiceConfig,
 )
 from crust.control import ControlKind
-from crust.discovery.cache import BootstrapCache
+from crust.discovery.cache import BootstrapCache, CacheEntry
 from crust.discovery.gossip import encode_gossip
 from crust.identity import PeerId
 
@@ -330,6 +331,45 @@ def test_a_new_contact_is_passed_on_at_once_not_at_the_next_round(tmp_path: Path
             assert [ev.source for ev in found()] == ["gossip"]
 
     asyncio.run(main())
+
+
+def test_a_stale_cache_does_not_hold_up_the_contacts(tmp_path: Path) -> None:
+    """40 cached peers that never answer (UDP ports that swallow
+    everything, no TCP listener): the contact is dialled after one attempt
+    timeout, not after the 40 attempts (5 rounds of 8 at 1 s each), and
+    each dead entry counts a failure in the cache."""
+    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(40)]
+    try:
+        for s in sinks:
+            s.bind(("127.0.0.1", 0))
+        dead = [Identity.generate().peer_id for _ in sinks]
+        path = tmp_path / "a.json"
+        BootstrapCache(path).record(
+            CacheEntry(pid, (s.getsockname(),), "udp", time.time() - i)
+            for i, (pid, s) in enumerate(zip(dead, sinks, strict=True))
+        )
+
+        async def main() -> float:
+            async with AsyncExitStack() as st:
+                b = await st.enter_async_context(_node(st, _cfg(tmp_path, "b")))
+                t0 = time.monotonic()
+                a = await st.enter_async_context(
+                    _node(st, _cfg(tmp_path, "a", contacts=(_addr(b.svc),)))
+                )
+                await a.wait(lambda: bool(a.of(BootstrapConnect)), timeout=10.0)
+                took = time.monotonic() - t0
+                assert [ev.source for ev in a.of(BootstrapConnect)] == ["contact"]
+            return took
+
+        took = asyncio.run(main())
+        assert took < 3.0, took  # 1 s attempt timeout, then the contact
+        failures = {e.peer_id: e.failures for e in BootstrapCache(path).load()}
+        tried = [pid for pid in dead if failures.get(pid) == 1]
+        assert len(tried) >= 8  # at least the first round, counted
+        assert all(failures.get(pid, 0) <= 1 for pid in dead)
+    finally:
+        for s in sinks:
+            s.close()
 
 
 def test_contact_given_by_host_name(tmp_path: Path) -> None:

@@ -101,7 +101,11 @@ class Discovery:
         self._accepted: set[PeerId] = set()
         #: Connected peers by id (the service tells us of each change).
         self.connected: dict[PeerId, Peer] = {}
-        self.bootstrapper = Bootstrapper(service, self._ask_bootstrap, self.connected)
+        self.bootstrapper = Bootstrapper(
+            service, self._ask_bootstrap, self.connected, on_failed=self._on_candidate_failed
+        )
+        #: Cache entries whose bootstrap attempt failed (written in batches).
+        self._failed_cache: set[PeerId] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._writing: asyncio.Future[bool] | None = None
         self._soon: asyncio.TimerHandle | None = None
@@ -135,9 +139,11 @@ class Discovery:
         if self.cache is not None:
             for e in await asyncio.to_thread(self.cache.load):
                 initial.append(Candidate("cache", e.endpoints, e.peer_id))
-        for c in cfg.contacts:
-            initial.append(Candidate("contact", (parse_host_port(c),)))
-        self.bootstrapper.start(initial, expect_more=self._beacon_io is not None)
+        # The contacts are the fallback for when the peers of earlier runs
+        # are gone (the original crust's); the dialler does not let a
+        # stale cache hold them up for long.
+        contacts = [Candidate("contact", (parse_host_port(c),)) for c in cfg.contacts]
+        self.bootstrapper.start(initial, expect_more=self._beacon_io is not None, fallback=contacts)
         if cfg.gossip:
             self._tasks.append(asyncio.create_task(self._gossip_loop()))
         if self.cache is not None:
@@ -369,6 +375,10 @@ class Discovery:
             nat,
         )
 
+    def _on_candidate_failed(self, cand: Candidate) -> None:
+        if cand.source == "cache" and cand.peer_id is not None:
+            self._failed_cache.add(cand.peer_id)
+
     async def _cache_loop(self) -> None:
         while True:
             await asyncio.sleep(_CACHE_FLUSH)
@@ -379,12 +389,22 @@ class Discovery:
             # A write cancelled by close() still runs in its thread: wait for
             # it, so the file is complete when close() returns.
             await asyncio.shield(self._writing)
-        if self.cache is None or not self._pending_cache:
+        if self.cache is None or not (self._pending_cache or self._failed_cache):
             return
         entries = list(self._pending_cache.values())
         self._pending_cache.clear()
+        # A peer that failed and then connected (another endpoint, later)
+        # is not a failure.
+        failed = self._failed_cache - {e.peer_id for e in entries}
+        self._failed_cache.clear()
+        cache = self.cache
+
+        def write() -> bool:
+            ok = cache.record(entries)
+            return cache.record_failures(failed) and ok
+
         loop = asyncio.get_running_loop()
-        self._writing = loop.run_in_executor(None, self.cache.record, entries)
+        self._writing = loop.run_in_executor(None, write)
         try:
             await asyncio.shield(self._writing)
         finally:

@@ -2,7 +2,9 @@
 a restarted node finds the network again without the beacon or contacts.
 
 One JSON file (default: the user cache directory, one file per network),
-at most ``capacity`` entries; the least recently successful go first. Every
+at most ``capacity`` entries; the least recently successful go first, and
+an entry that failed :data:`MAX_FAILURES` start-ups in a row (a node gone
+for good) is dropped, so dead entries do not hold up the next start. Every
 write is a read-merge-write under an exclusive ``fcntl`` lock on a
 companion ``.lock`` file, and lands atomically (temp file in the same
 directory, fsync, rename, fsync of the directory), so processes sharing the
@@ -16,6 +18,7 @@ a node from starting.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -30,11 +33,13 @@ from typing import Any
 from crust.discovery.beacon import network_tag
 from crust.identity import InvalidPeerId, PeerId
 
-__all__ = ["DEFAULT_CAPACITY", "BootstrapCache", "CacheEntry", "default_cache_path"]
+__all__ = ["DEFAULT_CAPACITY", "MAX_FAILURES", "BootstrapCache", "CacheEntry", "default_cache_path"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 200
+#: Failed bootstrap attempts in a row after which an entry is dropped.
+MAX_FAILURES = 3
 FORMAT = "crust-bootstrap-cache"
 VERSION = 1
 #: A cache file larger than this is not ours (200 entries are ~60 KB).
@@ -56,13 +61,15 @@ def default_cache_path(network: str) -> Path:
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
     """One peer: where it listened, which transport worked, when we last
-    connected (Unix time), and NAT facts we observed (short strings)."""
+    connected (Unix time), NAT facts we observed (short strings), and how
+    many bootstrap attempts failed since."""
 
     peer_id: PeerId
     endpoints: tuple[tuple[str, int], ...]
     transport: str
     last_success: float
     nat: dict[str, str] = field(default_factory=dict, compare=False)
+    failures: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +78,7 @@ class CacheEntry:
             "transport": self.transport,
             "last_success": self.last_success,
             "nat": dict(self.nat),
+            "failures": self.failures,
         }
 
     @classmethod
@@ -111,7 +119,10 @@ class CacheEntry:
             for k, v in nat.items()
         ):
             raise ValueError("nat must map short strings to short strings")
-        return cls(peer_id, tuple(endpoints), transport, float(last), dict(nat))
+        failures = obj.get("failures", 0)  # absent in older files
+        if not isinstance(failures, int) or isinstance(failures, bool) or not 0 <= failures < 1000:
+            raise ValueError(f"bad failures {failures!r}")
+        return cls(peer_id, tuple(endpoints), transport, float(last), dict(nat), failures)
 
 
 class BootstrapCache:
@@ -154,6 +165,33 @@ class BootstrapCache:
                     if old is None or e.last_success >= old.last_success:
                         merged[e.peer_id] = e
                 self._write_locked(merged.values())
+            return True
+        except OSError as exc:
+            logger.warning("bootstrap cache %s not written: %s", self.path, exc)
+            return False
+
+    def record_failures(self, peer_ids: Iterable[PeerId]) -> bool:
+        """One more failed bootstrap attempt for each of ``peer_ids``; an
+        entry that reaches :data:`MAX_FAILURES` is dropped. A success
+        (:meth:`record`) starts the count again."""
+        failed = set(peer_ids)
+        if not failed:
+            return True
+        try:
+            with self._locked():
+                kept = []
+                for e in self._read_locked():
+                    if e.peer_id in failed:
+                        if e.failures + 1 >= MAX_FAILURES:
+                            logger.info(
+                                "bootstrap cache: dropping %s (failed %d times)",
+                                e.peer_id.short,
+                                MAX_FAILURES,
+                            )
+                            continue
+                        e = dataclasses.replace(e, failures=e.failures + 1)
+                    kept.append(e)
+                self._write_locked(kept)
             return True
         except OSError as exc:
             logger.warning("bootstrap cache %s not written: %s", self.path, exc)
