@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from capability import missing
-from cbuild import build
+from cbuild import build, run
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -49,17 +48,7 @@ def _compiler() -> str:
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-        check=False,
-    )
+    proc = run(cmd, cwd=cwd, env=env, timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(
             f"{' '.join(cmd)}\nexited with {proc.returncode}:\n{proc.stdout}", pytrace=False

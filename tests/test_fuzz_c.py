@@ -16,13 +16,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from capability import missing
-from cbuild import build
+from cbuild import build, run
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -110,16 +109,7 @@ def test_fuzz_target(target: str, fuzzers: dict[str, Path], tmp_path: Path) -> N
         str(corpus),
         str(seeds),
     ]
-    proc = subprocess.run(
-        cmd,
-        env={**os.environ, **RUN_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        timeout=seconds + 300,
-        check=False,
-    )
+    proc = run(cmd, env={**os.environ, **RUN_ENV}, timeout=seconds + 300)
     execs = EXECS_RE.search(proc.stdout)
     artifacts = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     if proc.returncode != 0 or artifacts or "ERROR:" in proc.stdout:
