@@ -71,8 +71,10 @@ logger = logging.getLogger(__name__)
 
 _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 
-# A replaced duplicate connection is closed once the peer used the new one,
-# checked every _RETIRE_POLL seconds, or after _RETIRE_WAIT at the latest.
+# An old connection the peer lost (it re-dialled: same transport and
+# initiator) is closed once the peer used the new one, checked every
+# _RETIRE_POLL seconds, or after _RETIRE_WAIT at the latest. Other
+# duplicates are retired by the RETIRE exchange (crust.retirement).
 _RETIRE_POLL = 0.02
 _RETIRE_WAIT = 5.0
 
