@@ -75,9 +75,6 @@ class Retirements:
     def get(self, link: Link) -> Retirement | None:
         return self._by_link.get(id(link))
 
-    def __len__(self) -> int:
-        return len(self._by_link)
-
     def begin(self, link: Link, peer: Peer, result: HandshakeResult) -> None:
         """Stop using ``link`` for ``peer``: start the exchange above."""
         if id(link) in self._by_link:
