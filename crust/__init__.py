@@ -31,8 +31,9 @@ from crust.events import (
     PortMappingFailed,
 )
 from crust.identity import Identity, PeerId
-from crust.peer import Peer, PeerStats
+from crust.peer import Peer, PeerStats, Received
 from crust.service import ListenerError, Service, UnknownPeer
+from crust.subscriptions import Subscription
 
 __all__ = [
     "BootstrapAccept",
@@ -57,8 +58,10 @@ __all__ = [
     "PeerStats",
     "PortMapped",
     "PortMappingFailed",
+    "Received",
     "Service",
     "ServiceConfig",
+    "Subscription",
     "UnknownPeer",
     "__version__",
     "load_config",

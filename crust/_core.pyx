@@ -538,11 +538,15 @@ cdef class Connection:
     # Events receive_stream drained early (a large message completed in
     # mid-chunk, see there); poll_events returns them first.
     cdef list _early_events
+    # Application messages the drains may still take (set_message_budget);
+    # -1: no limit.
+    cdef Py_ssize_t _msg_budget
 
     def __cinit__(self):
         self._c = NULL
         self._busy = False
         self._early_events = None
+        self._msg_budget = -1
 
     def __init__(self, local_cid, remote_cid, uint64_t now, Config config=None):
         if self._c != NULL:
@@ -747,6 +751,40 @@ cdef class Connection:
             PyBuffer_Release(&view)
         return out
 
+    # -- back-pressure from the application --
+
+    def set_manual_credit(self, bint on):
+        """With manual credit on, an application message stays charged to
+        the flow-control window after :meth:`poll_events` took it, until
+        :meth:`release` gives its bytes back (the event's ``code`` slot says
+        how many): the window then bounds what the caller holds for its
+        application, as well as what the core holds."""
+        self._ready()
+        C.crust_conn_set_manual_credit(self._c, on)
+
+    def release(self, uint64_t nbytes):
+        """Give ``nbytes`` of taken messages back to the window (manual
+        credit). True when that reopened the window: transmit soon, the
+        peer is told."""
+        self._ready()
+        return C.crust_conn_release(self._c, nbytes) != 0
+
+    def set_message_budget(self, Py_ssize_t n):
+        """Let :meth:`poll_events` take at most ``n`` more application
+        messages (-1: any number). Past that, complete messages stay queued
+        in the core, compact and charged to the window, and yield no event
+        until the budget is raised again (then poll the events)."""
+        if n < -1:
+            raise ValueError("message budget must be >= -1")
+        self._ready()
+        self._msg_budget = n
+        C.crust_conn_hold_messages(self._c, n == 0)
+
+    @property
+    def message_budget(self):
+        """Application messages :meth:`poll_events` may still take (-1: no limit)."""
+        return self._msg_budget
+
     # -- stream transports (TCP) --
 
     def receive_stream(self, data, uint64_t now):
@@ -889,9 +927,19 @@ cdef class Connection:
                     raise RuntimeError(
                         f"crust_conn_read_message returned {got} bytes, event said {ev.len}")
             # A dropped message has no payload and no close code: its length
-            # rides in the code slot, so the tuple keeps one shape.
-            events.append((ev.type, ev.prio, payload, ev.msg_id, ev.reason,
-                           ev.len if ev.type == C.CRUST_EV_MESSAGE_DROPPED else ev.code))
+            # rides in the code slot, so the tuple keeps one shape; so does
+            # the window charge of an application message (set_manual_credit).
+            if ev.type == C.CRUST_EV_MESSAGE:
+                code = C.crust_conn_message_charge(ev.len)
+                if self._msg_budget > 0:
+                    self._msg_budget -= 1
+                    if self._msg_budget == 0:
+                        C.crust_conn_hold_messages(self._c, 1)
+            elif ev.type == C.CRUST_EV_MESSAGE_DROPPED:
+                code = ev.len
+            else:
+                code = ev.code
+            events.append((ev.type, ev.prio, payload, ev.msg_id, ev.reason, code))
 
     # -- time --
 

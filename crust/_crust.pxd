@@ -156,6 +156,7 @@ cdef extern from "crust.h" nogil:
         uint64_t key_updates
         uint64_t send_buffered
         uint64_t recv_buffered
+        uint64_t recv_held
         uint64_t send_buffer_peak
         uint64_t recv_buffer_peak
         uint64_t rx_placed_bytes
@@ -199,6 +200,10 @@ cdef extern from "crust.h" nogil:
     void crust_conn_set_msg_alloc(crust_conn *c, crust_msg_alloc_fn alloc,
                                   crust_msg_free_fn free_fn, void *ctx, uint64_t min_len)
     int crust_conn_take_message(crust_conn *c, unsigned prio, void **handle, uint64_t *len)
+    void crust_conn_set_manual_credit(crust_conn *c, int on)
+    int crust_conn_release(crust_conn *c, uint64_t bytes)
+    uint64_t crust_conn_message_charge(uint64_t len)
+    void crust_conn_hold_messages(crust_conn *c, int hold)
 
     uint64_t crust_conn_next_timeout(const crust_conn *c)
     void crust_conn_handle_timeout(crust_conn *c, uint64_t now_us)

@@ -221,7 +221,7 @@ class Bootstrapper:
             if self.svc.is_blacklisted_address(addr):
                 continue
             try:
-                peer = await self.svc.connect(addr, peer_id=cand.peer_id, timeout=timeout)
+                peer = await self.svc._connect(addr, peer_id=cand.peer_id, timeout=timeout)
                 break
             except (ConnectionError, OSError, ValueError) as exc:
                 why = str(exc)

@@ -53,6 +53,12 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _receive_budget_floor(max_message_size: int) -> int:
+    # One whole message per priority must fit, or four half-received ones
+    # could fill the window and none ever complete (design note 0003).
+    return 4 * (max_message_size + 8)
+
+
 def _check_host_port(name: str, text: object) -> None:
     if not isinstance(text, str):
         raise _bad(name, f"entries must be 'host:port' strings, got {text!r}")
@@ -128,6 +134,16 @@ class ServiceConfig:
     with reason "idle timeout")."""
     max_message_size: int = 8 << 20
     """Largest message, in bytes, sent or accepted (1..2^32)."""
+    receive_budget: int | None = None
+    """Bytes of received messages one connection may hold for the
+    application before the peer is made to wait (its flow-control window:
+    messages the engine holds plus those handed up but not yet read).
+    At least 4 x (``max_message_size`` + 8), one whole message per
+    priority; None: that, and no less than 34 MiB."""
+    event_backlog: int = 10_000
+    """Events other than messages one ``events()`` subscription may hold
+    unread; past that it ends with ``EventsOverflow`` (messages are never
+    dropped this way: they hold the sender back instead)."""
     cookie_rate: int = 1000
     """Handshake initiations per second above which the listener demands a
     cookie (proof of the source address) before doing any work."""
@@ -238,6 +254,15 @@ class ServiceConfig:
             raise _bad("keepalive", f"must be 0 (off) or >= 0.01 s, got {self.keepalive}")
         if not 1 <= self.max_message_size <= 1 << 32:
             raise _bad("max_message_size", f"must be 1..2^32 bytes, got {self.max_message_size}")
+        floor = _receive_budget_floor(self.max_message_size)
+        if self.receive_budget is not None and not floor <= self.receive_budget <= 1 << 40:
+            raise _bad(
+                "receive_budget",
+                f"must be in {floor}..2^40 bytes (4 x (max_message_size + 8)), "
+                f"got {self.receive_budget}",
+            )
+        if self.event_backlog < 1:
+            raise _bad("event_backlog", f"must be >= 1, got {self.event_backlog}")
         if self.cookie_rate < 1:
             raise _bad("cookie_rate", f"must be >= 1 per second, got {self.cookie_rate}")
         if self.misbehaving_threshold < 1:
@@ -297,6 +322,13 @@ class ServiceConfig:
         if not 0 <= self.relay_cap < 1 << 40:
             raise _bad("relay_cap", f"must be 0 (no cap) or a positive rate, got {self.relay_cap}")
 
+    def receive_window(self) -> int:
+        """Each connection's receive budget in bytes (``receive_budget``,
+        or its default)."""
+        if self.receive_budget is not None:
+            return self.receive_budget
+        return max(34 << 20, _receive_budget_floor(self.max_message_size))
+
     def engine_config(self, **extra: Any) -> Any:
         """The engine :class:`crust._core.Config` this service's connections
         use: timeouts and sizes from here, then ``engine`` overrides."""
@@ -306,7 +338,7 @@ class ServiceConfig:
             "idle_timeout_us": int(self.idle_timeout * 1e6),
             "keepalive_us": int(self.keepalive * 1e6),
             "max_message_size": self.max_message_size,
-            "recv_window": max(34 << 20, _core.NUM_PRIO * (self.max_message_size + 8)),
+            "recv_window": self.receive_window(),
         }
         kw.update(self.engine)
         kw.update(extra)

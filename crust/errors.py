@@ -16,6 +16,7 @@ __all__ = [
     "ConnectionClosed",
     "CrustError",
     "DatagramDropped",
+    "EventsOverflow",
     "InvalidArgument",
     "MessageTooLarge",
     "NoKeys",
@@ -88,3 +89,10 @@ class DatagramDropped(CrustError):
     this class exists for callers that want to turn such a code into an
     exception.
     """
+
+
+class EventsOverflow(CrustError):
+    """An event subscription (``Service.events()``) fell more than
+    ``ServiceConfig.event_backlog`` events behind and was ended; raised
+    once it has yielded every event it still held. Messages are never lost
+    this way: they wait for another reader."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -12,9 +13,13 @@ from crust import _core
 from crust.errors import ConnectionClosed, WouldBlock
 
 if TYPE_CHECKING:
-    from crust.identity import PeerId
+    from typing_extensions import Buffer
 
-__all__ = ["Peer", "PeerStats"]
+    from crust.events import NewMessage
+    from crust.identity import PeerId
+    from crust.subscriptions import Inbound
+
+__all__ = ["Peer", "PeerStats", "Received"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +92,85 @@ def now_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+class Received(tuple[int, int]):
+    """What :meth:`Peer.recv_into` returns: ``(nbytes, priority)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, nbytes: int, priority: int) -> Received:
+        return tuple.__new__(cls, (nbytes, priority))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes written at the start of the buffer."""
+        return self[0]
+
+    @property
+    def priority(self) -> int:
+        """The message's priority (0 highest)."""
+        return self[1]
+
+
+class PeerOwner(Protocol):
+    """What a peer needs from the node that owns it (the service)."""
+
+    def publish_message(self, rec: Inbound) -> bool:
+        """Hand a message to the event subscriptions (in its place by
+        arrival order); False if none takes it."""
+
+    def resume_messages(self, peer: Peer, link: Link) -> None:
+        """The peer holds few messages again: let ``link`` deliver more."""
+
+    def note_unclaimed(self, peer: Peer) -> None:
+        """``peer`` holds messages no reader took (for the next subscription)."""
+
+    async def disconnect(self, peer: Peer, *, timeout: float = 5.0) -> None:
+        """Close the peer's connection gracefully."""
+
+
+#: Messages a peer's connection hands up before the application takes
+#: some: past it, complete messages wait in the engine (compact, and still
+#: charged to the window). Bounds the Python objects a flood of tiny
+#: messages could make; bytes are bounded by the receive budget.
+MESSAGES_HELD = 4096
+# Window credit given back in batches of this many bytes (or when the
+# application has taken everything): one engine call per batch, not per
+# message.
+_CREDIT_BATCH = 64 << 10
+
+
 class Peer:
     """One connection to an authenticated peer.
 
     ``id`` is the peer's :class:`~crust.identity.PeerId`; ``path`` which
     transport carries it (``"direct-tcp"`` or ``"direct-udp"``);
     ``incoming`` whether the peer dialled us. Send with :meth:`send`
-    (waits while the send buffer is full) or :meth:`send_nowait`.
+    (waits while the send buffer is full) or :meth:`send_nowait`; receive
+    from this peer alone with :meth:`recv`, :meth:`recv_into` or
+    ``async for msg in peer``. ``async with peer:`` closes it at the end.
+
+    A message goes to exactly one reader: once the application reads a
+    peer directly (its first ``recv*`` call or iteration, or
+    :meth:`crust.Service.accept`), its messages come only through the peer;
+    before that they are :class:`~crust.events.NewMessage` events of the
+    subscriptions that take messages, or wait (within the receive budget)
+    for whichever reader comes first. Messages the application has not
+    taken stay charged to the connection's flow-control window, so a peer
+    that sends faster than the application reads is made to wait.
     """
 
-    def __init__(self, peer_id: PeerId, link: Link, *, incoming: bool, extra: Any = None) -> None:
+    def __init__(
+        self,
+        peer_id: PeerId,
+        link: Link,
+        *,
+        incoming: bool,
+        extra: Any = None,
+        owner: PeerOwner | None = None,
+    ) -> None:
         self.id = peer_id
         self._link = link
+        self._owner = owner
         self.incoming = incoming
         self.maintained = False
         self.last_used = time.monotonic()
@@ -114,6 +186,13 @@ class Peer:
         #: The packet cipher the handshake chose (a key of
         #: crust.handshake.CIPHERS), set by the service.
         self.cipher = ""
+        # -- receiving (see the class docstring) --
+        self._direct = False  # read through the peer, not the events
+        self._inbox: deque[Inbound] = deque()  # messages no reader took yet
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._held = 0  # messages handed up and not yet credited back
+        self._credit_link: Link | None = None
+        self._credit_bytes = 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed_reason else "open"
@@ -141,12 +220,14 @@ class Peer:
         """A snapshot of this connection's figures (:class:`PeerStats`)."""
         return PeerStats.from_engine(self.path, self._link.conn.stats(), self.cipher)
 
-    def send_nowait(self, data: Any, priority: int = 0) -> int:
-        """Queue one message (any bytes-like object; copied once, into the
-        engine). Returns its message id. Raises :class:`WouldBlock` when the
-        send buffer is full, :class:`ConnectionClosed` after the end,
-        :class:`~crust.errors.MessageTooLarge` and ``ValueError`` for bad
-        arguments; nothing already queued is ever lost by a failed call."""
+    def send_nowait(self, data: Buffer, priority: int = 0) -> int:
+        """Queue one message: any contiguous buffer (bytes, bytearray,
+        memoryview, a numpy array...), copied once, by the engine, and not
+        at all in Python. Returns its message id. Raises :class:`WouldBlock`
+        when the send buffer is full, :class:`ConnectionClosed` after the
+        end, :class:`~crust.errors.MessageTooLarge` and ``ValueError`` for
+        bad arguments; nothing already queued is ever lost by a failed
+        call."""
         if self.closed_reason is not None:
             raise ConnectionClosed(f"peer {self.id.short} is disconnected: {self.closed_reason}")
         msg_id: int = self._link.conn.send(data, priority, now=now_us())
@@ -154,9 +235,10 @@ class Peer:
         self._link.kick()
         return msg_id
 
-    async def send(self, data: Any, priority: int = 0) -> int:
+    async def send(self, data: Buffer, priority: int = 0) -> int:
         """Queue one message, waiting while the send buffer is full
-        (backpressure). Returns its message id."""
+        (backpressure: also while the peer's application does not read).
+        Returns its message id."""
         while True:
             try:
                 return self.send_nowait(data, priority)
@@ -171,7 +253,139 @@ class Peer:
         """Return once the connection has ended."""
         await self._closed.wait()
 
+    async def close(self, *, timeout: float = 5.0) -> None:
+        """Close gracefully (what was sent is delivered first); waits at
+        most ``timeout`` seconds. Messages already received stay readable."""
+        if self._owner is not None:
+            await self._owner.disconnect(self, timeout=timeout)
+
+    async def __aenter__(self) -> Peer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- receiving ---------------------------------------------------------
+
+    def recv_nowait(self) -> NewMessage:
+        """The next message from this peer (``.data``, ``.priority``), in
+        order per priority. Raises :class:`WouldBlock` when none is waiting
+        and :class:`ConnectionClosed` once the connection ended and every
+        message was read."""
+        self._direct = True
+        if not self._inbox:
+            if self.closed_reason is not None:
+                raise ConnectionClosed(
+                    f"peer {self.id.short} is disconnected: {self.closed_reason}"
+                )
+            raise WouldBlock(f"no message from peer {self.id.short} yet")
+        rec = self._inbox.popleft()
+        rec.done()
+        return rec.event
+
+    async def recv(self) -> NewMessage:
+        """Wait for the next message from this peer (see :meth:`recv_nowait`).
+        Cancelling the wait loses nothing."""
+        await self._wait_message()
+        return self.recv_nowait()
+
+    async def recv_into(self, buffer: Buffer) -> Received:
+        """Wait for the next message and copy it into ``buffer`` (any
+        writable contiguous buffer: bytearray, memoryview, a numpy array),
+        once, with no intermediate copy. Returns :class:`Received`
+        ``(nbytes, priority)``. A message larger than the buffer raises
+        ``ValueError`` and stays first in line (read it with a larger
+        buffer or :meth:`recv`)."""
+        view = memoryview(buffer)
+        if view.readonly:
+            raise TypeError("recv_into needs a writable buffer")
+        if not view.c_contiguous:
+            raise ValueError("recv_into needs a contiguous buffer")
+        target = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        await self._wait_message()
+        self._direct = True
+        rec = self._inbox[0]
+        data = rec.event.data
+        n = len(data)
+        if n > target.nbytes:
+            raise ValueError(
+                f"a message of {n} bytes does not fit in a buffer of {target.nbytes} bytes"
+            )
+        target[:n] = data
+        self._inbox.popleft()
+        rec.done()
+        return Received(n, rec.event.priority)
+
+    def __aiter__(self) -> Peer:
+        self._direct = True
+        return self
+
+    async def __anext__(self) -> NewMessage:
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    async def _wait_message(self) -> None:
+        self._direct = True
+        while not self._inbox and self.closed_reason is None:
+            waiter = self._recv_waiter
+            if waiter is None or waiter.done():
+                waiter = self._recv_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(waiter)
+
     # -- called by the service -------------------------------------------
+
+    def _deliver(self, rec: Inbound) -> None:
+        """A message arrived: to the peer's reader, the subscriptions, or
+        the inbox until a reader comes."""
+        self._held += 1
+        if self._direct or self._owner is None or not self._owner.publish_message(rec):
+            self._inbox.append(rec)
+            self._wake()
+
+    def _wake(self) -> None:
+        w = self._recv_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _give_back(self, rec: Inbound) -> None:
+        """A message a closed subscription held and nobody yielded: first in
+        line again (the subscription gives them back newest first)."""
+        if self._direct or self._owner is None or not self._owner.publish_message(rec):
+            self._inbox.appendleft(rec)
+            self._wake()
+            if self._owner is not None:
+                self._owner.note_unclaimed(self)
+
+    def _take_waiting(self) -> list[Inbound]:
+        """The messages no reader took yet, for the first subscription that
+        takes messages (never those of a peer read directly)."""
+        if self._direct or not self._inbox:
+            return []
+        waiting = list(self._inbox)
+        self._inbox.clear()
+        return waiting
+
+    def _credit(self, rec: Inbound) -> None:
+        """``rec`` reached the application: give its bytes back to the
+        window of the connection it came on (in batches)."""
+        self._held -= 1
+        link = rec.link
+        if link is not self._credit_link:
+            self._flush_credit()
+            self._credit_link = link
+        self._credit_bytes += rec.charge
+        if self._credit_bytes >= _CREDIT_BATCH or not self._held:
+            self._flush_credit()
+        if self._owner is not None and link.conn.message_budget == 0:
+            self._owner.resume_messages(self, link)
+
+    def _flush_credit(self) -> None:
+        link, n = self._credit_link, self._credit_bytes
+        self._credit_bytes = 0
+        if link is not None and n and link.conn.release(n):
+            link.kick()  # the window reopened: tell the peer soon
 
     def _on_writable(self) -> None:
         self._writable.set()
@@ -181,3 +395,4 @@ class Peer:
             self.closed_reason = reason
         self._closed.set()
         self._writable.set()
+        self._wake()  # a reader waiting for a message learns of the end

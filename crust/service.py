@@ -23,8 +23,8 @@ import ipaddress
 import logging
 import socket
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from crust import _core, control
@@ -61,9 +61,10 @@ from crust.handshake import (
 )
 from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
-from crust.peer import Address, Link, Peer, now_us
+from crust.peer import MESSAGES_HELD, Address, Link, Peer, now_us
 from crust.retirement import Retirements
 from crust.stats import ServiceCounters, snapshot
+from crust.subscriptions import EventHub, Inbound, Subscription
 
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
 
@@ -155,7 +156,18 @@ class Service:
         self.identity: Identity = self.config.identity or Identity.load_or_create(
             self.config.identity_path
         )
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        # Every events() call is a subscription (crust.subscriptions).
+        self._hub = EventHub(self.config.event_backlog)
+        # accept(): once the application asked, new peers it did not dial
+        # itself wait here, read directly (never as NewMessage events).
+        self._accepting = False
+        self._accept_queue: deque[Peer] = deque()
+        self._accept_waiter: asyncio.Future[None] | None = None
+        # Peer ids the application is connecting to by id right now: the
+        # peer goes to it, not to accept().
+        self._app_dialling: set[PeerId] = set()
+        # Peers (connected or not) holding messages no reader took yet.
+        self._unclaimed: set[Peer] = set()
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
         self._peers: dict[PeerId, Peer] = {}
@@ -272,7 +284,8 @@ class Service:
         await asyncio.sleep(0)  # let the transports finish closing
         self._udp.clear()
         self._tcp.clear()
-        self._events.put_nowait(None)
+        self._hub.close()
+        self._wake_accept()
 
     async def _probe_stun(self) -> None:
         self.nat = await probe_listener(self._udp, self.config.stun_servers)
@@ -345,13 +358,82 @@ class Service:
         ordered = sorted(self.upnp.mappings, key=lambda m: m.protocol != "udp")
         return list(dict.fromkeys(m.external for m in ordered))
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event, in order, until the service closes."""
+    def events(self, *, messages: bool = True) -> Subscription:
+        """A new subscription to this service's events: every event from now
+        on, in order, until the service closes (then the iteration ends).
+        Each call is its own subscription; several see the same events.
+
+        With ``messages`` (the default) it also yields
+        :class:`~crust.events.NewMessage` for peers the application does not
+        read directly (see :class:`~crust.peer.Peer`), starting with the
+        messages that arrived while nobody was there to take them. A
+        message is credited back to its sender once every subscription that
+        got it has yielded it, so a subscription that stops reading makes
+        senders wait: subscribe with ``messages=False`` for monitoring.
+        Other events a subscription holds unread are capped
+        (``ServiceConfig.event_backlog``): past that it ends with
+        :class:`~crust.errors.EventsOverflow`."""
+        waiting: list[Inbound] = []
+        if messages and not self._hub.wants_messages:
+            for peer in self._unclaimed:
+                waiting.extend(peer._take_waiting())
+            self._unclaimed.clear()
+            waiting.sort(key=lambda r: r.seq)
+        return self._hub.subscribe(messages=messages, waiting=waiting)
+
+    async def accept(self) -> Peer:
+        """The next new peer the application did not dial itself (it dialled
+        us, or discovery found it), to be read directly: its messages never
+        appear as events. From the first call on, new peers wait for
+        ``accept`` (the ones that end before being accepted, having sent
+        nothing, are skipped). Raises :class:`ConnectionClosed` once the
+        service is closed."""
+        self._accepting = True
         while True:
-            ev = await self._events.get()
-            if ev is None:
-                return
-            yield ev
+            while self._accept_queue:
+                peer = self._accept_queue.popleft()
+                if peer.is_connected or peer._inbox:
+                    return peer
+            if self._closing:
+                raise ConnectionClosed("the service is closed")
+            waiter = self._accept_waiter
+            if waiter is None or waiter.done():
+                waiter = self._accept_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(waiter)
+
+    async def serve(self, handler: Callable[[Peer], Awaitable[None]]) -> None:
+        """Run ``handler(peer)`` as a task for every peer :meth:`accept`
+        gives, until the service closes; then cancel the handlers still
+        running and return. A handler that raises is logged, not fatal."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def run(peer: Peer) -> None:
+            try:
+                await handler(peer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("serve: the handler failed for %r", peer)
+
+        try:
+            while True:
+                try:
+                    peer = await self.accept()
+                except ConnectionClosed:
+                    return
+                task = asyncio.create_task(run(peer))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _wake_accept(self) -> None:
+        w = self._accept_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def maintain(self, peer: Peer) -> None:
         """Keep this connection even while idle (never pruned)."""
@@ -376,6 +458,18 @@ class Service:
         IK handshake). Returns the :class:`Peer` (an existing connection to
         the same peer is reused). Raises ``ConnectionError`` with every
         attempt's failure when none succeeds."""
+        return await self._connect(target, peer_id=peer_id, timeout=timeout, for_app=True)
+
+    async def _connect(
+        self,
+        target: Address | PeerId | str,
+        *,
+        peer_id: PeerId | None = None,
+        timeout: float | None = None,
+        for_app: bool = False,
+    ) -> Peer:
+        """:meth:`connect`; ``for_app``: the peer goes to the caller, not to
+        :meth:`accept` (bootstrapping connects for the node instead)."""
         if not self._started or self._closing:
             raise CrustError("the service is not running: use `async with Service(...)`")
         try:
@@ -383,7 +477,13 @@ class Service:
         except UnknownPeer:
             # No address: rendezvous through a mutual peer (crust.asyncio.traversal).
             pid = target if isinstance(target, PeerId) else PeerId.parse(str(target))
-            return await self._connect_by_id(pid, timeout or self.config.connect_timeout)
+            if not for_app:
+                return await self._connect_by_id(pid, timeout or self.config.connect_timeout)
+            self._app_dialling.add(pid)
+            try:
+                return await self._connect_by_id(pid, timeout or self.config.connect_timeout)
+            finally:
+                self._app_dialling.discard(pid)
         if remote is not None:
             existing = self._peers.get(remote)
             if existing is not None and existing.is_connected:
@@ -394,7 +494,7 @@ class Service:
         try:
             # The handshakes time out by themselves, with their reasons; the
             # outer bound only guards against a stuck TCP connect.
-            return await asyncio.wait_for(self._race(addr, remote, limit), limit + 1.0)
+            return await asyncio.wait_for(self._race(addr, remote, limit, for_app), limit + 1.0)
         except (ConnectionError, OSError, asyncio.TimeoutError) as e:
             why = str(e) or f"no answer within {limit} s"
             self._emit(ConnectFailed(f"{addr[0]}:{addr[1]}", why))
@@ -503,15 +603,22 @@ class Service:
         if cfg is None:
             cfg = self._engine_configs[key] = self.config.engine_config(**engine)
         conn = _core.Connection(result.local_cid, result.remote_cid, now_us(), cfg)
+        # Messages stay charged to the window until the application has
+        # them; at most MESSAGES_HELD are handed up ahead of it.
+        conn.set_manual_credit(True)
+        conn.set_message_budget(MESSAGES_HELD)
         k = result.keys
         conn.set_keys(0, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
         nxt = result.keys_for_generation(1)
         conn.set_keys(1, nxt.aead, nxt.tx_key, nxt.tx_iv, nxt.rx_key, nxt.rx_iv)
         return conn
 
-    def on_established(self, link: Link, result: HandshakeResult, *, incoming: bool) -> Peer | None:
+    def on_established(
+        self, link: Link, result: HandshakeResult, *, incoming: bool, for_app: bool = False
+    ) -> Peer | None:
         """A handshake completed and its engine connection exists: hand the
-        peer up, or resolve a duplicate by a rule both ends agree on."""
+        peer up, or resolve a duplicate by a rule both ends agree on.
+        ``for_app``: the application's own connect() dialled it."""
         pid = result.peer_id
         if pid in self._blacklist_ids or self.is_blacklisted_address(link.address):
             self._close_link(link, CODE_BLACKLISTED, graceful=False)
@@ -556,12 +663,17 @@ class Service:
                 # lives): nothing was sent on it.
                 self._retire(link)
             return existing
-        peer = Peer(pid, link, incoming=incoming, extra=result)
+        peer = Peer(pid, link, incoming=incoming, extra=result, owner=self)
         peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
         self._peers[pid] = peer
         self._by_link[id(link)] = peer
         if not incoming:
             self._addresses[pid] = link.address
+        if self._accepting and not for_app and pid not in self._app_dialling:
+            # Read directly from birth: none of its messages becomes an event.
+            peer._direct = True
+            self._accept_queue.append(peer)
+            self._wake_accept()
         self._emit(NewPeer(peer, incoming, link.path))
         self.discovery.on_new_peer(peer)
         return peer
@@ -621,11 +733,17 @@ class Service:
             # it switched is still the peer's; its keys are its own.
             peer = retiring.peer if retiring.peer.is_connected else None
             result = retiring.result
+        delivered = False
         for typ, prio, payload, msg_id, reason, code in events:
             if typ == _core.EV_MESSAGE:
+                # code: the message's charge to the window, until the
+                # application has it (manual credit, design note 0028).
                 if peer is not None:
-                    peer.last_used = time.monotonic()
-                    self._emit(NewMessage(peer, payload, prio))
+                    seq = self._hub.next_seq()
+                    peer._deliver(Inbound(NewMessage(peer, payload, prio), code, link, peer, seq))
+                    delivered = True
+                elif link.conn.release(code):
+                    link.kick()  # nobody to read it: do not hold the window
             elif typ == _core.EV_CONTROL:
                 if payload[:1] == _RETIRE_KIND:
                     self._retiring.on_retire(link)
@@ -647,6 +765,39 @@ class Service:
             elif typ == _core.EV_CLOSED:
                 why = _CODE_REASONS.get(code) if code else None
                 self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
+        if delivered and peer is not None:
+            peer.last_used = time.monotonic()
+            if peer._inbox and not peer._direct:
+                self._unclaimed.add(peer)
+            if link.conn.message_budget == 0:
+                self.resume_messages(peer, link)
+
+    # -- the peers' side of receiving (crust.peer.PeerOwner) -----------------------
+
+    def publish_message(self, rec: Inbound) -> bool:
+        return self._hub.publish_message(rec)
+
+    def note_unclaimed(self, peer: Peer) -> None:
+        if not peer._direct:
+            self._unclaimed.add(peer)
+
+    def resume_messages(self, peer: Peer, link: Link) -> None:
+        """``link`` stopped handing up messages (``MESSAGES_HELD``); once
+        the application has taken half of those, let it go on."""
+        conn = link.conn
+        if conn.message_budget != 0 or peer._held > MESSAGES_HELD // 2 or conn.is_closed:
+            return
+        conn.set_message_budget(MESSAGES_HELD - peer._held)
+        asyncio.get_running_loop().call_soon(self._poll_link, link)
+
+    def _poll_link(self, link: Link) -> None:
+        conn = link.conn
+        if conn.is_closed:
+            return
+        events = conn.poll_events()
+        if events:
+            self.on_conn_events(link, events)
+        link.kick()
 
     def on_link_lost(self, link: Link, reason: str) -> None:
         if self._retiring.forget(link) is not None:
@@ -695,7 +846,7 @@ class Service:
 
     def _emit(self, ev: Event) -> None:
         self._counters.observe(ev)
-        self._events.put_nowait(ev)
+        self._hub.publish(ev)
 
     def _resolve(
         self, target: Address | PeerId | str, peer_id: PeerId | None
@@ -722,7 +873,9 @@ class Service:
             )
         return addr, pid
 
-    async def _race(self, addr: Address, remote: PeerId | None, timeout: float) -> Peer:
+    async def _race(
+        self, addr: Address, remote: PeerId | None, timeout: float, for_app: bool
+    ) -> Peer:
         """TCP first; UDP joins after the head start; the first handshake
         to complete wins and the other attempt is cancelled."""
         errors: list[str] = []
@@ -765,7 +918,7 @@ class Service:
                         assert udp is not None
                         result = t.result()
                         link = udp.establish(result, addr)
-                    peer = self.on_established(link, result, incoming=False)
+                    peer = self.on_established(link, result, incoming=False, for_app=for_app)
                     if peer is None:
                         raise ConnectionError(f"{kind}: refused (blacklisted or self)")
                     return peer

@@ -842,6 +842,8 @@ int crust_conn_poll_event(crust_conn *c, crust_event *ev)
         uint64_t len, hdr;
         int ctl = 0;
         int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr, &ctl);
+        if (r == 1 && !ctl && c->hold_messages)
+            continue; /* stays queued (and charged to the window) until resumed */
         if (r == 1) {
             ev->type = ctl ? CRUST_EV_CONTROL : CRUST_EV_MESSAGE;
             ev->prio = p;
@@ -873,26 +875,42 @@ int crust_conn_has_event(const crust_conn *c)
         return 1;
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++) {
         uint64_t len, hdr;
+        int ctl = 0;
         /* 1: a message; < 0: an oversized one, which closes (CLOSED) only
          * while open: afterwards it stays unread and yields no event, and
-         * answering 1 would keep the endpoint's ready list spinning. */
-        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr, NULL);
-        if (r == 1 || (r < 0 && c->state == ST_OPEN))
+         * answering 1 would keep the endpoint's ready list spinning (so
+         * would a held application message). */
+        int r = crust_recv_stream_peek(&c->rs[p], c->cfg.max_message_size, &len, &hdr, &ctl);
+        if ((r == 1 && (ctl || !c->hold_messages)) || (r < 0 && c->state == ST_OPEN))
             return 1;
     }
     return 0;
 }
 
-/* Bookkeeping after the application took a message off stream s. */
-static void consumed(crust_conn *c, crust_recv_stream *s, uint64_t hdr, uint64_t len)
+/* Give `n` stream bytes back to the flow-control window, and open it again
+ * once half of it has been used. */
+static int credit(crust_conn *c, uint64_t n)
 {
-    c->rx_consumed += hdr + len;
-    c->st.rx_msgs++;
-    c->st.rx_msg_bytes += len;
-    /* Open the window again once half of it has been used. */
+    c->rx_consumed += n;
     if (c->rx_max_data - c->rx_consumed < c->cfg.recv_window / 2) {
         c->rx_max_data = c->rx_consumed + c->cfg.recv_window;
         c->max_data_pending = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Bookkeeping after the embedder took a message off stream s. With manual
+ * credit an application message's bytes stay charged to the window until
+ * crust_conn_release: the embedder holds them for its application. */
+static void consumed(crust_conn *c, crust_recv_stream *s, uint64_t hdr, uint64_t len, int control)
+{
+    c->st.rx_msgs++;
+    c->st.rx_msg_bytes += len;
+    if (c->manual_credit && !control) {
+        c->rx_held += hdr + len;
+    } else {
+        (void)credit(c, hdr + len);
     }
     /* The next message may already be partly here: assemble it outside
      * too if it qualifies. */
@@ -904,14 +922,27 @@ int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf, size
     if (prio >= CRUST_NUM_PRIO)
         return CRUST_EINVAL;
     uint64_t len, hdr;
+    int ctl = 0;
     crust_recv_stream *s = &c->rs[prio];
-    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr, NULL) != 1 || cap < len ||
+    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr, &ctl) != 1 || cap < len ||
         (!buf && len))
         return CRUST_EINVAL;
     crust_recv_stream_consume(s, hdr, len, buf, &c->msg_alloc);
-    consumed(c, s, hdr, len);
+    consumed(c, s, hdr, len, ctl);
     return (int64_t)len;
 }
+
+void crust_conn_set_manual_credit(crust_conn *c, int on) { c->manual_credit = on != 0; }
+
+int crust_conn_release(crust_conn *c, uint64_t bytes)
+{
+    if (bytes > c->rx_held)
+        bytes = c->rx_held; /* never more than was held: the window stays honest */
+    c->rx_held -= bytes;
+    return credit(c, bytes);
+}
+
+void crust_conn_hold_messages(crust_conn *c, int hold) { c->hold_messages = hold != 0; }
 
 void crust_conn_set_msg_alloc(crust_conn *c, crust_msg_alloc_fn alloc, crust_msg_free_fn free_fn,
                               void *ctx, uint64_t min_len)
@@ -928,12 +959,13 @@ int crust_conn_take_message(crust_conn *c, unsigned prio, void **handle, uint64_
     if (prio >= CRUST_NUM_PRIO || !handle || !len_out)
         return 0;
     uint64_t len, hdr;
+    int ctl = 0;
     crust_recv_stream *s = &c->rs[prio];
-    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr, NULL) != 1 ||
+    if (crust_recv_stream_peek(s, c->cfg.max_message_size, &len, &hdr, &ctl) != 1 ||
         !crust_recv_stream_take(s, hdr, len, handle))
         return 0;
     *len_out = len;
-    consumed(c, s, hdr, len);
+    consumed(c, s, hdr, len, ctl);
     return 1;
 }
 
@@ -1444,6 +1476,7 @@ void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
         r += crust_recv_stream_buffered(&c->rs[p]);
     st->recv_buffered = r;
+    st->recv_held = c->rx_held;
     st->mtu = c->mtu;
     st->key_phase = c->tx_phase;
     st->state = (uint32_t)c->state;

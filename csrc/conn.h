@@ -150,7 +150,10 @@ struct crust_conn {
     uint8_t rx_pred_prio;
     int quiet_until_heard;      /* crust_conn_quiet_until_heard: until rx_packets */
     uint64_t rx_max_data;       /* limit we advertised */
-    uint64_t rx_consumed;       /* bytes delivered to the application */
+    uint64_t rx_consumed;       /* bytes given back to the window */
+    int manual_credit;          /* crust_conn_set_manual_credit */
+    uint64_t rx_held;           /* taken by the embedder, not yet released */
+    int hold_messages;          /* crust_conn_hold_messages */
     uint64_t rx_data;           /* sum of hi over streams */
 
     /* events */

@@ -256,6 +256,10 @@ typedef struct crust_stats {
     uint64_t dropped_msgs;          /* stale low-priority messages */
     uint64_t key_updates;           /* send key phase switches, ours or the peer's */
     uint64_t send_buffered, recv_buffered;   /* bytes held now */
+    /* Bytes of application messages the embedder took but has not given
+     * back with crust_conn_release (manual credit); they count against the
+     * flow-control window as recv_buffered does. */
+    uint64_t recv_held;
     uint64_t send_buffer_peak, recv_buffer_peak;
     /* Stream transports: message bytes the AEAD wrote straight into the
      * message's own buffer (crust_conn_set_msg_alloc), no copy after. */
@@ -374,6 +378,36 @@ int crust_conn_poll_event(crust_conn *c, crust_event *ev);
  * cap is too small). */
 int64_t crust_conn_read_message(crust_conn *c, unsigned prio, uint8_t *buf,
                                 size_t cap);
+
+/* Back-pressure from the application (docs/design/0028-receive-back-pressure.md).
+ *
+ * By default a message's bytes are given back to the flow-control window as
+ * soon as the embedder takes it (crust_conn_read_message/take_message).
+ * With manual credit on, an application message (not a control one) stays
+ * charged to the window after it was taken, until the embedder releases
+ * its bytes: the embedder can then hand messages to a slow application
+ * while the window -- what the peer may still send -- also bounds what the
+ * embedder holds for it. The bytes of one message are its length plus the
+ * length of its header (crust_conn_message_charge). */
+void crust_conn_set_manual_credit(crust_conn *c, int on);
+/* Give `bytes` taken under manual credit back to the window (at most what
+ * is held; the rest is ignored). The window reopens, and a MAX_DATA frame
+ * is queued, once half of it is free again: then it returns 1 (transmit
+ * soon), else 0. */
+int crust_conn_release(crust_conn *c, uint64_t bytes);
+/* Window bytes an application message of `len` bytes is charged under
+ * manual credit: its length, and its header (a QUIC varint of len * 2). */
+static inline uint64_t crust_conn_message_charge(uint64_t len)
+{
+    uint64_t v = len * 2;
+    return len + (v < 64 ? 1 : v < 16384 ? 2 : v < 1073741824 ? 4 : 8);
+}
+/* While hold is set, crust_conn_poll_event reports no CRUST_EV_MESSAGE:
+ * complete application messages stay queued in the connection, compact and
+ * charged to the window, so an embedder can bound how many it holds.
+ * Control messages are still reported when they are at the head of their
+ * stream (one behind a held message waits for it: a stream is in order). */
+void crust_conn_hold_messages(crust_conn *c, int hold);
 
 /* Large received messages can be assembled straight in memory the embedder
  * owns, saving the copy out of the receive buffer (the Python binding hands

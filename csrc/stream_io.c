@@ -52,7 +52,9 @@ int crust_conn_recv_stream(crust_conn *c, uint64_t now_us, const uint8_t *buf, s
             first_err = rc;
             crust_conn_fail(c, now_us);
         }
-        if (first_err == CRUST_OK && len - pos >= FRAME_HDR && adopted_ready(c)) {
+        /* (Not while messages are held: the embedder could not take it.) */
+        if (first_err == CRUST_OK && len - pos >= FRAME_HDR && !c->hold_messages &&
+            adopted_ready(c)) {
             /* Let the embedder take it first: the next message can then
              * be assembled in its own buffer too, instead of in the ring
              * (and copied out later). */
