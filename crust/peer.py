@@ -188,6 +188,7 @@ class Peer:
         self.cipher = ""
         # -- receiving (see the class docstring) --
         self._direct = False  # read through the peer, not the events
+        self._dialled = False  # the application's connect() made it (not for accept)
         self._inbox: deque[Inbound] = deque()  # messages no reader took yet
         self._recv_waiter: asyncio.Future[None] | None = None
         self._held = 0  # messages handed up and not yet credited back

@@ -382,13 +382,18 @@ class Service:
         return self._hub.subscribe(messages=messages, waiting=waiting)
 
     async def accept(self) -> Peer:
-        """The next new peer the application did not dial itself (it dialled
-        us, or discovery found it), to be read directly: its messages never
-        appear as events. From the first call on, new peers wait for
-        ``accept`` (the ones that end before being accepted, having sent
-        nothing, are skipped). Raises :class:`ConnectionClosed` once the
-        service is closed."""
-        self._accepting = True
+        """The next peer the application did not dial itself (it dialled us,
+        or discovery found it), each once, in the order they connected
+        (those already connected at the first call first), to be read
+        directly: from then on its messages never appear as events. A peer
+        that ended before being accepted, having sent nothing, is skipped.
+        Raises :class:`ConnectionClosed` once the service is closed."""
+        if not self._accepting:
+            self._accepting = True
+            for peer in self._peers.values():
+                if peer.is_connected and not peer._dialled:
+                    peer._direct = True
+                    self._accept_queue.append(peer)
         while True:
             while self._accept_queue:
                 peer = self._accept_queue.popleft()
@@ -669,7 +674,8 @@ class Service:
         self._by_link[id(link)] = peer
         if not incoming:
             self._addresses[pid] = link.address
-        if self._accepting and not for_app and pid not in self._app_dialling:
+        peer._dialled = for_app or pid in self._app_dialling
+        if self._accepting and not peer._dialled:
             # Read directly from birth: none of its messages becomes an event.
             peer._direct = True
             self._accept_queue.append(peer)

@@ -5,19 +5,16 @@ import asyncio
 import crust
 
 
-def messages(svc: crust.Service):  # the messages a service receives, in order
-    return (ev async for ev in svc.events() if isinstance(ev, crust.NewMessage))
-
-
 async def main() -> None:
     server = crust.Service(network="echo", identity=crust.Identity.generate())
     client = crust.Service(network="echo", identity=crust.Identity.generate())
     async with server, client:
         peer = await client.connect(server.endpoints[0])
         await peer.send(b"hello, echo")
-        msg = await anext(messages(server))
-        await msg.peer.send(msg.data)  # the echo
-        echo = await anext(messages(client))
+        incoming = await server.accept()  # the client, as the server sees it
+        msg = await incoming.recv()
+        await incoming.send(msg.data)  # the echo
+        echo = await peer.recv()
         print("echoed:", echo.data.decode())
 
 

@@ -14,13 +14,11 @@ async def listen() -> None:
     async with crust.Service(crust.ServiceConfig(network="hello")) as svc:
         host, port = svc.endpoints[0]
         print(f"listening on {host}:{port} as {svc.id}", flush=True)
-        async for ev in svc.events():
-            if isinstance(ev, crust.NewPeer):
-                print(f"{ev.peer.id.short} connected over {ev.path}", flush=True)
-            elif isinstance(ev, crust.NewMessage):
-                print(f"{ev.peer.id.short} says {ev.data.decode()!r}", flush=True)
-                await ev.peer.send(b"hello to you too")
-                return
+        peer = await svc.accept()  # the next peer that dials us
+        print(f"{peer.id.short} connected over {peer.path}", flush=True)
+        msg = await peer.recv()
+        print(f"{peer.id.short} says {msg.data.decode()!r}", flush=True)
+        await peer.send(b"hello to you too")
 
 
 async def dial(address: str) -> None:
@@ -31,10 +29,8 @@ async def dial(address: str) -> None:
         peer = await svc.connect(address)
         print(f"connected to {peer.id} over {peer.path}")
         await peer.send(b"hello")
-        async for ev in svc.events():
-            if isinstance(ev, crust.NewMessage):
-                print(f"{peer.id.short} answers {ev.data.decode()!r}")
-                return
+        answer = await peer.recv()
+        print(f"{peer.id.short} answers {answer.data.decode()!r}")
 
 
 asyncio.run(dial(sys.argv[1]) if len(sys.argv) > 1 else listen())
