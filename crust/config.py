@@ -55,8 +55,9 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 def _receive_budget_floor(max_message_size: int) -> int:
     # One whole message per priority must fit, or four half-received ones
-    # could fill the window and none ever complete (design note 0003).
-    return 4 * (max_message_size + 8)
+    # could fill the window and none ever complete (design note 0003); and
+    # the engine's initial window (256 KiB) at least.
+    return max(256 << 10, 4 * (max_message_size + 8))
 
 
 def _check_host_port(name: str, text: object) -> None:
@@ -139,7 +140,7 @@ class ServiceConfig:
     application before the peer is made to wait (its flow-control window:
     messages the engine holds plus those handed up but not yet read).
     At least 4 x (``max_message_size`` + 8), one whole message per
-    priority; None: that, and no less than 34 MiB."""
+    priority, and 256 KiB; None: that, and no less than 34 MiB."""
     event_backlog: int = 10_000
     """Events other than messages one ``events()`` subscription may hold
     unread; past that it ends with ``EventsOverflow`` (messages are never
@@ -258,7 +259,7 @@ class ServiceConfig:
         if self.receive_budget is not None and not floor <= self.receive_budget <= 1 << 40:
             raise _bad(
                 "receive_budget",
-                f"must be in {floor}..2^40 bytes (4 x (max_message_size + 8)), "
+                f"must be in {floor}..2^40 bytes (4 x (max_message_size + 8), 256 KiB at least), "
                 f"got {self.receive_budget}",
             )
         if self.event_backlog < 1:

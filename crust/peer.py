@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -133,10 +134,15 @@ class PeerOwner(Protocol):
 #: charged to the window). Bounds the Python objects a flood of tiny
 #: messages could make; bytes are bounded by the receive budget.
 MESSAGES_HELD = 4096
-# Window credit given back in batches of this many bytes (or when the
-# application has taken everything): one engine call per batch, not per
-# message.
+# Window credit is given back in batches of up to this many bytes.
 _CREDIT_BATCH = 64 << 10
+
+
+def credit_batch(window: int) -> int:
+    """Bytes of credit a peer gives back at once, for a window of
+    ``window`` bytes: small next to it, so holding a batch back never
+    keeps the window from reopening (it does at half)."""
+    return min(_CREDIT_BATCH, window // 8)
 
 
 class Peer:
@@ -194,6 +200,12 @@ class Peer:
         self._held = 0  # messages handed up and not yet credited back
         self._credit_link: Link | None = None
         self._credit_bytes = 0
+        self._credit_batch = _CREDIT_BATCH  # the service sets it from the budget
+        # Hands messages to the event subscriptions (the service sets it).
+        self._publish: Callable[[Inbound], bool] | None = None
+        # A link that stopped handing up messages (MESSAGES_HELD), until
+        # the application has taken half of them.
+        self._stalled: Link | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed_reason else "open"
@@ -341,7 +353,7 @@ class Peer:
         """A message arrived: to the peer's reader, the subscriptions, or
         the inbox until a reader comes."""
         self._held += 1
-        if self._direct or self._owner is None or not self._owner.publish_message(rec):
+        if self._direct or self._publish is None or not self._publish(rec):
             self._inbox.append(rec)
             self._wake()
 
@@ -376,11 +388,16 @@ class Peer:
         if link is not self._credit_link:
             self._flush_credit()
             self._credit_link = link
+        # Batched: one engine call per batch, not per message. What waits
+        # here is a small part of the window (at most an eighth), so the
+        # window still reopens while it waits.
         self._credit_bytes += rec.charge
-        if self._credit_bytes >= _CREDIT_BATCH or not self._held:
+        if self._credit_bytes >= self._credit_batch:
             self._flush_credit()
-        if self._owner is not None and link.conn.message_budget == 0:
-            self._owner.resume_messages(self, link)
+        if self._stalled is not None and self._held <= MESSAGES_HELD // 2:
+            stalled, self._stalled = self._stalled, None
+            if self._owner is not None:
+                self._owner.resume_messages(self, stalled)
 
     def _flush_credit(self) -> None:
         link, n = self._credit_link, self._credit_bytes

@@ -61,7 +61,7 @@ from crust.handshake import (
 )
 from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
-from crust.peer import MESSAGES_HELD, Address, Link, Peer, now_us
+from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.retirement import Retirements
 from crust.stats import ServiceCounters, snapshot
 from crust.subscriptions import EventHub, Inbound, Subscription
@@ -669,6 +669,8 @@ class Service:
                 self._retire(link)
             return existing
         peer = Peer(pid, link, incoming=incoming, extra=result, owner=self)
+        peer._publish = self._hub.publish_message
+        peer._credit_batch = credit_batch(self.config.receive_window())
         peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
         self._peers[pid] = peer
         self._by_link[id(link)] = peer
@@ -745,7 +747,7 @@ class Service:
                 # code: the message's charge to the window, until the
                 # application has it (manual credit, design note 0028).
                 if peer is not None:
-                    seq = self._hub.next_seq()
+                    seq = next(self._hub.seq)
                     peer._deliver(Inbound(NewMessage(peer, payload, prio), code, link, peer, seq))
                     delivered = True
                 elif link.conn.release(code):
@@ -776,6 +778,7 @@ class Service:
             if peer._inbox and not peer._direct:
                 self._unclaimed.add(peer)
             if link.conn.message_budget == 0:
+                peer._stalled = link
                 self.resume_messages(peer, link)
 
     # -- the peers' side of receiving (crust.peer.PeerOwner) -----------------------
@@ -792,7 +795,8 @@ class Service:
         the application has taken half of those, let it go on."""
         conn = link.conn
         if conn.message_budget != 0 or peer._held > MESSAGES_HELD // 2 or conn.is_closed:
-            return
+            return  # the peer resumes it (Peer._credit) once it holds fewer
+        peer._stalled = None
         conn.set_message_budget(MESSAGES_HELD - peer._held)
         asyncio.get_running_loop().call_soon(self._poll_link, link)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -80,7 +81,11 @@ class Inbound(Published):
     event: NewMessage
 
     def __init__(self, event: NewMessage, charge: int, link: Link, peer: Peer, seq: int) -> None:
-        super().__init__(event, seq)
+        # (Published.__init__ inlined: this runs once per message.)
+        self.event = event
+        self.seq = seq
+        self.refs = 1
+        self.taken = False
         self.charge = charge
         self.link = link
         self.peer = peer
@@ -141,6 +146,19 @@ class Subscription:
             w.set_result(None)
         return True
 
+    def _push_message(self, rec: Inbound) -> None:
+        """:meth:`_push` for a message on a live subscription (once per
+        message: kept short). In order by ``seq``: it may have been given
+        back by another subscription."""
+        q = self._queue
+        if q and q[-1].seq > rec.seq:
+            q.insert(bisect.bisect(q, rec.seq, key=_seq), rec)
+        else:
+            q.append(rec)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
     def _end(self) -> None:
         if self._ended:
             return
@@ -178,8 +196,14 @@ class Subscription:
 
     def _take(self) -> Event:
         item = self._queue.popleft()
-        if not isinstance(item, Inbound):
-            self._others -= 1
+        if type(item) is Inbound:
+            # Published.done and Inbound._released inlined: once per message.
+            item.taken = True
+            item.refs -= 1
+            if not item.refs:
+                item.peer._credit(item)
+            return item.event
+        self._others -= 1
         item.done()
         return item.event
 
@@ -227,18 +251,17 @@ class EventHub:
         # Weak: a subscription the application dropped without closing it
         # is collected (and closes itself) rather than held here forever.
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        # The ones taking messages, for the per-message path (iterating a
+        # WeakSet per message is slow); rebuilt when they change.
+        self._msg_refs: tuple[weakref.ref[Subscription], ...] = ()
         self._message_subs = 0
         self._closed = False
-        self._seq = 0
+        #: Numbers in publication order (``next(hub.seq)``); messages are
+        #: numbered on arrival, to be merged with the events in order.
+        self.seq = itertools.count(1)
         # Events no subscription yielded yet, for the next one (the newest
         # `backlog`): published while nobody subscribed, or given back.
         self._unseen: deque[Published] = deque(maxlen=backlog)
-
-    def next_seq(self) -> int:
-        """The next number in publication order (messages are numbered on
-        arrival, to be merged with the events in order)."""
-        self._seq += 1
-        return self._seq
 
     @property
     def wants_messages(self) -> bool:
@@ -261,6 +284,7 @@ class EventHub:
         self._subs.add(sub)
         if messages:
             self._message_subs += 1
+            self._msg_refs = (*self._msg_refs, weakref.ref(sub))
         for item in first:
             item.refs = 1  # this subscription's alone
             sub._push(item)
@@ -268,7 +292,7 @@ class EventHub:
 
     def publish(self, ev: Event) -> None:
         """Queue ``ev`` on every subscription (or keep it for the next)."""
-        item = Published(ev, self.next_seq())
+        item = Published(ev, next(self.seq))
         subs = list(self._subs)
         if not subs:
             self._unseen.append(item)
@@ -284,12 +308,20 @@ class EventHub:
         """Queue an application message on every subscription that takes
         messages (in order, if it was given back); False if none does
         (the caller keeps it)."""
-        subs = [s for s in self._subs if s.messages and not s._ended]
+        refs = self._msg_refs
+        if len(refs) == 1:  # the common case, kept cheap
+            sub = refs[0]()
+            if sub is None or sub._ended:
+                return False
+            rec.refs = 1
+            sub._push_message(rec)
+            return True
+        subs = [s for r in refs if (s := r()) is not None and not s._ended]
         if not subs:
             return False
         rec.refs = len(subs)
         for sub in subs:
-            sub._push(rec, in_order=True)
+            sub._push_message(rec)
         return True
 
     def _give_back(self, item: Published) -> None:
@@ -314,6 +346,7 @@ class EventHub:
         self._subs.discard(sub)
         if sub.messages:
             self._message_subs -= 1
+            self._msg_refs = tuple(r for r in self._msg_refs if r() not in (None, sub))
 
     def close(self) -> None:
         """End every subscription (each still yields what it holds)."""
