@@ -65,6 +65,10 @@ class PeerStats:
     mtu: int
     send_buffered: int
     recv_buffered: int
+    #: Bytes of received messages handed up and not yet taken by the
+    #: application (they count against the receive budget with
+    #: ``recv_buffered``).
+    recv_held: int
 
     @classmethod
     def from_engine(cls, path: str, st: dict[str, int], cipher: str = "") -> PeerStats:
@@ -85,6 +89,7 @@ class PeerStats:
             mtu=st["mtu"],
             send_buffered=st["send_buffered"],
             recv_buffered=st["recv_buffered"],
+            recv_held=st["recv_held"],
         )
 
 
