@@ -800,6 +800,16 @@ class Service:
         conn.set_message_budget(MESSAGES_HELD - peer._held)
         asyncio.get_running_loop().call_soon(self._poll_link, link)
 
+    def _drain_held(self, link: Link) -> None:
+        """Messages a connection kept back (``MESSAGES_HELD``) when it ends
+        are the peer's all the same: hand them up before the end."""
+        conn = link.conn
+        if conn.message_budget == 0:
+            conn.set_message_budget(-1)
+            events = conn.poll_events()
+            if events:
+                self.on_conn_events(link, events)
+
     def _poll_link(self, link: Link) -> None:
         conn = link.conn
         if conn.is_closed:
@@ -810,6 +820,7 @@ class Service:
         link.kick()
 
     def on_link_lost(self, link: Link, reason: str) -> None:
+        self._drain_held(link)
         if self._retiring.forget(link) is not None:
             self._retired[id(link)] = link  # closed by the peer: drain, forget
         peer = self._by_link.pop(id(link), None)

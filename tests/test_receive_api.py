@@ -80,6 +80,29 @@ def test_recv_from_one_peer_in_order_per_priority(only: dict[str, bool]) -> None
     run(main())
 
 
+@pytest.mark.parametrize("only", TRANSPORTS)
+def test_messages_kept_back_arrive_after_the_sender_closed(only: dict[str, bool]) -> None:
+    """More messages than a connection hands up ahead of the application
+    (MESSAGES_HELD), then a graceful close: every one still arrives."""
+    n = 10_000
+
+    async def main() -> None:
+        async with pair(**only) as (a, b):
+            accepting = asyncio.create_task(b.accept())
+            to_b = await a.connect(b.endpoints[0])
+            from_a = await accepting
+            for i in range(n):
+                await to_b.send(b"%d" % i, i % 4)
+            await to_b.close()
+            await from_a.wait_closed()
+            got = [int((await from_a.recv()).data) for _ in range(n)]
+            assert sorted(got) == list(range(n))
+            with pytest.raises(ConnectionClosed):
+                from_a.recv_nowait()
+
+    run(main())
+
+
 def test_peer_is_an_async_context_manager() -> None:
     async def main() -> None:
         async with pair() as (a, b):
