@@ -43,7 +43,12 @@ __all__ = ["ENV_PREFIX", "LoadedConfig", "default_config_path", "load_config"]
 ENV_PREFIX = "CRUST_"
 _NOT_SETTABLE = {"identity": "a key in memory cannot come from a file: use identity_path"}
 #: Fields whose default (None) does not tell their type.
-_KINDS_BY_NAME = {"identity_path": "path", "cache_path": "path", "ciphers": "strs?"}
+_KINDS_BY_NAME = {
+    "identity_path": "path",
+    "cache_path": "path",
+    "ciphers": "strs?",
+    "receive_budget": "int?",
+}
 
 
 def _default_cache(cfg: ServiceConfig) -> Path:
@@ -102,6 +107,7 @@ def _from_toml(name: str, kind: str, value: Any, where: str) -> Any:
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
+        "int?": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "str": isinstance(value, str),
         "path": isinstance(value, str),
@@ -142,6 +148,8 @@ def _from_env(name: str, kind: str, text: str, where: str) -> Any:
             raise ValueError("expected true/false, 1/0, yes/no or on/off")
         if kind == "int":
             return int(t)
+        if kind == "int?":
+            return None if t.lower() in ("", "default") else int(t)
         if kind == "float":
             v = float(t)
             if not math.isfinite(v):
