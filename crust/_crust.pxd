@@ -159,6 +159,7 @@ cdef extern from "crust.h" nogil:
         uint64_t send_buffer_peak
         uint64_t recv_buffer_peak
         uint64_t rx_placed_bytes
+        uint64_t protocol_errors
         uint32_t mtu
         uint32_t key_phase
         uint32_t cc

@@ -645,6 +645,8 @@ class Service:
                     k = result.keys_for_generation(code)
                     link.conn.set_keys(prio, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
             elif typ == _core.EV_CLOSED:
+                if reason == _core.CLOSE_PROTOCOL and peer is not None:
+                    self._report_violation(link, peer)
                 why = _CODE_REASONS.get(code) if code else None
                 self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
 
@@ -690,6 +692,14 @@ class Service:
             if blacklisted:
                 self.blacklist(peer_id or addr[0])
             self._emit(PeerMisbehaving(addr, peer_id, count, blacklisted))
+
+    def _report_violation(self, link: Link, peer: Peer) -> None:
+        """The engine closed ``link`` because an authenticated packet broke
+        the protocol (past the flow-control window, malformed): the peer
+        itself did it, so it is reported at once, not after a threshold. A
+        peer's CLOSE accusing us (same close reason) is not counted."""
+        if link.conn.stats()["protocol_errors"]:
+            self.count_failure(peer.address, peer.id, self.config.misbehaving_threshold)
 
     # -- internals -------------------------------------------------------------
 

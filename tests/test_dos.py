@@ -92,14 +92,14 @@ class Recorder:
 
 @asynccontextmanager
 async def node(**kw: Any) -> AsyncIterator[tuple[Service, Recorder]]:
-    cfg = ServiceConfig(
-        network=NET,
-        hosts=(HOST,),
-        backup_port=False,
-        tcp=False,
-        identity=Identity.generate(),
-        **kw,
-    )
+    fields: dict[str, Any] = {
+        "network": NET,
+        "hosts": (HOST,),
+        "backup_port": False,
+        "tcp": False,
+        "identity": Identity.generate(),
+    }
+    cfg = ServiceConfig(**{**fields, **kw})
     async with Service(cfg) as svc:
         yield svc, Recorder(svc)
 
