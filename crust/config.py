@@ -131,6 +131,19 @@ class ServiceConfig:
     cookie_rate: int = 1000
     """Handshake initiations per second above which the listener demands a
     cookie (proof of the source address) before doing any work."""
+    tcp_handshake_timeout: float = 5.0
+    """Seconds an inbound TCP stream may take to complete its handshake
+    before it is closed (0.1..600): unauthenticated streams must not pin
+    descriptors. Counted as ``stats()["tcp"]["handshake_timeouts"]``."""
+    tcp_unauthenticated_per_source: int = 16
+    """Inbound TCP streams one source (an IPv4 address, an IPv6 /64) may
+    have open before completing a handshake (1..65536); more are closed at
+    once (``refused_per_source``)."""
+    tcp_unauthenticated_max: int = 256
+    """Inbound TCP streams without a completed handshake, from all sources
+    together (1..1000000), and never more than a quarter of the process's
+    descriptor limit; a new one past this closes the oldest (``evicted``),
+    so a flood delays a legitimate handshake without locking it out."""
     misbehaving_threshold: int = 100
     """Datagrams from one source that fail authentication or parsing before
     a ``PeerMisbehaving`` event."""
@@ -222,6 +235,7 @@ class ServiceConfig:
             raise _bad("tcp", "tcp and udp are both off: nothing to listen or connect with")
         for name, lo, hi in (
             ("connect_timeout", 0.1, 3600.0),
+            ("tcp_handshake_timeout", 0.1, 600.0),
             ("tcp_head_start", 0.0, 60.0),
             ("prune_after", 0.1, 1e7),
             ("idle_timeout", 0.1, 1e7),
@@ -236,6 +250,13 @@ class ServiceConfig:
             )
         if self.keepalive and self.keepalive < 0.01:
             raise _bad("keepalive", f"must be 0 (off) or >= 0.01 s, got {self.keepalive}")
+        for name, hi in (
+            ("tcp_unauthenticated_per_source", 1 << 16),
+            ("tcp_unauthenticated_max", 1_000_000),
+        ):
+            v = getattr(self, name)
+            if not 1 <= v <= hi:
+                raise _bad(name, f"must be 1..{hi}, got {v}")
         if not 1 <= self.max_message_size <= 1 << 32:
             raise _bad("max_message_size", f"must be 1..2^32 bytes, got {self.max_message_size}")
         if self.cookie_rate < 1:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import resource
 import socket
 import time
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from crust import _core, control
+from crust.admission import AcceptLogLimiter, PreAuthTcp
 from crust.asyncio.discovery import Discovery
 from crust.asyncio.stun import probe_listener
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
@@ -146,6 +148,14 @@ def _bind_pair(host: str, port: int, tries: int = 50) -> tuple[socket.socket, so
     raise ListenerError(f"cannot listen on {host} port {port or 'random'}: {last}")
 
 
+def _descriptor_share() -> int:
+    """A quarter of the process's descriptor limit (16 at least): what
+    unauthenticated TCP streams may hold, so a flood never takes the node
+    to its limit, where accept() fails for everyone."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else max(16, soft // 4)
+
+
 class Service:
     """A crust node. Use as ``async with Service(config) as svc``."""
 
@@ -186,6 +196,12 @@ class Service:
         self._housekeeping: asyncio.Task[None] | None = None
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
+        #: Inbound TCP streams not yet authenticated: capped, with a deadline.
+        self.tcp_preauth = PreAuthTcp(
+            self.config.tcp_unauthenticated_per_source,
+            min(self.config.tcp_unauthenticated_max, _descriptor_share()),
+        )
+        self._accept_log_limiter = AcceptLogLimiter(self._count_accept_error)
         self._counters = ServiceCounters()
         self._started = False
         self._closing = False
@@ -204,6 +220,8 @@ class Service:
         if self._started:
             return
         self._started = True
+        if self.config.tcp:
+            logging.getLogger("asyncio").addFilter(self._accept_log_limiter)
         roles = [("live", self.config.port)]
         if self.config.backup_port:
             roles.append(("backup", 0))
@@ -272,6 +290,7 @@ class Service:
         await asyncio.sleep(0)  # let the transports finish closing
         self._udp.clear()
         self._tcp.clear()
+        logging.getLogger("asyncio").removeFilter(self._accept_log_limiter)
         self._events.put_nowait(None)
 
     async def _probe_stun(self) -> None:
@@ -692,6 +711,9 @@ class Service:
             if blacklisted:
                 self.blacklist(peer_id or addr[0])
             self._emit(PeerMisbehaving(addr, peer_id, count, blacklisted))
+
+    def _count_accept_error(self) -> None:
+        self.tcp_preauth.counts["accept_errors"] += 1
 
     def _report_violation(self, link: Link, peer: Peer) -> None:
         """The engine closed ``link`` because an authenticated packet broke

@@ -50,6 +50,9 @@ STATS_DOC: dict[str, str] = {
     + ", ".join(f"`{v}`" for v in _TRAFFIC.values()),
     "handshake": "responder counters summed over all listeners (`datagrams`, `mac1` "
     "failures, `cookie_replies`, `rate_limited`, `noise` failures, `completed`...)",
+    "tcp": "inbound TCP streams before authentication: `pending` now; since start "
+    "`accepted`, `refused_per_source` and `evicted` (caps), `handshake_timeouts`, "
+    "`oversized_frames`, `accept_errors` (descriptor exhaustion; logged at most every 10 s)",
     "udp": "per UDP listener: the C endpoint's counters (datagrams, batches, GSO/GRO, drops)",
     "per_peer": "per connected peer id: `path`, `address`, `incoming`, `maintained` and "
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
@@ -104,6 +107,17 @@ def _peer_entry(peer: Peer) -> dict[str, Any]:
     return entry
 
 
+def _tcp_stats(svc: Service) -> dict[str, int]:
+    keys = (
+        "accepted", "refused_per_source", "evicted", "handshake_timeouts",
+        "oversized_frames", "accept_errors",
+    )  # fmt: skip
+    out = dict.fromkeys(keys, 0)
+    out.update(svc.tcp_preauth.counts)
+    out["pending"] = len(svc.tcp_preauth)
+    return out
+
+
 def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
     """The structured stats of ``svc`` (plain dicts, lists, str, int, float
     and bool only, so ``json.dumps`` takes it as is)."""
@@ -131,6 +145,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
         "lost_reasons": dict(counters.lost_reasons),
         "traffic": dict(traffic),
         "handshake": dict(handshake),
+        "tcp": _tcp_stats(svc),
         "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
         "per_peer": {str(p.id): _peer_entry(p) for p in peers},
         "discovery": svc.discovery.stats(),
