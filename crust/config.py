@@ -131,6 +131,16 @@ class ServiceConfig:
     cookie_rate: int = 1000
     """Handshake initiations per second above which the listener demands a
     cookie (proof of the source address) before doing any work."""
+    max_connections: int = 1024
+    """Connected peers kept at most (1..1000000). When full, an incoming,
+    unmaintained peer (the least recently used) gives way to a newcomer;
+    maintained peers and peers this node dialled never do, and a new
+    connection is refused when nobody can (``connect`` raises; ``LostPeer`` reason
+    "connection limit: ..."; ``stats()["connections"]`` counts
+    ``evicted_full`` and ``refused_full``)."""
+    max_connections_per_source: int = 128
+    """Connected peers kept at most per source, an IPv4 address or an IPv6
+    /64 (1..1000000); the same rule decides who gives way."""
     tcp_handshake_timeout: float = 5.0
     """Seconds an inbound TCP stream may take to complete its handshake
     before it is closed (0.1..600): unauthenticated streams must not pin
@@ -251,6 +261,8 @@ class ServiceConfig:
         if self.keepalive and self.keepalive < 0.01:
             raise _bad("keepalive", f"must be 0 (off) or >= 0.01 s, got {self.keepalive}")
         for name, hi in (
+            ("max_connections", 1_000_000),
+            ("max_connections_per_source", 1_000_000),
             ("tcp_unauthenticated_per_source", 1 << 16),
             ("tcp_unauthenticated_max", 1_000_000),
         ):

@@ -36,6 +36,7 @@ from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
 from crust.asyncio.upnp import PortMapper, UpnpStatus
+from crust.capacity import make_room
 from crust.config import ServiceConfig
 from crust.errors import ConnectionClosed, CrustError
 from crust.events import (
@@ -88,6 +89,7 @@ CODE_DUPLICATE = 1
 CODE_BLACKLISTED = 2
 CODE_PRUNED = 3
 CODE_SHUTDOWN = 4
+CODE_FULL = 5
 
 _CLOSE_REASONS = {
     _core.CLOSE_LOCAL: "closed by us",
@@ -100,6 +102,7 @@ _CODE_REASONS = {
     CODE_BLACKLISTED: "blacklisted",
     CODE_PRUNED: "pruned: neither maintained nor used",
     CODE_SHUTDOWN: "service shut down",
+    CODE_FULL: "connection limit: made room for another peer",
 }
 _MISBEHAVING_SOURCES = 4096
 _UDP_BUFFER = 4 << 20
@@ -575,6 +578,8 @@ class Service:
                 # lives): nothing was sent on it.
                 self._retire(link)
             return existing
+        if not self._make_room(link):
+            return None
         peer = Peer(pid, link, incoming=incoming, extra=result)
         peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
         self._peers[pid] = peer
@@ -584,6 +589,27 @@ class Service:
         self._emit(NewPeer(peer, incoming, link.path))
         self.discovery.on_new_peer(peer)
         return peer
+
+    def _make_room(self, link: Link) -> bool:
+        """Apply the connection caps to a new connection (crust.capacity):
+        evict who gives way, or refuse it when nobody can."""
+        cfg = self.config
+        room, evict = make_room(
+            self._peers.values(),
+            link.address[0],
+            total=cfg.max_connections,
+            per_source=cfg.max_connections_per_source,
+        )
+        if not room:
+            self._counters.connections["refused_full"] += 1
+            self._close_link(link, CODE_FULL, graceful=False)
+            self._retired[id(link)] = link
+            return False
+        for peer in evict:
+            logger.info("evicting %r: connection limit", peer)
+            self._counters.connections["evicted_full"] += 1
+            self._close_peer(peer, CODE_FULL, graceful=False)
+        return True
 
     # -- control messages (the service's own traffic between peers) --------------
 
@@ -799,7 +825,9 @@ class Service:
                         link = udp.establish(result, addr)
                     peer = self.on_established(link, result, incoming=False)
                     if peer is None:
-                        raise ConnectionError(f"{kind}: refused (blacklisted or self)")
+                        raise ConnectionError(
+                            f"{kind}: refused (blacklisted, self, or connection limit)"
+                        )
                     return peer
         finally:
             for t in tasks:

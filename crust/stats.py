@@ -44,7 +44,8 @@ STATS_DOC: dict[str, str] = {
     "peers": "connected peers now",
     "connections": "counters since start: `outgoing` and `incoming` connections made, "
     "`direct-tcp`/`direct-udp`: made over each path, `connect_failures`, `lost` "
-    "(connections ended), `misbehaving` (sources reported), `messages_dropped`",
+    "(connections ended), `misbehaving` (sources reported), `messages_dropped`, "
+    "`evicted_full` and `refused_full` (connection caps)",
     "lost_reasons": "connections ended, by `LostPeer.reason`",
     "traffic": "totals over all connections, ended ones included: "
     + ", ".join(f"`{v}`" for v in _TRAFFIC.values()),
@@ -132,6 +133,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
     connection_keys = (
         "outgoing", "incoming", "direct-tcp", "direct-udp",
         "connect_failures", "lost", "misbehaving", "messages_dropped",
+        "evicted_full", "refused_full",
     )  # fmt: skip
     connections = dict.fromkeys(connection_keys, 0)
     connections.update(counters.connections)

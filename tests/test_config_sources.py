@@ -72,6 +72,8 @@ def test_every_settable_field_has_a_kind() -> None:
         ('relay = "sometimes"\n', "relay"),
         ('blacklist = ["not-an-id"]\n', "blacklist"),
         ("bootstrap_parallelism = 0\n", "bootstrap_parallelism"),
+        ("max_connections = 0\n", "max_connections"),
+        ("max_connections_per_source = 0\n", "max_connections_per_source"),
         ("tcp_handshake_timeout = 0.0\n", "tcp_handshake_timeout"),
         ("tcp_unauthenticated_per_source = 0\n", "tcp_unauthenticated_per_source"),
         ("tcp_unauthenticated_max = 0\n", "tcp_unauthenticated_max"),
