@@ -484,6 +484,10 @@ static void replay_mark(crust_conn *c, uint64_t pn)
 
 static int count_drop(crust_conn *c, int err)
 {
+    if (c->rx_offpath && (err == CRUST_EDECRYPT || err == CRUST_EMALFORMED)) {
+        c->st.rx_dropped_offpath++; /* whoever sent it, not the peer's fault */
+        return err;
+    }
     switch (err) {
     case CRUST_EDECRYPT: c->st.rx_dropped_decrypt++; break;
     case CRUST_EMALFORMED: c->st.rx_dropped_malformed++; break;

@@ -253,6 +253,11 @@ typedef struct crust_stats {
     uint64_t pto_count, persistent_congestion;
     uint64_t rx_dropped_decrypt, rx_dropped_malformed, rx_dropped_duplicate,
              rx_dropped_old, rx_dropped_notours;
+    /* Failed authentication or parsing, but from an address other than the
+     * peer's (set by the endpoint): anyone who saw the connection id can
+     * send these, so they are not counted above, where they would count
+     * against the peer. */
+    uint64_t rx_dropped_offpath;
     uint64_t dropped_msgs;          /* stale low-priority messages */
     uint64_t key_updates;           /* send key phase switches, ours or the peer's */
     uint64_t send_buffered, recv_buffered;   /* bytes held now */
