@@ -152,6 +152,7 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_dropped_duplicate
         uint64_t rx_dropped_old
         uint64_t rx_dropped_notours
+        uint64_t rx_dropped_offpath
         uint64_t dropped_msgs
         uint64_t key_updates
         uint64_t send_buffered
@@ -160,6 +161,7 @@ cdef extern from "crust.h" nogil:
         uint64_t send_buffer_peak
         uint64_t recv_buffer_peak
         uint64_t rx_placed_bytes
+        uint64_t protocol_errors
         uint32_t mtu
         uint32_t key_phase
         uint32_t cc
@@ -310,6 +312,8 @@ cdef extern from "crust.h" nogil:
         uint64_t path_changes_dropped
         uint64_t rx_dropped_unknown_cid
         uint64_t rx_dropped_foreign
+        uint64_t rx_dropped_offpath
+        uint64_t junk_sources_full
 
     crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     void crust_endpoint_free(crust_endpoint *ep)
@@ -329,6 +333,8 @@ cdef extern from "crust.h" nogil:
     int crust_endpoint_want_write(const crust_endpoint *ep)
 
     crust_conn *crust_endpoint_next_ready(crust_endpoint *ep)
+    int crust_endpoint_next_junk_source(crust_endpoint *ep, sockaddr_storage *addr,
+                                        socklen_t *addrlen, uint64_t *count)
     int crust_endpoint_next_path_change(crust_endpoint *ep, crust_conn **c,
                                         sockaddr_storage *addr, socklen_t *addrlen)
     int64_t crust_endpoint_next_unrouted(crust_endpoint *ep, uint8_t *buf, size_t cap,

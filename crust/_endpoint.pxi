@@ -359,6 +359,19 @@ cdef class Endpoint:
             out.append((self._conns[<uintptr_t>c], _sockaddr_to_py(&ss, length)))
         return out
 
+    def junk_sources(self):
+        """Where failed datagrams came from since the last call: a list of
+        (addr, count). Junk, and packets with a live connection id from
+        another address than its peer's; never counted against a peer."""
+        cdef C.sockaddr_storage ss
+        cdef C.socklen_t length
+        cdef uint64_t count
+        self._check(False)
+        out = []
+        while C.crust_endpoint_next_junk_source(self._ep, &ss, &length, &count):
+            out.append((_sockaddr_to_py(&ss, length), count))
+        return out
+
     # -- introspection --
 
     def stats(self):

@@ -148,6 +148,29 @@ class ServiceConfig:
     cookie_rate: int = 1000
     """Handshake initiations per second above which the listener demands a
     cookie (proof of the source address) before doing any work."""
+    max_connections: int = 1024
+    """Connected peers kept at most (1..1000000). When full, an incoming,
+    unmaintained peer (the least recently used) gives way to a newcomer;
+    maintained peers and peers this node dialled never do, and a new
+    connection is refused when nobody can (``connect`` raises; ``LostPeer`` reason
+    "connection limit: ..."; ``stats()["connections"]`` counts
+    ``evicted_full`` and ``refused_full``)."""
+    max_connections_per_source: int = 128
+    """Connected peers kept at most per source, an IPv4 address or an IPv6
+    /64 (1..1000000); the same rule decides who gives way."""
+    tcp_handshake_timeout: float = 5.0
+    """Seconds an inbound TCP stream may take to complete its handshake
+    before it is closed (0.1..600): unauthenticated streams must not pin
+    descriptors. Counted as ``stats()["tcp"]["handshake_timeouts"]``."""
+    tcp_unauthenticated_per_source: int = 16
+    """Inbound TCP streams one source (an IPv4 address, an IPv6 /64) may
+    have open before completing a handshake (1..65536); more are closed at
+    once (``refused_per_source``)."""
+    tcp_unauthenticated_max: int = 256
+    """Inbound TCP streams without a completed handshake, from all sources
+    together (1..1000000), and never more than a quarter of the process's
+    descriptor limit; a new one past this closes the oldest (``evicted``),
+    so a flood delays a legitimate handshake without locking it out."""
     misbehaving_threshold: int = 100
     """Datagrams from one source that fail authentication or parsing before
     a ``PeerMisbehaving`` event."""
@@ -239,6 +262,7 @@ class ServiceConfig:
             raise _bad("tcp", "tcp and udp are both off: nothing to listen or connect with")
         for name, lo, hi in (
             ("connect_timeout", 0.1, 3600.0),
+            ("tcp_handshake_timeout", 0.1, 600.0),
             ("tcp_head_start", 0.0, 60.0),
             ("prune_after", 0.1, 1e7),
             ("idle_timeout", 0.1, 1e7),
@@ -253,6 +277,15 @@ class ServiceConfig:
             )
         if self.keepalive and self.keepalive < 0.01:
             raise _bad("keepalive", f"must be 0 (off) or >= 0.01 s, got {self.keepalive}")
+        for name, hi in (
+            ("max_connections", 1_000_000),
+            ("max_connections_per_source", 1_000_000),
+            ("tcp_unauthenticated_per_source", 1 << 16),
+            ("tcp_unauthenticated_max", 1_000_000),
+        ):
+            v = getattr(self, name)
+            if not 1 <= v <= hi:
+                raise _bad(name, f"must be 1..{hi}, got {v}")
         if not 1 <= self.max_message_size <= 1 << 32:
             raise _bad("max_message_size", f"must be 1..2^32 bytes, got {self.max_message_size}")
         floor = _receive_budget_floor(self.max_message_size)

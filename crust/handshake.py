@@ -56,7 +56,10 @@ Denial of service:
 - Above ``CookiePolicy.rate`` initiations per second, an initiation without a
   valid mac2 gets a cookie reply (no DH, no state); the initiator retries
   with mac2 keyed by that cookie, which proves it receives at its address.
-  Cookie-verified sources are then rate limited each.
+  Cookie-verified sources are then rate limited each, a source being an
+  IPv4 address or an IPv6 /64 (``crust.admission.source_key``), never a
+  port: a host has 65,535 of those (1,024 ports solving cookies got ~2,000
+  DH/s when the limit was per port).
 - In-progress handshakes live in a bounded table with expiry; a repeated
   initiation gets the stored response again, with no new DH, but only at
   the address the initiation first came from (copies from elsewhere are
@@ -80,6 +83,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 
 from crust import _core, _sodium, noise
+from crust.admission import source_key
 from crust.errors import CrustError
 from crust.identity import Identity, InvalidPeerId, PeerId
 from crust.noise import NoiseError, Pattern
@@ -874,18 +878,28 @@ class CookiePolicy:
     ``rate``: initiations per second (bursts of up to one second's worth)
     above which an initiation needs a valid mac2. ``per_source_rate`` /
     ``per_source_burst``: while under load, how many cookie-verified
-    initiations one address may make. ``secret_lifetime_us``: how often the
-    cookie secret changes (a cookie stays valid for one more lifetime).
+    initiations one source (IPv4 address or IPv6 /64, any port) may make.
+    ``secret_lifetime_us``: how often the cookie secret changes (a cookie
+    stays valid for one more lifetime). ``source_share``: the fraction of
+    ``rate`` one source may use without cookies even when the listener is
+    not under load (beyond it that source alone is treated as under load),
+    so one host cannot spend the whole DH budget from many ports.
+    ``cookie_interval_us``: at most one cookie reply per address and port
+    in this time; a real initiator needs one, a flood gets silence.
     """
 
     rate: float = 1000.0
     per_source_rate: float = 20.0
     per_source_burst: int = 5
     secret_lifetime_us: int = 120_000_000
+    source_share: float = 0.1
+    cookie_interval_us: int = 1_000_000
 
     def __post_init__(self) -> None:
         if not self.rate > 0 or not self.per_source_rate > 0 or self.per_source_burst < 1:
             raise ValueError("CookiePolicy rates must be > 0 and the burst >= 1")
+        if not 0 < self.source_share <= 1 or self.cookie_interval_us < 0:
+            raise ValueError("CookiePolicy.source_share must be in (0, 1], the interval >= 0")
         if self.secret_lifetime_us < 1_000_000:
             raise ValueError("CookiePolicy.secret_lifetime_us must be at least 1 s")
 
@@ -914,6 +928,7 @@ _RESPONDER_STATS = (
     "short_initiation",  # initiation below INITIATION_SIZE
     "mac1",  # failed mac1
     "cookie_replies",  # under load, no valid mac2: answered with a cookie
+    "cookie_limited",  # ... but this address and port had one less than a second ago
     "rate_limited",  # under load, a verified source above its own rate
     "retransmits",  # a known initiation: the stored response again
     "replayed",  # a known initiation from another address: silence
@@ -987,6 +1002,11 @@ class Responder:
         self._old_secret: bytes | None = None
         self._secret_at: int | None = None
         self._sources: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        # Every source's initiations, verified or not (source_share), and
+        # when each address and port last got a cookie reply: bounded LRU
+        # tables, so spoofed sources only evict each other.
+        self._seen: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        self._cookied: OrderedDict[Addr, int] = OrderedDict()
         # Records still waiting for their finish (XX): the ones an attacker
         # can make us hold without completing a handshake.
         self._unfinished = 0
@@ -1085,8 +1105,13 @@ class Responder:
                 return []
             st["retransmits"] += 1
             return self._reply(known.response, data, addr)
-        if self._under_load(now):
+        # A source past its share is under load on its own, without taking
+        # the listener's tokens (which would put everyone under load).
+        if self._source_busy(addr, now) or self._under_load(now):
             if not self._mac2_valid(data, addr, now):
+                if not self._cookie_due(addr, now):
+                    st["cookie_limited"] += 1
+                    return []
                 st["cookie_replies"] += 1
                 return self._reply(self._cookie_reply(data, pattern, mac1, addr, now), data, addr)
             if not self._source_allowed(addr, now):
@@ -1191,21 +1216,47 @@ class Responder:
         )
         return _header(TYPE_COOKIE_REPLY, self._tag, data[14:22], _ZERO_CID) + nonce + sealed
 
+    def _bucket(
+        self,
+        table: OrderedDict[bytes, tuple[float, int]],
+        key: bytes,
+        rate: float,
+        burst: float,
+        now: int,
+    ) -> bool:
+        """Take a token from ``key``'s bucket in ``table`` (LRU, bounded);
+        False when it has none."""
+        tokens, at = table.pop(key, (burst, now))
+        tokens = min(burst, tokens + max(0, now - at) * rate / 1e6)
+        allowed = tokens >= 1.0
+        table[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(table) > self._max_pending:
+            table.popitem(last=False)
+        return allowed
+
+    def _source_busy(self, addr: Addr, now: int) -> bool:
+        share = max(1.0, self._policy.rate * self._policy.source_share)
+        return not self._bucket(self._seen, source_key(addr[0]).encode(), share, share, now)
+
+    def _cookie_due(self, addr: Addr, now: int) -> bool:
+        last = self._cookied.pop(addr, None)
+        if last is not None and now - last < self._policy.cookie_interval_us:
+            self._cookied[addr] = last
+            return False
+        self._cookied[addr] = now
+        if len(self._cookied) > self._max_pending:
+            self._cookied.popitem(last=False)
+        return True
+
     def _source_allowed(self, addr: Addr, now: int) -> bool:
         # Only addresses that proved themselves with a cookie get here, so
         # this table cannot be filled with spoofed sources; it is bounded
-        # all the same.
+        # all the same. Keyed by source (address or /64), not by port.
         policy = self._policy
-        key = self._addr_bytes(addr)
-        tokens, at = self._sources.pop(key, (float(policy.per_source_burst), now))
-        tokens = min(
-            float(policy.per_source_burst), tokens + (now - at) * policy.per_source_rate / 1e6
+        key = source_key(addr[0]).encode()
+        return self._bucket(
+            self._sources, key, policy.per_source_rate, float(policy.per_source_burst), now
         )
-        allowed = tokens >= 1.0
-        self._sources[key] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._sources) > self._max_pending:
-            self._sources.popitem(last=False)
-        return allowed
 
     # -- finish (XX message 3) -------------------------------------------------------
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import resource
 import socket
 import time
 from collections import OrderedDict, deque
@@ -28,12 +29,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from crust import _core, control
+from crust.admission import AcceptLogLimiter, PreAuthTcp
 from crust.asyncio.discovery import Discovery
 from crust.asyncio.stun import probe_listener
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
 from crust.asyncio.upnp import PortMapper, UpnpStatus
+from crust.capacity import make_room
 from crust.config import ServiceConfig
 from crust.errors import ConnectionClosed, CrustError
 from crust.events import (
@@ -87,6 +90,7 @@ CODE_DUPLICATE = 1
 CODE_BLACKLISTED = 2
 CODE_PRUNED = 3
 CODE_SHUTDOWN = 4
+CODE_FULL = 5
 
 _CLOSE_REASONS = {
     _core.CLOSE_LOCAL: "closed by us",
@@ -99,6 +103,7 @@ _CODE_REASONS = {
     CODE_BLACKLISTED: "blacklisted",
     CODE_PRUNED: "pruned: neither maintained nor used",
     CODE_SHUTDOWN: "service shut down",
+    CODE_FULL: "connection limit: made room for another peer",
 }
 _MISBEHAVING_SOURCES = 4096
 _UDP_BUFFER = 4 << 20
@@ -145,6 +150,14 @@ def _bind_pair(host: str, port: int, tries: int = 50) -> tuple[socket.socket, so
             tcp.close()
             last = e
     raise ListenerError(f"cannot listen on {host} port {port or 'random'}: {last}")
+
+
+def _descriptor_share() -> int:
+    """A quarter of the process's descriptor limit (16 at least): what
+    unauthenticated TCP streams may hold, so a flood never takes the node
+    to its limit, where accept() fails for everyone."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else max(16, soft // 4)
 
 
 class Service:
@@ -198,6 +211,12 @@ class Service:
         self._housekeeping: asyncio.Task[None] | None = None
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
+        #: Inbound TCP streams not yet authenticated: capped, with a deadline.
+        self.tcp_preauth = PreAuthTcp(
+            self.config.tcp_unauthenticated_per_source,
+            min(self.config.tcp_unauthenticated_max, _descriptor_share()),
+        )
+        self._accept_log_limiter = AcceptLogLimiter(self._count_accept_error)
         self._counters = ServiceCounters()
         self._started = False
         self._closing = False
@@ -216,6 +235,8 @@ class Service:
         if self._started:
             return
         self._started = True
+        if self.config.tcp:
+            logging.getLogger("asyncio").addFilter(self._accept_log_limiter)
         roles = [("live", self.config.port)]
         if self.config.backup_port:
             roles.append(("backup", 0))
@@ -284,6 +305,7 @@ class Service:
         await asyncio.sleep(0)  # let the transports finish closing
         self._udp.clear()
         self._tcp.clear()
+        logging.getLogger("asyncio").removeFilter(self._accept_log_limiter)
         self._hub.close()
         self._wake_accept()
 
@@ -668,6 +690,8 @@ class Service:
                 # lives): nothing was sent on it.
                 self._retire(link)
             return existing
+        if not self._make_room(link):
+            return None
         peer = Peer(pid, link, incoming=incoming, extra=result, owner=self)
         peer._publish = self._hub.publish_message
         peer._credit_batch = credit_batch(self.config.receive_window())
@@ -685,6 +709,27 @@ class Service:
         self._emit(NewPeer(peer, incoming, link.path))
         self.discovery.on_new_peer(peer)
         return peer
+
+    def _make_room(self, link: Link) -> bool:
+        """Apply the connection caps to a new connection (crust.capacity):
+        evict who gives way, or refuse it when nobody can."""
+        cfg = self.config
+        room, evict = make_room(
+            self._peers.values(),
+            link.address[0],
+            total=cfg.max_connections,
+            per_source=cfg.max_connections_per_source,
+        )
+        if not room:
+            self._counters.connections["refused_full"] += 1
+            self._close_link(link, CODE_FULL, graceful=False)
+            self._retired[id(link)] = link
+            return False
+        for peer in evict:
+            logger.info("evicting %r: connection limit", peer)
+            self._counters.connections["evicted_full"] += 1
+            self._close_peer(peer, CODE_FULL, graceful=False)
+        return True
 
     # -- control messages (the service's own traffic between peers) --------------
 
@@ -771,6 +816,8 @@ class Service:
                     k = result.keys_for_generation(code)
                     link.conn.set_keys(prio, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
             elif typ == _core.EV_CLOSED:
+                if reason == _core.CLOSE_PROTOCOL and peer is not None:
+                    self._report_violation(link, peer)
                 why = _CODE_REASONS.get(code) if code else None
                 self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
         if delivered and peer is not None:
@@ -863,6 +910,17 @@ class Service:
                 self.blacklist(peer_id or addr[0])
             self._emit(PeerMisbehaving(addr, peer_id, count, blacklisted))
 
+    def _count_accept_error(self) -> None:
+        self.tcp_preauth.counts["accept_errors"] += 1
+
+    def _report_violation(self, link: Link, peer: Peer) -> None:
+        """The engine closed ``link`` because an authenticated packet broke
+        the protocol (past the flow-control window, malformed): the peer
+        itself did it, so it is reported at once, not after a threshold. A
+        peer's CLOSE accusing us (same close reason) is not counted."""
+        if link.conn.stats()["protocol_errors"]:
+            self.count_failure(peer.address, peer.id, self.config.misbehaving_threshold)
+
     # -- internals -------------------------------------------------------------
 
     def _emit(self, ev: Event) -> None:
@@ -941,7 +999,9 @@ class Service:
                         link = udp.establish(result, addr)
                     peer = self.on_established(link, result, incoming=False, for_app=for_app)
                     if peer is None:
-                        raise ConnectionError(f"{kind}: refused (blacklisted or self)")
+                        raise ConnectionError(
+                            f"{kind}: refused (blacklisted, self, or connection limit)"
+                        )
                     return peer
         finally:
             for t in tasks:

@@ -44,12 +44,16 @@ STATS_DOC: dict[str, str] = {
     "peers": "connected peers now",
     "connections": "counters since start: `outgoing` and `incoming` connections made, "
     "`direct-tcp`/`direct-udp`: made over each path, `connect_failures`, `lost` "
-    "(connections ended), `misbehaving` (sources reported), `messages_dropped`",
+    "(connections ended), `misbehaving` (sources reported), `messages_dropped`, "
+    "`evicted_full` and `refused_full` (connection caps)",
     "lost_reasons": "connections ended, by `LostPeer.reason`",
     "traffic": "totals over all connections, ended ones included: "
     + ", ".join(f"`{v}`" for v in _TRAFFIC.values()),
     "handshake": "responder counters summed over all listeners (`datagrams`, `mac1` "
     "failures, `cookie_replies`, `rate_limited`, `noise` failures, `completed`...)",
+    "tcp": "inbound TCP streams before authentication: `pending` now; since start "
+    "`accepted`, `refused_per_source` and `evicted` (caps), `handshake_timeouts`, "
+    "`oversized_frames`, `accept_errors` (descriptor exhaustion; logged at most every 10 s)",
     "udp": "per UDP listener: the C endpoint's counters (datagrams, batches, GSO/GRO, drops)",
     "per_peer": "per connected peer id: `path`, `address`, `incoming`, `maintained` and "
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
@@ -104,6 +108,17 @@ def _peer_entry(peer: Peer) -> dict[str, Any]:
     return entry
 
 
+def _tcp_stats(svc: Service) -> dict[str, int]:
+    keys = (
+        "accepted", "refused_per_source", "evicted", "handshake_timeouts",
+        "oversized_frames", "accept_errors",
+    )  # fmt: skip
+    out = dict.fromkeys(keys, 0)
+    out.update(svc.tcp_preauth.counts)
+    out["pending"] = len(svc.tcp_preauth)
+    return out
+
+
 def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
     """The structured stats of ``svc`` (plain dicts, lists, str, int, float
     and bool only, so ``json.dumps`` takes it as is)."""
@@ -118,6 +133,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
     connection_keys = (
         "outgoing", "incoming", "direct-tcp", "direct-udp",
         "connect_failures", "lost", "misbehaving", "messages_dropped",
+        "evicted_full", "refused_full",
     )  # fmt: skip
     connections = dict.fromkeys(connection_keys, 0)
     connections.update(counters.connections)
@@ -131,6 +147,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
         "lost_reasons": dict(counters.lost_reasons),
         "traffic": dict(traffic),
         "handshake": dict(handshake),
+        "tcp": _tcp_stats(svc),
         "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
         "per_peer": {str(p.id): _peer_entry(p) for p in peers},
         "discovery": svc.discovery.stats(),

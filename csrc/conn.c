@@ -315,6 +315,8 @@ static void begin_close(crust_conn *c, uint64_t now, conn_state st, uint32_t rea
 
 static void protocol_error(crust_conn *c, uint64_t now)
 {
+    if (c->state == ST_OPEN)
+        c->st.protocol_errors++;
     begin_close(c, now, ST_CLOSING, CRUST_CLOSE_PROTOCOL, 0);
 }
 
@@ -482,6 +484,10 @@ static void replay_mark(crust_conn *c, uint64_t pn)
 
 static int count_drop(crust_conn *c, int err)
 {
+    if (c->rx_offpath && (err == CRUST_EDECRYPT || err == CRUST_EMALFORMED)) {
+        c->st.rx_dropped_offpath++; /* whoever sent it, not the peer's fault */
+        return err;
+    }
     switch (err) {
     case CRUST_EDECRYPT: c->st.rx_dropped_decrypt++; break;
     case CRUST_EMALFORMED: c->st.rx_dropped_malformed++; break;
@@ -851,7 +857,7 @@ int crust_conn_poll_event(crust_conn *c, crust_event *ev)
             return 1;
         }
         if (r < 0 && c->state == ST_OPEN)
-            begin_close(c, c->last_rx_us, ST_CLOSING, CRUST_CLOSE_PROTOCOL, 0);
+            protocol_error(c, c->last_rx_us);
     }
     if (c->close_event_pending) {
         c->close_event_pending = 0;

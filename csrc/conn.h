@@ -135,6 +135,10 @@ struct crust_conn {
 
     /* receiving */
     uint64_t rx_largest_plus1;  /* 0 = nothing received */
+    /* Set by the endpoint around crust_conn_recv when the packet came from
+     * another address than the peer's: its failures are not the peer's
+     * (crust_stats.rx_dropped_offpath instead of decrypt/malformed). */
+    uint8_t rx_offpath;
     uint64_t replay[CRUST_REPLAY_BITS / 64];
     crust_rangeset rx_pns;      /* pns to acknowledge */
     uint64_t rx_largest_time;   /* when the largest pn arrived */

@@ -253,6 +253,11 @@ typedef struct crust_stats {
     uint64_t pto_count, persistent_congestion;
     uint64_t rx_dropped_decrypt, rx_dropped_malformed, rx_dropped_duplicate,
              rx_dropped_old, rx_dropped_notours;
+    /* Failed authentication or parsing, but from an address other than the
+     * peer's (set by the endpoint): anyone who saw the connection id can
+     * send these, so they are not counted above, where they would count
+     * against the peer. */
+    uint64_t rx_dropped_offpath;
     uint64_t dropped_msgs;          /* stale low-priority messages */
     uint64_t key_updates;           /* send key phase switches, ours or the peer's */
     uint64_t send_buffered, recv_buffered;   /* bytes held now */
@@ -264,6 +269,11 @@ typedef struct crust_stats {
     /* Stream transports: message bytes the AEAD wrote straight into the
      * message's own buffer (crust_conn_set_msg_alloc), no copy after. */
     uint64_t rx_placed_bytes;
+    /* Authenticated packets that broke the protocol (a frame past the
+     * flow-control window, a malformed frame, an oversized message): each
+     * closes the connection with CRUST_CLOSE_PROTOCOL. A peer's CLOSE
+     * saying we did is not counted here. */
+    uint64_t protocol_errors;
     uint32_t mtu;
     uint32_t key_phase;
     uint32_t cc;                    /* crust_cc_id in use */
@@ -412,8 +422,11 @@ void crust_conn_hold_messages(crust_conn *c, int hold);
 /* Large received messages can be assembled straight in memory the embedder
  * owns, saving the copy out of the receive buffer (the Python binding hands
  * the application the very bytes object the packets were written into).
- * Once the length of a message of at least min_len bytes is known, and
- * before it is complete, alloc(ctx, len, &handle) is called; it returns len
+ * Once the length of a message of at least min_len bytes is known, before
+ * it is complete, and either half of it has arrived or its stream already
+ * delivered as many bytes as are missing (a header alone commits no
+ * memory: see the budget at crust_conn_memory),
+ * alloc(ctx, len, &handle) is called; it returns len
  * writable bytes, or NULL to keep using the connection's own buffer. Every
  * body byte then goes there. When the message is ready (CRUST_EV_MESSAGE or
  * CRUST_EV_CONTROL), crust_conn_take_message hands the handle back; or
@@ -458,7 +471,32 @@ int crust_conn_probe_path(crust_conn *c, uint64_t now_us);
 void crust_conn_quiet_until_heard(crust_conn *c);
 
 void crust_conn_get_stats(const crust_conn *c, crust_stats *st);
-/* Bytes of heap the connection holds now (structs and buffers). */
+/* Bytes of heap the connection holds now (structs and buffers, including
+ * a message being assembled in an embedder's buffer).
+ *
+ * Receive budget (what a peer can make a connection hold): receive memory
+ * follows the bytes that arrived, never an offset or a length the peer
+ * claims. Per priority stream, with H the bytes it holds (received, not yet
+ * read; flow control keeps the sum over the streams <= recv_window) and R
+ * the out-of-order ranges it tracks (<= CRUST_RECV_MAX_RANGES):
+ *   ring of the contiguous bytes (doubling, 4 KiB at least) <= 2 H + 4 KiB
+ *   the first range and chunk slots (4 of each)           <= 256 B
+ *   out-of-order chunks (exact size, then doubling)       <= 2 H + R x
+ *                                                           CRUST_RECV_RANGE_COST
+ *   a large message's buffer, allocated once H >= len/2   <= 2 H
+ *   ... or earlier, against bytes the stream delivered    <= D
+ * D being the smaller of max_message_size and what that stream delivered
+ * before. So a peer whose unread stream bytes (headers included) are B
+ * makes a connection hold at most
+ *   6 B + R x CRUST_RECV_RANGE_COST + CRUST_NUM_PRIO x (4352 + D)
+ * beyond its fixed structs (R summed over the streams: <= 4096, 384 KiB),
+ * and B <= recv_window. A peer that sends beyond the window is closed with
+ * CRUST_CLOSE_PROTOCOL. docs/security.md, "Memory"; tests/c/test_recv_memory.c
+ * and tests/adversarial/test_memory.py hold the engine to it. */
+#define CRUST_RECV_MAX_RANGES 1024
+/* Bound per tracked range: its range-set entry (16 B, array doubling), its
+ * chunk slot (24 B, doubling) and the allocator's header (16 B). */
+#define CRUST_RECV_RANGE_COST 96
 size_t crust_conn_memory(const crust_conn *c);
 /* 1 once CRUST_EV_CLOSED has been produced and the draining period ended:
  * the caller may free the connection. */

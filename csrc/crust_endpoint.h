@@ -121,6 +121,11 @@ typedef struct crust_endpoint_stats {
     uint64_t rx_dropped_unknown_cid; /* short header, no such connection
                                         (unless route_unknown_cids)        */
     uint64_t rx_dropped_foreign;     /* long header without lh_prefix      */
+    uint64_t rx_dropped_offpath;     /* a live connection id, from another
+                                        address than the peer's, failing
+                                        authentication or parsing          */
+    uint64_t junk_sources_full;      /* failures not attributed: more than
+                                        64 sources between two drains      */
 } crust_endpoint_stats;
 
 /* Create an endpoint on fd, a UDP socket (AF_INET or AF_INET6) that must be
@@ -182,6 +187,15 @@ crust_conn *crust_endpoint_next_ready(crust_endpoint *ep);
  * new address, now *c's peer; the endpoint switched to it and started a
  * path validation (crust_conn_probe_path; CRUST_EV_PATH_VALIDATED follows).
  * Returns 1, or 0 when there is none. */
+/* Sources of failed datagrams since the last call, one per call: junk
+ * (malformed short headers, unknown connection ids) and packets with a
+ * live connection id from another address than the peer's that failed
+ * authentication or parsing. Such failures are never counted against the
+ * connection's peer (crust_stats.rx_dropped_offpath), only against the
+ * source, which the caller reports. Returns 1 with *count datagrams from
+ * *addr, or 0 when none is left. */
+int crust_endpoint_next_junk_source(crust_endpoint *ep, struct sockaddr_storage *addr,
+                                    socklen_t *addrlen, uint64_t *count);
 int crust_endpoint_next_path_change(crust_endpoint *ep, crust_conn **c,
                                     struct sockaddr_storage *addr, socklen_t *addrlen);
 /* Pop the next unrouted datagram into buf: returns its length (> 0) and

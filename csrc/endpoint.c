@@ -60,6 +60,17 @@ typedef struct path_change {
     struct sockaddr_storage addr;
 } path_change;
 
+/* A source of datagrams that failed: junk, or packets with a live
+ * connection id from an address other than the peer's. */
+typedef struct junk_source {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint64_t count;
+} junk_source;
+/* Distinct sources kept between drains (the caller drains after every
+ * drive): more in one drive are counted in junk_sources_full only. */
+#define JUNK_SOURCES 64
+
 typedef struct unrouted {
     uint32_t len;
     socklen_t addrlen;
@@ -87,6 +98,9 @@ struct crust_endpoint {
     unrouted *ur;
     uint8_t *ur_data;            /* unrouted_cap slots of unrouted_max_len */
     uint32_t ur_head, ur_n;
+
+    junk_source junk[JUNK_SOURCES];
+    uint32_t junk_n;
 };
 
 void crust_endpoint_config_default(crust_endpoint_config *cfg)
@@ -583,6 +597,26 @@ static int is_stun(const uint8_t *d, size_t len)
     return d[4] == 0x21 && d[5] == 0x12 && d[6] == 0xA4 && d[7] == 0x42;
 }
 
+/* Count a failed datagram against its source (not against any peer). */
+static void note_junk(crust_endpoint *ep, const struct sockaddr *from, socklen_t fromlen)
+{
+    for (uint32_t i = 0; i < ep->junk_n; i++)
+        if (addr_same(&ep->junk[i].addr, from, fromlen)) {
+            ep->junk[i].count++;
+            return;
+        }
+    if (ep->junk_n == JUNK_SOURCES) {
+        ep->st.junk_sources_full++;
+        return;
+    }
+    junk_source *j = &ep->junk[ep->junk_n];
+    j->addrlen = addr_copy(&j->addr, from, fromlen);
+    if (j->addrlen) {
+        j->count = 1;
+        ep->junk_n++;
+    }
+}
+
 static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
                      const struct sockaddr *from, socklen_t fromlen, uint64_t now)
 {
@@ -594,8 +628,20 @@ static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
         if (e) {
             crust_conn *c = e->c;
             uint64_t largest = c->rx_largest_plus1;
-            if (crust_conn_recv(c, now, d, len) != CRUST_OK)
+            /* A packet's failure counts against the peer only if it came
+             * from the peer's address: anyone who saw the connection id
+             * can send from elsewhere (issue 15, "no framing"). */
+            int offpath = !addr_same(&e->peer, from, fromlen);
+            c->rx_offpath = (uint8_t)offpath;
+            int rc = crust_conn_recv(c, now, d, len);
+            c->rx_offpath = 0;
+            if (rc != CRUST_OK) {
                 ep->st.rx_dropped_conn++;
+                if (offpath && (rc == CRUST_EDECRYPT || rc == CRUST_EMALFORMED)) {
+                    ep->st.rx_dropped_offpath++;
+                    note_junk(ep, from, fromlen);
+                }
+            }
             /* Follow a new address only for an authenticated packet newer
              * than all before it (RFC 9000 9.3): a reordered or replayed
              * one from the old address must not switch back. */
@@ -608,13 +654,16 @@ static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
             /* Junk, or a packet of a connection already gone: not a
              * handshake either way, so nobody above could use it. */
             ep->st.rx_dropped_unknown_cid++;
+            note_junk(ep, from, fromlen);
             return;
         }
     } else if (len == 0 || !(d[0] & LONG_HEADER)) {
         if (ep->cfg.route_stun && is_stun(d, len))
             unrouted_push(ep, d, len, from, fromlen);
-        else
+        else {
             ep->st.rx_dropped_malformed++;
+            note_junk(ep, from, fromlen);
+        }
         return;
     } else if (ep->cfg.lh_prefix_len &&
                (len <= ep->cfg.lh_prefix_len ||
@@ -787,6 +836,21 @@ int crust_endpoint_next_path_change(crust_endpoint *ep, crust_conn **c,
         *addrlen = p->addrlen;
     ep->pc_head = (ep->pc_head + 1) % ep->cfg.path_change_cap;
     ep->pc_n--;
+    return 1;
+}
+
+int crust_endpoint_next_junk_source(crust_endpoint *ep, struct sockaddr_storage *addr,
+                                    socklen_t *addrlen, uint64_t *count)
+{
+    if (!ep->junk_n)
+        return 0;
+    const junk_source *j = &ep->junk[--ep->junk_n];
+    if (addr)
+        *addr = j->addr;
+    if (addrlen)
+        *addrlen = j->addrlen;
+    if (count)
+        *count = j->count;
     return 1;
 }
 

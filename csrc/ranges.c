@@ -20,7 +20,7 @@ void crust_rs_free(crust_rangeset *s)
     s->n = s->cap = 0;
 }
 
-static int reserve(crust_rangeset *s, uint32_t need)
+int crust_rs_reserve(crust_rangeset *s, uint32_t need)
 {
     if (need <= s->cap)
         return CRUST_OK;
@@ -64,7 +64,7 @@ int crust_rs_add(crust_rangeset *s, uint64_t lo, uint64_t hi)
         return CRUST_OK;
     }
     if (s->n == 0 || s->r[s->n - 1].hi < lo) {
-        if (reserve(s, s->n + 1))
+        if (crust_rs_reserve(s, s->n + 1))
             return CRUST_ENOMEM;
         s->r[s->n].lo = lo;
         s->r[s->n].hi = hi;
@@ -77,7 +77,7 @@ int crust_rs_add(crust_rangeset *s, uint64_t lo, uint64_t hi)
     while (j < s->n && s->r[j].lo <= hi)
         j++;
     if (i == j) {
-        if (reserve(s, s->n + 1))
+        if (crust_rs_reserve(s, s->n + 1))
             return CRUST_ENOMEM;
         memmove(&s->r[i + 1], &s->r[i], (size_t)(s->n - i) * sizeof *s->r);
         s->r[i].lo = lo;
@@ -103,7 +103,7 @@ int crust_rs_remove(crust_rangeset *s, uint64_t lo, uint64_t hi)
     uint32_t i = lower_bound_hi(s, lo + 1);
     if (i < s->n && s->r[i].lo < lo && s->r[i].hi > hi) {
         /* Split one range in two. */
-        if (reserve(s, s->n + 1))
+        if (crust_rs_reserve(s, s->n + 1))
             return CRUST_ENOMEM;
         memmove(&s->r[i + 1], &s->r[i], (size_t)(s->n - i) * sizeof *s->r);
         s->n++;
@@ -148,6 +148,12 @@ void crust_rs_pop_lowest(crust_rangeset *s)
         return;
     memmove(&s->r[0], &s->r[1], (size_t)(s->n - 1) * sizeof *s->r);
     s->n--;
+}
+
+const crust_range *crust_rs_next(const crust_rangeset *s, uint64_t x)
+{
+    uint32_t i = lower_bound_hi(s, x + 1);
+    return i < s->n ? &s->r[i] : NULL;
 }
 
 int crust_rs_contains(const crust_rangeset *s, uint64_t x)

@@ -26,6 +26,12 @@ void crust_rs_free(crust_rangeset *s);
 /* Add [lo, hi), merging neighbours. CRUST_ENOMEM if the set would need more
  * than `max` ranges or memory ran out (the set is then unchanged). */
 int crust_rs_add(crust_rangeset *s, uint64_t lo, uint64_t hi);
+/* Make room for `need` ranges: CRUST_ENOMEM past `max` or out of memory.
+ * Lets a caller check that one more range fits before it commits to other
+ * state (recv_stream.c). */
+int crust_rs_reserve(crust_rangeset *s, uint32_t need);
+/* The first range ending above x (containing x or after it), or NULL. */
+const crust_range *crust_rs_next(const crust_rangeset *s, uint64_t x);
 /* Remove [lo, hi). May split a range: CRUST_ENOMEM as above. */
 int crust_rs_remove(crust_rangeset *s, uint64_t lo, uint64_t hi);
 /* Drop every value below x. */

@@ -5,11 +5,14 @@
  * header then its bytes. The header is length * 2 + control: the low bit
  * marks the service's own control messages (gossip, rendezvous, relay), so
  * they share the streams' ordering and reliability but never reach the
- * application as messages. Both directions keep the stream bytes in a ring
- * buffer indexed by stream offset (offset & (cap - 1)), grown by doubling,
- * so the hot path never allocates and a retransmission is a copy from the
- * ring. Memory is bounded by the connection's send buffer and flow-control
- * window (conn.c enforces both).
+ * application as messages. The sender keeps its bytes in a ring indexed by
+ * stream offset (offset & (cap - 1)), grown by doubling, so the hot path
+ * never allocates and a retransmission is a copy from the ring. The
+ * receiver's ring holds only the contiguous bytes not yet read; bytes past
+ * a hole wait in chunks (ooo.h) and a large message in its own buffer, so
+ * its memory follows what arrived, not the offsets a peer names
+ * (CRUST_RECV_MAX_RANGES in crust.h states the budget). Both directions
+ * are bounded by the send buffer and flow-control window (conn.c).
  */
 #ifndef CRUST_STREAM_H
 #define CRUST_STREAM_H
@@ -18,6 +21,7 @@
 #include <stdint.h>
 
 #include "crust.h"
+#include "ooo.h"
 #include "ranges.h"
 
 /* A queued message that no byte of has been sent yet: it may still be
@@ -42,18 +46,22 @@ typedef struct crust_send_stream {
 } crust_send_stream;
 
 typedef struct crust_recv_stream {
-    uint8_t *buf;
+    uint8_t *buf;          /* ring of [read, contig), bodies held outside skipped */
     uint64_t cap;
+    uint64_t shift;        /* ring position = offset - shift (- the body, see rpos) */
     uint64_t read;         /* next undelivered byte (a message header) */
     uint64_t contig;       /* every byte below was received */
     uint64_t hi;           /* highest received offset + 1 */
     crust_rangeset ooo;    /* received ranges above contig */
+    uint64_t ooo_bytes;    /* bytes in those ranges */
+    crust_ooo chunks;      /* their bytes, except those in dbuf */
     /* The message at `read`, when assembled in an embedder's buffer
      * (crust_conn_set_msg_alloc): its body, stream offsets
      * [dbody, dbody + dlen), lives in dbuf, not in the ring. */
     uint8_t *dbuf;
     void *dhandle;
     uint64_t dbody, dlen;
+    uint64_t credit;       /* bytes a buffer may be allocated ahead of data */
 } crust_recv_stream;
 
 /* The embedder's allocator for large messages (crust_conn_set_msg_alloc). */

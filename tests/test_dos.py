@@ -9,11 +9,12 @@ connections keep working, per-source state stays bounded. (c)
 Amplification measured on the wire: initiations with a valid mac1 (the
 attacker knows the network name), retransmitted and following cookie
 replies, get back at most 3x their bytes. (d) Initiations above
-``cookie_rate``: cookie replies, no DH without a valid mac2 (crust.noise.dh
+``cookie_rate``: cookie replies (one per address and port a second, then
+silence), no DH without a valid mac2 (crust.noise.dh
 counted in-process), and a legitimate client still connects. (e) Junk with
-an established connection's id (bad tags): ``PeerMisbehaving`` past the
-threshold, and with ``auto_blacklist`` the peer is blacklisted and
-disconnected.
+an established connection's id (bad tags) from the peer's address:
+``PeerMisbehaving`` past the threshold, and with ``auto_blacklist`` the
+peer is blacklisted and disconnected.
 """
 
 from __future__ import annotations
@@ -92,14 +93,14 @@ class Recorder:
 
 @asynccontextmanager
 async def node(**kw: Any) -> AsyncIterator[tuple[Service, Recorder]]:
-    cfg = ServiceConfig(
-        network=NET,
-        hosts=(HOST,),
-        backup_port=False,
-        tcp=False,
-        identity=Identity.generate(),
-        **kw,
-    )
+    fields: dict[str, Any] = {
+        "network": NET,
+        "hosts": (HOST,),
+        "backup_port": False,
+        "tcp": False,
+        "identity": Identity.generate(),
+    }
+    cfg = ServiceConfig(**{**fields, **kw})
     async with Service(cfg) as svc:
         yield svc, Recorder(svc)
 
@@ -276,7 +277,11 @@ def test_random_datagram_flood() -> None:
             assert a._udp[0].responder.stats["datagrams"] == handshake_packets
             assert_bounded(a)
             await still_talking(a, ra, pa, b, rb, pb, b"after the flood")
-            assert a.peers and not ra.of(PeerMisbehaving)
+            # Reported per source address (256 ports, ~3,900 datagrams
+            # each), never against the peer (issue 15).
+            flagged = ra.of(PeerMisbehaving)
+            assert a.peers and flagged
+            assert all(ev.peer_id is None and ev.address != pa.address for ev in flagged)
 
     run(main())
 
@@ -583,7 +588,13 @@ def test_initiation_flood_gets_cookies_and_no_dh(monkeypatch: pytest.MonkeyPatch
                 f"({'during' if during else 'after'} the flood); DH calls in all {dh_calls[0]}"
             )
             assert seen["bad"] == 0, "DH work for an initiation without a valid mac2"
-            assert seen["cookie"] >= 0.9 * sent and cookies >= 0.9 * sent
+            # No DH for any of them: one cookie reply per port (a cookie
+            # belongs to an address and port; more would only be bytes sent
+            # to an unverified address, design 0042), silence for the rest.
+            ports_n = len(ports)
+            assert seen["cookie"] >= ports_n and cookies >= ports_n
+            assert seen["cookie"] + seen["silence"] >= 0.9 * sent
+            assert st["cookie_limited"] > 0
             # Only the token bucket's initiations got DH: a second's burst
             # plus the refill.
             assert seen["response"] <= rate * (1 + elapsed) + 1
@@ -602,6 +613,9 @@ def test_initiation_flood_gets_cookies_and_no_dh(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize("auto_blacklist", [False, True])
 def test_junk_with_a_live_connection_id_flags_the_peer(auto_blacklist: bool) -> None:
+    """Junk with the connection's id from the peer's own address counts
+    against the peer (from any other address it counts against that
+    address: tests/adversarial/test_framing.py)."""
     threshold = 50
 
     async def main() -> None:
@@ -611,12 +625,12 @@ def test_junk_with_a_live_connection_id_flags_the_peer(auto_blacklist: bool) -> 
         ):
             pb, pa = await connect_pair(a, ra, b)
             cid = pa.extra.local_cid  # on the wire in every packet to a
-            attacker = Attacker(4)
+            sock = b._udp[0].sock  # the peer's own address and port
             rng = random.Random(9)
-            for i in range(3 * threshold):
+            for _ in range(3 * threshold):
                 flags = 0x40 | rng.randrange(8)  # fixed bit, any key phase
-                attacker.send(i, bytes([flags]) + cid + rng.randbytes(rng.randrange(24, 200)),
-                              a.endpoints[0])  # fmt: skip
+                sock.sendto(bytes([flags]) + cid + rng.randbytes(rng.randrange(24, 200)),
+                            a.endpoints[0])  # fmt: skip
             ev = await ra.wait(PeerMisbehaving, lambda ev: True, timeout=5)
             assert ev.peer_id == b.id and ev.address == pa.address
             assert ev.failures >= threshold and ev.blacklisted is auto_blacklist
@@ -628,8 +642,6 @@ def test_junk_with_a_live_connection_id_flags_the_peer(auto_blacklist: bool) -> 
             else:
                 await still_talking(a, ra, pa, b, rb, pb, b"still friends")
             await asyncio.sleep(0.2)
-            assert attacker.received_bytes() == 0
             assert len(ra.of(PeerMisbehaving)) == 1  # once per source
-            attacker.close()
 
     run(main())

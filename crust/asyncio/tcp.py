@@ -45,6 +45,10 @@ _LEN = struct.Struct(">H")
 _HDR = _LEN.size
 MAX_FRAME = 65535
 _LONG_HEADER = 0x80
+# Before a stream authenticated, frames are handshake packets, which fit a
+# minimum-MTU datagram: a larger one is an attacker parking buffer space
+# (6,000 streams x 64 KiB partial frames held 390 MB), and ends the stream.
+_MAX_PREAUTH_FRAME = 2048
 
 # Reads go into one buffer per thread (links are served one at a time by
 # the loop, and each read is processed before the next starts): large, so
@@ -95,6 +99,8 @@ class TcpLink(asyncio.BufferedProtocol):
         self._timer_at: int | None = None  # engine deadline the timer is for
         self._kicked = False
         self._closed = False
+        # Inbound: closes the stream if no handshake completed in time.
+        self._preauth_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -108,12 +114,22 @@ class TcpLink(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.address = transport.get_extra_info("peername")[:2]
+        peer = transport.get_extra_info("peername")
         self.service.tcp_links.add(self)
-        if self.responder is not None and self.service.is_blacklisted_address(self.address):
-            transport.abort()  # blacklisted: not one byte of answer
-            self._closed = True
+        if peer is None:  # reset before we saw it: nothing to serve
+            self.abort()
             return
+        self.address = peer[:2]
+        if self.responder is not None and (
+            self.service.is_blacklisted_address(self.address)
+            or not self.service.tcp_preauth.admit(self, self.address[0])
+        ):
+            self.abort()  # blacklisted or over the cap: not one byte of answer
+            return
+        if self.responder is not None:
+            self._preauth_timer = self._loop.call_later(
+                self.service.config.tcp_handshake_timeout, self._handshake_expired
+            )
         transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -156,6 +172,7 @@ class TcpLink(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.service.tcp_links.discard(self)
+        self._authenticated_or_gone()
         self._cancel_timer()
         if self.handshake is not None and not self.handshake.done():
             self.handshake.set_exception(
@@ -178,6 +195,10 @@ class TcpLink(asyncio.BufferedProtocol):
             if end - start < _HDR:
                 break
             (size,) = _LEN.unpack_from(buf, start)
+            if conn is None and self.responder is not None and size > _MAX_PREAUTH_FRAME:
+                self.service.tcp_preauth.counts["oversized_frames"] += 1
+                self.abort()
+                return
             if end - start - _HDR < size:
                 break  # a partial frame: wait for the rest
             if conn is None and size and not buf[start + _HDR] & _LONG_HEADER:
@@ -277,6 +298,7 @@ class TcpLink(asyncio.BufferedProtocol):
         self.initiator = None
         self._cancel_timer()
         self._conn = self.service.make_connection(result, pacing=0, stream_transport=1)
+        self._authenticated_or_gone()
         if incoming:
             self.service.on_established(self, result, incoming=True)
         if self._held:
@@ -354,6 +376,29 @@ class TcpLink(asyncio.BufferedProtocol):
     def close(self) -> None:
         """Forget the link (the service calls this once the peer is gone)."""
         self.close_transport()
+
+    # -- before authentication ---------------------------------------------
+
+    def _handshake_expired(self) -> None:
+        self._preauth_timer = None
+        if self._conn is None and not self._closed:
+            self.service.tcp_preauth.counts["handshake_timeouts"] += 1
+            self.abort()
+
+    def _authenticated_or_gone(self) -> None:
+        """Stop counting this stream as unauthenticated."""
+        if self._preauth_timer is not None:
+            self._preauth_timer.cancel()
+            self._preauth_timer = None
+        self.service.tcp_preauth.done(self)
+
+    def abort(self) -> None:
+        """Drop the stream at once (an RST, no lingering), before any
+        engine connection exists."""
+        self._closed = True
+        self._authenticated_or_gone()
+        if self.transport is not None:
+            self.transport.abort()
 
     def close_transport(self) -> None:
         self._cancel_timer()

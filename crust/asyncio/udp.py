@@ -106,6 +106,10 @@ class UdpListener:
         deadline = self.endpoint.drive(now)
         for data, addr in self.endpoint.unrouted():
             self._on_unrouted(data, addr[:2], now)
+        # Failures charged to the address they came from, never to a peer
+        # whose connection id they carried (issue 15, "no framing").
+        for addr, n in self.endpoint.junk_sources():
+            self.service.count_failure(addr[:2], None, n)
         for conn, addr in self.endpoint.path_changes():
             link = self._links.get(conn.local_cid)
             if link is not None:

@@ -3,7 +3,8 @@
 The measured side is a real ``crust.Service`` in a child process. The
 dialling side is not: a thousand ``Service`` objects could not share one
 process, so it runs crust's sans-IO handshake (``Initiator``, a fresh
-identity per connection) over C ``Endpoint``s on ``SOURCES`` UDP ports, or
+identity per connection) over C ``Endpoint``s on ``SOURCES`` UDP sockets
+(each on its own loopback address), or
 over plain asyncio streams with crust's 2-byte framing (TCP), ``WINDOW``
 handshakes in flight at a time. What the service sees is what it would see from that
 many real nodes.
@@ -182,12 +183,13 @@ class _UdpDialer:
     every finished handshake becomes an engine connection on the endpoint
     that dialled it.
 
-    Several source ports, because a listener under load (its table of
-    recent handshakes three-quarters full: crust keeps each for 15 s to
-    answer retransmissions) demands cookies and then admits only
-    ``CookiePolicy.per_source_rate`` initiations per second per address, as
-    it should against a flood from one source. Thousands of real peers come
-    from thousands of addresses.
+    Several source addresses (127.0.0.2, 127.0.0.3, ...: all of 127/8 is
+    this host), because a listener under load (its table of recent
+    handshakes three-quarters full: crust keeps each for 15 s to answer
+    retransmissions) demands cookies and then admits only
+    ``CookiePolicy.per_source_rate`` initiations per second per source, an
+    address whatever its ports, as it should against a flood from one
+    host. Thousands of real peers come from thousands of addresses.
     """
 
     def __init__(self, server: Address, sources: int) -> None:
@@ -195,12 +197,12 @@ class _UdpDialer:
         self.socks: list[socket.socket] = []
         self.eps: list[_core.Endpoint] = []
         prefix = long_header_prefix(NETWORK)
-        for _ in range(sources):
+        for i in range(sources):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.socks.append(sock)
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 sock.setsockopt(socket.SOL_SOCKET, opt, 1 << 20)
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((f"127.0.{1 + i // 250}.{2 + i % 250}", 0))
             sock.setblocking(False)
             self.eps.append(_core.Endpoint(sock, long_header_prefix=prefix))
         self._by_fd = {s.fileno(): ep for s, ep in zip(self.socks, self.eps, strict=True)}

@@ -39,8 +39,9 @@ _YIELD_EVERY = 256
 
 def service_config(transport: str, **overrides: Any) -> ServiceConfig:
     """One transport only (no racing), a fresh identity, no backup port.
-    The cookie threshold is lifted: the benchmarks measure handshake
-    capacity, not the DoS policy that would throttle it."""
+    The cookie threshold and the per-source and total caps are lifted: the
+    benchmarks measure capacity from one host, not the DoS policy that
+    would throttle it (docs/security.md, "Hostile peers")."""
     if transport not in ("udp", "tcp"):
         raise ValueError(f"transport must be 'udp' or 'tcp', got {transport!r}")
     kw: dict[str, Any] = {
@@ -56,7 +57,16 @@ def service_config(transport: str, **overrides: Any) -> ServiceConfig:
     # Discovery off (where this version has it): LAN beacon, bootstrap
     # cache and gossip would dial and chat between the benchmark's nodes.
     quiet = {"beacon": False, "cache_size": 0, "gossip": False}
-    kw.update((k, v) for k, v in quiet.items() if k in ServiceConfig.__dataclass_fields__)
+    # The caps (where this version has them): every benchmark client
+    # comes from 127.0.0.1.
+    uncapped = {
+        "max_connections": 1_000_000,
+        "max_connections_per_source": 1_000_000,
+        "tcp_unauthenticated_per_source": 1 << 16,
+        "tcp_unauthenticated_max": 1_000_000,
+    }
+    for extra in (quiet, uncapped):
+        kw.update((k, v) for k, v in extra.items() if k in ServiceConfig.__dataclass_fields__)
     kw.update(overrides)
     return ServiceConfig(**kw)
 
