@@ -133,6 +133,8 @@ class GatewayMapper:
         self._closed = False
         #: Deletions the gateway did not confirm (left to expire).
         self.unconfirmed_deletions = 0
+        #: Renewals the gateway granted.
+        self.renewals = 0
 
     @property
     def mappings(self) -> tuple[UpnpMapping, ...]:
@@ -238,7 +240,9 @@ class GatewayMapper:
             self._mapped[key] = UpnpMapping(
                 ev.protocol, internal, ev.external, ev.lifetime, ev.method
             )
-            if not ev.renewal:
+            if ev.renewal:
+                self.renewals += 1
+            else:
                 logger.info("%s mapped %s %s:%d -> %s:%d for %d s", ev.method.upper(),
                             ev.protocol, *internal, *ev.external, ev.lifetime)  # fmt: skip
         elif isinstance(ev, MappingFailed):
