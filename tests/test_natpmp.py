@@ -110,9 +110,11 @@ def test_parse_answers() -> None:
     assert r == NatPmpResponse(0, 0, 100, external_ip=EXT)
     r = parse_untrusted(natpmp_map_answer(1, 40000, 40002, 60, epoch=7))
     assert r == NatPmpResponse(1, 0, 7, None, 40000, 40002, 60)
-    # A NAT-PMP server's answer to a PCP request: 8 bytes, "unsupported version".
-    r = parse_untrusted(struct.pack("!BBHI", 0, 129, 1, 5))
-    assert isinstance(r, NatPmpResponse) and r.result == 1 and r.opcode == 1
+    # A NAT-PMP server's answer to a PCP request: 8 bytes, "unsupported
+    # version", opcode 128 (RFC 6886 erratum 3618) or 0 (as the RFC printed it).
+    for op in (128, 0, 129):
+        r = parse_untrusted(struct.pack("!BBHI", 0, op, 1, 5))
+        assert isinstance(r, NatPmpResponse) and r.result == 1 and r.epoch == 5
     opt = struct.pack("!BBH", 3, 0, 20) + bytes(20)  # a FILTER option, ignored
     p = parse_untrusted(pcp_map_answer(NONCE, 6, 40000, 40005, 120, options=opt))
     assert isinstance(p, PcpResponse)
@@ -129,6 +131,7 @@ def test_parse_answers() -> None:
     ("data", "why"),
     [
         (b"", "empty"),
+        (struct.pack("!BBHI", 0, 1, 2, 0), "a request"),
         (b"\x00\x80\x00", "shorter than NAT-PMP"),
         (struct.pack("!BBHI", 0, 1, 0, 0), "a request"),
         (struct.pack("!BBHI", 0, 128, 0, 0), "needs 12"),
@@ -250,13 +253,14 @@ def test_pcp_map_renew_at_half_with_same_nonce_then_delete() -> None:
     assert c.mappings == {} and c.get_timer() is None
 
 
-def test_falls_back_to_natpmp_on_unsupported_version() -> None:
+@pytest.mark.parametrize("op", [128, 0])
+def test_falls_back_to_natpmp_on_unsupported_version(op: int) -> None:
     c = PortMapClient(GW, ME)
     c.map("tcp", 40000, 3600, 0.0)
     (pcp, _), = c.datagrams_to_send(0.0)
     assert pcp[0] == 2
     # What a NAT-PMP-only server answers to version 2 (RFC 6886 §3.5).
-    assert c.receive_datagram(struct.pack("!BBHI", 0, 129, 1, 50), GW, 0.01)
+    assert c.receive_datagram(struct.pack("!BBHI", 0, op, 1, 50), GW, 0.01)
     assert c.method == "natpmp"
     sent = sorted(d for d, _ in c.datagrams_to_send(0.01))
     assert sent == [b"\x00\x00", encode_natpmp_map_request("tcp", 40000, 40000, 3600)]
@@ -269,6 +273,24 @@ def test_falls_back_to_natpmp_on_unsupported_version() -> None:
     c.unmap("tcp", 40000, 1.0)
     (d, _), = c.datagrams_to_send(1.0)
     assert d == encode_natpmp_map_request("tcp", 40000, 0, 0)
+
+
+def test_natpmp_renewal_notices_a_new_external_address() -> None:
+    c = PortMapClient(GW, ME, methods=("natpmp",))
+    c.map("udp", 40000, 120, 0.0)
+    c.datagrams_to_send(0.0)
+    c.receive_datagram(natpmp_addr_answer(epoch=10), GW, 0.0)
+    c.receive_datagram(natpmp_map_answer(1, 40000, 40000, 120, epoch=10), GW, 0.0)
+    assert [e.external for e in drain(c)] == [(EXT, 40000)]
+    c.handle_timer(60.0)
+    sent = sorted(d for d, _ in c.datagrams_to_send(60.0))
+    assert sent == [b"\x00\x00", encode_natpmp_map_request("udp", 40000, 40000, 120)]
+    c.receive_datagram(natpmp_addr_answer("11.9.0.7", epoch=70), GW, 60.0)
+    c.receive_datagram(natpmp_map_answer(1, 40000, 40000, 120, epoch=70), GW, 60.0)
+    evs = drain(c)
+    assert evs and all(isinstance(e, MappingGranted) and e.renewal for e in evs)
+    assert evs[-1].external == ("11.9.0.7", 40000)
+    assert c.mappings == {("udp", 40000): ("11.9.0.7", 40000)} and c.restarts == 0
 
 
 def test_silent_pcp_then_natpmp_then_failure() -> None:
@@ -383,7 +405,8 @@ class FakeGateway(asyncio.DatagramProtocol):
         if self.mode == "silent":
             return
         if data[0] == 2 and self.mode == "natpmp":
-            self.transport.sendto(struct.pack("!BBHI", 0, 128 + data[1], 1, self.epoch()), addr)
+            # RFC 6886 §3.5 as corrected by erratum 3618: opcode 128.
+            self.transport.sendto(struct.pack("!BBHI", 0, 128, 1, self.epoch()), addr)
             return
         if data[0] == 2:
             life = struct.unpack("!I", data[4:8])[0]

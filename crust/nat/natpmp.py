@@ -235,11 +235,15 @@ def parse_natpmp_untrusted(data: bytes) -> NatPmpResponse:
     version, op, result, epoch = struct.unpack_from("!BBHI", data)
     if version != NATPMP_VERSION:
         raise PortMapParseError(f"version {version} is not NAT-PMP's 0")
+    if result == NatPmpResult.UNSUPPORTED_VERSION:
+        # The answer to a PCP request. RFC 6886 §3.5 printed its opcode as 0,
+        # erratum 3618 as 128, and servers send either: only the result counts.
+        return NatPmpResponse(op & 0x7F, result, epoch)
     if op < 128:
         raise PortMapParseError(f"opcode {op} is a request, not a response")
     opcode = op - 128
-    # Error answers (and the "unsupported version" answer to a PCP request)
-    # may stop after the epoch: RFC 6886 §3.5 only promises the header.
+    # Error answers may stop after the epoch: RFC 6886 §3.5 only promises
+    # the header.
     short = result != NatPmpResult.SUCCESS
     if opcode == 0:
         if short and n < 12:
@@ -529,7 +533,10 @@ class PortMapClient:
         # is bounded by the retransmission limits alone.
         deadline = m.expires if m.granted else None
         m.tx = self._new_tx(now, deadline=deadline)
-        if self.method == "natpmp" and self.external_ip is None and self._address_tx is None:
+        # NAT-PMP tells the external address apart; asking again with each
+        # renewal is how a changed WAN address is noticed (we do not join
+        # the 224.0.0.1:5350 announcements of RFC 6886 §3.2.1).
+        if self.method == "natpmp" and self._address_tx is None and not m.deleting:
             self._address_tx = self._new_tx(now, deadline=None)
 
     def _request(self, m: _Mapping) -> bytes:
@@ -590,8 +597,12 @@ class PortMapClient:
     def handle_timer(self, now: float) -> None:
         if self._address_tx is not None and self._expired(self._address_tx, now):
             self._address_tx = None
-            self._no_answer(now)
-            return
+            if not self.confirmed:
+                self._no_answer(now)
+                return
+            # A server that answered before: the mappings' own requests
+            # decide; the address we know stays until one says otherwise.
+            log.debug("NAT-PMP: %s did not answer an address request", self.server)
         for key, m in list(self._mappings.items()):
             if m.tx is not None and self._expired(m.tx, now):
                 if not self.confirmed and not m.granted:
@@ -668,8 +679,19 @@ class PortMapClient:
         self._epoch = (epoch, now)
         if prev is None:
             return
-        elapsed = now - prev[1]
-        if epoch < prev[0] or epoch + 2 < prev[0] + elapsed * 7 / 8:
+        client_delta = now - prev[1]
+        server_delta = epoch - prev[0]
+        if self.method == "pcp":
+            # RFC 6887 §8.5: either clock running more than 1/16 (+2 s) off
+            # the other means the server's state cannot be trusted.
+            lost = epoch < prev[0] - 1 or (
+                client_delta + 2 < server_delta - server_delta / 16
+                or server_delta + 2 < client_delta - client_delta / 16
+            )
+        else:
+            # RFC 6886 §3.6: the server's clock fell behind 7/8 of ours.
+            lost = epoch < prev[0] or server_delta + 2 < client_delta * 7 / 8
+        if lost:
             self.restarts += 1
             log.info("%s gateway %s restarted (epoch %d after %d): mapping again",
                      self.method, self.server, epoch, prev[0])  # fmt: skip
@@ -698,9 +720,16 @@ class PortMapClient:
             self.confirmed = True
             self._check_epoch(msg.epoch, now)
             if msg.result != NatPmpResult.SUCCESS or msg.external_ip is None:
-                self.fail_all(_result_name("natpmp", msg.result), now)
+                if self.external_ip is None:
+                    self.fail_all(_result_name("natpmp", msg.result), now)
                 return True
+            changed = self.external_ip not in (None, msg.external_ip)
             self.external_ip = msg.external_ip
+            if changed:
+                log.info("NAT-PMP: external address now %s", msg.external_ip)
+                for m in self._mappings.values():
+                    if m.announced and m.granted and not m.deleting:
+                        self._emit_granted(m, renewal=True)
             self._announce(now)
             return True
         proto = "udp" if msg.opcode == 1 else "tcp"
@@ -711,8 +740,8 @@ class PortMapClient:
                 m for m in self._mappings.values() if m.protocol == proto and m.tx is not None
             ]
         else:
-            m = self._mappings.get((proto, msg.internal_port))
-            refused = [m] if m is not None and m.tx is not None else []
+            one = self._mappings.get((proto, msg.internal_port))
+            refused = [one] if one is not None and one.tx is not None else []
         if not refused:
             self.ignored += 1
             return False
