@@ -13,93 +13,15 @@ import os
 import sys
 
 from lab import Lab
-from test_netlab_upnp import DIAL
+from test_netlab_upnp import dial_inbound_then_close, start_mapped_node
 
 CRUST = os.path.join(os.path.dirname(sys.executable), "crust")
-
-# Behind the NAT: prints one JSON line once port mapping settled (with the
-# PortMapped events seen), answers each message with "echo:" + message,
-# exits when stdin gives a line.
-NODE = r"""
-import asyncio, json, sys, tempfile, time
-from pathlib import Path
-from crust import Identity, NewMessage, PortMapped, Service, ServiceConfig
-
-async def main():
-    cfg = ServiceConfig(hosts=(sys.argv[1],), upnp=True, natpmp=True, beacon=False,
-                        identity=Identity.generate(),
-                        cache_path=Path(tempfile.mkdtemp()) / "cache",
-                        gossip=False, backup_port=False)
-    t0 = time.monotonic()
-    svc = Service(cfg)
-    events = svc.events(messages=False)
-    await svc.start()
-    st = await svc.upnp.wait_ready(30)
-    mapped = []
-    while len(mapped) < len(st.mappings):
-        ev = await asyncio.wait_for(events.__anext__(), 5)
-        if isinstance(ev, PortMapped):
-            mapped.append([ev.protocol, ev.external, ev.method])
-    print(json.dumps({
-        "id": str(svc.id), "endpoints": svc.endpoints, "state": st.state,
-        "method": st.method, "external_ip": st.external_ip, "error": st.error,
-        "ready_seconds": time.monotonic() - t0, "events": mapped,
-        "mapped_addresses": svc.mapped_addresses,
-        "mappings": [[m.protocol, m.internal, m.external, m.lease, m.method]
-                     for m in st.mappings],
-    }), flush=True)
-
-    async def echo():
-        async for ev in svc.events():
-            if isinstance(ev, NewMessage):
-                await ev.peer.send(b"echo:" + ev.data)
-
-    task = asyncio.create_task(echo())
-    await asyncio.to_thread(sys.stdin.readline)
-    task.cancel()
-    t1 = time.monotonic()
-    await svc.close()
-    print(json.dumps({"closed_seconds": time.monotonic() - t1}), flush=True)
-
-asyncio.run(main())
-"""
-
 
 def test_pcp_maps_after_upnp_connects_inbound_and_unmaps(netlab: Lab) -> None:
     site = netlab.add_site("n", "natpmp")
     pub = netlab.add_site("p", "public")
-    node = site.host.python(NODE, site.host.ip)
-    info = json.loads(node.readline(40))
-    assert info["state"] == "mapped" and info["method"] == "pcp", info
-    assert info["external_ip"] == site.public_ip
-    (_, port), = {tuple(e) for e in info["endpoints"]}
-    got = {(m[0], tuple(m[1]), tuple(m[2]), m[4]) for m in info["mappings"]}
-    assert got == {
-        ("udp", (site.host.ip, port), (site.public_ip, port), "pcp"),
-        ("tcp", (site.host.ip, port), (site.public_ip, port), "pcp"),
-    }
-    assert sorted(info["events"]) == [
-        ["tcp", [site.public_ip, port], "pcp"], ["udp", [site.public_ip, port], "pcp"],
-    ]  # fmt: skip
-    assert [tuple(a) for a in info["mapped_addresses"]] == [(site.public_ip, port)]
-    assert set(netlab.upnp_mappings(site)) == {
-        ("udp", port, site.host.ip, port),
-        ("tcp", port, site.host.ip, port),
-    }
-    for transport in ("udp", "tcp"):
-        r = json.loads(
-            pub.host.run_python(
-                DIAL, pub.host.ip, site.public_ip, str(port), info["id"], transport, "5"
-            )
-        )
-        assert r.get("data") == "echo:hello", r
-        assert r["path"] == f"direct-{transport}"
-        assert tuple(r["address"]) == (site.public_ip, port)
-    node.write("quit\n")
-    closed = json.loads(node.readline(15))
-    assert node.wait(10) == 0
-    assert closed["closed_seconds"] < 5
-    assert netlab.upnp_mappings(site) == []
+    node, info, port = start_mapped_node(netlab, site, "upnp,natpmp", "pcp")
+    dial_inbound_then_close(netlab, site, pub, node, info, port)
     print(f"PCP after UPnP: mapped after {info['ready_seconds']:.2f} s")
 
 
