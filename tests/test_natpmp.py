@@ -253,6 +253,23 @@ def test_pcp_map_renew_at_half_with_same_nonce_then_delete() -> None:
     assert c.mappings == {} and c.get_timer() is None
 
 
+def test_unmap_while_the_first_request_is_out_deletes_it() -> None:
+    """Closing before the answer: the gateway may have mapped already, so
+    the client asks for the deletion anyway (and a late grant is ignored)."""
+    c = PortMapClient(GW, ME, pcp_mrc=3)
+    c.map("udp", 40000, 3600, 0.0, nonce=NONCE)
+    assert c.unmap("tcp", 40000, 0.0) is False
+    c.map("tcp", 40001, 3600, 0.0)
+    assert c.unmap("tcp", 40001, 0.0) is False  # never sent: just forgotten
+    c.datagrams_to_send(0.0)
+    assert c.unmap("udp", 40000, 0.1) is True
+    (d, _), = c.datagrams_to_send(0.1)
+    assert struct.unpack("!I", d[4:8])[0] == 0 and d[24:36] == NONCE
+    c.receive_datagram(pcp_map_answer(NONCE, 17, 40000, 40000, 0), GW, 0.2)
+    assert drain(c) == [MappingDeleted("pcp", "udp", 40000, True)]
+    assert not c.busy and c.mappings == {}
+
+
 @pytest.mark.parametrize("op", [128, 0])
 def test_falls_back_to_natpmp_on_unsupported_version(op: int) -> None:
     c = PortMapClient(GW, ME)

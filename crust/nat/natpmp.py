@@ -487,11 +487,12 @@ class PortMapClient:
 
     def unmap(self, protocol: str, internal_port: int, now: float) -> bool:
         """Deletes a mapping (lifetime 0); False if there is none. A
-        mapping never granted is dropped without asking the gateway."""
+        mapping not granted yet is deleted too if its request went out (the
+        gateway may have granted it already), else just forgotten."""
         m = self._mappings.get((protocol, internal_port))
         if m is None:
             return False
-        if not m.granted:
+        if not m.granted and (m.tx is None or m.tx.sent == 0):
             del self._mappings[(protocol, internal_port)]
             return False
         m.deleting = True
@@ -605,7 +606,7 @@ class PortMapClient:
             log.debug("NAT-PMP: %s did not answer an address request", self.server)
         for key, m in list(self._mappings.items()):
             if m.tx is not None and self._expired(m.tx, now):
-                if not self.confirmed and not m.granted:
+                if not self.confirmed and not m.granted and not m.deleting:
                     self._no_answer(now)
                     return
                 m.tx = None
