@@ -241,11 +241,13 @@ async def diagnose(
     host: str = "0.0.0.0",
     natpmp: bool = True,
     gateway: tuple[str | None, int] = (None, 5351),
-    natpmp_timeout: float = 6.0,
+    natpmp_timeout: float = 8.0,
 ) -> DoctorReport:
     """Runs every check (STUN, UPnP and PCP/NAT-PMP concurrently) and
     builds the report. ``gateway`` is where PCP/NAT-PMP ask (None: the
-    default route's gateway)."""
+    default route's gateway). ``natpmp_timeout`` is above the ~7 s an
+    answer-less gateway costs (PCP ~3 s, then NAT-PMP 3.75 s), so the
+    report gives the mapper's own reason rather than a bare timeout."""
     from crust.asyncio.stun import probe_nat
 
     t0 = time.monotonic()
