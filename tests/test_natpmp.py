@@ -508,6 +508,31 @@ def test_driver_maps_renews_and_deletes(mode: str, method: str) -> None:
     run(main())
 
 
+def test_driver_maps_again_after_losing_a_mapping() -> None:
+    """The gateway goes quiet past a 2 s lifetime: the mapping is lost
+    (renewals unanswered), then asked for again once it answers."""
+
+    async def main() -> None:
+        gw = await fake_gateway("pcp", max_lifetime=2)
+        m = GatewayMapper(PORTS[:1], gateway="127.0.0.1", server_port=gw.port, pcp_irt=0.2,
+                          retry_after=0.5)  # fmt: skip
+        m.start()
+        assert (await m.wait_ready(5)).state == "mapped"
+        gw.mode = "silent"
+        await asyncio.sleep(2.5)
+        assert m.status.mappings == () and "lifetime ended" in (m.status.error or "")
+        gw.mode = "pcp"
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if m.status.mappings:
+                break
+        assert [x.external for x in m.status.mappings] == [(EXT, 40000)]
+        await m.close()
+        assert gw.mappings == {}
+
+    run(main())
+
+
 def test_driver_knows_at_once_when_nothing_listens() -> None:
     """A gateway without PCP/NAT-PMP answers ICMP port unreachable: known
     in one round trip, not after the retransmission schedule."""

@@ -91,7 +91,10 @@ class GatewayMapper:
     ``server_port`` is 5351 except in tests. ``methods``, ``natpmp_tries``
     and ``pcp_mrc`` are :class:`~crust.nat.natpmp.PortMapClient`'s (the
     defaults here give an answer-less gateway ~4 s per protocol: the
-    RFCs' own schedules are for clients that can wait minutes).
+    RFCs' own schedules are for clients that can wait minutes). A
+    mapping lost after it was granted (renewals unanswered until its
+    lifetime ended, or refused) is asked for again every ``retry_after``
+    seconds until the mapper closes, as the UPnP mapper re-adds its own.
     ``on_ready`` is called once with the status when the first attempt
     has ended."""
 
@@ -106,6 +109,7 @@ class GatewayMapper:
         natpmp_tries: int = 4,
         pcp_irt: float = 1.0,
         pcp_mrc: int = 2,
+        retry_after: float = 60.0,
         on_ready: Callable[[UpnpStatus], None] | None = None,
     ) -> None:
         if not 1 <= lease <= 604800:
@@ -115,6 +119,9 @@ class GatewayMapper:
         self.gateway = gateway
         self.server_port = server_port
         self.methods = methods
+        self.retry_after = retry_after
+        # Mappings granted once and lost since, with their retry timers.
+        self._lost: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self._client_args = {
             "natpmp_tries": natpmp_tries, "pcp_irt": pcp_irt, "pcp_mrc": pcp_mrc,
         }  # fmt: skip
@@ -236,6 +243,7 @@ class GatewayMapper:
         key = (ev.protocol, ev.internal_port)
         assert self.client is not None
         if isinstance(ev, MappingGranted):
+            self._lost.pop(key, None)
             internal = (self.client.client_ip, ev.internal_port)
             self._mapped[key] = UpnpMapping(
                 ev.protocol, internal, ev.external, ev.lifetime, ev.method
@@ -246,11 +254,15 @@ class GatewayMapper:
                 logger.info("%s mapped %s %s:%d -> %s:%d for %d s", ev.method.upper(),
                             ev.protocol, *internal, *ev.external, ev.lifetime)  # fmt: skip
         elif isinstance(ev, MappingFailed):
-            self._mapped.pop(key, None)
+            was_mapped = self._mapped.pop(key, None) is not None or key in self._lost
             what = f"{ev.method} {ev.protocol} {ev.internal_port}: {ev.reason}"
             self._errors.append(what)
-            if self._ready.is_set():
-                logger.warning("port mapping lost: %s", what)
+            if was_mapped and not self._closed:
+                logger.warning("port mapping lost: %s; asking again in %.0f s", what,
+                               self.retry_after)  # fmt: skip
+                self._lost[key] = asyncio.get_running_loop().call_later(
+                    self.retry_after, self._remap, key
+                )
         else:
             self._mapped.pop(key, None)
             if not ev.confirmed:
@@ -261,6 +273,12 @@ class GatewayMapper:
         self._update()
         if not self._waiting and not self._ready.is_set():
             self._finish_first(None)
+
+    def _remap(self, key: tuple[str, int]) -> None:
+        if self._closed or self.client is None:
+            return
+        self.client.map(key[0], key[1], self.lease, asyncio.get_running_loop().time())
+        self._service()
 
     def _update(self) -> None:
         mapped = tuple(self._mapped.values())
@@ -298,6 +316,9 @@ class GatewayMapper:
         if self._closed:
             return
         self._closed = True
+        for handle in self._lost.values():
+            handle.cancel()
+        self._lost.clear()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
