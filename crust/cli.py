@@ -100,11 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     nat = sub.add_parser(
         "nat",
-        help="NAT doctor: addresses, STUN mapping/filtering, UPnP, what it means",
+        help="NAT doctor: addresses, STUN mapping/filtering, UPnP, PCP/NAT-PMP, what it means",
         description="Print local addresses, the reflexive address(es) and NAT mapping and "
         "filtering behaviour seen by STUN servers (RFC 5780 tests when the server supports "
-        "them), whether a UPnP gateway answers and maps a trial port, and what that means "
-        "for connectivity.",
+        "them), whether a UPnP gateway answers and maps a trial port, whether the default "
+        "gateway maps one by PCP or NAT-PMP, which protocol a node would map its ports with, "
+        "and what that means for connectivity.",
     )
     nat.add_argument(
         "--stun",
@@ -114,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
         "stun_servers)",
     )
     nat.add_argument("--no-upnp", action="store_true", help="skip the UPnP gateway search")
+    nat.add_argument(
+        "--no-natpmp", action="store_true", help="skip the PCP/NAT-PMP trial mapping"
+    )
+    nat.add_argument(
+        "--gateway",
+        metavar="HOST[:PORT]",
+        help="where PCP/NAT-PMP ask (default: the default route's gateway, port 5351)",
+    )
     nat.add_argument("--host", default="0.0.0.0", help="local address to probe from")
     nat.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -240,8 +240,18 @@ class ServiceConfig:
     background: start-up never waits for it). Off by default because it
     multicasts SSDP searches on the local network."""
     upnp_lease: int = 3600
-    """Seconds each UPnP mapping is asked for (60..604800); renewed at half
-    that, deleted when the service closes."""
+    """Seconds each port mapping (UPnP, PCP or NAT-PMP) is asked for
+    (60..604800); renewed at half what the gateway granted, deleted when
+    the service closes."""
+    natpmp: bool = False
+    """Ask the default gateway by PCP (RFC 6887), falling back to NAT-PMP
+    (RFC 6886), to forward the live UDP and TCP ports; with ``upnp`` too,
+    only when UPnP found no gateway. Unicast to the gateway's UDP port 5351
+    (no multicast); off by default, as a library should not ask its router
+    for anything unasked."""
+    natpmp_gateway: str = ""
+    """Where PCP/NAT-PMP requests go: ``"host"`` or ``"host:port"``
+    (port 5351 by default); empty: the IPv4 default route's gateway."""
     engine: dict[str, Any] = field(default_factory=dict)
     """Overrides of engine tunables (:class:`crust._core.Config` keywords,
     e.g. ``{"cc": "cubic"}``), applied last."""
@@ -309,7 +319,23 @@ class ServiceConfig:
                 raise _bad("ciphers", str(exc)) from None
         if not 60 <= self.upnp_lease <= 604800:
             raise _bad("upnp_lease", f"must be in 60..604800 seconds, got {self.upnp_lease}")
+        if self.natpmp_gateway:
+            try:
+                self.natpmp_gateway_address()
+            except ValueError as exc:
+                raise _bad("natpmp_gateway", str(exc)) from None
         self.engine_config()  # validates the engine overrides too
+
+    def natpmp_gateway_address(self) -> tuple[str | None, int]:
+        """``natpmp_gateway`` as (IPv4 address or None for the default
+        route's gateway, port)."""
+        host, sep, port_s = self.natpmp_gateway.partition(":")
+        if not host:
+            return None, 5351
+        ipaddress.IPv4Address(host)  # ValueError naming it
+        if sep and not (port_s.isdigit() and 0 < int(port_s) < 65536):
+            raise ValueError(f"port must be 1..65535, got {port_s!r}")
+        return host, int(port_s) if sep else 5351
 
     def aeads(self) -> tuple[int, ...]:
         """The cipher ids to offer, most preferred first (see ``ciphers``)."""

@@ -172,20 +172,23 @@ class NatDetected:
 
 @dataclass(frozen=True, slots=True)
 class PortMapped:
-    """The UPnP gateway (``ServiceConfig.upnp``) forwards ``external`` to
-    our listener at ``internal`` over ``protocol`` (``"udp"``/``"tcp"``)
-    for ``lease`` seconds, renewed until the service closes."""
+    """The gateway forwards ``external`` to our listener at ``internal``
+    over ``protocol`` (``"udp"``/``"tcp"``) for ``lease`` seconds, renewed
+    until the service closes. ``method`` is the protocol that asked it:
+    ``"upnp"`` (``ServiceConfig.upnp``), ``"pcp"`` or ``"natpmp"``
+    (``ServiceConfig.natpmp``)."""
 
     protocol: str
     internal: Address
     external: Address
     lease: int
+    method: str = "upnp"
 
 
 @dataclass(frozen=True, slots=True)
 class PortMappingFailed:
-    """``ServiceConfig.upnp`` is on but no port could be mapped: no
-    gateway answered, or it refused (``reason``)."""
+    """``ServiceConfig.upnp`` or ``natpmp`` is on but no port could be
+    mapped: no gateway answered, or it refused (``reason``)."""
 
     reason: str
 

@@ -202,7 +202,8 @@ class Service:
             self.blacklist(*self.config.blacklist)
         #: NAT traversal: connect by id through mutual peers, introduce, relay.
         self.traversal = Traversal(self)
-        #: UPnP port mapper (``config.upnp``); ``upnp.status`` says what it got.
+        #: Port mapper (``config.upnp``/``config.natpmp``); ``upnp.status``
+        #: says what it got and ``upnp.status.method`` by which protocol.
         self.upnp: PortMapper | None = None
         #: What the STUN servers (``config.stun_servers``) showed for the live
         #: UDP port: reflexive address and mapping behaviour; None until known.
@@ -264,7 +265,7 @@ class Service:
                     tcp.close()
         self._housekeeping = asyncio.create_task(self._housekeep())
         await self.discovery.start()
-        if self.config.upnp:
+        if self.config.upnp or self.config.natpmp:
             self._start_upnp()
         if self.config.stun_servers:
             self._stun_task = asyncio.create_task(self._probe_stun())
@@ -324,14 +325,23 @@ class Service:
             if listener.role == "live" and ":" not in host and not host.startswith("127."):
                 ports.append((listener.transport, (host, port)))
         if ports:
+            methods = ["upnp"] if self.config.upnp else []
+            if self.config.natpmp:
+                methods += ["pcp", "natpmp"]
+            gateway, gateway_port = self.config.natpmp_gateway_address()
             self.upnp = PortMapper(
-                ports, lease=self.config.upnp_lease, on_ready=self._on_upnp_ready
+                ports,
+                lease=self.config.upnp_lease,
+                on_ready=self._on_upnp_ready,
+                methods=methods,
+                gateway=gateway,
+                gateway_port=gateway_port,
             )
             self.upnp.start()
 
     def _on_upnp_ready(self, status: UpnpStatus) -> None:
         for m in status.mappings:
-            self._emit(PortMapped(m.protocol, m.internal, m.external, m.lease))
+            self._emit(PortMapped(m.protocol, m.internal, m.external, m.lease, m.method))
         if not status.mappings:
             self._emit(PortMappingFailed(status.error or "no mapping"))
 
@@ -373,8 +383,9 @@ class Service:
 
     @property
     def mapped_addresses(self) -> list[Address]:
-        """Public addresses the UPnP gateway forwards to our live listeners
-        (``config.upnp``), UDP mappings first; empty without mappings."""
+        """Public addresses the gateway forwards to our live listeners
+        (``config.upnp``, ``config.natpmp``), UDP mappings first; empty
+        without mappings."""
         if self.upnp is None:
             return []
         ordered = sorted(self.upnp.mappings, key=lambda m: m.protocol != "udp")

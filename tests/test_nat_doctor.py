@@ -81,7 +81,7 @@ def test_report_text_and_json() -> None:
 
 
 def test_cli_rejects_a_bad_server(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["nat", "--stun", "host:0", "--no-upnp"]) == 2
+    assert main(["nat", "--stun", "host:0", "--no-upnp", "--no-natpmp"]) == 2
     assert "port must be 1..65535" in capsys.readouterr().err
 
 
@@ -91,7 +91,7 @@ def test_cli_without_servers_or_upnp_reports_local_addresses(
     (tmp_path / "empty.toml").write_text("")
     monkeypatch.setenv("CRUST_CONFIG", str(tmp_path / "empty.toml"))
     monkeypatch.delenv("CRUST_STUN_SERVERS", raising=False)
-    assert main(["nat", "--no-upnp", "--json"]) == 0
+    assert main(["nat", "--no-upnp", "--no-natpmp", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["nat"] is None and r["upnp"] is None
     assert {"interface": "lo", "address": "127.0.0.1"} in r["local_addresses"]
@@ -121,7 +121,7 @@ def test_cli_uses_the_configured_stun_servers(
     monkeypatch.setenv("CRUST_CONFIG", str(tmp_path / "empty.toml"))
     monkeypatch.setenv("CRUST_STUN_SERVERS", f"{server[0]}:{server[1]}")
     try:
-        assert main(["nat", "--no-upnp", "--json", "--host", "127.0.0.1"]) == 0
+        assert main(["nat", "--no-upnp", "--no-natpmp", "--json", "--host", "127.0.0.1"]) == 0
     finally:
         stop.set()
         t.join(5)

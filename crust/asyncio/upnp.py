@@ -1,4 +1,5 @@
-"""UPnP IGD port mappings through miniupnpc, time-boxed.
+"""Port mappings on the gateway: UPnP IGD through miniupnpc, time-boxed,
+falling back to PCP and NAT-PMP (:mod:`crust.asyncio.natpmp`).
 
 miniupnpc's calls block (SSDP discovery waits for answers, each SOAP action
 is an HTTP round trip), so every call runs in its own daemon thread and is
@@ -12,23 +13,30 @@ it; miniupnpc objects are not thread-safe) and the mapper gives up.
 gateway in the background, maps each listening port (same external port
 when free, any port otherwise), re-adds the mappings every ``lease / 2``
 seconds (UPnP has no renew: adding the same mapping again extends it) and
-deletes them on ``close``.
+deletes them on ``close``. With ``methods`` naming "pcp" and/or "natpmp"
+after "upnp", a failed UPnP discovery hands over to
+:class:`crust.asyncio.natpmp.GatewayMapper`, and ``status.method`` says
+which protocol got the mappings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from crust.errors import CrustError
 
-__all__ = ["PortMapper", "UpnpError", "UpnpGateway", "UpnpMapping", "UpnpStatus"]
+if TYPE_CHECKING:
+    from crust.asyncio.natpmp import GatewayMapper
+
+__all__ = ["METHODS", "PortMapper", "UpnpError", "UpnpGateway", "UpnpMapping", "UpnpStatus"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +58,17 @@ class UpnpMapping:
     internal: Address
     external: Address
     lease: int
+    method: str = "upnp"
+    """Which protocol made it: "upnp", "pcp" or "natpmp"."""
 
 
 @dataclass(frozen=True, slots=True)
 class UpnpStatus:
     """What the mapper knows: ``state`` is "discovering", "mapped",
-    "unavailable" (no gateway / refused; ``error`` says why) or "closed"."""
+    "unavailable" (no gateway / refused; ``error`` says why) or "closed";
+    ``method`` which protocol mapped ("upnp", "pcp", "natpmp"; None while
+    nothing is mapped). For PCP/NAT-PMP ``control_url`` is
+    ``"pcp://GATEWAY:5351"`` (or ``natpmp://``)."""
 
     state: str
     control_url: str | None = None
@@ -64,6 +77,7 @@ class UpnpStatus:
     mappings: tuple[UpnpMapping, ...] = ()
     error: str | None = None
     discovery_seconds: float | None = None
+    method: str | None = None
 
 
 async def _in_thread(fn: Callable[[], T], timeout: float, what: str) -> T:
@@ -180,10 +194,17 @@ class UpnpGateway:
         )
 
 
+#: What :class:`PortMapper` can try, in the order it tries them.
+METHODS = ("upnp", "pcp", "natpmp")
+
+
 class PortMapper:
-    """Keeps UPnP mappings for ``ports`` (``(protocol, (host, port))``;
-    host "0.0.0.0" means the address the gateway sees us at). ``on_ready``
-    is called once with the status when the first attempt has ended."""
+    """Keeps port mappings for ``ports`` (``(protocol, (host, port))``;
+    host "0.0.0.0" means the address the gateway sees us at), trying the
+    protocols of ``methods`` in :data:`METHODS` order until one maps.
+    ``gateway`` and ``gateway_port`` say where PCP/NAT-PMP ask (default:
+    the default route's gateway, port 5351). ``on_ready`` is called once
+    with the status when the first attempt has ended."""
 
     def __init__(
         self,
@@ -194,19 +215,41 @@ class PortMapper:
         call_timeout: float = 3.0,
         description: str = "crust",
         on_ready: Callable[[UpnpStatus], None] | None = None,
+        methods: Sequence[str] = ("upnp",),
+        gateway: str | None = None,
+        gateway_port: int = 5351,
     ) -> None:
         if not 0 <= lease <= 604800:
             raise ValueError(f"lease must be 0..604800 s, got {lease}")
+        if not methods or any(m not in METHODS for m in methods):
+            raise ValueError(f"methods must be drawn from {METHODS}, got {tuple(methods)}")
+        self.methods = tuple(m for m in METHODS if m in methods)
+        self.gateway_address = gateway
+        self.gateway_port = gateway_port
+        # Set once UPnP failed and PCP/NAT-PMP took over: its status is ours.
+        self._fallback: GatewayMapper | None = None
+        self._upnp_error: str | None = None
         self.ports = list(ports)
         self.lease = lease
         self.discover_timeout = discover_timeout
         self.call_timeout = call_timeout
         self.description = description
-        self.status = UpnpStatus("discovering")
+        self._status = UpnpStatus("discovering")
         self.gateway: UpnpGateway | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._on_ready = on_ready
+
+    @property
+    def status(self) -> UpnpStatus:
+        """What the mapper knows now (the protocol that is mapping's)."""
+        fb = self._fallback
+        if fb is None:
+            return self._status
+        st = fb.status
+        if st.state == "unavailable" and self._upnp_error:
+            return dataclasses.replace(st, error=f"UPnP: {self._upnp_error}; {st.error}")
+        return st
 
     @property
     def mappings(self) -> tuple[UpnpMapping, ...]:
@@ -223,6 +266,30 @@ class PortMapper:
         return self.status
 
     async def _run(self) -> None:
+        rest = tuple(m for m in self.methods if m != "upnp")
+        if "upnp" in self.methods and await self._run_upnp(last=not rest):
+            return
+        if not rest:
+            return
+        # Deferred: natpmp imports this module's status types.
+        from crust.asyncio.natpmp import GatewayMapper
+
+        fb = GatewayMapper(
+            self.ports,
+            # PCP/NAT-PMP have no "permanent": lifetime 0 deletes.
+            lease=self.lease or 3600,
+            gateway=self.gateway_address,
+            server_port=self.gateway_port,
+            methods=rest,
+        )
+        self._fallback = fb
+        fb.start()
+        await fb.wait_ready()
+        self._set_ready()
+
+    async def _run_upnp(self, *, last: bool) -> bool:
+        """UPnP discovery, mapping and renewal; returns False (at once) if
+        it could not map, True when a mapped gateway stopped answering."""
         t0 = time.monotonic()
         try:
             gw = await UpnpGateway.discover(
@@ -231,7 +298,7 @@ class PortMapper:
             self.gateway = gw
             ext_ip = await gw.external_ip()
             took = time.monotonic() - t0
-            self.status = UpnpStatus(
+            self._status = UpnpStatus(
                 "discovering", gw.control_url, gw.lan_address, ext_ip, discovery_seconds=took
             )
             logger.info(
@@ -240,7 +307,8 @@ class PortMapper:
             await self._map_all(gw, ext_ip, first=True)
         except UpnpError as e:
             logger.info("UPnP unavailable: %s", e)
-            self.status = UpnpStatus(
+            self._upnp_error = str(e)
+            self._status = UpnpStatus(
                 "unavailable",
                 self.status.control_url,
                 self.status.lan_address,
@@ -249,11 +317,12 @@ class PortMapper:
                 str(e),
                 time.monotonic() - t0,
             )
-            self._set_ready()
-            return
+            if last:
+                self._set_ready()
+            return False
         self._set_ready()
         if not self.lease:
-            return
+            return True
         while True:
             # Renew at half the lease so one lost refresh still leaves time.
             await asyncio.sleep(self.lease / 2)
@@ -267,7 +336,7 @@ class PortMapper:
             except UpnpError as e:
                 logger.warning("UPnP renewal failed: %s", e)
                 if gw.broken:
-                    return
+                    return True
 
     def _set_ready(self) -> None:
         self._ready.set()
@@ -289,18 +358,19 @@ class PortMapper:
                 if gw.broken:
                     break
                 continue
-            mapped.append(UpnpMapping(protocol, internal, (ext_ip, got), self.lease))
+            mapped.append(UpnpMapping(protocol, internal, (ext_ip, got), self.lease, "upnp"))
             if first:
                 logger.info("UPnP mapped %s %s:%d -> %s:%d", protocol, *internal, ext_ip, got)
         state = "mapped" if mapped else "unavailable"
-        self.status = UpnpStatus(
+        self._status = UpnpStatus(
             state,
             gw.control_url,
             gw.lan_address,
             ext_ip,
             tuple(mapped),
             "; ".join(errors) or None,
-            self.status.discovery_seconds,
+            self._status.discovery_seconds,
+            "upnp" if mapped else None,
         )
         if not mapped and errors:
             raise UpnpError("; ".join(errors))
@@ -312,6 +382,10 @@ class PortMapper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._fallback is not None:
+            await self._fallback.close(timeout if timeout is not None else 3.0)
+            self._ready.set()
+            return
         gw = self.gateway
         mappings = self.status.mappings
         if gw is not None and mappings and not gw.broken:
@@ -328,7 +402,7 @@ class PortMapper:
                 await asyncio.wait_for(remove_all(), limit)
             except asyncio.TimeoutError:
                 logger.warning("UPnP: removing mappings took over %.1f s; left to expire", limit)
-        self.status = UpnpStatus(
+        self._status = UpnpStatus(
             "closed", self.status.control_url, self.status.lan_address, self.status.external_ip
         )
         self._ready.set()

@@ -1,11 +1,13 @@
 """``crust nat``: what this machine's network means for peer-to-peer.
 
 Gathers local interface addresses, runs the STUN probes
-(:func:`crust.asyncio.stun.probe_nat`) and asks for a UPnP gateway and a
-trial mapping (:mod:`crust.asyncio.upnp`), then says in plain words what
-that means for connectivity. Every step is time-boxed; nothing is sent
-except to the STUN servers named and the SSDP search on the local network
-(``--no-upnp`` skips it).
+(:func:`crust.asyncio.stun.probe_nat`), asks for a UPnP gateway and a
+trial mapping (:mod:`crust.asyncio.upnp`) and a PCP/NAT-PMP trial mapping
+from the default gateway (:mod:`crust.asyncio.natpmp`), then says in plain
+words what that means for connectivity. Every step is time-boxed; nothing
+is sent except to the STUN servers named, the SSDP search on the local
+network (``--no-upnp`` skips it) and the gateway's port 5351
+(``--no-natpmp`` skips it).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class DoctorReport:
     upnp: dict[str, Any] | None
     verdict: str
     seconds: float
+    natpmp: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         nat = None
@@ -100,6 +103,8 @@ class DoctorReport:
             "nat": nat,
             "stun_error": self.stun_error,
             "upnp": self.upnp,
+            "natpmp": self.natpmp,
+            "port_mapping": _mapping_method(self.upnp, self.natpmp),
             "verdict": self.verdict,
             "seconds": round(self.seconds, 3),
         }
@@ -154,7 +159,61 @@ async def _upnp_check(timeout: float) -> dict[str, Any]:
     return info
 
 
-def _verdict(nat: NatBehaviour | None, upnp: dict[str, Any] | None) -> str:
+async def _natpmp_check(gateway: str | None, port: int, timeout: float) -> dict[str, Any]:
+    from crust.asyncio.natpmp import GatewayMapper
+
+    t0 = time.monotonic()
+    # A trial mapping of a UDP port we hold, deleted at once: PCP and
+    # NAT-PMP have no "is anyone there" request that proves forwarding.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", 0))
+        local_port = s.getsockname()[1]
+        m = GatewayMapper(
+            [("udp", ("0.0.0.0", local_port))], lease=60, gateway=gateway, server_port=port
+        )
+        m.start()
+        try:
+            st = await m.wait_ready(timeout)
+        except asyncio.TimeoutError:
+            st = m.status
+        took = time.monotonic() - t0
+        await m.close()
+    info: dict[str, Any] = {
+        "gateway": None if m.gateway is None else [m.gateway, port],
+        "can_map": bool(st.mappings),
+        "seconds": round(took, 3),
+    }
+    if st.mappings:
+        mp = st.mappings[0]
+        info["method"] = mp.method
+        info["external_ip"] = st.external_ip
+        info["trial_mapping"] = {
+            "internal": list(mp.internal),
+            "external": list(mp.external),
+            "lifetime": mp.lease,
+            "removed": m.unconfirmed_deletions == 0,
+        }
+    else:
+        info["error"] = st.error or f"no answer within {timeout} s"
+    return info
+
+
+_METHOD_NAMES = {"upnp": "UPnP", "pcp": "PCP", "natpmp": "NAT-PMP"}
+
+
+def _mapping_method(upnp: dict[str, Any] | None, natpmp: dict[str, Any] | None) -> str | None:
+    """The protocol a node would map its ports with (UPnP first, as the
+    service tries them), or None if none can."""
+    if upnp and upnp.get("can_map"):
+        return "upnp"
+    if natpmp and natpmp.get("can_map"):
+        return str(natpmp["method"])
+    return None
+
+
+def _verdict(
+    nat: NatBehaviour | None, upnp: dict[str, Any] | None, natpmp: dict[str, Any] | None = None
+) -> str:
     parts = []
     if nat is not None:
         parts.append(nat.advice)
@@ -166,6 +225,11 @@ def _verdict(nat: NatBehaviour | None, upnp: dict[str, Any] | None) -> str:
         parts.append("UPnP works: crust can open its ports on the gateway (ServiceConfig.upnp)")
     elif upnp and upnp.get("available"):
         parts.append("a UPnP gateway answers but refuses mappings")
+    if natpmp and natpmp.get("can_map"):
+        name = _METHOD_NAMES[natpmp["method"]]
+        parts.append(
+            f"{name} works: crust can open its ports on the gateway (ServiceConfig.natpmp)"
+        )
     return "; ".join(parts)
 
 
@@ -175,8 +239,15 @@ async def diagnose(
     upnp: bool = True,
     upnp_timeout: float = 1.0,
     host: str = "0.0.0.0",
+    natpmp: bool = True,
+    gateway: tuple[str | None, int] = (None, 5351),
+    natpmp_timeout: float = 8.0,
 ) -> DoctorReport:
-    """Runs every check (STUN and UPnP concurrently) and builds the report."""
+    """Runs every check (STUN, UPnP and PCP/NAT-PMP concurrently) and
+    builds the report. ``gateway`` is where PCP/NAT-PMP ask (None: the
+    default route's gateway). ``natpmp_timeout`` is above the ~7 s an
+    answer-less gateway costs (PCP ~3 s, then NAT-PMP 3.75 s), so the
+    report gives the mapper's own reason rather than a bare timeout."""
     from crust.asyncio.stun import probe_nat
 
     t0 = time.monotonic()
@@ -184,6 +255,11 @@ async def diagnose(
     resolved: list[Addr] = []
     nat: NatBehaviour | None = None
     upnp_task = asyncio.create_task(_upnp_check(upnp_timeout)) if upnp else None
+    natpmp_task = (
+        asyncio.create_task(_natpmp_check(gateway[0], gateway[1], natpmp_timeout))
+        if natpmp
+        else None
+    )
     if stun_servers:
         try:
             resolved = await _resolve(stun_servers)
@@ -191,14 +267,16 @@ async def diagnose(
         except (OSError, asyncio.TimeoutError, ValueError) as e:
             stun_error = f"{type(e).__name__}: {e}"
     upnp_info = await upnp_task if upnp_task is not None else None
+    natpmp_info = await natpmp_task if natpmp_task is not None else None
     return DoctorReport(
         local_addresses(),
         resolved,
         nat,
         stun_error,
         upnp_info,
-        _verdict(nat, upnp_info),
+        _verdict(nat, upnp_info, natpmp_info),
         time.monotonic() - t0,
+        natpmp_info,
     )
 
 
@@ -242,6 +320,26 @@ def render(r: DoctorReport) -> str:
             )
         else:
             lines.append(f"  mapping refused: {u.get('error')}")
+    n = r.natpmp
+    if n is None:
+        lines.append("PCP/NAT-PMP: skipped")
+    elif not n.get("can_map"):
+        lines.append(f"PCP/NAT-PMP: no mapping ({n.get('error')})")
+    else:
+        t = n["trial_mapping"]
+        gw = n["gateway"]
+        lines.append(f"{_METHOD_NAMES[n['method']]}: gateway {gw[0]}:{gw[1]} ({n['seconds']} s)")
+        lines.append(f"  external address {n.get('external_ip')}")
+        lines.append(
+            f"  trial mapping    {t['external'][0]}:{t['external'][1]} -> "
+            f"{t['internal'][0]}:{t['internal'][1]} ok ({t['lifetime']} s), "
+            + ("removed" if t["removed"] else "left to expire")
+        )
+    method = _mapping_method(r.upnp, r.natpmp)
+    if r.upnp is not None or r.natpmp is not None:
+        lines.append(
+            f"port mapping: by {_METHOD_NAMES[method]}" if method else "port mapping: none works"
+        )
     lines.append(f"verdict: {r.verdict}")
     return "\n".join(lines)
 
@@ -265,7 +363,25 @@ def run_cli(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"crust nat: {e}", file=sys.stderr)
         return 2
-    report = asyncio.run(diagnose(servers, upnp=not args.no_upnp, host=args.host))
+    gateway: tuple[str | None, int] = (None, 5351)
+    if args.gateway:
+        from crust.config import ServiceConfig
+        from crust.errors import ConfigError
+
+        try:
+            gateway = ServiceConfig(natpmp_gateway=args.gateway).natpmp_gateway_address()
+        except ConfigError as e:
+            print(f"crust nat: --gateway: {e}", file=sys.stderr)
+            return 2
+    report = asyncio.run(
+        diagnose(
+            servers,
+            upnp=not args.no_upnp,
+            host=args.host,
+            natpmp=not args.no_natpmp,
+            gateway=gateway,
+        )
+    )
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:

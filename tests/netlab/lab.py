@@ -18,7 +18,8 @@ Site kinds (see ``KINDS``): ``public`` (no NAT), ``cone`` (port-preserving
 MASQUERADE), ``cone-fw`` (the same plus a firewall dropping unsolicited
 inbound packets), ``symmetric`` (``MASQUERADE --random-fully``),
 ``symmetric-fw``, ``upnp`` (``cone-fw`` plus miniupnpd, on iptables-legacy
-because Debian's miniupnpd-iptables edits the legacy tables).
+because Debian's miniupnpd-iptables edits the legacy tables), ``natpmp``
+(the same miniupnpd with UPnP off: it speaks only PCP and NAT-PMP).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ from pathlib import Path
 
 log = logging.getLogger("crust.netlab")
 
-KINDS = ("public", "cone", "cone-fw", "symmetric", "symmetric-fw", "upnp")
+KINDS = ("public", "cone", "cone-fw", "symmetric", "symmetric-fw", "upnp", "natpmp")
+#: Site kinds whose NAT runs miniupnpd.
+MINIUPNPD_KINDS = ("upnp", "natpmp")
 
 #: Debian packages providing each command the lab runs (scripts/test.sh
 #: installs the missing ones).
@@ -585,7 +588,7 @@ class Lab(NamespaceRun):
         site = Site(self, name, kind, index)
         nat = self._new_ns(f"{name}-nat", "nat")
         nat.ip = site.public_ip
-        nat.legacy_iptables = kind == "upnp"
+        nat.legacy_iptables = kind in MINIUPNPD_KINDS
         site.nat = nat
         self._routing_sysctls(nat)
         self._link_to_router(nat, index, "wan")
@@ -610,17 +613,17 @@ class Lab(NamespaceRun):
         masq = ["-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"]
         if kind.startswith("symmetric"):
             masq.append("--random-fully")
-        if kind == "upnp":
+        if kind in MINIUPNPD_KINDS:
             self._miniupnpd_chains(nat)
         nat.iptables(*masq)
-        if kind.endswith("-fw") or kind == "upnp":
+        if kind.endswith("-fw") or kind in MINIUPNPD_KINDS:
             for chain in ("INPUT", "FORWARD"):
                 nat.iptables(
                     "-A", chain, "-i", "wan", "-m", "conntrack",
                     "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT",
                 )
                 nat.iptables("-A", chain, "-i", "wan", "-j", "DROP")
-        if kind == "upnp":
+        if kind in MINIUPNPD_KINDS:
             site.miniupnpd = self._start_miniupnpd(site)
         return site
 
@@ -640,6 +643,7 @@ class Lab(NamespaceRun):
 
     def _start_miniupnpd(self, site: Site) -> Proc:
         assert site.nat is not None
+        upnp = site.kind == "upnp"
         conf = self.tmp / f"miniupnpd-{site.name}.conf"
         conf.write_text(
             "\n".join(
@@ -648,7 +652,10 @@ class Lab(NamespaceRun):
                     "listening_ip=lan",
                     "port=5000",
                     "enable_natpmp=yes",
-                    "enable_upnp=yes",
+                    f"enable_upnp={'yes' if upnp else 'no'}",
+                    # PCP's lifetime floor (120 s by default) lowered so
+                    # that renewals can be watched within a test.
+                    "min_lifetime=2",
                     "secure_mode=yes",
                     "system_uptime=yes",
                     "notify_interval=60",
@@ -669,7 +676,9 @@ class Lab(NamespaceRun):
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
                 raise LabError(f"miniupnpd exited {proc.popen.returncode}: {proc.stderr()}")
-            if "5000" in site.nat.sh("ss", "-ltnH", check=False):
+            # UPnP's HTTP port, or PCP/NAT-PMP's UDP port when UPnP is off.
+            listening = site.nat.sh("ss", "-ltnH" if upnp else "-lunH", check=False)
+            if (":5000" if upnp else ":5351") in listening:
                 return proc
             time.sleep(0.05)
         raise LabError(f"miniupnpd did not listen within 5 s: {proc.stderr()}")

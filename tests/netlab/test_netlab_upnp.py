@@ -8,36 +8,49 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
-from lab import Lab
+from lab import Lab, Proc, Site
 
 # Namespaces share the host's filesystem: each node gets its own identity
 # and bootstrap cache, or they would all be one peer with a shared memory.
 #
-# Behind the NAT: prints one JSON line once UPnP settled, answers each
-# message with "echo:" + message, exits when stdin gives a line.
+# Behind the NAT: port mapping by the options in argv[2] ("upnp",
+# "upnp,natpmp", "natpmp" or "" for none); prints one JSON line once it
+# settled (with the PortMapped events seen), answers each message with
+# "echo:" + message, exits when stdin gives a line. Also used by
+# test_netlab_natpmp.py.
 NODE = r"""
 import asyncio, json, sys, tempfile, time
 from pathlib import Path
-from crust import Identity, NewMessage, Service, ServiceConfig
+from crust import Identity, NewMessage, PortMapped, Service, ServiceConfig
 
 async def main():
-    cfg = ServiceConfig(hosts=(sys.argv[1],), upnp=sys.argv[2] == "1", beacon=False,
-                        identity=Identity.generate(),
+    opts = sys.argv[2].split(",")
+    cfg = ServiceConfig(hosts=(sys.argv[1],), upnp="upnp" in opts, natpmp="natpmp" in opts,
+                        beacon=False, identity=Identity.generate(),
                         cache_path=Path(tempfile.mkdtemp()) / "cache",
                         gossip=False, backup_port=False)
     t0 = time.monotonic()
-    async with Service(cfg) as svc:
+    svc = Service(cfg)
+    events = svc.events(messages=False)
+    async with svc:
         started = time.monotonic() - t0
-        st = await svc.upnp.wait_ready(15) if svc.upnp else None
+        st = await svc.upnp.wait_ready(30) if svc.upnp else None
+        seen = []
+        while st is not None and len(seen) < len(st.mappings):
+            ev = await asyncio.wait_for(events.__anext__(), 5)
+            if isinstance(ev, PortMapped):
+                seen.append([ev.protocol, ev.external, ev.method])
         print(json.dumps({
             "id": str(svc.id), "endpoints": svc.endpoints, "start_seconds": started,
             "state": st and st.state, "external_ip": st and st.external_ip,
+            "method": st and st.method, "events": seen,
             "error": st and st.error, "discovery_seconds": st and st.discovery_seconds,
             "ready_seconds": time.monotonic() - t0,
             "mapped_addresses": svc.mapped_addresses,
-            "mappings": [[m.protocol, m.internal, m.external, m.lease]
+            "mappings": [[m.protocol, m.internal, m.external, m.lease, m.method]
                          for m in (st.mappings if st else ())],
         }), flush=True)
 
@@ -86,30 +99,37 @@ asyncio.run(main())
 """
 
 
-def test_upnp_maps_connects_inbound_and_unmaps(netlab: Lab) -> None:
-    site = netlab.add_site("u", "upnp")
-    pub = netlab.add_site("p", "public")
-    node = site.host.python(NODE, site.host.ip, "1")
-    info = json.loads(node.readline(20))
-    assert info["state"] == "mapped", info
+def start_mapped_node(netlab: Lab, site: Site, opts: str, method: str) -> tuple[Proc, Any, int]:
+    """Starts NODE behind ``site`` with port-mapping options ``opts`` and
+    checks that ``method`` mapped its live UDP and TCP ports, as its status,
+    its PortMapped events and miniupnpd's iptables-legacy chains say.
+    Returns the node, what it printed and its port."""
+    node = site.host.python(NODE, site.host.ip, opts)
+    info = json.loads(node.readline(40))
+    assert info["state"] == "mapped" and info["method"] == method, info
     assert info["external_ip"] == site.public_ip
     (_, port), = {tuple(e) for e in info["endpoints"]}
-    got = {(m[0], tuple(m[1]), tuple(m[2])) for m in info["mappings"]}
+    got = {(m[0], tuple(m[1]), tuple(m[2]), m[3], m[4]) for m in info["mappings"]}
     assert got == {
-        ("udp", (site.host.ip, port), (site.public_ip, port)),
-        ("tcp", (site.host.ip, port), (site.public_ip, port)),
+        ("udp", (site.host.ip, port), (site.public_ip, port), 3600, method),
+        ("tcp", (site.host.ip, port), (site.public_ip, port), 3600, method),
     }
-    assert all(m[3] == 3600 for m in info["mappings"])
+    assert sorted(info["events"]) == [
+        ["tcp", [site.public_ip, port], method], ["udp", [site.public_ip, port], method],
+    ]  # fmt: skip
     assert [tuple(a) for a in info["mapped_addresses"]] == [(site.public_ip, port)]
-    # miniupnpd's own record: forwards in its iptables-legacy chains.
     assert set(netlab.upnp_mappings(site)) == {
         ("udp", port, site.host.ip, port),
         ("tcp", port, site.host.ip, port),
     }
-    # ... and as a UPnP client on the LAN lists them.
-    listing = site.host.sh("upnpc", "-l", timeout=20)
-    for proto in ("UDP", "TCP"):
-        assert f"{proto} {port}->{site.host.ip}:{port} 'crust'" in listing, listing
+    return node, info, port
+
+
+def dial_inbound_then_close(
+    netlab: Lab, site: Site, pub: Site, node: Proc, info: Any, port: int
+) -> None:
+    """A peer on the internet connects to the mapped port over UDP and TCP
+    and gets its echo; after the node closes, the forwards are gone."""
     for transport in ("udp", "tcp"):
         out = pub.host.run_python(
             DIAL, pub.host.ip, site.public_ip, str(port), info["id"], transport, "5"
@@ -123,6 +143,17 @@ def test_upnp_maps_connects_inbound_and_unmaps(netlab: Lab) -> None:
     assert node.wait(10) == 0
     assert closed["closed_seconds"] < 5
     assert netlab.upnp_mappings(site) == []
+
+
+def test_upnp_maps_connects_inbound_and_unmaps(netlab: Lab) -> None:
+    site = netlab.add_site("u", "upnp")
+    pub = netlab.add_site("p", "public")
+    node, info, port = start_mapped_node(netlab, site, "upnp", "upnp")
+    # miniupnpd as a UPnP client on the LAN lists them too.
+    listing = site.host.sh("upnpc", "-l", timeout=20)
+    for proto in ("UDP", "TCP"):
+        assert f"{proto} {port}->{site.host.ip}:{port} 'crust'" in listing, listing
+    dial_inbound_then_close(netlab, site, pub, node, info, port)
     print(f"UPnP: start {info['start_seconds']:.3f} s, discovery+external ip "
           f"{info['discovery_seconds']:.2f} s, mapped after {info['ready_seconds']:.2f} s")
 
@@ -130,7 +161,7 @@ def test_upnp_maps_connects_inbound_and_unmaps(netlab: Lab) -> None:
 def test_no_inbound_through_the_upnp_nat_without_a_mapping(netlab: Lab) -> None:
     site = netlab.add_site("u", "upnp")
     pub = netlab.add_site("p", "public")
-    node = site.host.python(NODE, site.host.ip, "0")
+    node = site.host.python(NODE, site.host.ip, "")
     info = json.loads(node.readline(20))
     (_, port), = {tuple(e) for e in info["endpoints"]}
     assert netlab.upnp_mappings(site) == []
@@ -146,7 +177,7 @@ def test_no_inbound_through_the_upnp_nat_without_a_mapping(netlab: Lab) -> None:
 def test_absent_gateway_does_not_hold_up_start(netlab: Lab, kind: str) -> None:
     site = netlab.add_site("a", kind)
     t0 = time.monotonic()
-    node = site.host.python(NODE, site.host.ip, "1")
+    node = site.host.python(NODE, site.host.ip, "upnp")
     info = json.loads(node.readline(20))
     assert info["state"] == "unavailable" and info["mappings"] == [], info
     assert info["mapped_addresses"] == []
