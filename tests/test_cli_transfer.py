@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from crust import Identity, Service, ServiceConfig
-from crust.transfer import _target
+from crust.transfer import _target, safe_name
 
 QUIET = {"gossip": False, "beacon": False, "cache_size": 0}
 
@@ -35,7 +35,7 @@ def test_send_and_recv_through_a_mutual_node(tmp_path: Path) -> None:
         async with Service(cfg) as m:
             via = f"127.0.0.1:{m.endpoints[0][1]}"
             common = ["--via", via, "--host", "127.0.0.1", "--json"]
-            recv = await _crust("recv", *common, "--out", str(out))
+            recv = await _crust("recv", *common, "--out", str(out), "--yes")
             try:
                 assert recv.stdout is not None
                 ready = json.loads(await asyncio.wait_for(recv.stdout.readline(), 20))
@@ -72,7 +72,10 @@ def test_send_rejects_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_received_names_stay_inside_the_directory(tmp_path: Path) -> None:
-    assert _target(tmp_path, "../../etc/passwd") == tmp_path / "passwd"
-    assert _target(tmp_path, "..") == tmp_path / "received.bin"
+    assert safe_name("../../etc/passwd") == "passwd"
+    assert safe_name("..") == "received.bin"
     (tmp_path / "a.txt").write_bytes(b"")
     assert _target(tmp_path, "a.txt") == tmp_path / "a.txt.1"
+    # A part file in progress takes its name too.
+    (tmp_path / "b.txt.part").write_bytes(b"")
+    assert _target(tmp_path, "b.txt") == tmp_path / "b.txt.1"

@@ -156,7 +156,8 @@ def test_file_share_refuses_the_wrong_peer(tmp_path: Path) -> None:
             env=env,
         )
         assert done.returncode != 0
-        assert "ConnectionError" in done.stderr, done.stderr
+        # The traceback names crust.errors.ConnectError (a ConnectionError).
+        assert "crust.errors.ConnectError" in done.stderr, done.stderr
         assert list(inbox.iterdir()) == []
     finally:
         sender.kill()

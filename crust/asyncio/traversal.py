@@ -44,7 +44,7 @@ from crust.asyncio.relaying import Relaying
 from crust.asyncio.tcp import TcpLink
 from crust.asyncio.tcp_punch import AlreadyConnected, kernel_rtt_us, simultaneous_open
 from crust.control import ControlKind
-from crust.errors import CrustError
+from crust.errors import Attempt, ConnectError, CrustError
 from crust.handshake import HandshakeResult, Responder, long_header_prefix
 from crust.identity import PeerId
 from crust.nat.classify import Behaviour
@@ -326,11 +326,11 @@ class Traversal:
                 attempts[relay_task] = "relay"
 
         start_relay(0.0 if self.use_relay == "always" else self.relay_after)
-        errors: list[str] = []
+        errors: list[Attempt] = []
         if self.use_relay == "never":
-            errors.append("relay: not used (relay='never')")
+            errors.append(Attempt("relay", ConnectError("not used (relay='never')")))
         elif not reply.relay:
-            errors.append("relay: the introducer does not relay")
+            errors.append(Attempt("relay", ConnectError("the introducer does not relay")))
         try:
             while attempts:
                 done, _ = await asyncio.wait(
@@ -344,20 +344,20 @@ class Traversal:
                     kind = attempts.pop(t)
                     exc = t.exception()
                     if exc is not None:
-                        errors.append(f"{kind}: {exc}")
+                        errors.append(Attempt(kind, exc))
                         continue
                     peer = t.result()
-                    peer.why = "; ".join(errors)
+                    peer.why = "; ".join(map(str, errors))
                     if peer.path == "relayed":
                         self._spawn(self._repunch(peer))
                     return peer
                 # Everything direct failed: relay now rather than later.
                 if all(k == "relay" for k in attempts.values()):
                     start_relay(0.0)
-            pending = ", ".join(attempts.values())
-            if pending:
-                errors.append(f"{pending}: no success before the deadline")
-            raise ConnectionError(f"cannot reach {target.short}: " + "; ".join(errors))
+            for kind in attempts.values():
+                errors.append(Attempt(kind, TimeoutError("no success before the deadline")))
+            why = "; ".join(map(str, errors))
+            raise ConnectError(f"cannot reach {target.short}: {why}", tuple(errors))
         finally:
             for t in attempts:
                 t.cancel()
