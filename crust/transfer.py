@@ -147,9 +147,12 @@ async def send_file(
     *,
     progress: IO[str] | None = None,
     timeout: float = 60.0,
+    name: str | None = None,
 ) -> Sent:
-    """Send ``file`` to the node with peer id ``to`` through ``via``.
-    Raises :class:`TransferRefused` when the receiver does not take it."""
+    """Send ``file`` to the node with peer id ``to`` through ``via``, under
+    ``name`` (default: the file's own). Raises :class:`TransferRefused`
+    when the receiver does not take it."""
+    name = file.name if name is None else name
     data_size = file.stat().st_size
     digest = hashlib.sha256()
     with file.open("rb") as f:
@@ -168,7 +171,7 @@ async def send_file(
                 f"`crust recv --via {via}` is running there"
             ) from None
         svc.maintain(peer)
-        header = {"name": file.name, "size": data_size, "sha256": sha}
+        header = {"name": name, "size": data_size, "sha256": sha}
         verdict = asyncio.ensure_future(_answer(svc, peer, (GO, ERR)))
         try:
             await peer.send(HEADER + json.dumps(header).encode())
@@ -179,7 +182,7 @@ async def send_file(
             raise TransferRefused(f"the receiver refused: {_reason(reply)}")
         answer = asyncio.ensure_future(_answer(svc, peer, (OK, ERR)))
         try:
-            bar = Progress(data_size, progress, f"send {printable(file.name)}")
+            bar = Progress(data_size, progress, f"send {printable(name)}")
             done = 0
             with file.open("rb") as f:
                 # A receiver that gives up answers ERR: stop sending then.
@@ -195,7 +198,7 @@ async def send_file(
             raise TransferRefused(f"the receiver refused: {_reason(reply)}")
         got = json.loads(reply[len(OK) :])
         return Sent(
-            str(peer.id), peer.path, peer.why, file.name, data_size, sha,
+            str(peer.id), peer.path, peer.why, name, data_size, sha,
             time.monotonic() - t0, got.get("sha256") == sha and got.get("size") == data_size,
         )  # fmt: skip
 
