@@ -12,6 +12,13 @@ from crust import _sodium as _sodium
 from crust._version import __version__
 from crust.config import ServiceConfig
 from crust.config_sources import LoadedConfig, load_config
+from crust.errors import (
+    ConnectError,
+    ConnectTimeout,
+    CrustError,
+    ListenerError,
+    UnknownPeer,
+)
 from crust.events import (
     BootstrapAccept,
     BootstrapConnect,
@@ -31,14 +38,19 @@ from crust.events import (
     PortMappingFailed,
 )
 from crust.identity import Identity, PeerId
+from crust.paths import CloseReason, PathName
 from crust.peer import Peer, PeerStats
-from crust.service import ListenerError, Service, UnknownPeer
+from crust.service import Service
 
 __all__ = [
     "BootstrapAccept",
     "BootstrapConnect",
     "BootstrapFailed",
+    "CloseReason",
+    "ConnectError",
     "ConnectFailed",
+    "ConnectTimeout",
+    "CrustError",
     "Event",
     "Identity",
     "LanPeerFound",
@@ -51,6 +63,7 @@ __all__ = [
     "NatDetected",
     "NewMessage",
     "NewPeer",
+    "PathName",
     "Peer",
     "PeerId",
     "PeerMisbehaving",

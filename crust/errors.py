@@ -21,6 +21,7 @@ from pathlib import Path
 
 __all__ = [
     "Attempt",
+    "BenchError",
     "ConfigError",
     "ConnectError",
     "ConnectTimeout",
@@ -34,12 +35,17 @@ __all__ = [
     "InvalidPeerId",
     "ListenerError",
     "MalformedPacket",
+    "MalformedRelay",
+    "MalformedRendezvous",
     "MessageTooLarge",
     "NoKeys",
     "NoiseError",
     "OutOfMemory",
     "ProtocolError",
+    "StunFailed",
+    "TransferRefused",
     "UnknownPeer",
+    "UpnpError",
     "WouldBlock",
 ]
 
@@ -181,3 +187,34 @@ class MalformedPacket(CrustError, ValueError):
 class NoiseError(CrustError):
     """A Noise message was malformed, failed authentication, or came at the
     wrong moment; or the API was misused (the message says which)."""
+
+
+class MalformedRelay(CrustError, ValueError):
+    """A relay message that does not parse (it came from a peer)."""
+
+
+class MalformedRendezvous(CrustError, ValueError):
+    """A rendezvous message that does not parse (it came from a peer)."""
+
+
+class StunFailed(CrustError):
+    """A binding request got no usable answer from ``server``; ``reason``
+    is "timeout" or the server's error."""
+
+    def __init__(self, server: tuple[str, int], reason: str) -> None:
+        super().__init__(f"STUN binding to {server[0]}:{server[1]} failed: {reason}")
+        self.server = server
+        self.reason = reason
+
+
+class UpnpError(CrustError):
+    """No usable UPnP gateway, or the gateway refused or did not answer."""
+
+
+class BenchError(CrustError, RuntimeError):
+    """A benchmark could not measure (a peer failed, stalled or lost data)."""
+
+
+class TransferRefused(CrustError):
+    """``crust send``/``crust recv``: the receiver (or its user) did not
+    accept the file (``crust.transfer``)."""

@@ -87,7 +87,8 @@ def collector(svc: Service) -> Any:
                 name = f"crust_peer_{suffix.removesuffix('_total')}"
                 fam = kind(name, f"per peer: {text}", labels=["peer", "path"])
                 for pid, entry in st["per_peer"].items():
-                    fam.add_metric([pid, entry["path"]], entry[key])
+                    values: dict[str, Any] = dict(entry)
+                    fam.add_metric([pid, entry["path"]], values[key])
                 yield fam
 
     return _Collector()

@@ -10,8 +10,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from crust import _core
 from crust.errors import ConnectionClosed, WouldBlock
+from crust.paths import PathName
 
 if TYPE_CHECKING:
+    # Typing only (Python 3.12's collections.abc.Buffer): any object with
+    # the buffer protocol, bytes, bytearray, memoryview, numpy arrays...
+    from typing_extensions import Buffer
+
     from crust.identity import PeerId
 
 __all__ = ["Peer", "PeerStats"]
@@ -25,7 +30,7 @@ class Link(Protocol):
     """What a transport provides for one connection (UDP endpoint or TCP
     stream): the engine connection, and ways to get its packets moving."""
 
-    path: str
+    path: PathName
     address: Address
 
     @property
@@ -43,7 +48,7 @@ class Link(Protocol):
 class PeerStats:
     """A snapshot of one connection (times in seconds, sizes in bytes)."""
 
-    path: str
+    path: PathName
     cipher: str
     rtt: float
     min_rtt: float
@@ -61,7 +66,7 @@ class PeerStats:
     recv_buffered: int
 
     @classmethod
-    def from_engine(cls, path: str, st: dict[str, int], cipher: str = "") -> PeerStats:
+    def from_engine(cls, path: PathName, st: dict[str, int], cipher: str = "") -> PeerStats:
         return cls(
             path=path,
             cipher=cipher,
@@ -120,7 +125,7 @@ class Peer:
         return f"<Peer {self.id.short} {self.path} {self.address[0]}:{self.address[1]} {state}>"
 
     @property
-    def path(self) -> str:
+    def path(self) -> PathName:
         """How the connection travels: ``direct-tcp``, ``direct-udp``,
         ``punched-udp``, ``punched-tcp`` or ``relayed`` (it can change, from
         ``relayed`` to ``punched-udp``, when a punch succeeds later)."""
@@ -141,7 +146,7 @@ class Peer:
         """A snapshot of this connection's figures (:class:`PeerStats`)."""
         return PeerStats.from_engine(self.path, self._link.conn.stats(), self.cipher)
 
-    def send_nowait(self, data: Any, priority: int = 0) -> int:
+    def send_nowait(self, data: Buffer, priority: int = 0) -> int:
         """Queue one message (any bytes-like object; copied once, into the
         engine). Returns its message id. Raises :class:`WouldBlock` when the
         send buffer is full, :class:`ConnectionClosed` after the end,
@@ -154,7 +159,7 @@ class Peer:
         self._link.kick()
         return msg_id
 
-    async def send(self, data: Any, priority: int = 0) -> int:
+    async def send(self, data: Buffer, priority: int = 0) -> int:
         """Queue one message, waiting while the send buffer is full
         (backpressure). Returns its message id."""
         while True:

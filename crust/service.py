@@ -71,7 +71,7 @@ from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
 from crust.peer import Address, Link, Peer, now_us
 from crust.retirement import Retirements
-from crust.stats import ServiceCounters, snapshot
+from crust.stats import ServiceCounters, ServiceStats, snapshot
 
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
 
@@ -468,7 +468,7 @@ class Service:
             return False
         return any(ip in net for net in self._blacklist_nets)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ServiceStats:
         """A structured snapshot for monitoring (JSON-serialisable): peers,
         connection counters, traffic totals, handshake and socket counters,
         per-peer stats. Keys: ``crust.stats.STATS_DOC``."""

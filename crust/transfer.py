@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from crust.config import ServiceConfig, parse_host_port
-from crust.errors import CrustError, UnknownPeer
+from crust.errors import TransferRefused, UnknownPeer
 from crust.events import LostPeer, NewMessage
 from crust.identity import Identity, PeerId
 from crust.output import Progress, human_duration, human_size, printable
@@ -63,10 +63,6 @@ ACCEPT_TIMEOUT = 600.0
 
 #: ``accept(sender_id, name, size)``: whether to take the file.
 Accept = Callable[[str, str, int], Awaitable[bool]]
-
-
-class TransferRefused(CrustError):
-    """The receiver (or its user) did not accept the file."""
 
 
 @dataclass(frozen=True)

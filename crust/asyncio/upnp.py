@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from crust.errors import CrustError
+from crust.errors import UpnpError
 
 __all__ = ["PortMapper", "UpnpError", "UpnpGateway", "UpnpMapping", "UpnpStatus"]
 
@@ -34,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 T = TypeVar("T")
-
-
-class UpnpError(CrustError):
-    """No usable UPnP gateway, or the gateway refused or did not answer."""
 
 
 @dataclass(frozen=True, slots=True)
