@@ -8,6 +8,17 @@ with PyNaCl with the C core, so every connection can use them.
         ...
 """
 
+import importlib.util
+
+# Without this check, `import crust` from a source checkout fails deep in
+# crust._sodium with "cannot import name '_core' from partially initialized
+# module": the compiled core exists only in a built package.
+if importlib.util.find_spec("crust._core") is None:
+    raise ImportError(
+        "crust's compiled core (crust._core) is missing: install the package "
+        "(pip install .) rather than importing crust from the source tree"
+    )
+
 from crust import _sodium as _sodium
 from crust._version import __version__
 from crust.config import ServiceConfig
