@@ -4,12 +4,14 @@ processes that only know a mutual node, with path and SHA-256 reported."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import pty
 import sys
 import unicodedata
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,28 @@ from crust.transfer import MAX_NAME_BYTES, TransferRefused, _target, safe_name, 
 QUIET = {"gossip": False, "beacon": False, "cache_size": 0}
 
 
-async def _crust(*args: str) -> asyncio.subprocess.Process:
+async def _crust(*args: str, stdin: int | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crust", *args,
+        sys.executable, "-m", "crust", *args, stdin=stdin,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _receiver(
+    *args: str, stdin: int | None = None
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """A mutual node on loopback and `crust recv --via` it with ``args``:
+    (the --via address, the recv process), killed at the end if running."""
+    async with Service(ServiceConfig(identity=Identity.generate(), **QUIET)) as m:
+        via = f"127.0.0.1:{m.endpoints[0][1]}"
+        recv = await _crust("recv", "--via", via, "--host", "127.0.0.1", *args, stdin=stdin)
+        try:
+            yield via, recv
+        finally:
+            if recv.returncode is None:
+                recv.kill()
+                await recv.wait()
 
 
 def test_send_and_recv_through_a_mutual_node(tmp_path: Path) -> None:
@@ -35,23 +54,15 @@ def test_send_and_recv_through_a_mutual_node(tmp_path: Path) -> None:
     out.mkdir()
 
     async def main() -> None:
-        cfg = ServiceConfig(identity=Identity.generate(), **QUIET)
-        async with Service(cfg) as m:
-            via = f"127.0.0.1:{m.endpoints[0][1]}"
-            common = ["--via", via, "--host", "127.0.0.1", "--json"]
-            recv = await _crust("recv", *common, "--out", str(out), "--yes")
-            try:
-                assert recv.stdout is not None
-                ready = json.loads(await asyncio.wait_for(recv.stdout.readline(), 20))
-                send = await _crust("send", *common, "--to", ready["ready"], str(src))
-                s_out, s_err = await asyncio.wait_for(send.communicate(), 60)
-                assert send.returncode == 0, s_err.decode()
-                r_out, r_err = await asyncio.wait_for(recv.communicate(), 30)
-                assert recv.returncode == 0, r_err.decode()
-            finally:
-                if recv.returncode is None:
-                    recv.kill()
-                    await recv.wait()
+        async with _receiver("--json", "--out", str(out), "--yes") as (via, recv):
+            pid = await _ready(recv)
+            send = await _crust(
+                "send", "--via", via, "--host", "127.0.0.1", "--json", "--to", pid, str(src)
+            )
+            s_out, s_err = await asyncio.wait_for(send.communicate(), 60)
+            assert send.returncode == 0, s_err.decode()
+            r_out, r_err = await asyncio.wait_for(recv.communicate(), 30)
+            assert recv.returncode == 0, r_err.decode()
             sent, got = json.loads(s_out), json.loads(r_out)
             digest = hashlib.sha256(data).hexdigest()
             assert sent["verified"] and sent["sha256"] == got["sha256"] == digest
@@ -121,20 +132,12 @@ def test_hostile_names_land_safely(tmp_path: Path, announced: str, saved: str) -
     out.mkdir()
 
     async def main() -> tuple[bytes, bytes]:
-        async with Service(ServiceConfig(identity=Identity.generate(), **QUIET)) as m:
-            via = f"127.0.0.1:{m.endpoints[0][1]}"
-            recv = await _crust("recv", "--via", via, "--host", "127.0.0.1", "--yes",
-                                "--out", str(out))  # fmt: skip
-            try:
-                pid = await _ready(recv)
-                sent = await send_file(_sender(), via, pid, src, name=announced)
-                assert sent.verified
-                r_out, r_err = await asyncio.wait_for(recv.communicate(), 30)
-                assert recv.returncode == 0, r_err.decode()
-            finally:
-                if recv.returncode is None:
-                    recv.kill()
-                    await recv.wait()
+        async with _receiver("--yes", "--out", str(out)) as (via, recv):
+            pid = await _ready(recv)
+            sent = await send_file(_sender(), via, pid, src, name=announced)
+            assert sent.verified
+            r_out, r_err = await asyncio.wait_for(recv.communicate(), 30)
+            assert recv.returncode == 0, r_err.decode()
             return r_out, r_err
 
     r_out, r_err = asyncio.run(asyncio.wait_for(main(), 60))
@@ -154,18 +157,11 @@ def test_from_refuses_other_senders(tmp_path: Path) -> None:
     expected = str(Identity.generate().peer_id)
 
     async def main() -> None:
-        async with Service(ServiceConfig(identity=Identity.generate(), **QUIET)) as m:
-            via = f"127.0.0.1:{m.endpoints[0][1]}"
-            recv = await _crust("recv", "--via", via, "--host", "127.0.0.1", "--yes",
-                                "--from", expected, "--out", str(out))  # fmt: skip
-            try:
-                pid = await _ready(recv)
-                with pytest.raises(TransferRefused, match="not accepted from this sender"):
-                    await send_file(_sender(), via, pid, src)
-                assert recv.returncode is None  # still waiting for the right sender
-            finally:
-                recv.kill()
-                await recv.wait()
+        async with _receiver("--yes", "--from", expected, "--out", str(out)) as (via, recv):
+            pid = await _ready(recv)
+            with pytest.raises(TransferRefused, match="not accepted from this sender"):
+                await send_file(_sender(), via, pid, src)
+            assert recv.returncode is None  # still waiting for the right sender
 
     asyncio.run(asyncio.wait_for(main(), 60))
     assert list(out.iterdir()) == []
@@ -185,32 +181,21 @@ def test_the_prompt_shows_sender_name_and_size(tmp_path: Path, answer: str) -> N
     sender_id = str(sender_cfg.identity.peer_id)
 
     async def main() -> tuple[int | None, str, BaseException | None]:
-        async with Service(ServiceConfig(identity=Identity.generate(), **QUIET)) as m:
-            via = f"127.0.0.1:{m.endpoints[0][1]}"
-            recv = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "crust", "recv", "--via", via, "--host", "127.0.0.1",
-                "--out", str(out), stdin=slave,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+        async with _receiver("--out", str(out), stdin=slave) as (via, recv):
+            pid = await _ready(recv)
+            send = asyncio.ensure_future(send_file(sender_cfg, via, pid, src))
+            assert recv.stderr is not None
+            prompt = b""
+            while b"[y/N]" not in prompt:
+                prompt += await asyncio.wait_for(recv.stderr.read(200), 20)
+            os.write(master, answer.encode() + b"\n")
+            failure: BaseException | None = None
             try:
-                pid = await _ready(recv)
-                send = asyncio.ensure_future(send_file(sender_cfg, via, pid, src))
-                assert recv.stderr is not None
-                prompt = b""
-                while b"[y/N]" not in prompt:
-                    prompt += await asyncio.wait_for(recv.stderr.read(200), 20)
-                os.write(master, answer.encode() + b"\n")
-                failure: BaseException | None = None
-                try:
-                    await asyncio.wait_for(send, 30)
-                except TransferRefused as e:
-                    failure = e
-                _, rest = await asyncio.wait_for(recv.communicate(), 30)
-                return recv.returncode, (prompt + rest).decode(), failure
-            finally:
-                if recv.returncode is None:
-                    recv.kill()
-                    await recv.wait()
+                await asyncio.wait_for(send, 30)
+            except TransferRefused as e:
+                failure = e
+            _, rest = await asyncio.wait_for(recv.communicate(), 30)
+            return recv.returncode, (prompt + rest).decode(), failure
 
     try:
         code, err, failure = asyncio.run(asyncio.wait_for(main(), 60))

@@ -26,12 +26,17 @@ HOOK = ROOT / "docs" / "_hooks" / "reference.py"
 PICTURES = ROOT / "docs" / "_hooks" / "pictures.py"
 
 
-def _hook() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crust_docs_reference", HOOK)
+def _load(path: Path) -> ModuleType:
+    """A docs hook module (they are files, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"crust_docs_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _hook() -> ModuleType:
+    return _load(HOOK)
 
 
 def test_docs_build_strict(tmp_path: Path) -> None:
@@ -69,11 +74,7 @@ def test_docs_build_strict(tmp_path: Path) -> None:
 
 
 def _pictures() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crust_docs_pictures", PICTURES)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load(PICTURES)
 
 
 def test_connect_by_id_picture_names_the_messages_the_code_sends() -> None:
