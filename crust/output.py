@@ -32,8 +32,10 @@ def human_size(n: float) -> str:
     """``1234567`` -> ``"1.23 MB"`` (decimal units, as network rates are)."""
     value = float(n)
     for unit in _UNITS:
-        if abs(value) < 1000 or unit == _UNITS[-1]:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        # Compared after rounding: 999,999 B is "1 MB", not "1e+03 kB".
+        shown = f"{value:.0f}" if unit == "B" else f"{value:.3g}"
+        if abs(float(shown)) < 1000 or unit == _UNITS[-1]:
+            return f"{shown} {unit}"
         value /= 1000
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -93,14 +95,16 @@ class Progress:
         elapsed = max(now - self.start, 1e-6)
         rate = done / elapsed
         if final:
-            tail = f"in {human_duration(elapsed)}\n"
+            tail = f"in {human_duration(elapsed)}"
         elif rate > 0:
             tail = f"ETA {human_duration((self.total - done) / rate)}"
         else:
             tail = "ETA ?"
         bar = "#" * int(frac * 30)
+        # \x1b[K clears what a longer previous line left on the right.
         self.stream.write(
             f"\r{self.label} [{bar:<30}] {frac:6.1%} {human_rate(rate):>11} {tail}\x1b[K"
+            + ("\n" if final else "")
         )
         self.stream.flush()
 
