@@ -8,10 +8,28 @@ with PyNaCl with the C core, so every connection can use them.
         ...
 """
 
+import importlib.util
+
+# Without this check, `import crust` from a source checkout fails deep in
+# crust._sodium with "cannot import name '_core' from partially initialized
+# module": the compiled core exists only in a built package.
+if importlib.util.find_spec("crust._core") is None:
+    raise ImportError(
+        "crust's compiled core (crust._core) is missing: install the package "
+        "(pip install .) rather than importing crust from the source tree"
+    )
+
 from crust import _sodium as _sodium
 from crust._version import __version__
 from crust.config import ServiceConfig
 from crust.config_sources import LoadedConfig, load_config
+from crust.errors import (
+    ConnectError,
+    ConnectTimeout,
+    CrustError,
+    ListenerError,
+    UnknownPeer,
+)
 from crust.events import (
     BootstrapAccept,
     BootstrapConnect,
@@ -31,15 +49,20 @@ from crust.events import (
     PortMappingFailed,
 )
 from crust.identity import Identity, PeerId
+from crust.paths import CloseReason, PathName
 from crust.peer import Peer, PeerStats, Received
-from crust.service import ListenerError, Service, UnknownPeer
+from crust.service import Service
 from crust.subscriptions import Subscription
 
 __all__ = [
     "BootstrapAccept",
     "BootstrapConnect",
     "BootstrapFailed",
+    "CloseReason",
+    "ConnectError",
     "ConnectFailed",
+    "ConnectTimeout",
+    "CrustError",
     "Event",
     "Identity",
     "LanPeerFound",
@@ -52,6 +75,7 @@ __all__ = [
     "NatDetected",
     "NewMessage",
     "NewPeer",
+    "PathName",
     "Peer",
     "PeerId",
     "PeerMisbehaving",

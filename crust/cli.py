@@ -4,27 +4,89 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import json
 import logging
-import os
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from crust._version import __version__
+from crust.errors import CrustError
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="crust", description="Reliable, encrypted peer-to-peer connections."
-    )
-    p.add_argument("--version", action="version", version=f"crust {__version__}")
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (not the whole usage
+    first) and the close option or command names suggested."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {self._suggest(message)} (see {self.prog} --help)\n")
+
+    def _suggest(self, message: str) -> str:
+        if m := re.match(r"unrecognized arguments: (\S+)", message):
+            # The top parser reports the subcommand's unknown options:
+            # suggest from every option of every parser.
+            word = m.group(1).split("=", 1)[0]
+            close = difflib.get_close_matches(word, sorted(_all_options(self)), n=2)
+            if close:
+                return f"unknown option {word}; did you mean {' or '.join(close)}?"
+            return f"unknown option {word}"
+        if m := re.match(r"argument (\S+): invalid choice: '([^']*)'", message):
+            choices = [a for act in self._actions for a in (act.choices or ())]
+            close = difflib.get_close_matches(m.group(2), [str(c) for c in choices], n=2)
+            if close:
+                return f"{m.group(1)}: unknown {m.group(2)!r}; did you mean {' or '.join(close)}?"
+        return message
+
+
+def _all_options(parser: argparse.ArgumentParser) -> set[str]:
+    out: set[str] = set()
+    for action in parser._actions:
+        out.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                out |= _all_options(child)
+    return out
+
+
+def _port(text: str) -> int:
+    """``--port``: the configuration's own rule, so both say the same."""
+    from crust.config import port_problem
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if (why := port_problem(port)) is not None:
+        raise argparse.ArgumentTypeError(why)
+    return port
+
+
+def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options every command takes, before or after its name (after it,
+    SUPPRESS keeps the value given before unless repeated)."""
+    default: object = argparse.SUPPRESS
     p.add_argument(
         "--log-level",
-        default="WARNING",
+        default="WARNING" if top else default,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="level of the crust loggers (default: WARNING)",
     )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else default,
+        help="show the traceback of an error instead of one line",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="crust", description="Reliable, encrypted peer-to-peer connections.")
+    p.add_argument("--version", action="version", version=f"crust {__version__}")
+    _add_common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -60,7 +122,12 @@ def _parser() -> argparse.ArgumentParser:
         "--only", action="append", metavar="TEXT", help="run cases whose name contains TEXT"
     )
 
-    node = sub.add_parser("node", help="run a long-lived node, logging its events")
+    node = sub.add_parser(
+        "node",
+        help="run a long-lived node, printing its events",
+        description="Run a node until Ctrl-C: print its id and endpoints, then one line "
+        "per event (--json: one JSON object per line).",
+    )
     node.add_argument(
         "--config",
         metavar="FILE",
@@ -69,18 +136,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     node.add_argument("--network", help="network name (default crust)")
     node.add_argument("--host", action="append", help="address to listen on (repeatable)")
-    node.add_argument("--port", type=int, help="port, 0 = random (default)")
+    node.add_argument("--port", type=_port, help="port: 0 = random (default), else 1025..65535")
     node.add_argument(
-        "--connect", action="append", default=[], metavar="HOST:PORT", help="peer to dial"
+        "--connect",
+        action="append",
+        default=[],
+        type=_connect_target,
+        metavar="HOST:PORT|PEER_ID",
+        help="peer to dial (repeatable); the node exits if it cannot",
     )
     node.add_argument("--identity", help="identity key file (default: user data dir)")
-    # Also accepted after `node` (`crust node --log-level INFO`); SUPPRESS
-    # keeps the top-level value unless it is given here.
     node.add_argument(
-        "--log-level",
-        default=argparse.SUPPRESS,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="level of the crust loggers (default: WARNING)",
+        "--json", action="store_true", help="print events as JSON lines (one object per event)"
+    )
+    node.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the stats for Prometheus on this port (needs crust[metrics])",
+    )
+    node.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics server (default 127.0.0.1)",
     )
 
     config = sub.add_parser(
@@ -98,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override one setting, written as its CRUST_* environment value would be",
     )
+    config.add_argument(
+        "--format",
+        choices=["toml", "json"],
+        default="toml",
+        help="toml (default: a valid config file, sources as comments) or json",
+    )
     nat = sub.add_parser(
         "nat",
         help="NAT doctor: addresses, STUN mapping/filtering, UPnP, PCP/NAT-PMP, what it means",
@@ -111,8 +195,7 @@ def _parser() -> argparse.ArgumentParser:
         "--stun",
         action="append",
         metavar="HOST[:PORT]",
-        help="STUN server (repeatable; port 3478 by default; default: the configured "
-        "stun_servers)",
+        help="STUN server (repeatable; port 3478 by default; default: the configured stun_servers)",
     )
     nat.add_argument("--no-upnp", action="store_true", help="skip the UPnP gateway search")
     nat.add_argument(
@@ -143,37 +226,40 @@ def _parser() -> argparse.ArgumentParser:
             t.add_argument("file", help="file to send")
         else:
             t.add_argument("--out", default=".", help="directory to save into (default .)")
+            t.add_argument(
+                "--from",
+                dest="sender",
+                metavar="PEER_ID",
+                help="accept a file only from this peer (others are refused)",
+            )
+            t.add_argument(
+                "--yes",
+                action="store_true",
+                help="accept without asking (needed when stdin is not a terminal)",
+            )
+    for child in sub.choices.values():
+        _add_common(child, top=False)
     return p
 
 
 def _print_config(args: argparse.Namespace) -> int:
-    from crust.config_sources import ENV_PREFIX, load_config  # deferred, as in node
-    from crust.errors import ConfigError
+    from crust.config_sources import load_config, parse_setting  # deferred, as in node
 
-    overrides: dict[str, str] = {}
+    overrides: dict[str, Any] = {}
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             print(f"crust config: --set {item!r}: expected NAME=VALUE", file=sys.stderr)
             return 2
-        overrides[name.strip().lower()] = value
-    try:
-        loaded = load_config(args.file)
-        unknown = set(overrides) - set(loaded.sources)
-        if unknown:
-            names = ", ".join(sorted(unknown))
-            print(f"crust config: unknown setting(s): {names}", file=sys.stderr)
-            return 2
-        if overrides:
-            # --set values are parsed as their CRUST_* variables would be,
-            # then applied as arguments (the highest precedence).
-            env = {**os.environ, **{ENV_PREFIX + n.upper(): v for n, v in overrides.items()}}
-            parsed = load_config(args.file, env=env).config
-            loaded = load_config(args.file, **{n: getattr(parsed, n) for n in overrides})
-    except ConfigError as exc:
-        print(f"crust config: {exc}", file=sys.stderr)
-        return 2
-    print(loaded.describe())
+        key = name.strip().lower()
+        # Written as the CRUST_* variable would be, applied as an argument
+        # (the highest precedence); errors name --set, not the variable.
+        overrides[key] = parse_setting(key, value, "--set")
+    loaded = load_config(args.file, **overrides)
+    if args.format == "json":
+        print(json.dumps(loaded.to_json(), indent=1))
+    else:
+        print(loaded.describe())
     return 0
 
 
@@ -207,12 +293,31 @@ def _check(name: str, value: float, lo: float, hi: float) -> str | None:
     return f"{name} must be in {lo}..{hi}, got {value}"
 
 
+def _connect_target(text: str) -> object:
+    """A ``--connect`` value as ``Service.connect`` takes it: HOST:PORT or a
+    peer id (one a connected peer can introduce us to)."""
+    from crust.config import parse_host_port
+    from crust.identity import PeerId
+
+    if ":" in text:
+        try:
+            return parse_host_port(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e} (expected HOST:PORT or a peer id)") from None
+    try:
+        return PeerId.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither HOST:PORT nor a peer id ({e})"
+        ) from None
+
+
 async def _run_node(args: argparse.Namespace) -> int:
     # Deferred imports keep `crust --version` fast.
     from pathlib import Path
 
     from crust import Service, load_config  # deferred, as above
-    from crust.errors import ConfigError
+    from crust.output import event_json, event_line
 
     # Only options given on the command line override the file/environment.
     given = {
@@ -221,29 +326,55 @@ async def _run_node(args: argparse.Namespace) -> int:
         "port": args.port,
         "identity_path": Path(args.identity) if args.identity else None,
     }
-    try:
-        cfg = load_config(args.config, **{k: v for k, v in given.items() if v is not None}).config
-    except ConfigError as exc:
-        print(f"crust node: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, **{k: v for k, v in given.items() if v is not None}).config
+
+    def show(record: dict[str, object], line: str) -> None:
+        print(json.dumps(record) if args.json else line, flush=True)
+
     async with Service(cfg) as svc:
-        print(f"node {svc.id}", flush=True)
-        for host, port in svc.endpoints:
-            print(f"listening on {host}:{port} (tcp+udp)", flush=True)
-        for target in args.connect:
-            try:
-                peer = await svc.connect(target)
+        show({"event": "Started", "id": str(svc.id), "endpoints": [list(e) for e in svc.endpoints]},
+             f"node {svc.id}")  # fmt: skip
+        if not args.json:
+            for host, port in svc.endpoints:
+                print(f"listening on {host}:{port} (tcp+udp)", flush=True)
+        metrics = None
+        if args.metrics_port is not None:
+            from crust.metrics import serve  # deferred: needs crust[metrics]
+
+            metrics = await serve(svc, args.metrics_port, args.metrics_host)
+            host, port = metrics.address
+            show({"event": "MetricsServing", "url": f"http://{host}:{port}/metrics"},
+                 f"metrics on http://{host}:{port}/metrics")  # fmt: skip
+        try:
+            for target in args.connect:
+                try:
+                    peer = await svc.connect(target)
+                except CrustError as e:
+                    # A failed --connect ends the node: what was asked for
+                    # did not happen (`contacts` in the config keep retrying).
+                    if args.debug:
+                        raise
+                    print(f"crust node: --connect {_shown(target)}: {_one_line(e)}",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
                 svc.maintain(peer)
-            except (ConnectionError, ValueError) as e:
-                print(f"connect {target}: {e}", file=sys.stderr, flush=True)
-        async for ev in svc.events():
-            logging.getLogger("crust.node").warning("%s", ev)
+            # Events are the node's output (stdout), not log records: the
+            # loggers stay for what goes wrong inside.
+            async for ev in svc.events():
+                show(event_json(ev), event_line(ev))
+        finally:
+            if metrics is not None:
+                metrics.close()
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+def _shown(target: object) -> str:
+    if isinstance(target, tuple):
+        return f"{target[0]}:{target[1]}"
+    return str(target)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         problems = [
             _check("--mb", args.mb, 1, 10_000),
@@ -281,11 +412,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cli(args)
     if args.command == "node":
-        if args.port is not None and (bad := _check("--port", args.port, 0, 65535)) is not None:
-            print(f"crust node: {bad}", file=sys.stderr)
-            return 2
-        try:
-            return asyncio.run(_run_node(args))
-        except KeyboardInterrupt:
-            return 0
+        return asyncio.run(_run_node(args))
     return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (a peer's text could hold
+    newlines or escape codes: they are shown, not obeyed)."""
+    from crust.output import printable
+
+    text = str(exc) or type(exc).__name__
+    return printable(" ".join(text.split("\n")))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Reported by the command's own parser, so the suggestions are its options.
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+    prog = f"crust {args.command}"
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # 128 + SIGINT, as a shell reports a command Ctrl-C ended.
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        # A bad setting is a usage error (2); anything else failed (1).
+        from crust.errors import ConfigError
+
+        if isinstance(exc, (CrustError, OSError, ValueError, LookupError, asyncio.TimeoutError)):
+            print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
+        else:
+            print(
+                f"{prog}: unexpected {type(exc).__name__}: {_one_line(exc)} "
+                "(--debug shows the traceback)",
+                file=sys.stderr,
+            )
+        return 2 if isinstance(exc, ConfigError) else 1

@@ -19,7 +19,7 @@ from crust.errors import ConfigError
 if TYPE_CHECKING:
     from crust.identity import Identity
 
-__all__ = ["RELAY_POLICIES", "ServiceConfig", "parse_host_port"]
+__all__ = ["RELAY_POLICIES", "ServiceConfig", "parse_host_port", "port_problem"]
 
 
 def _bad(name: str, why: str) -> ConfigError:
@@ -58,6 +58,13 @@ def _receive_budget_floor(max_message_size: int) -> int:
     # could fill the window and none ever complete (design note 0003); and
     # the engine's initial window (256 KiB) at least.
     return max(256 << 10, 4 * (max_message_size + 8))
+def port_problem(port: int) -> str | None:
+    """Why ``port`` cannot be a listening port, or None: the one rule the
+    configuration and the command line's ``--port`` share. Ports up to 1024
+    need privileges a node should not run with."""
+    if port == 0 or 1024 < port < 65536:
+        return None
+    return f"must be 0 (random) or 1025..65535, got {port}"
 
 
 def _check_host_port(name: str, text: object) -> None:
@@ -266,8 +273,8 @@ class ServiceConfig:
                 ipaddress.ip_address(h)
             except ValueError:
                 raise _bad("hosts", f"{h!r} is not an IPv4 or IPv6 address") from None
-        if not (self.port == 0 or 1024 < self.port < 65536):
-            raise _bad("port", f"must be 0 (random) or 1025..65535, got {self.port}")
+        if (why := port_problem(self.port)) is not None:
+            raise _bad("port", why)
         if not (self.tcp or self.udp):
             raise _bad("tcp", "tcp and udp are both off: nothing to listen or connect with")
         for name, lo, hi in (

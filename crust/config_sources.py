@@ -21,6 +21,7 @@ object.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -38,7 +39,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["ENV_PREFIX", "LoadedConfig", "default_config_path", "load_config"]
+__all__ = ["ENV_PREFIX", "LoadedConfig", "default_config_path", "load_config", "parse_setting"]
 
 ENV_PREFIX = "CRUST_"
 _NOT_SETTABLE = {"identity": "a key in memory cannot come from a file: use identity_path"}
@@ -102,6 +103,26 @@ def _bad(key: str, where: str, why: str) -> ConfigError:
     return err
 
 
+def _unknown(key: str, where: str, kinds: Mapping[str, str]) -> ConfigError:
+    """An unknown key: the close names if any, else where the list is (37
+    names in a message hide the one that was meant)."""
+    close = difflib.get_close_matches(key, kinds, n=2, cutoff=0.75)
+    if close:
+        return _bad(key, where, f"unknown setting; did you mean {' or '.join(close)}?")
+    return _bad(key, where, "unknown setting (`crust config` lists them all)")
+
+
+def parse_setting(name: str, text: str, where: str = "--set") -> Any:
+    """``text`` parsed as setting ``name`` would be from its ``CRUST_*``
+    variable, the error (a :class:`ConfigError`) naming ``where``."""
+    kinds = _kinds()
+    if name in _NOT_SETTABLE:
+        raise _bad(name, where, _NOT_SETTABLE[name])
+    if name not in kinds:
+        raise _unknown(name, where, kinds)
+    return _from_env(name, kinds[name], text, where)
+
+
 def _from_toml(name: str, kind: str, value: Any, where: str) -> Any:
     """A TOML value checked against the field's kind."""
     ok = {
@@ -132,6 +153,16 @@ def _from_toml(name: str, kind: str, value: Any, where: str) -> Any:
     return value
 
 
+_KIND_WORDS = {
+    "bool": "a boolean",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "path": "a path",
+    "strs": "a comma-separated list",
+    "strs?": "a comma-separated list",
+    "table": "a JSON object",
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -168,7 +199,7 @@ def _from_env(name: str, kind: str, text: str, where: str) -> Any:
             raise ValueError("expected a JSON object")
         return obj
     except ValueError as exc:
-        raise _bad(name, where, f"cannot parse {text!r}: {exc}") from None
+        raise _bad(name, where, f"cannot parse {text!r} as {_KIND_WORDS[kind]}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -182,27 +213,63 @@ class LoadedConfig:
     file: Path | None
 
     def describe(self) -> str:
-        """One line per field: ``name = value  # source`` (TOML-like)."""
+        """The configuration as a TOML file, each line commented with the
+        value's source: ``name = value  # source``. Read back with
+        ``load_config(file)`` it gives the same configuration; settings left
+        unset (``None``: TOML has no null) and the in-memory ``identity``
+        are comment lines."""
         lines = [f"# config file: {self.file if self.file else 'none'}"]
         for f in dataclasses.fields(ServiceConfig):
             value = getattr(self.config, f.name)
-            if f.name == "identity":
-                shown = "<in memory>" if value is not None else "none"
-            elif isinstance(value, Path):
-                shown = json.dumps(str(value))
-            elif value is None:
-                shown = "none"
-            elif isinstance(value, bool):
-                shown = "true" if value else "false"
-            elif isinstance(value, (tuple, dict, str)):
-                shown = json.dumps(list(value) if isinstance(value, tuple) else value)
-            else:
-                shown = repr(value)
             source = self.sources.get(f.name, "default")
-            if value is None and f.name in _EFFECTIVE_DEFAULTS:
-                source += f" (in effect: {_EFFECTIVE_DEFAULTS[f.name](self.config)})"
-            lines.append(f"{f.name} = {shown}  # {source}")
+            if f.name in _NOT_SETTABLE:
+                state = "set in memory" if value is not None else "unset"
+                lines.append(f"# {f.name}: {state} (not settable here: use identity_path)")
+            elif value is None:
+                if f.name in _EFFECTIVE_DEFAULTS:
+                    source += f" (in effect: {_EFFECTIVE_DEFAULTS[f.name](self.config)})"
+                lines.append(f"# {f.name} = (unset)  # {source}")
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}  # {source}")
         return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"file", "config": {name: value}, "sources": {name: source}}``,
+        values as their TOML keys would hold them (``null`` when unset)."""
+        values = {
+            f.name: _json_value(getattr(self.config, f.name))
+            for f in dataclasses.fields(ServiceConfig)
+            if f.name not in _NOT_SETTABLE
+        }
+        return {
+            "file": str(self.file) if self.file else None,
+            "config": values,
+            "sources": dict(self.sources),
+        }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    """A value in TOML syntax (JSON's string escapes are valid TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, Path)):
+        return json.dumps(str(value))
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    return repr(value)
 
 
 def load_config(
@@ -239,7 +306,7 @@ def load_config(
             if key in _NOT_SETTABLE:
                 raise _bad(key, where, _NOT_SETTABLE[key])
             if key not in kinds:
-                raise _bad(key, where, f"unknown key (known: {', '.join(sorted(kinds))})")
+                raise _unknown(key, where, kinds)
             values[key] = _from_toml(key, kinds[key], value, where)
             sources[key] = where
 
@@ -252,7 +319,7 @@ def load_config(
 
     for key, value in arguments.items():
         if key not in kinds and key not in _NOT_SETTABLE:
-            raise _bad(key, "argument", f"unknown setting (known: {', '.join(sorted(kinds))})")
+            raise _unknown(key, "argument", kinds)
         values[key] = value
         sources[key] = "argument"
 

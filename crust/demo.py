@@ -19,6 +19,8 @@ from typing import TextIO
 from crust.config import ServiceConfig
 from crust.events import NewMessage, NewPeer
 from crust.identity import Identity
+from crust.output import human_duration, human_rate, human_size
+from crust.paths import PathName
 from crust.service import Service
 
 __all__ = ["DemoReport", "run_demo"]
@@ -29,7 +31,7 @@ class DemoReport:
     """What the demo measured, per receiving node."""
 
     hellos: int
-    paths: dict[str, str]
+    paths: dict[str, PathName]
     throughput_mb_s: dict[str, float]
     blob_ok: dict[str, bool]
 
@@ -126,19 +128,23 @@ async def _demo(blob_mb: int, out: TextIO) -> DemoReport:
             )
         ]
         print(f"alice sends {blob_mb} MB to bob and to carol:", file=out)
+        # Bars only on a terminal: in a pipe or a log the redraws are noise.
+        bars = out.isatty()
         while not all(t.done() for t in work[2:]):
             await asyncio.sleep(0.1)
-            line = "  ".join(f"{n} {_bar(got[n], total)}" for n in ("bob", "carol"))
-            print("\r" + line, end="", file=out, flush=True)
-        print(file=out)
+            if bars:
+                line = "  ".join(f"{n} {_bar(got[n], total)}" for n in ("bob", "carol"))
+                print("\r" + line, end="", file=out, flush=True)
+        if bars:
+            print(file=out)
         for t in work:
             await t
         rates = {n: total / (done_at[n] - start) / 1e6 for n in got}
         ok = {n: digests[n].hexdigest() == want for n in got}
         for n in got:
             print(
-                f"{n:>5}: {total / 1e6:.0f} MB in {done_at[n] - start:.2f} s = "
-                f"{rates[n]:.0f} MB/s over {paths[n]}, sha256 "
+                f"{n:>5}: {human_size(total)} in {human_duration(done_at[n] - start)} = "
+                f"{human_rate(rates[n] * 1e6)} over {paths[n]}, sha256 "
                 f"{'ok' if ok[n] else 'MISMATCH'} ({want[:16]}...)",
                 file=out,
             )

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from crust.paths import CloseReason, PathName
+
 if TYPE_CHECKING:
     from crust.identity import PeerId
     from crust.peer import Peer
@@ -63,20 +65,27 @@ class ListenerFailed:
 @dataclass(frozen=True, slots=True)
 class NewPeer:
     """A connection is up and authenticated. ``incoming`` says who dialled;
-    ``path`` which transport won (``"direct-tcp"`` or ``"direct-udp"``)."""
+    ``path`` which transport won (:data:`crust.paths.PathName`)."""
 
     peer: Peer
     incoming: bool
-    path: str
+    path: PathName
 
 
 @dataclass(frozen=True, slots=True)
 class LostPeer:
     """A connection ended; ``reason`` says why in words (idle timeout,
-    closed by peer, disconnected by us, protocol error, blacklisted...)."""
+    closed by peer, disconnected by us, protocol error, blacklisted...);
+    :attr:`kind` is the same as a :class:`~crust.paths.CloseReason` to
+    match on."""
 
     peer: Peer
     reason: str
+
+    @property
+    def kind(self) -> CloseReason:
+        """``reason`` as a :class:`~crust.paths.CloseReason`."""
+        return CloseReason.of(self.reason)
 
 
 @dataclass(frozen=True, slots=True)

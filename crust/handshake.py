@@ -84,7 +84,7 @@ import nacl.exceptions
 
 from crust import _core, _sodium, noise
 from crust.admission import source_key
-from crust.errors import CrustError
+from crust.errors import HandshakeError, HandshakeTimeout, MalformedPacket
 from crust.identity import Identity, InvalidPeerId, PeerId
 from crust.noise import NoiseError, Pattern
 
@@ -145,19 +145,6 @@ _DEFAULT_TIMEOUT_US = 10_000_000
 _FINISH_LINGER_US = 3_000_000
 
 _ENGINE_DEFAULTS = _core.Config()
-
-
-class HandshakeError(CrustError):
-    """A handshake failed; the message says why and what to check."""
-
-
-class HandshakeTimeout(HandshakeError, TimeoutError):
-    """No valid answer came before the handshake's deadline."""
-
-
-class MalformedPacket(CrustError, ValueError):
-    """Untrusted bytes did not parse (raised by the ``*_untrusted`` parsers
-    only; the Responder counts these and never lets them out)."""
 
 
 # ---- network-derived values ----------------------------------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from crust.errors import CrustError
+from crust.errors import CrustError, IdentityError, InvalidPeerId
 
 __all__ = ["Identity", "IdentityError", "InvalidPeerId", "PeerId", "default_identity_path"]
 
@@ -47,23 +47,6 @@ _ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 _FILE_MAGIC = "crust identity v1"
 # Generous: the file is ~150 bytes; anything much larger is not ours.
 _MAX_FILE_SIZE = 4096
-
-
-class InvalidPeerId(CrustError, ValueError):
-    """A peer id string or key is not valid; the message says exactly why."""
-
-
-class IdentityError(CrustError):
-    """The identity file could not be read, written or understood.
-
-    ``path`` is the file concerned (also in the message). A damaged file is
-    never replaced automatically: the identity is the node's name, and
-    losing it silently would turn the node into a stranger.
-    """
-
-    def __init__(self, message: str, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 @functools.lru_cache(maxsize=4096)
@@ -118,8 +101,7 @@ class PeerId:
         s = text.strip()
         if len(s) != PEER_ID_TEXT_LEN:
             raise InvalidPeerId(
-                f"a peer id is {PEER_ID_TEXT_LEN} characters: expected {PEER_ID_TEXT_LEN} "
-                f"got {len(s)}"
+                f"a peer id is {PEER_ID_TEXT_LEN} characters; this one has {len(s)}"
             )
         lower = s.lower()
         for i, ch in enumerate(lower):

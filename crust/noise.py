@@ -31,7 +31,7 @@ import nacl.bindings  # noqa: F401
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
 
-from crust.errors import CrustError
+from crust.errors import NoiseError
 
 __all__ = [
     "DHLEN",
@@ -68,11 +68,6 @@ _PATTERNS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ..
     "XX": ((), (), (("e",), ("e", "ee", "s", "es"), ("s", "se"))),
     "IK": ((), ("s",), (("e", "es", "s", "ss"), ("e", "ee", "se"))),
 }
-
-
-class NoiseError(CrustError):
-    """A Noise message was malformed, failed authentication, or came at the
-    wrong moment; or the API was misused (the message says which)."""
 
 
 def protocol_name(pattern: Pattern) -> bytes:

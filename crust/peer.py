@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from crust import _core
 from crust.errors import ConnectionClosed, WouldBlock
+from crust.paths import PathName
 
 if TYPE_CHECKING:
+    # Typing only (Python 3.12's collections.abc.Buffer): any object with
+    # the buffer protocol, bytes, bytearray, memoryview, numpy arrays...
     from typing_extensions import Buffer
 
     from crust.events import NewMessage
@@ -31,7 +34,7 @@ class Link(Protocol):
     """What a transport provides for one connection (UDP endpoint or TCP
     stream): the engine connection, and ways to get its packets moving."""
 
-    path: str
+    path: PathName
     address: Address
 
     @property
@@ -49,7 +52,7 @@ class Link(Protocol):
 class PeerStats:
     """A snapshot of one connection (times in seconds, sizes in bytes)."""
 
-    path: str
+    path: PathName
     cipher: str
     rtt: float
     min_rtt: float
@@ -71,7 +74,7 @@ class PeerStats:
     recv_held: int
 
     @classmethod
-    def from_engine(cls, path: str, st: dict[str, int], cipher: str = "") -> PeerStats:
+    def from_engine(cls, path: PathName, st: dict[str, int], cipher: str = "") -> PeerStats:
         return cls(
             path=path,
             cipher=cipher,
@@ -217,7 +220,7 @@ class Peer:
         return f"<Peer {self.id.short} {self.path} {self.address[0]}:{self.address[1]} {state}>"
 
     @property
-    def path(self) -> str:
+    def path(self) -> PathName:
         """How the connection travels: ``direct-tcp``, ``direct-udp``,
         ``punched-udp``, ``punched-tcp`` or ``relayed`` (it can change, from
         ``relayed`` to ``punched-udp``, when a punch succeeds later)."""

@@ -38,7 +38,15 @@ from crust.asyncio.udp import UdpListener
 from crust.asyncio.upnp import PortMapper, UpnpStatus
 from crust.capacity import make_room
 from crust.config import ServiceConfig
-from crust.errors import ConnectionClosed, CrustError
+from crust.errors import (
+    Attempt,
+    ConnectError,
+    ConnectionClosed,
+    ConnectTimeout,
+    CrustError,
+    ListenerError,
+    UnknownPeer,
+)
 from crust.events import (
     ConnectFailed,
     Event,
@@ -66,7 +74,7 @@ from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
 from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.retirement import Retirements
-from crust.stats import ServiceCounters, snapshot
+from crust.stats import ServiceCounters, ServiceStats, snapshot
 from crust.subscriptions import EventHub, Inbound, Subscription
 
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
@@ -107,14 +115,6 @@ _CODE_REASONS = {
 }
 _MISBEHAVING_SOURCES = 4096
 _UDP_BUFFER = 4 << 20
-
-
-class ListenerError(CrustError, OSError):
-    """A listener could not be started (port in use, address unavailable)."""
-
-
-class UnknownPeer(CrustError, LookupError):
-    """``connect`` was given a peer id with no known address."""
 
 
 def _bind_pair(host: str, port: int, tries: int = 50) -> tuple[socket.socket, socket.socket]:
@@ -158,6 +158,20 @@ def _descriptor_share() -> int:
     to its limit, where accept() fails for everyone."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1 << 30 if soft == resource.RLIM_INFINITY else max(16, soft // 4)
+
+
+def _connect_error(message: str, cause: BaseException) -> ConnectError:
+    """What ``connect`` raises for ``cause``: its attempts kept (or the
+    cause as the one attempt), a :class:`ConnectTimeout` when the deadline
+    passed or every attempt timed out."""
+    attempts = cause.attempts if isinstance(cause, ConnectError) else ()
+    if not attempts:
+        attempts = (Attempt("connect", cause),)
+    # asyncio.TimeoutError is TimeoutError only from Python 3.11.
+    timeouts = (TimeoutError, asyncio.TimeoutError)
+    if all(isinstance(a.error, timeouts) for a in attempts):
+        return ConnectTimeout(message, attempts)
+    return ConnectError(message, attempts)
 
 
 class Service:
@@ -494,8 +508,11 @@ class Service:
         or the :class:`PeerId` (or its string) of a peer whose address is
         known. ``peer_id`` pins the expected identity (and enables the 1-RTT
         IK handshake). Returns the :class:`Peer` (an existing connection to
-        the same peer is reused). Raises ``ConnectionError`` with every
-        attempt's failure when none succeeds."""
+        the same peer is reused). Raises :class:`~crust.errors.ConnectError`
+        (a ``ConnectionError``) carrying every attempt's failure when none
+        succeeds, :class:`~crust.errors.ConnectTimeout` when they ran out of
+        time, :class:`~crust.errors.UnknownPeer` for a peer id nobody could
+        introduce us to."""
         return await self._connect(target, peer_id=peer_id, timeout=timeout, for_app=True)
 
     async def _connect(
@@ -527,7 +544,7 @@ class Service:
             if existing is not None and existing.is_connected:
                 return existing
         if self.is_blacklisted_address(addr) or (remote and remote in self._blacklist_ids):
-            raise ConnectionError(f"{target} is blacklisted")
+            raise ConnectError(f"{target} is blacklisted")
         limit = timeout or self.config.connect_timeout
         try:
             # The handshakes time out by themselves, with their reasons; the
@@ -536,14 +553,14 @@ class Service:
         except (ConnectionError, OSError, asyncio.TimeoutError) as e:
             why = str(e) or f"no answer within {limit} s"
             self._emit(ConnectFailed(f"{addr[0]}:{addr[1]}", why))
-            raise ConnectionError(f"connect to {addr[0]}:{addr[1]} failed: {why}") from None
+            raise _connect_error(f"connect to {addr[0]}:{addr[1]} failed: {why}", e) from None
 
     async def _connect_by_id(self, pid: PeerId, limit: float) -> Peer:
         existing = self._peers.get(pid)
         if existing is not None and existing.is_connected:
             return existing
         if pid in self._blacklist_ids:
-            raise ConnectionError(f"{pid} is blacklisted")
+            raise ConnectError(f"{pid} is blacklisted")
         try:
             return await asyncio.wait_for(self.traversal.connect(pid, limit), limit + 1.0)
         except PeerNotFound as e:
@@ -552,7 +569,7 @@ class Service:
         except (ConnectionError, OSError, asyncio.TimeoutError) as e:
             why = str(e) or f"no path within {limit} s"
             self._emit(ConnectFailed(str(pid), why))
-            raise ConnectionError(f"connect to {pid.short} failed: {why}") from None
+            raise _connect_error(f"connect to {pid.short} failed: {why}", e) from None
 
     # -- blacklist -------------------------------------------------------------
 
@@ -589,7 +606,7 @@ class Service:
             return False
         return any(ip in net for net in self._blacklist_nets)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ServiceStats:
         """A structured snapshot for monitoring (JSON-serialisable): peers,
         connection counters, traffic totals, handshake and socket counters,
         per-peer stats. Keys: ``crust.stats.STATS_DOC``."""
@@ -968,7 +985,7 @@ class Service:
     ) -> Peer:
         """TCP first; UDP joins after the head start; the first handshake
         to complete wins and the other attempt is cancelled."""
-        errors: list[str] = []
+        errors: list[Attempt] = []
         tasks: dict[asyncio.Task[Any], str] = {}
         if self.config.tcp:
             tasks[asyncio.create_task(dial_tcp(self, addr, remote, timeout))] = "tcp"
@@ -981,7 +998,9 @@ class Service:
                 # While UDP has not joined yet, wait only for the head start.
                 wait = head_start if udp is not None and udp_task is None else None
                 if not pending and wait is None:
-                    raise ConnectionError("; ".join(errors) or "no transport to try")
+                    raise ConnectError(
+                        "; ".join(map(str, errors)) or "no transport to try", tuple(errors)
+                    )
                 done: set[asyncio.Task[Any]] = set()
                 if pending:
                     done, _ = await asyncio.wait(
@@ -998,8 +1017,8 @@ class Service:
                     tasks[udp_task] = "udp"
                 for t in done:
                     kind = tasks.pop(t)
-                    if t.exception() is not None:
-                        errors.append(f"{kind}: {t.exception()}")
+                    if (exc := t.exception()) is not None:
+                        errors.append(Attempt(kind, exc))
                         continue
                     if kind == "tcp":
                         link, result = t.result()
@@ -1010,7 +1029,7 @@ class Service:
                         link = udp.establish(result, addr)
                     peer = self.on_established(link, result, incoming=False, for_app=for_app)
                     if peer is None:
-                        raise ConnectionError(
+                        raise ConnectError(
                             f"{kind}: refused (blacklisted, self, or connection limit)"
                         )
                     return peer

@@ -16,6 +16,7 @@ import time
 from typing import TextIO
 
 from crust import _core
+from crust.output import human_duration, human_size
 from crust.testing import LinkConfig, Network, connection_pair
 
 __all__ = ["DemoResult", "run_demo"]
@@ -85,11 +86,13 @@ def run_demo(
     want = hashlib.sha256(blob).hexdigest()
     got = hashlib.sha256()
     got_bytes = 0
+    last_at = 0
 
     def on_message(prio: int, data: bytes, now: int) -> None:
-        nonlocal got_bytes
+        nonlocal got_bytes, last_at
         got.update(data)
         got_bytes += len(data)
+        last_at = now
 
     bob.received.clear()
     bob.on_message = on_message
@@ -98,17 +101,22 @@ def run_demo(
     start = net.now
     wall = time.perf_counter()
     tick = 100_000
+    bars = out.isatty()  # as in crust.demo: redraws only on a terminal
     while got_bytes < len(blob) and net.now - start < 600 * SEC:
         net.run(until=net.now + tick)
-        print("\r" + _bar(got_bytes, len(blob)), end="", file=out, flush=True)
-    print(file=out)
-    seconds = (net.now - start) / SEC
+        if bars:
+            print("\r" + _bar(got_bytes, len(blob)), end="", file=out, flush=True)
+    if bars:
+        print(file=out)
+    # Until the last byte arrived, not the end of the last tick: the
+    # goodput of a short transfer would otherwise come out in steps.
+    seconds = ((last_at if got_bytes else net.now) - start) / SEC
     goodput = got_bytes * 8 / seconds if seconds else 0.0
     blob_ok = got_bytes == len(blob) and got.hexdigest() == want
     st = alice.conn.stats()
     print(
-        f"blob: {got_bytes / 1e6:.1f} MB in {seconds:.2f} s virtual "
-        f"({time.perf_counter() - wall:.2f} s wall): {goodput / 1e6:.1f} Mbit/s goodput, "
+        f"blob: {human_size(got_bytes)} in {human_duration(seconds)} virtual "
+        f"({human_duration(time.perf_counter() - wall)} wall): {goodput / 1e6:.1f} Mbit/s goodput, "
         f"sha256 {'ok' if blob_ok else 'MISMATCH'} ({want[:16]}...)",
         file=out,
     )

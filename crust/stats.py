@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from crust.events import ConnectFailed, LostPeer, MessageDropped, NewPeer, PeerMisbehaving
+from crust.paths import PathName
 
 if TYPE_CHECKING:
     from crust.events import Event
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from crust.peer import Peer
     from crust.service import Service
 
-__all__ = ["STATS_DOC", "ServiceCounters", "snapshot"]
+__all__ = ["STATS_DOC", "PeerEntry", "ServiceCounters", "ServiceStats", "snapshot"]
 
 # Engine counters summed over connections, under the names PeerStats uses.
 _TRAFFIC = {
@@ -64,6 +65,52 @@ STATS_DOC: dict[str, str] = {
 }
 
 
+class PeerEntry(TypedDict):
+    """``ServiceStats["per_peer"][peer_id]``: the peer's place and every
+    :class:`~crust.peer.PeerStats` field."""
+
+    path: PathName
+    address: list[str | int]
+    incoming: bool
+    maintained: bool
+    cipher: str
+    rtt: float
+    min_rtt: float
+    cwnd: int
+    bytes_in_flight: int
+    pacing_rate: int
+    sent_bytes: int
+    received_bytes: int
+    sent_messages: int
+    received_messages: int
+    lost_packets: int
+    retransmitted_bytes: int
+    mtu: int
+    send_buffered: int
+    recv_buffered: int
+    recv_held: int
+
+
+class ServiceStats(TypedDict):
+    """What :meth:`crust.Service.stats` returns (each key in
+    :data:`STATS_DOC`). Counter tables are keyed by name (``connections``
+    also by path name), so they are plain ``dict[str, int]``."""
+
+    id: str
+    uptime: float
+    endpoints: list[list[str | int]]
+    listeners: int
+    peers: int
+    connections: dict[str, int]
+    lost_reasons: dict[str, int]
+    traffic: dict[str, int]
+    handshake: dict[str, int]
+    udp: list[dict[str, int]]
+    tcp: dict[str, int]
+    per_peer: dict[str, PeerEntry]
+    discovery: dict[str, Any]
+
+
 class ServiceCounters:
     """What a service has done since it started, kept from its events."""
 
@@ -96,7 +143,7 @@ def _traffic(peer: Peer) -> dict[str, int]:
     return {name: int(st[key]) for key, name in _TRAFFIC.items()}
 
 
-def _peer_entry(peer: Peer) -> dict[str, Any]:
+def _peer_entry(peer: Peer) -> PeerEntry:
     entry: dict[str, Any] = {
         "path": peer.path,
         "address": list(peer.address),
@@ -105,7 +152,9 @@ def _peer_entry(peer: Peer) -> dict[str, Any]:
     }
     st = peer.stats
     entry.update({f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "path"})
-    return entry
+    # Built from PeerStats' fields, which tests/test_stats.py checks
+    # against PeerEntry's keys.
+    return cast(PeerEntry, entry)
 
 
 def _tcp_stats(svc: Service) -> dict[str, int]:
@@ -119,7 +168,7 @@ def _tcp_stats(svc: Service) -> dict[str, int]:
     return out
 
 
-def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
+def snapshot(svc: Service, counters: ServiceCounters) -> ServiceStats:
     """The structured stats of ``svc`` (plain dicts, lists, str, int, float
     and bool only, so ``json.dumps`` takes it as is)."""
     peers = svc.peers
@@ -137,7 +186,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
     )  # fmt: skip
     connections = dict.fromkeys(connection_keys, 0)
     connections.update(counters.connections)
-    out: dict[str, Any] = {
+    out: ServiceStats = {
         "id": str(svc.id),
         "uptime": round(time.monotonic() - counters.started, 3),
         "endpoints": [list(e) for e in svc.endpoints],

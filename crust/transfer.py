@@ -6,13 +6,19 @@ through rendezvous (direct, punched or relayed: the path is reported).
 
 On the connection (priority 0 messages, delivered in order)::
 
-    sender   -> "CRUSTFILE1" JSON {"name", "size", "sha256"}
+    sender   -> "CRUSTFILE2" JSON {"name", "size", "sha256"}
+    receiver -> "CRUSTFILEGO"                  (or "CRUSTFILEERR" reason: refused)
     sender   -> the file, in messages of CHUNK bytes
     receiver -> "CRUSTFILEOK" JSON {"sha256", "size", "saved"}   (or "CRUSTFILEERR" reason)
 
-The receiver keeps only the name's last component, never overwrites (a
-numbered suffix is added), refuses more bytes than announced and checks the
-SHA-256 before it answers.
+The sender waits for GO, so nothing but the header reaches a receiver
+that has not accepted the file (``--from``, the prompt or ``--yes``).
+
+The receiver never trusts the name: it keeps a sanitized last component
+(:func:`safe_name`, decided before the transfer starts), writes into
+``NAME.part``, never overwrites (a numbered suffix is added), refuses more
+bytes than announced, and moves the file to its name only once the
+SHA-256 matches; on any failure, Ctrl-C included, the part file is removed.
 """
 
 from __future__ import annotations
@@ -21,27 +27,42 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
+import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from crust.config import ServiceConfig, parse_host_port
+from crust.errors import TransferRefused, UnknownPeer
 from crust.events import LostPeer, NewMessage
 from crust.identity import Identity, PeerId
+from crust.output import Progress, human_duration, human_size, printable
 from crust.peer import Peer
 from crust.service import Service
 
-__all__ = ["Received", "Sent", "receive_file", "send_file"]
+__all__ = ["Received", "Sent", "TransferRefused", "receive_file", "safe_name", "send_file"]
 
 logger = logging.getLogger(__name__)
 
-HEADER = b"CRUSTFILE1"
+HEADER = b"CRUSTFILE2"
+GO = b"CRUSTFILEGO"
 OK = b"CRUSTFILEOK"
 ERR = b"CRUSTFILEERR"
 CHUNK = 256 << 10
 MAX_HEADER = 4096
+#: Longest name kept, in UTF-8 bytes: 255 (the usual file system limit)
+#: less room for ".part" and a numbered suffix.
+MAX_NAME_BYTES = 240
+#: How long the sender waits for the receiver to accept (someone may be
+#: reading the prompt).
+ACCEPT_TIMEOUT = 600.0
+
+#: ``accept(sender_id, name, size)``: whether to take the file.
+Accept = Callable[[str, str, int], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -66,29 +87,29 @@ class Received:
     seconds: float
 
 
-class Progress:
-    """A one-line progress bar on ``stream`` (redrawn at most 10 times/s)."""
-
-    def __init__(self, total: int, stream: IO[str] | None, label: str) -> None:
-        self.total = max(total, 1)
-        self.stream = stream
-        self.label = label
-        self.start = time.monotonic()
-        self._drawn = 0.0
-
-    def update(self, done: int, *, final: bool = False) -> None:
-        if self.stream is None:
-            return
-        now = time.monotonic()
-        if not final and now - self._drawn < 0.1:
-            return
-        self._drawn = now
-        frac = min(done / self.total, 1.0)
-        rate = done / max(now - self.start, 1e-6) / 1e6
-        bar = "#" * int(frac * 30)
-        end = "\n" if final else ""
-        self.stream.write(f"\r{self.label} [{bar:<30}] {frac:6.1%} {rate:7.2f} MB/s{end}")
-        self.stream.flush()
+def safe_name(name: str) -> str:
+    """The file name to save a sender's ``name`` under: NFC-normalized, its
+    last path component only (``/`` and ``\\`` both count), control and
+    format characters replaced by ``_``, leading dots and spaces removed
+    (no hidden ``.bashrc`` lands in a home directory), at most
+    :data:`MAX_NAME_BYTES` of UTF-8 (the extension kept); ``received.bin``
+    when nothing is left."""
+    text = unicodedata.normalize("NFC", name)
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(
+        "_" if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else ch
+        for ch in text
+    )
+    text = text.lstrip(". ").rstrip(" ")
+    if len(text.encode()) > MAX_NAME_BYTES:
+        stem, dot, ext = text.rpartition(".")
+        # Keep a short extension: it tells what the file is.
+        keep = "." + ext if dot and stem and len(ext.encode()) <= 16 else ""
+        room = MAX_NAME_BYTES - len(keep.encode())
+        cut = text[: len(text) - len(keep)] if keep else text
+        cut = cut.encode()[:room].decode(errors="ignore")
+        text = cut + keep
+    return text or "received.bin"
 
 
 def node_config(network: str, host: str, identity: str | None) -> ServiceConfig:
@@ -122,8 +143,12 @@ async def send_file(
     *,
     progress: IO[str] | None = None,
     timeout: float = 60.0,
+    name: str | None = None,
 ) -> Sent:
-    """Send ``file`` to the node with peer id ``to`` through ``via``."""
+    """Send ``file`` to the node with peer id ``to`` through ``via``, under
+    ``name`` (default: the file's own). Raises :class:`TransferRefused`
+    when the receiver does not take it."""
+    name = file.name if name is None else name
     data_size = file.stat().st_size
     digest = hashlib.sha256()
     with file.open("rb") as f:
@@ -133,16 +158,31 @@ async def send_file(
     async with Service(config) as svc:
         await _join(svc, via)
         t0 = time.monotonic()
-        peer = await svc.connect(PeerId.parse(to), timeout=timeout)
-        svc.maintain(peer)
-        answer = asyncio.ensure_future(_answer(svc, peer))
+        target = PeerId.parse(to)
         try:
-            header = {"name": file.name, "size": data_size, "sha256": sha}
+            peer = await svc.connect(target, timeout=timeout)
+        except UnknownPeer:
+            raise UnknownPeer(
+                f"{target.short} is not connected to {via}: check the id, and that "
+                f"`crust recv --via {via}` is running there"
+            ) from None
+        svc.maintain(peer)
+        header = {"name": name, "size": data_size, "sha256": sha}
+        verdict = asyncio.ensure_future(_answer(svc, peer, (GO, ERR)))
+        try:
             await peer.send(HEADER + json.dumps(header).encode())
-            bar = Progress(data_size, progress, f"send {file.name}")
+            reply = await asyncio.wait_for(verdict, ACCEPT_TIMEOUT)
+        finally:
+            verdict.cancel()
+        if reply.startswith(ERR):
+            raise TransferRefused(f"the receiver refused: {_reason(reply)}")
+        answer = asyncio.ensure_future(_answer(svc, peer, (OK, ERR)))
+        try:
+            bar = Progress(data_size, progress, f"send {printable(name)}")
             done = 0
             with file.open("rb") as f:
-                while chunk := f.read(CHUNK):
+                # A receiver that gives up answers ERR: stop sending then.
+                while not answer.done() and (chunk := f.read(CHUNK)):
                     await peer.send(chunk)
                     done += len(chunk)
                     bar.update(done)
@@ -151,36 +191,41 @@ async def send_file(
         finally:
             answer.cancel()
         if reply.startswith(ERR):
-            raise ConnectionError(
-                f"the receiver refused: {reply[len(ERR) :].decode(errors='replace')}"
-            )
+            raise TransferRefused(f"the receiver refused: {_reason(reply)}")
         got = json.loads(reply[len(OK) :])
         return Sent(
-            str(peer.id), peer.path, peer.why, file.name, data_size, sha,
+            str(peer.id), peer.path, peer.why, name, data_size, sha,
             time.monotonic() - t0, got.get("sha256") == sha and got.get("size") == data_size,
         )  # fmt: skip
 
 
-async def _answer(svc: Service, peer: Peer) -> bytes:
+def _reason(reply: bytes) -> str:
+    return printable(reply[len(ERR) :].decode(errors="replace"))
+
+
+async def _answer(svc: Service, peer: Peer, kinds: tuple[bytes, ...]) -> bytes:
     async for ev in svc.events():
         if isinstance(ev, NewMessage) and ev.peer.id == peer.id:
-            if ev.data.startswith((OK, ERR)):
+            if ev.data.startswith(kinds):
                 return bytes(ev.data)
         elif isinstance(ev, LostPeer) and ev.peer.id == peer.id:
             raise ConnectionError(f"the receiver left: {ev.reason}")
     raise ConnectionError("service closed")
 
 
-def _target(out_dir: Path, name: str) -> Path:
-    base = Path(name).name
-    if base in ("", ".", "..") or "\x00" in base:
-        base = "received.bin"
+def _target(out_dir: Path, base: str) -> Path:
+    """A free name in ``out_dir`` for the sanitized ``base``: neither it
+    nor its part file exists."""
     path = out_dir / base
     n = 1
-    while path.exists():
+    while path.exists() or _part(path).exists():
         path = out_dir / f"{base}.{n}"
         n += 1
     return path
+
+
+def _part(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
 
 
 async def receive_file(
@@ -188,64 +233,85 @@ async def receive_file(
     via: str,
     out_dir: Path,
     *,
-    ready: Any = None,
+    ready: Callable[[str], None] | None = None,
     progress: IO[str] | None = None,
+    sender: PeerId | None = None,
+    accept: Accept | None = None,
 ) -> Received:
-    """Wait for one file; ``ready(peer_id)`` is called once reachable."""
+    """Wait for one file; ``ready(peer_id)`` is called once reachable.
+    Offers from anyone but ``sender`` (when given) are refused; ``accept``
+    (when given) decides on each offer, else every offer is taken."""
     async with Service(config) as svc:
         await _join(svc, via)
         if ready is not None:
             ready(str(svc.id))
         events = svc.events()
         async for ev in events:
-            if isinstance(ev, NewMessage) and ev.data.startswith(HEADER):
-                peer = ev.peer
-                try:
-                    header = json.loads(ev.data[len(HEADER) : len(HEADER) + MAX_HEADER])
-                    size, sha, name = int(header["size"]), str(header["sha256"]), header["name"]
-                except (ValueError, KeyError, TypeError) as e:
-                    await peer.send(ERR + f"bad header: {e}".encode())
-                    continue
-                return await _receive_body(
-                    svc, events, peer, out_dir, str(name), size, sha, progress
-                )
+            if not (isinstance(ev, NewMessage) and ev.data.startswith(HEADER)):
+                continue
+            peer = ev.peer
+            try:
+                header = json.loads(ev.data[len(HEADER) : len(HEADER) + MAX_HEADER])
+                size, sha, name = int(header["size"]), str(header["sha256"]), header["name"]
+                if size < 0 or not isinstance(name, str):
+                    raise ValueError("negative size or a name that is not a string")
+            except (ValueError, KeyError, TypeError) as e:
+                await peer.send(ERR + f"bad header: {e}".encode())
+                continue
+            if sender is not None and peer.id != sender:
+                logger.info("refused a file from %s (expecting %s)", peer.id, sender)
+                await peer.send(ERR + b"not accepted from this sender")
+                continue
+            base = safe_name(name)
+            if accept is not None and not await accept(str(peer.id), base, size):
+                await peer.send(ERR + b"declined")
+                raise TransferRefused(f"declined {base} from {peer.id}")
+            return await _receive_body(events, peer, _target(out_dir, base), size, sha, progress)
         raise ConnectionError("service closed before a file arrived")
 
 
 async def _receive_body(
-    svc: Service,
     events: Any,
     peer: Peer,
-    out_dir: Path,
-    name: str,
+    path: Path,
     size: int,
     sha: str,
     progress: IO[str] | None,
 ) -> Received:
     t0 = time.monotonic()
-    path = _target(out_dir, name)
+    part = _part(path)
     digest = hashlib.sha256()
     done = 0
     bar = Progress(size, progress, f"recv {path.name}")
-    with path.open("xb") as f:
-        while done < size:
-            ev = await events.__anext__()
-            if isinstance(ev, LostPeer) and ev.peer.id == peer.id:
-                raise ConnectionError(f"the sender left after {done} of {size} bytes: {ev.reason}")
-            if not isinstance(ev, NewMessage) or ev.peer.id != peer.id:
-                continue
-            if done + len(ev.data) > size:
-                await peer.send(ERR + b"more bytes than announced")
-                raise ConnectionError("the sender sent more bytes than announced")
-            f.write(ev.data)
-            digest.update(ev.data)
-            done += len(ev.data)
-            bar.update(done)
-    bar.update(done, final=True)
-    got = digest.hexdigest()
-    if got != sha:
-        await peer.send(ERR + b"SHA-256 mismatch")
-        raise ConnectionError(f"SHA-256 mismatch: announced {sha}, received {got}")
+    try:
+        with part.open("xb") as f:
+            await peer.send(GO)
+            while done < size:
+                ev = await events.__anext__()
+                if isinstance(ev, LostPeer) and ev.peer.id == peer.id:
+                    raise ConnectionError(
+                        f"the sender left after {human_size(done)} of {human_size(size)}: "
+                        f"{ev.reason}"
+                    )
+                if not isinstance(ev, NewMessage) or ev.peer.id != peer.id:
+                    continue
+                if done + len(ev.data) > size:
+                    await peer.send(ERR + b"more bytes than announced")
+                    raise ConnectionError("the sender sent more bytes than announced")
+                f.write(ev.data)
+                digest.update(ev.data)
+                done += len(ev.data)
+                bar.update(done)
+        bar.update(done, final=True)
+        got = digest.hexdigest()
+        if got != sha:
+            await peer.send(ERR + b"SHA-256 mismatch")
+            raise ConnectionError(f"SHA-256 mismatch: announced {sha}, received {got}")
+        path = _publish(part, path)
+    except BaseException:
+        # Ctrl-C (a cancellation) included: a part file is never left behind.
+        part.unlink(missing_ok=True)
+        raise
     await peer.send(OK + json.dumps({"sha256": got, "size": done, "saved": str(path)}).encode())
     result = Received(str(peer.id), peer.path, str(path), done, got, time.monotonic() - t0)
     # Let the answer leave before the service closes.
@@ -253,39 +319,86 @@ async def _receive_body(
     return result
 
 
+def _publish(part: Path, path: Path) -> Path:
+    """Give the verified ``part`` its final name. A hard link fails rather
+    than replace a file that appeared meanwhile (``rename`` would
+    overwrite it); then the next free name is taken."""
+    while True:
+        try:
+            os.link(part, path)
+        except FileExistsError:
+            path = _target(path.parent, path.name)
+            continue
+        part.unlink()
+        return path
+
+
 def _emit(result: Sent | Received, as_json: bool) -> None:
     if as_json:
         print(json.dumps(asdict(result)), flush=True)
         return
     for key, value in asdict(result).items():
-        if value != "":
-            print(f"{key:9s} {value}", flush=True)
+        if value == "":
+            continue
+        if key == "seconds":
+            value = human_duration(value)
+        elif key == "size":
+            value = f"{human_size(value)} ({value} bytes)"
+        print(f"{key:9s} {printable(str(value))}", flush=True)
 
 
 def run_send(args: Any) -> int:
+    """``crust send``; errors propagate to :func:`crust.cli.main`, which
+    prints them as one line."""
     file = Path(args.file)
     if not file.is_file():
         print(f"crust send: {file} is not a readable file", file=sys.stderr)
         return 2
-    try:
-        PeerId.parse(args.to)
-        parse_host_port(args.via)
-    except ValueError as e:
-        print(f"crust send: {e}", file=sys.stderr)
-        return 2
+    checks: tuple[tuple[str, Callable[[str], object], str], ...] = (
+        ("--to", PeerId.parse, args.to),
+        ("--via", parse_host_port, args.via),
+    )
+    for option, check, value in checks:
+        try:
+            check(value)
+        except ValueError as e:
+            print(f"crust send: {option} {printable(value)!r}: {e}", file=sys.stderr)
+            return 2
     cfg = node_config(args.network, args.host, args.identity)
-    try:
-        sent = asyncio.run(
-            send_file(cfg, args.via, args.to, file, progress=None if args.json else sys.stderr)
-        )
-    except (ConnectionError, OSError, LookupError, asyncio.TimeoutError) as e:
-        print(f"crust send: {e}", file=sys.stderr)
-        return 1
+    sent = asyncio.run(
+        send_file(cfg, args.via, args.to, file, progress=None if args.json else sys.stderr)
+    )
     _emit(sent, args.json)
     return 0 if sent.verified else 1
 
 
+def _prompt(stream: IO[str]) -> Accept:
+    async def accept(sender: str, name: str, size: int) -> bool:
+        stream.write(f"accept {name} ({human_size(size)}) from {sender}? [y/N] ")
+        stream.flush()
+        # Read when the terminal has a line, the node serving meanwhile. Not
+        # input() in a thread: Ctrl-C could not end that thread, and
+        # asyncio.run would wait for it at exit.
+        loop = asyncio.get_running_loop()
+        line: asyncio.Future[str] = loop.create_future()
+        fd = sys.stdin.fileno()
+
+        def readable() -> None:
+            if not line.done():
+                line.set_result(sys.stdin.readline())
+
+        loop.add_reader(fd, readable)
+        try:
+            answer = await line
+        finally:
+            loop.remove_reader(fd)
+        return answer.strip().lower() in ("y", "yes")
+
+    return accept
+
+
 def run_recv(args: Any) -> int:
+    """``crust recv``; errors propagate to :func:`crust.cli.main`."""
     out_dir = Path(args.out)
     if not out_dir.is_dir():
         print(f"crust recv: --out {out_dir} is not a directory", file=sys.stderr)
@@ -293,7 +406,19 @@ def run_recv(args: Any) -> int:
     try:
         parse_host_port(args.via)
     except ValueError as e:
-        print(f"crust recv: {e}", file=sys.stderr)
+        print(f"crust recv: --via: {e}", file=sys.stderr)
+        return 2
+    try:
+        sender = PeerId.parse(args.sender) if args.sender else None
+    except ValueError as e:
+        print(f"crust recv: --from {printable(args.sender)!r}: {e}", file=sys.stderr)
+        return 2
+    if not args.yes and not sys.stdin.isatty():
+        print(
+            "crust recv: no terminal to ask whether to accept the file: "
+            "pass --yes (with --from PEER_ID to take it only from that sender)",
+            file=sys.stderr,
+        )
         return 2
 
     def ready(pid: str) -> None:
@@ -304,14 +429,16 @@ def run_recv(args: Any) -> int:
                   flush=True)  # fmt: skip
 
     cfg = node_config(args.network, args.host, args.identity)
-    try:
-        got = asyncio.run(
-            receive_file(
-                cfg, args.via, out_dir, ready=ready, progress=None if args.json else sys.stderr
-            )
+    got = asyncio.run(
+        receive_file(
+            cfg,
+            args.via,
+            out_dir,
+            ready=ready,
+            progress=None if args.json else sys.stderr,
+            sender=sender,
+            accept=None if args.yes else _prompt(sys.stderr),
         )
-    except (ConnectionError, OSError) as e:
-        print(f"crust recv: {e}", file=sys.stderr)
-        return 1
+    )
     _emit(got, args.json)
     return 0

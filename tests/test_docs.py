@@ -23,14 +23,20 @@ from crust.config import ServiceConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK = ROOT / "docs" / "_hooks" / "reference.py"
+PICTURES = ROOT / "docs" / "_hooks" / "pictures.py"
 
 
-def _hook() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crust_docs_reference", HOOK)
+def _load(path: Path) -> ModuleType:
+    """A docs hook module (they are files, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"crust_docs_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _hook() -> ModuleType:
+    return _load(HOOK)
 
 
 def test_docs_build_strict(tmp_path: Path) -> None:
@@ -55,6 +61,47 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     events_page = (tmp_path / "site" / "reference" / "events" / "index.html").read_text()
     for cls in _hook().event_classes():
         assert cls.__name__ in events_page
+    # The generated pictures are in the site and shown by their pages.
+    for page, pictures in (
+        ("connections", ("connect-by-id", "race")),
+        ("performance", ("bench", "goodput")),
+    ):
+        html = (tmp_path / "site" / page / "index.html").read_text()
+        for name in pictures:
+            svg = tmp_path / "site" / "img" / f"{name}.svg"
+            assert svg.read_text().startswith("<svg "), name
+            assert f'src="../img/{name}.svg"' in html, (page, name)
+
+
+def _pictures() -> ModuleType:
+    return _load(PICTURES)
+
+
+def test_connect_by_id_picture_names_the_messages_the_code_sends() -> None:
+    from crust.asyncio.traversal import Traversal
+    from crust.control import ControlKind
+    from crust.nat.relay import RelayOp
+    from crust.nat.rendezvous import Op
+
+    svg = _pictures().connect_by_id_svg()
+    for op in (Op.REQUEST, Op.INTRODUCE, Op.REPLY):
+        assert f"{ControlKind.RENDEZVOUS.name} {op.name}" in svg
+    assert f"{ControlKind.RELAY.name} {RelayOp.DATA.name}" in svg
+    assert f"after {Traversal.relay_after:g} s" in svg
+    race = _pictures().race_svg()
+    assert f"tcp_head_start = {ServiceConfig().tcp_head_start:g} s" in race
+
+
+def test_bench_picture_reads_ratios_from_the_reference_run() -> None:
+    pictures = _pictures()
+    import json
+
+    doc = json.loads(pictures.BENCH_JSON.read_text())
+    ratios = pictures.bench_ratios(doc)
+    # A real run of the cases with baselines, not the --smoke sizes.
+    assert {b["extra_info"]["sizes"] for b in doc["benchmarks"]} == {"full"}
+    assert len(ratios) >= 4 and all(r > 0 for _, r in ratios)
+    assert any(name.startswith("crust UDP bulk vs raw UDP") for name, _ in ratios)
 
 
 def test_every_config_field_has_a_docstring() -> None:

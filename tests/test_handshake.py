@@ -585,7 +585,7 @@ def test_peer_id_text_form() -> None:
     assert PeerId.parse(f"  {text.upper()}\n") == pid and pid.short == text[:8]
     assert bytes(pid) == pid.key and len(pid.key) == 32
     assert {pid: 1}[PeerId(bytes(pid))] == 1 and repr(pid) == f"PeerId('{text}')"
-    with pytest.raises(InvalidPeerId, match="expected 56 got 55"):
+    with pytest.raises(InvalidPeerId, match="56 characters; this one has 55"):
         PeerId.parse(text[:-1])
     with pytest.raises(InvalidPeerId, match="invalid character '1' at position 4"):
         PeerId.parse(text[:3] + "1" + text[4:])

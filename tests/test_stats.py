@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import crust
-from crust.stats import STATS_DOC
+from crust.stats import STATS_DOC, PeerEntry, ServiceStats
 
 PACKAGE = Path(crust.__file__).resolve().parent
 
@@ -39,8 +39,10 @@ async def _exchange() -> tuple[dict[str, object], dict[str, object], dict[str, o
 def test_stats_structure_and_counters() -> None:
     live, after, server = asyncio.run(asyncio.wait_for(_exchange(), 30))
     for snap in (live, after, server):
-        assert set(snap) == set(STATS_DOC)
+        assert set(snap) == set(STATS_DOC) == set(ServiceStats.__annotations__)
         json.dumps(snap)  # plain types only
+        for entry in snap["per_peer"].values():
+            assert set(entry) == set(PeerEntry.__annotations__)
     assert live["peers"] == 1
     conn = live["connections"]
     assert isinstance(conn, dict)

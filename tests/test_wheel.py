@@ -107,6 +107,7 @@ def test_wheel_contents_and_tags(built: Built) -> None:
     with zipfile.ZipFile(built.repaired) as zf:
         names = zf.namelist()
         wheel_meta = zf.read(f"crust-{__version__}.dist-info/WHEEL").decode()
+        metadata = zf.read(f"crust-{__version__}.dist-info/METADATA").decode()
     assert any(re.fullmatch(r"crust/_core\.cpython-[^/]+\.so", n) for n in names), names
     for needed in ("crust/py.typed", "crust/_core.pyi", "crust/__init__.py"):
         assert needed in names
@@ -118,6 +119,12 @@ def test_wheel_contents_and_tags(built: Built) -> None:
     assert f"{py}-{py}-{built.verdict}" in tags, tags
     assert all("manylinux" in t for t in tags), tags
     assert built.verdict in built.repaired.name
+    # PEP 639: the license as an SPDX expression, the file shipped with it.
+    assert "License-Expression: MIT" in metadata.splitlines(), metadata[:2000]
+    assert "License-File: LICENSE" in metadata.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
+    runtime = [ln for ln in metadata.splitlines() if ln.startswith("Requires-Dist:")]
+    assert not [ln for ln in runtime if "numpy" in ln and "extra ==" not in ln], runtime
     print(
         f"\nwheel {built.repaired.name}: {built.repaired.stat().st_size} bytes, tags {tags}; "
         f"auditwheel show: {built.verdict}"

@@ -22,6 +22,7 @@ from crust import _core
 from crust.control import ControlKind
 from crust.errors import CrustError
 from crust.nat import relay
+from crust.paths import PathName
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 class RelayLink:
     """One relayed connection (``path == "relayed"``)."""
 
-    path = "relayed"
+    path: PathName = "relayed"
 
     def __init__(self, service: Service, via: Peer, session: bytes, address: Address) -> None:
         self.service = service

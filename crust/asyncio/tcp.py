@@ -31,6 +31,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from crust import _core
+from crust.errors import ConnectError, ConnectTimeout
+from crust.paths import PathName
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
@@ -76,7 +78,7 @@ _WRITE_LOW = 256 << 10
 class TcpLink(asyncio.BufferedProtocol):
     """One TCP stream: handshake first, then the engine connection."""
 
-    path = "direct-tcp"
+    path: PathName = "direct-tcp"
 
     def __init__(self, service: Service, *, responder: Any = None) -> None:
         self.service = service
@@ -274,7 +276,10 @@ class TcpLink(asyncio.BufferedProtocol):
         if ini.result is not None:
             fut.set_result(ini.result)
         elif ini.error is not None:
-            fut.set_exception(ConnectionError(str(ini.error)))
+            # A ConnectionError still (callers catch that), and a
+            # TimeoutError when the handshake timed out.
+            kind = ConnectTimeout if isinstance(ini.error, TimeoutError) else ConnectError
+            fut.set_exception(kind(str(ini.error)))
         else:
             t = ini.get_timer()
             if t is not None:

@@ -44,7 +44,7 @@ from crust.asyncio.relaying import Relaying
 from crust.asyncio.tcp import TcpLink
 from crust.asyncio.tcp_punch import AlreadyConnected, kernel_rtt_us, simultaneous_open
 from crust.control import ControlKind
-from crust.errors import CrustError
+from crust.errors import Attempt, ConnectError, CrustError
 from crust.handshake import HandshakeResult, Responder, long_header_prefix
 from crust.identity import PeerId
 from crust.nat.classify import Behaviour
@@ -52,6 +52,7 @@ from crust.nat.punch import PunchConfig, PunchSession, PunchState, punch_session
 from crust.nat.reflexive import ReflexiveTracker
 from crust.nat.relay import RelayPolicy, RelayTable
 from crust.nat.rendezvous import Introducer, Op, RendezvousMessage, punch_key
+from crust.paths import PathName
 from crust.peer import Address, Link, Peer, now_us
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class _PunchJob:
     timer: asyncio.TimerHandle | None = None
 
     @property
-    def label(self) -> str:
+    def label(self) -> PathName:
         a = self.session.address
         return "direct-udp" if a is not None and a in self.peer_local else "punched-udp"
 
@@ -146,7 +147,7 @@ class Traversal:
         self._asks: dict[bytes, _Ask] = {}
         self._jobs: dict[bytes, _PunchJob] = {}
         self._repunch_asks: dict[bytes, tuple[PeerId, bytes]] = {}
-        self._punched: dict[PeerId, tuple[Address, str]] = {}
+        self._punched: dict[PeerId, tuple[Address, PathName]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._responder: Responder | None = None
         self._hard_sides: set[HardSide] = set()
@@ -177,7 +178,7 @@ class Traversal:
         ]:
             # The peer reached our own listening address (or a port forward
             # to it): nothing on our side needed punching.
-            link.path = "direct-" + transport
+            link.path = "direct-tcp" if transport == "tcp" else "direct-udp"
 
     def on_peer_lost(self, peer: Peer) -> None:
         """``peer`` is gone: end the relay sessions through or of it."""
@@ -326,11 +327,11 @@ class Traversal:
                 attempts[relay_task] = "relay"
 
         start_relay(0.0 if self.use_relay == "always" else self.relay_after)
-        errors: list[str] = []
+        errors: list[Attempt] = []
         if self.use_relay == "never":
-            errors.append("relay: not used (relay='never')")
+            errors.append(Attempt("relay", ConnectError("not used (relay='never')")))
         elif not reply.relay:
-            errors.append("relay: the introducer does not relay")
+            errors.append(Attempt("relay", ConnectError("the introducer does not relay")))
         try:
             while attempts:
                 done, _ = await asyncio.wait(
@@ -344,20 +345,20 @@ class Traversal:
                     kind = attempts.pop(t)
                     exc = t.exception()
                     if exc is not None:
-                        errors.append(f"{kind}: {exc}")
+                        errors.append(Attempt(kind, exc))
                         continue
                     peer = t.result()
-                    peer.why = "; ".join(errors)
+                    peer.why = "; ".join(map(str, errors))
                     if peer.path == "relayed":
                         self._spawn(self._repunch(peer))
                     return peer
                 # Everything direct failed: relay now rather than later.
                 if all(k == "relay" for k in attempts.values()):
                     start_relay(0.0)
-            pending = ", ".join(attempts.values())
-            if pending:
-                errors.append(f"{pending}: no success before the deadline")
-            raise ConnectionError(f"cannot reach {target.short}: " + "; ".join(errors))
+            for kind in attempts.values():
+                errors.append(Attempt(kind, TimeoutError("no success before the deadline")))
+            why = "; ".join(map(str, errors))
+            raise ConnectError(f"cannot reach {target.short}: {why}", tuple(errors))
         finally:
             for t in attempts:
                 t.cancel()
@@ -420,7 +421,7 @@ class Traversal:
                 link.path = "direct-tcp" if e.target in local else "punched-tcp"
                 return await self._dial_stream(link, target, deadline)
             addr: Address = sock.getpeername()[:2]
-            label = "direct-tcp" if addr in local else "punched-tcp"
+            label: PathName = "direct-tcp" if addr in local else "punched-tcp"
             if not initiator:
                 responder = self._tcp_responder()
                 await loop.connect_accepted_socket(
@@ -821,7 +822,7 @@ def _relayed(peer: Peer) -> RelayLink | None:
     return link if peer.is_connected and isinstance(link, RelayLink) else None
 
 
-def _tcp_link(svc: Service, responder: Responder, path: str) -> TcpLink:
+def _tcp_link(svc: Service, responder: Responder, path: PathName) -> TcpLink:
     link = TcpLink(svc, responder=responder)
     link.path = path
     return link

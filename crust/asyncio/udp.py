@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from crust import _core
 from crust.asyncio.stun import StunDriver
+from crust.errors import ConnectError, ConnectTimeout
 from crust.handshake import long_header_prefix
 from crust.nat.punch import is_punch
 from crust.nat.stun import StunClient
+from crust.paths import PathName
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ LONG_HEADER = 0x80
 class UdpLink:
     """One connection on a UDP listener (the :class:`~crust.peer.Link`)."""
 
-    path = "direct-udp"
+    path: PathName = "direct-udp"
 
     def __init__(self, listener: UdpListener, conn: _core.Connection, address: Address) -> None:
         self.listener = listener
@@ -228,7 +230,10 @@ class UdpListener:
         if ini.result is not None:
             fut.set_result(ini.result)
         elif ini.error is not None:
-            fut.set_exception(ConnectionError(str(ini.error)))
+            # A ConnectionError still (callers catch that), and a
+            # TimeoutError when the handshake timed out.
+            kind = ConnectTimeout if isinstance(ini.error, TimeoutError) else ConnectError
+            fut.set_exception(kind(str(ini.error)))
 
     async def dial(self, addr: Address, remote: Any, timeout: float) -> HandshakeResult:
         """Run a handshake with ``addr`` (IK when ``remote`` is known)."""
@@ -263,7 +268,7 @@ class UdpListener:
         self.kick()
         return link
 
-    def adopt(self, conn: _core.Connection, addr: Address, path: str) -> UdpLink:
+    def adopt(self, conn: _core.Connection, addr: Address, path: PathName) -> UdpLink:
         """Carry an existing connection (a relayed one whose direct path
         was just punched) from now on, to ``addr``."""
         link = UdpLink(self, conn, addr)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from crust.errors import CrustError
+from crust.errors import UpnpError
 
 if TYPE_CHECKING:
     from crust.asyncio.natpmp import GatewayMapper
@@ -42,10 +42,6 @@ logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 T = TypeVar("T")
-
-
-class UpnpError(CrustError):
-    """No usable UPnP gateway, or the gateway refused or did not answer."""
 
 
 @dataclass(frozen=True, slots=True)

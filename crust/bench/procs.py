@@ -11,16 +11,12 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
-from crust.errors import CrustError
+from crust.errors import BenchError
 
 __all__ = ["BenchError", "ChildPipe", "child"]
 
 _CTX = mp.get_context("fork")
 _SPAWN = mp.get_context("spawn")
-
-
-class BenchError(CrustError, RuntimeError):
-    """A benchmark could not measure (a peer failed, stalled or lost data)."""
 
 
 class ChildPipe:

@@ -27,6 +27,7 @@ __all__ = ["DoctorReport", "diagnose", "local_addresses", "parse_server", "rende
 
 Addr = tuple[str, int]
 
+
 def local_addresses() -> list[tuple[str, str]]:
     """(interface, address) for every configured IPv4 and IPv6 address."""
     from crust.asyncio.netif import interfaces  # deferred: only the doctor needs it
@@ -363,6 +364,14 @@ def run_cli(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"crust nat: {e}", file=sys.stderr)
         return 2
+    for host, port in servers:
+        # An unresolvable name is the user's typo, not an unknown NAT.
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            print(f"crust nat: STUN server {host!r}: cannot resolve: {e.strerror or e}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     gateway: tuple[str | None, int] = (None, 5351)
     if args.gateway:
         from crust.config import ServiceConfig

@@ -26,7 +26,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from crust.errors import CrustError
+from crust.errors import MalformedRelay
 from crust.identity import PeerId
 
 __all__ = [
@@ -45,10 +45,6 @@ SESSION_LEN = 8
 MAX_DATAGRAM = 1500
 MAX_REASON = 200
 _HEAD = struct.Struct(">B8s")
-
-
-class MalformedRelay(CrustError, ValueError):
-    """A relay message that does not parse (it came from a peer)."""
 
 
 class RelayOp(enum.IntEnum):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import nacl.bindings as sodium
 
-from crust.errors import CrustError
+from crust.errors import MalformedRendezvous
 from crust.identity import Identity, InvalidPeerId, PeerId
 
 __all__ = [
@@ -64,10 +64,6 @@ MAX_LOCAL = 15
 _FIXED = struct.Struct(">B8s32s16sIBB")
 FLAG_RELAY = 0x01
 FLAG_HARD = 0x20
-
-
-class MalformedRendezvous(CrustError, ValueError):
-    """A rendezvous message that does not parse (it came from a peer)."""
 
 
 class Op(enum.IntEnum):

@@ -34,7 +34,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 
-from crust.errors import CrustError
+from crust.errors import StunFailed
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -82,16 +82,6 @@ class Attr(enum.IntEnum):
 
 class StunParseError(ValueError):
     """Bytes that are not a well-formed STUN message; the text says why."""
-
-
-class StunFailed(CrustError):
-    """A binding request got no usable answer from ``server``; ``reason``
-    is "timeout" or the server's error."""
-
-    def __init__(self, server: Addr, reason: str) -> None:
-        super().__init__(f"STUN binding to {server[0]}:{server[1]} failed: {reason}")
-        self.server = server
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

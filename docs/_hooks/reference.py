@@ -152,8 +152,13 @@ def file_block(path: str, lang: str | None) -> str:
 
 
 def _resolve(dotted: str) -> Any:
-    module_name, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)
+    """A module (imported if need be, e.g. ``crust.metrics``) or an
+    attribute of one (``crust.errors.ConnectError``)."""
+    try:
+        return importlib.import_module(dotted)
+    except ImportError:
+        module_name, _, attr = dotted.rpartition(".")
+        return getattr(_resolve(module_name), attr)
 
 
 def api_reference(spec: str) -> str:

@@ -236,7 +236,7 @@ def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:
         rhost, shost = sites[receiver].host, sites[sender].host
         recv = rhost.spawn(
             sys.executable, "-m", "crust", "recv", "--via", via, "--host", rhost.ip,
-            "--out", str(out), "--json",
+            "--out", str(out), "--json", "--yes",
         )  # fmt: skip
         peer_id = json.loads(recv.readline(30))["ready"]
         send = shost.spawn(
