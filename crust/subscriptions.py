@@ -184,10 +184,15 @@ class Subscription:
                     )
                 raise StopAsyncIteration
             waiter = self._waiter = asyncio.get_running_loop().create_future()
+            # Held by the hub while a reader waits: otherwise a task that
+            # only waits here (and that nobody else references) would be
+            # a cycle the garbage collector destroys while still pending.
+            self._hub._waiting.add(self)
             try:
                 await waiter
             finally:
                 self._waiter = None
+                self._hub._waiting.discard(self)
         return self._take()
 
     def get_nowait(self) -> Event | None:
@@ -251,6 +256,7 @@ class EventHub:
         # Weak: a subscription the application dropped without closing it
         # is collected (and closes itself) rather than held here forever.
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._waiting: set[Subscription] = set()  # a reader awaits each
         # The ones taking messages, for the per-message path (iterating a
         # WeakSet per message is slow); rebuilt when they change.
         self._msg_refs: tuple[weakref.ref[Subscription], ...] = ()
