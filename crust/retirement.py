@@ -72,6 +72,9 @@ class Retirements:
         # decided first): at most one per live connection, dropped with it.
         self._heard_early: set[int] = set()
 
+    def __len__(self) -> int:
+        return len(self._by_link)
+
     def get(self, link: Link) -> Retirement | None:
         return self._by_link.get(id(link))
 

@@ -160,6 +160,8 @@ class Service:
         self._tcp: list[TcpListener] = []
         self._peers: dict[PeerId, Peer] = {}
         self._by_link: dict[int, Peer] = {}
+        # Connections closing (ours lost, or duplicates retired) until their
+        # transport reports them done (on_link_done).
         self._retired: dict[int, Link] = {}
         # Duplicate connections on their way out (crust.retirement).
         self._retiring = Retirements(self._retire)
@@ -663,6 +665,17 @@ class Service:
         # The transport forgets the connection once it finished draining.
         self._retired[id(link)] = link
 
+    def on_link_done(self, link: Link, reason: str) -> None:
+        """The transport is done with ``link``: its connection finished
+        closing, or its carrier (a TCP stream) is gone, so nothing more can
+        come or go on it. Report the peer lost if it still was ours, then
+        forget the link everywhere and let the transport free it."""
+        if id(link) in self._by_link:
+            self.on_link_lost(link, reason)
+        self._retiring.forget(link)
+        self._retired.pop(id(link), None)
+        link.close()
+
     def replace_link(self, peer: Peer, link: Link) -> None:
         """``peer``'s engine connection moved to ``link`` (a relayed
         connection upgraded to a punched path): same connection, new carrier."""
@@ -818,7 +831,7 @@ class Service:
 
     async def _housekeep(self) -> None:
         """Once a second: prune idle unmaintained connections, watch for
-        authentication failures on live ones, forget drained connections."""
+        authentication failures on live ones."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
@@ -836,7 +849,3 @@ class Service:
                 if bad > seen:
                     self._decrypt_seen[id(peer)] = bad
                     self.count_failure(peer.address, peer.id, bad - seen)
-            for key, link in list(self._retired.items()):
-                if link.conn.is_closed:
-                    del self._retired[key]
-                    link.close()

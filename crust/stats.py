@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from crust import _core
 from crust.events import ConnectFailed, LostPeer, MessageDropped, NewPeer, PeerMisbehaving
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from crust.peer import Peer
     from crust.service import Service
 
-__all__ = ["STATS_DOC", "ServiceCounters", "snapshot"]
+__all__ = ["STATS_DOC", "ServiceCounters", "live_objects", "snapshot"]
 
 # Engine counters summed over connections, under the names PeerStats uses.
 _TRAFFIC = {
@@ -53,6 +54,11 @@ STATS_DOC: dict[str, str] = {
     "udp": "per UDP listener: the C endpoint's counters (datagrams, batches, GSO/GRO, drops)",
     "per_peer": "per connected peer id: `path`, `address`, `incoming`, `maintained` and "
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
+    "live": "objects held now, per kind (a leak check: each returns to 0 once every "
+    "connection ended): `peers`, `links` (connections in use), `closing` (ended, "
+    "draining), `retiring` (duplicates being retired), `tcp_streams`, "
+    "`udp_connections`, `udp_dials` (outgoing UDP handshakes), "
+    "`engine_connections` (C connections alive in the whole process)",
     "discovery": "`beacon` (null when not running): datagrams `rx`, `malformed`, `foreign`, "
     "`own`, `rate_limited`, `queries_sent`, `replies_sent`, `replies_too_big`, `lan_peers`; "
     "`bootstrap`: candidates `tried`, `connected`, `skipped` by reason, seconds to "
@@ -104,6 +110,20 @@ def _peer_entry(peer: Peer) -> dict[str, Any]:
     return entry
 
 
+def live_objects(svc: Service) -> dict[str, int]:
+    """How many of each per-connection object ``svc`` holds now."""
+    return {
+        "peers": len(svc._peers),
+        "links": len(svc._by_link),
+        "closing": len(svc._retired),
+        "retiring": len(svc._retiring),
+        "tcp_streams": len(svc.tcp_links),
+        "udp_connections": sum(ul.connections for ul in svc._udp),
+        "udp_dials": sum(ul.dials for ul in svc._udp),
+        "engine_connections": _core.live_connections(),
+    }
+
+
 def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
     """The structured stats of ``svc`` (plain dicts, lists, str, int, float
     and bool only, so ``json.dumps`` takes it as is)."""
@@ -133,6 +153,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> dict[str, Any]:
         "handshake": dict(handshake),
         "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
         "per_peer": {str(p.id): _peer_entry(p) for p in peers},
+        "live": live_objects(svc),
         "discovery": svc.discovery.stats(),
     }
     return out

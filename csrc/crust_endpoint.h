@@ -16,7 +16,8 @@
  *       -> the earliest connection deadline.
  *
  * then drains what the drive left for it, all O(1) per item:
- *   crust_endpoint_next_ready        connections with events to poll
+ *   crust_endpoint_next_ready        connections with events to poll, that
+ *                                    finished closing or refused datagrams
  *   crust_endpoint_next_path_change  peers that moved (NAT rebinding)
  *   crust_endpoint_next_unrouted     datagrams for no known connection
  *                                    (long-header handshake packets; unknown
@@ -176,7 +177,10 @@ int crust_endpoint_want_write(const crust_endpoint *ep);
 
 /* Pop the next connection that has events (crust_conn_poll_event would
  * return one when it was listed), or NULL. Drain its events; a drive lists
- * it again when it has new ones. */
+ * it again when it has new ones. A connection is also listed once when it
+ * has finished closing (crust_conn_is_closed: remove and free it then, no
+ * scan needed) and whenever it refused datagrams since it was last listed
+ * (its rx_dropped_* counters grew: count them against the peer). */
 crust_conn *crust_endpoint_next_ready(crust_endpoint *ep);
 /* Pop the next path change: a fresh authenticated packet of *c came from a
  * new address, now *c's peer; the endpoint switched to it and started a

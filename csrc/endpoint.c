@@ -51,6 +51,11 @@ struct ep_conn {
     uint64_t deadline;           /* heap key, UINT64_MAX when not in it */
     uint32_t heap_idx;
     uint8_t touched, ready;
+    /* Reasons to list it as ready besides events: it finished closing (listed
+     * once, so the caller can free it without scanning), or it refused a
+     * datagram since it was last listed (the caller counts those against
+     * the peer without reading every connection's counters). */
+    uint8_t closed_listed, refused;
     ep_link touch_link, ready_link;
 };
 
@@ -594,8 +599,10 @@ static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
         if (e) {
             crust_conn *c = e->c;
             uint64_t largest = c->rx_largest_plus1;
-            if (crust_conn_recv(c, now, d, len) != CRUST_OK)
+            if (crust_conn_recv(c, now, d, len) != CRUST_OK) {
                 ep->st.rx_dropped_conn++;
+                e->refused = 1;
+            }
             /* Follow a new address only for an authenticated packet newer
              * than all before it (RFC 9000 9.3): a reordered or replayed
              * one from the old address must not switch back. */
@@ -694,8 +701,10 @@ static void transmit(crust_endpoint *ep, uint64_t now)
         if (!blocked)
             blocked = pump(ep, e, now);
         timer_set(ep, e, crust_conn_next_timeout(e->c));
-        if (!e->ready && crust_conn_has_event(e->c)) {
+        int closed = !e->closed_listed && crust_conn_is_closed(e->c);
+        if (!e->ready && (crust_conn_has_event(e->c) || closed || e->refused)) {
             e->ready = 1;
+            e->closed_listed |= (uint8_t)closed;
             list_push(&ep->ready, e, READY);
         }
         /* With the socket full, e stays touched: the flush after the fd
@@ -770,6 +779,7 @@ crust_conn *crust_endpoint_next_ready(crust_endpoint *ep)
         return NULL;
     list_unlink(&ep->ready, e, READY);
     e->ready = 0;
+    e->refused = 0;
     return e->c;
 }
 

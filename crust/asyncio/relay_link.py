@@ -130,6 +130,9 @@ class RelayLink:
             self.service.on_conn_events(self, events)
         if self.upgraded_to is not None or self._closed:
             return
+        if conn.is_closed:
+            self.service.on_link_done(self, "connection closed")
+            return
         for d in conn.datagrams_to_send(now):
             self.send_datagram(d)
         t = conn.get_timer()

@@ -62,6 +62,8 @@ def _read_buffer(keep: int) -> bytearray:
     if buf is None or len(buf) < keep + _HDR + MAX_FRAME:
         buf = _scratch.buf = bytearray(max(_READ_SIZE, keep + _HDR + MAX_FRAME))
     return buf
+
+
 # Bytes of framed packets built per transport write.
 _WRITE_CHUNK = 512 << 10
 # asyncio's write buffer: stop producing above HIGH, resume below LOW.
@@ -162,7 +164,10 @@ class TcpLink(asyncio.BufferedProtocol):
                 ConnectionError(f"TCP connection closed during the handshake ({exc or 'EOF'})")
             )
         if self._conn is not None:
-            self.service.on_link_lost(self, f"TCP connection closed ({exc or 'EOF'})")
+            # Nothing can come or go on the connection any more: it is done
+            # now, whether or not its engine finished closing (with the
+            # stream and its timer gone, it never would).
+            self.service.on_link_done(self, f"TCP connection closed ({exc or 'EOF'})")
 
     # -- frames ------------------------------------------------------------
 

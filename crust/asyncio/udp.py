@@ -83,6 +83,16 @@ class UdpListener:
         self._loop.add_reader(sock.fileno(), self._drive)
         self._loop.call_soon(self._drive)
 
+    @property
+    def connections(self) -> int:
+        """Connections on this listener now."""
+        return len(self._links)
+
+    @property
+    def dials(self) -> int:
+        """Outgoing handshakes in progress."""
+        return len(self._dialing)
+
     # -- the loop's entry points -----------------------------------------
 
     def kick(self) -> None:
@@ -117,8 +127,14 @@ class UdpListener:
                 link.address = addr[:2]
         for conn in self.endpoint.ready():
             link = self._links.get(conn.local_cid)
-            if link is not None:
-                self.service.on_conn_events(link, conn.poll_events())
+            if link is None:
+                continue
+            events = conn.poll_events()
+            if events:
+                self.service.on_conn_events(link, events)
+            if conn.is_closed:
+                # Listed once when it finished closing: free it now.
+                self.service.on_link_done(link, "connection closed")
         # Handshake retransmissions share the listener's one timer.
         for cid, (ini, addr, fut) in list(self._dialing.items()):
             t = ini.get_timer()
