@@ -84,6 +84,18 @@ typedef struct crust_endpoint_config {
                                   so junk and other networks' packets
                                   never leave C                           */
     uint8_t lh_prefix[8];
+    uint32_t hold_cap;         /* 32: short-header datagrams for an unknown
+                                  connection id kept (0..1024, each up to
+                                  CRUST_MAX_PACKET bytes) when they come
+                                  within hold_us of a handshake datagram:
+                                  a dialler's first packets can share a
+                                  receive batch with its final handshake
+                                  message, and its connection is added
+                                  only after the batch; a drive or flush
+                                  after crust_endpoint_add delivers them.
+                                  Others (and any past the cap) count as
+                                  rx_dropped_unknown_cid                 */
+    uint32_t hold_us;          /* 100000: how long a datagram is held     */
     uint32_t route_stun;       /* 0: off. 1: a datagram that is neither a
                                   crust packet nor junk but a STUN message
                                   (RFC 8489: top two bits 0, magic cookie
@@ -122,6 +134,10 @@ typedef struct crust_endpoint_stats {
     uint64_t rx_dropped_unknown_cid; /* short header, no such connection
                                         (unless route_unknown_cids)        */
     uint64_t rx_dropped_foreign;     /* long header without lh_prefix      */
+    uint64_t rx_held;                /* unknown-id datagrams held (hold_cap) */
+    uint64_t rx_held_delivered;      /* of those, delivered once their
+                                        connection was added               */
+    uint64_t rx_held_expired;        /* of those, dropped after hold_us    */
 } crust_endpoint_stats;
 
 /* Create an endpoint on fd, a UDP socket (AF_INET or AF_INET6) that must be
