@@ -100,6 +100,9 @@ _CODE_REASONS = {
     CODE_SHUTDOWN: "service shut down",
 }
 _MISBEHAVING_SOURCES = 4096
+#: Seconds :meth:`Service.close` waits for peers to take what was queued
+#: for them before closing them at once.
+CLOSE_WAIT = 2.0
 _UDP_BUFFER = 4 << 20
 
 
@@ -239,11 +242,22 @@ class Service:
             self._stun_task = asyncio.create_task(self._probe_stun())
         logger.info("service %s listening on %s", self.id.short, self.endpoints)
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` started: no new peer is accepted."""
+        return self._closing
+
     async def close(self) -> None:
-        """Close every connection gracefully (bounded wait), then stop."""
+        """Close every connection gracefully (bounded wait), then stop.
+        From the first moment no new peer is accepted: the TCP listeners
+        stop accepting, handshakes are neither answered nor completed, and
+        ``connect`` fails. Every peer gets a close: gracefully within
+        :data:`CLOSE_WAIT` seconds, at once after that."""
         if self._closing:
             return
         self._closing = True
+        for tl in self._tcp:
+            tl.stop_accepting()
         if self.upnp is not None:
             await self.upnp.close()
         if self._stun_task is not None:
@@ -258,8 +272,14 @@ class Service:
         if peers:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.gather(*(p.wait_closed() for p in peers)), timeout=2.0
+                    asyncio.gather(*(p.wait_closed() for p in peers)), timeout=CLOSE_WAIT
                 )
+        # Peers that did not finish in time (gone, or too slow to take
+        # their data) still get a close, sent before the sockets close.
+        for p in list(self._peers.values()):
+            self._close_peer(p, CODE_SHUTDOWN, graceful=False)
+        for ul in self._udp:
+            ul.flush_now()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -515,6 +535,11 @@ class Service:
         """A handshake completed and its engine connection exists: hand the
         peer up, or resolve a duplicate by a rule both ends agree on."""
         pid = result.peer_id
+        if self._closing:
+            # A handshake that completed while we shut down (a dial in
+            # flight, or a peer that reconnected): no new peer now.
+            self._close_link(link, CODE_SHUTDOWN, graceful=False)
+            return None
         if pid in self._blacklist_ids or self.is_blacklisted_address(link.address):
             self._close_link(link, CODE_BLACKLISTED, graceful=False)
             return None

@@ -112,8 +112,10 @@ class TcpLink(asyncio.BufferedProtocol):
         self.transport = transport
         self.address = transport.get_extra_info("peername")[:2]
         self.service.tcp_links.add(self)
-        if self.responder is not None and self.service.is_blacklisted_address(self.address):
-            transport.abort()  # blacklisted: not one byte of answer
+        if self.responder is not None and (
+            self.service.closing or self.service.is_blacklisted_address(self.address)
+        ):
+            transport.abort()  # blacklisted or shutting down: not one byte of answer
             self._closed = True
             return
         transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
@@ -230,6 +232,9 @@ class TcpLink(asyncio.BufferedProtocol):
             self._pump_initiator(now)
             return
         if self.responder is not None and self._conn is None:
+            if self.service.closing:
+                self.close_transport()  # shutting down: no new peer
+                return
             replies = self.responder.receive_datagram(frame, self.address, now)
             self._write([r for r, _ in replies])
             for result in self.responder.take_completed():
@@ -383,6 +388,11 @@ class TcpListener:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: TcpLink(service, responder=responder), sock=sock)
         return cls(service, server, role)
+
+    def stop_accepting(self) -> None:
+        """Accept no more streams (the service is shutting down); those
+        already open are left to the service."""
+        self.server.close()
 
     async def close(self) -> None:
         self.server.close()

@@ -109,6 +109,12 @@ class UdpListener:
         self.endpoint.flush(now_us())
         self._drive()
 
+    def flush_now(self) -> None:
+        """Send what the connections queued without waiting for the next
+        loop iteration (the socket is about to close)."""
+        if not self._closed:
+            self.endpoint.flush(now_us())
+
     def _drive(self) -> None:
         if self._closed:
             return
@@ -205,6 +211,8 @@ class UdpListener:
             ini.receive_datagram(data, addr, now)
             self._pump_initiator(dst, ini, peer_addr, fut, now)
             return
+        if self.service.closing:
+            return  # shutting down: no answer, no new peer
         for reply, to in self.responder.receive_datagram(data, addr, now):
             self.endpoint.send_raw(reply, to)
         for result in self.responder.take_completed():
