@@ -63,7 +63,8 @@ class Retirement:
 
 class Retirements:
     """The service's retiring connections; ``close(link)`` closes one
-    gracefully and hands it back to the service's housekeeping."""
+    gracefully and hands it back to the service, which forgets it once its
+    transport reports it done."""
 
     def __init__(self, close: Callable[[Link], None]) -> None:
         self._close = close

@@ -62,6 +62,7 @@ from crust.handshake import (
 from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
 from crust.peer import Address, Link, Peer, now_us
+from crust.pruning import Pruner
 from crust.retirement import Retirements
 from crust.stats import ServiceCounters, snapshot
 
@@ -172,7 +173,6 @@ class Service:
         self._blacklist_ids: set[PeerId] = set()
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._failures: OrderedDict[Address, int] = OrderedDict()
-        self._decrypt_seen: dict[int, int] = {}
         self._engine_configs: dict[tuple[tuple[str, Any], ...], _core.Config] = {}
         # Before the parts below, which register their control handlers.
         self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
@@ -188,7 +188,8 @@ class Service:
         #: UDP port: reflexive address and mapping behaviour; None until known.
         self.nat: NatBehaviour | None = None
         self._stun_task: asyncio.Task[None] | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        # Idle unmaintained connections are closed: one timer for all.
+        self._pruner = Pruner(self.config.prune_after, self._prune)
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
         self._counters = ServiceCounters()
@@ -234,7 +235,6 @@ class Service:
                     self._emit(ListenerStarted("tcp", tl.address, role))
                 else:
                     tcp.close()
-        self._housekeeping = asyncio.create_task(self._housekeep())
         await self.discovery.start()
         if self.config.upnp:
             self._start_upnp()
@@ -280,10 +280,7 @@ class Service:
             self._close_peer(p, CODE_SHUTDOWN, graceful=False)
         for ul in self._udp:
             ul.flush_now()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        self._pruner.close()
         self.traversal.close()
         for ul in self._udp:
             ul.close()
@@ -587,6 +584,7 @@ class Service:
         peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
         self._peers[pid] = peer
         self._by_link[id(link)] = peer
+        self._pruner.watch(peer)
         if not incoming:
             self._addresses[pid] = link.address
         self._emit(NewPeer(peer, incoming, link.path))
@@ -683,6 +681,7 @@ class Service:
             return
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
+        self._pruner.forget(peer)
         peer._on_closed(reason)
         self._emit(LostPeer(peer, reason))
         self.discovery.on_lost_peer(peer)
@@ -700,6 +699,14 @@ class Service:
         self._retiring.forget(link)
         self._retired.pop(id(link), None)
         link.close()
+
+    def on_refused(self, link: Link, n: int) -> None:
+        """``link``'s connection refused ``n`` more datagrams (failed
+        authentication or parsing): count them against its source. The
+        transports report it as it happens (a UDP endpoint lists such a
+        connection as ready), so no scan of the connections is needed."""
+        peer = self._by_link.get(id(link))
+        self.count_failure(link.address, peer.id if peer is not None else None, n)
 
     def replace_link(self, peer: Peer, link: Link) -> None:
         """``peer``'s engine connection moved to ``link`` (a relayed
@@ -854,23 +861,6 @@ class Service:
         if not graceful:
             self.on_link_lost(link, _CODE_REASONS.get(code, "disconnected by us"))
 
-    async def _housekeep(self) -> None:
-        """Once a second: prune idle unmaintained connections, watch for
-        authentication failures on live ones."""
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for peer in list(self._peers.values()):
-                if (
-                    not peer.maintained
-                    and peer.is_connected
-                    and now - peer.last_used > self.config.prune_after
-                ):
-                    logger.info("pruning %r: idle and not maintained", peer)
-                    self._close_peer(peer, CODE_PRUNED, graceful=True)
-                st = peer._link.conn.stats()
-                seen = self._decrypt_seen.get(id(peer), 0)
-                bad = st["rx_dropped_decrypt"] + st["rx_dropped_malformed"]
-                if bad > seen:
-                    self._decrypt_seen[id(peer)] = bad
-                    self.count_failure(peer.address, peer.id, bad - seen)
+    def _prune(self, peer: Peer) -> None:
+        logger.info("pruning %r: idle and not maintained", peer)
+        self._close_peer(peer, CODE_PRUNED, graceful=True)

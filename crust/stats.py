@@ -56,7 +56,8 @@ STATS_DOC: dict[str, str] = {
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
     "live": "objects held now, per kind (a leak check: each returns to 0 once every "
     "connection ended): `peers`, `links` (connections in use), `closing` (ended, "
-    "draining), `retiring` (duplicates being retired), `tcp_streams`, "
+    "draining), `retiring` (duplicates being retired), `prune_watch` (peers watched for "
+    "pruning), `tcp_streams`, "
     "`udp_connections`, `udp_dials` (outgoing UDP handshakes), "
     "`engine_connections` (C connections alive in the whole process)",
     "discovery": "`beacon` (null when not running): datagrams `rx`, `malformed`, `foreign`, "
@@ -117,6 +118,7 @@ def live_objects(svc: Service) -> dict[str, int]:
         "links": len(svc._by_link),
         "closing": len(svc._retired),
         "retiring": len(svc._retiring),
+        "prune_watch": len(svc._pruner),
         "tcp_streams": len(svc.tcp_links),
         "udp_connections": sum(ul.connections for ul in svc._udp),
         "udp_dials": sum(ul.dials for ul in svc._udp),

@@ -12,6 +12,7 @@ the resident set grew by at most 10 KB per connection after the warm-up
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -26,13 +27,15 @@ MAX_SLOPE = 10_000  # bytes per connection
 @pytest.mark.parametrize("ending", ENDINGS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_churn_leaves_nothing_behind(transport: str, ending: str) -> None:
+    gc.collect()  # connections earlier tests dropped but did not free yet
     before = _core.live_connections()
     result = asyncio.run(asyncio.wait_for(churn(transport, ending, CYCLES, warmup=WARMUP), 120))
     per_connection = {k: v for k, v in result.server_live.items() if k != "engine_connections"}
     assert not any(per_connection.values()), result.server_live
     client = {k: v for k, v in result.client_live.items() if k != "engine_connections"}
     assert not any(client.values()), result.client_live
-    assert _core.live_connections() == before
+    gc.collect()
+    assert _core.live_connections() <= before
     assert result.rss_slope <= MAX_SLOPE, (
         f"{transport} x {ending}: {result.rss_slope / 1024:.1f} KiB per connection "
         f"(resident set after each batch: {result.samples})"

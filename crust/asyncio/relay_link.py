@@ -51,6 +51,7 @@ class RelayLink:
         self._closed = False
         self.sent = 0
         self.dropped = 0
+        self._refused = 0  # datagrams the connection refused, as last reported
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -128,6 +129,10 @@ class RelayLink:
         events = conn.poll_events()
         if events:
             self.service.on_conn_events(self, events)
+        refused = conn.refused
+        if refused != self._refused:
+            self.service.on_refused(self, refused - self._refused)
+            self._refused = refused
         if self.upgraded_to is not None or self._closed:
             return
         if conn.is_closed:

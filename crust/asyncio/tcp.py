@@ -97,6 +97,7 @@ class TcpLink(asyncio.BufferedProtocol):
         self._timer_at: int | None = None  # engine deadline the timer is for
         self._kicked = False
         self._closed = False
+        self._refused = 0  # datagrams the connection refused, as last reported
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -321,6 +322,10 @@ class TcpLink(asyncio.BufferedProtocol):
         events = conn.poll_events()
         if events:
             self.service.on_conn_events(self, events)
+        refused = conn.refused
+        if refused != self._refused:
+            self.service.on_refused(self, refused - self._refused)
+            self._refused = refused
         tr = self.transport
         if tr is not None and not tr.is_closing():
             # Whole batches of packets per write, while asyncio's buffer

@@ -41,6 +41,7 @@ class UdpLink:
         self.listener = listener
         self.conn = conn
         self.address = address
+        self.refused = 0  # datagrams the connection refused, as last reported
 
     def kick(self) -> None:
         self.listener.kick()
@@ -138,6 +139,10 @@ class UdpListener:
             events = conn.poll_events()
             if events:
                 self.service.on_conn_events(link, events)
+            refused = conn.refused
+            if refused != link.refused:
+                self.service.on_refused(link, refused - link.refused)
+                link.refused = refused
             if conn.is_closed:
                 # Listed once when it finished closing: free it now.
                 self.service.on_link_done(link, "connection closed")
