@@ -700,13 +700,17 @@ class Service:
         self._retired.pop(id(link), None)
         link.close()
 
-    def on_refused(self, link: Link, n: int) -> None:
-        """``link``'s connection refused ``n`` more datagrams (failed
-        authentication or parsing): count them against its source. The
-        transports report it as it happens (a UDP endpoint lists such a
-        connection as ready), so no scan of the connections is needed."""
-        peer = self._by_link.get(id(link))
-        self.count_failure(link.address, peer.id if peer is not None else None, n)
+    def note_refused(self, link: Link, seen: int) -> int:
+        """Count the datagrams ``link``'s connection refused (failed
+        authentication or parsing) since ``seen`` of them against its
+        source, and return the new total for the next call. The transports
+        call it after input (a UDP endpoint lists such a connection as
+        ready), so no scan of the connections is needed."""
+        refused = link.conn.refused
+        if refused != seen:
+            peer = self._by_link.get(id(link))
+            self.count_failure(link.address, peer.id if peer is not None else None, refused - seen)
+        return refused
 
     def replace_link(self, peer: Peer, link: Link) -> None:
         """``peer``'s engine connection moved to ``link`` (a relayed

@@ -129,10 +129,7 @@ class RelayLink:
         events = conn.poll_events()
         if events:
             self.service.on_conn_events(self, events)
-        refused = conn.refused
-        if refused != self._refused:
-            self.service.on_refused(self, refused - self._refused)
-            self._refused = refused
+        self._refused = self.service.note_refused(self, self._refused)
         if self.upgraded_to is not None or self._closed:
             return
         if conn.is_closed:

@@ -322,10 +322,7 @@ class TcpLink(asyncio.BufferedProtocol):
         events = conn.poll_events()
         if events:
             self.service.on_conn_events(self, events)
-        refused = conn.refused
-        if refused != self._refused:
-            self.service.on_refused(self, refused - self._refused)
-            self._refused = refused
+        self._refused = self.service.note_refused(self, self._refused)
         tr = self.transport
         if tr is not None and not tr.is_closing():
             # Whole batches of packets per write, while asyncio's buffer

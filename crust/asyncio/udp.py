@@ -139,10 +139,7 @@ class UdpListener:
             events = conn.poll_events()
             if events:
                 self.service.on_conn_events(link, events)
-            refused = conn.refused
-            if refused != link.refused:
-                self.service.on_refused(link, refused - link.refused)
-                link.refused = refused
+            link.refused = self.service.note_refused(link, link.refused)
             if conn.is_closed:
                 # Listed once when it finished closing: free it now.
                 self.service.on_link_done(link, "connection closed")
