@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from crust.bench.service_path import service_config
 from crust.config import ServiceConfig
 from crust.identity import Identity
 from crust.service import Service
@@ -113,20 +114,9 @@ class ChurnResult:
 
 
 def _config(transport: str, **kw: Any) -> ServiceConfig:
-    return ServiceConfig(
-        tcp=transport == "tcp",
-        udp=transport == "udp",
-        hosts=("127.0.0.1",),
-        identity=Identity.generate(),
-        idle_timeout=_IDLE_TIMEOUT,
-        keepalive=_KEEPALIVE,
-        # Only the connections under test: no LAN beacon, no bootstrap
-        # cache (thousands of short-lived nodes would fill it), no gossip.
-        beacon=False,
-        cache_size=0,
-        gossip=False,
-        **kw,
-    )
+    # service_config: no LAN beacon, bootstrap cache (thousands of
+    # short-lived nodes would fill it) or gossip, only these connections.
+    return service_config(transport, idle_timeout=_IDLE_TIMEOUT, keepalive=_KEEPALIVE, **kw)
 
 
 async def _drain(svc: Service) -> None:

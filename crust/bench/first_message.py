@@ -20,24 +20,11 @@ import time
 from typing import Any
 
 from crust.bench.procs import child
-from crust.config import ServiceConfig
+from crust.bench.service_path import service_config
 from crust.events import NewMessage
-from crust.identity import Identity
 from crust.service import Service
 
 __all__ = ["first_message_rtts", "percentile"]
-
-
-def _config(transport: str) -> ServiceConfig:
-    return ServiceConfig(
-        hosts=("127.0.0.1",),
-        identity=Identity.generate(),
-        tcp=transport == "tcp",
-        udp=transport == "udp",
-        beacon=False,
-        cache_size=0,
-        gossip=False,
-    )
 
 
 async def _echo(svc: Service) -> None:
@@ -61,7 +48,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def _server(pipe: Any, transport: str) -> None:
     async def main() -> None:
-        async with Service(_config(transport)) as server:
+        async with Service(service_config(transport)) as server:
             task = asyncio.create_task(_echo(server))
             pipe.send(server.endpoints[0])
             loop = asyncio.get_running_loop()
@@ -77,7 +64,7 @@ async def first_message_rtts(n: int, size: int = 16 << 10, transport: str = "udp
     process, so its receive batches mix packets as a remote peer's would."""
     with child(_server, transport) as pipe:
         address = pipe.recv()
-        client = Service(_config(transport))
+        client = Service(service_config(transport))
         await client.start()
         inbox: asyncio.Queue[bytes] = asyncio.Queue()
         task = asyncio.create_task(_collect(client, inbox))
