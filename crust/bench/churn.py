@@ -48,6 +48,8 @@ __all__ = ["ENDINGS", "TRANSPORTS", "ChurnResult", "churn", "rss", "slope"]
 
 TRANSPORTS = ("tcp", "udp")
 ENDINGS = ("disconnect", "close", "peer_gone", "pruned", "handshake_failure", "duplicate")
+#: Endings that wait on a timer: run _PARALLEL connections at a time.
+PARALLEL_ENDINGS = ("peer_gone", "pruned", "handshake_failure")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # Short timers so ended connections go within a second or two.
@@ -235,7 +237,7 @@ async def churn(transport: str, ending: str, cycles: int, *, warmup: int = 50) -
     measured) and report the memory slope and what is left alive."""
     if transport not in TRANSPORTS or ending not in ENDINGS:
         raise ValueError(f"unknown case {transport} x {ending}")
-    parallel = _PARALLEL if ending in ("peer_gone", "pruned", "handshake_failure") else 1
+    parallel = _PARALLEL if ending in PARALLEL_ENDINGS else 1
     points: list[tuple[int, int]] = []
     started = time.monotonic()
     async with _Run(transport, ending) as run:
