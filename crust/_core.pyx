@@ -516,6 +516,10 @@ cdef const uint8_t *_fixed(object value, Py_ssize_t size, str what, list keep) e
     return <const uint8_t *>PyBytes_AS_STRING(data)
 
 
+# Connections created and not yet freed (live_connections()).
+cdef Py_ssize_t _live_connections = 0
+
+
 @cython.auto_pickle(False)
 @cython.final
 cdef class Connection:
@@ -564,14 +568,18 @@ cdef class Connection:
         )
         if self._c == NULL:
             raise OutOfMemory("crust_conn_new failed: out of memory")
+        global _live_connections
+        _live_connections += 1
         # Large messages are assembled in the bytes object the application
         # gets: the engine writes each packet's data there, no copy out.
         C.crust_conn_set_msg_alloc(self._c, _msg_alloc, _msg_free, NULL, _DIRECT_MIN)
 
     def __dealloc__(self):
+        global _live_connections
         if self._c != NULL:
             C.crust_conn_free(self._c)
             self._c = NULL
+            _live_connections -= 1
 
     cdef inline int _ready(self) except -1:
         if self._c == NULL:
@@ -1000,8 +1008,24 @@ cdef class Connection:
         self._ready()
         return C.crust_conn_is_closed(self._c) != 0
 
+    @property
+    def refused(self):
+        """Datagrams that failed authentication or parsing so far
+        (``rx_dropped_decrypt + rx_dropped_malformed``), without building
+        the whole :meth:`stats` dict."""
+        cdef C.crust_stats st
+        self._ready()
+        C.crust_conn_get_stats(self._c, &st)
+        return st.rx_dropped_decrypt + st.rx_dropped_malformed
+
 
 # ---- module-level functions -------------------------------------------------
+
+def live_connections():
+    """Engine connections (``crust_conn``) alive in this process now: a
+    leak check for long-running nodes (``Service.stats()["live"]``)."""
+    return _live_connections
+
 
 def register_aead(int aead_id, uintptr_t seal_ptr, uintptr_t open_ptr):
     """Install libsodium's combined-mode encrypt/decrypt (function pointers

@@ -283,6 +283,8 @@ cdef extern from "crust.h" nogil:
         uint32_t route_unknown_cids
         uint32_t lh_prefix_len
         uint8_t lh_prefix[8]
+        uint32_t hold_cap
+        uint32_t hold_us
         uint32_t route_stun
 
     void crust_endpoint_config_default(crust_endpoint_config *cfg)
@@ -314,6 +316,9 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_dropped_foreign
         uint64_t rx_dropped_offpath
         uint64_t junk_sources_full
+        uint64_t rx_held
+        uint64_t rx_held_delivered
+        uint64_t rx_held_expired
 
     crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     void crust_endpoint_free(crust_endpoint *ep)

@@ -100,7 +100,12 @@ cdef class Endpoint:
     Short-header datagrams for a connection id not in the endpoint can never
     start a handshake: they are dropped and counted in C
     (``rx_dropped_unknown_cid``), unless ``route_unknown_cids`` is true,
-    when they join the unrouted datagrams too. With ``long_header_prefix``
+    when they join the unrouted datagrams too. Those that come within
+    100 ms of a handshake datagram are held a moment instead (up to 32): a
+    dialler's first packets can arrive with its final handshake message,
+    before the connection is added; the next :meth:`drive` or
+    :meth:`flush` after :meth:`add` delivers them (``rx_held``,
+    ``rx_held_delivered``, ``rx_held_expired``). With ``long_header_prefix``
     (up to 8 bytes; crust's handshake: version and network tag), long-header
     datagrams whose bytes from the second on do not start with it are
     dropped and counted in C as well (``rx_dropped_foreign``). With

@@ -121,6 +121,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only", action="append", metavar="TEXT", help="run cases whose name contains TEXT"
     )
+    bench.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="instead of the suite: a soak of SECONDS (20 MB/s of mixed priorities and "
+        "sizes to a peer frozen 10 s every minute, every message checked; see "
+        "crust.bench.soak); exit status 1 on any loss, duplicate or reordering",
+    )
+    bench.add_argument(
+        "--transport", choices=("udp", "tcp"), default="udp", help="the soak's transport"
+    )
 
     node = sub.add_parser(
         "node",
@@ -270,6 +281,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     from crust.bench.report import json_document, table  # deferred: heavy imports
     from crust.bench.suite import FULL, SMOKE, Suite
 
+    if args.soak is not None:
+        return _run_soak(args.soak, args.transport)
     if args.rounds is not None and not 1 <= args.rounds <= 100:
         print(f"crust bench: --rounds must be in 1..100, got {args.rounds}", file=sys.stderr)
         return 2
@@ -285,6 +298,25 @@ def _run_bench(args: argparse.Namespace) -> int:
     print(f"\nJSON (pytest-benchmark format): {args.json}", file=sys.stderr)
     failed = [n for n, o in suite.outcomes.items() if o.error and o.error.startswith("failed")]
     return 1 if failed else 0
+
+
+def _run_soak(seconds: float, transport: str) -> int:
+    import asyncio
+
+    from crust.bench.soak import soak
+
+    if seconds < 30:
+        print("crust bench: --soak needs at least 30 seconds", file=sys.stderr)
+        return 2
+    r = asyncio.run(soak(seconds, transport=transport, freeze_every=60.0, freeze_for=10.0))
+    print(
+        f"soak {transport} {seconds:.0f} s: {r.messages} messages, {r.bytes / 1e9:.2f} GB, "
+        f"per priority sent {r.sent} received {r.received}, {r.freezes} freezes of 10 s, "
+        f"resumed within {r.resume_max:.3f} s, {len(r.errors)} errors"
+    )
+    for e in r.errors[:20]:
+        print(f"  {e}")
+    return 1 if r.errors else 0
 
 
 def _check(name: str, value: float, lo: float, hi: float) -> str | None:

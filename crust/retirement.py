@@ -63,7 +63,8 @@ class Retirement:
 
 class Retirements:
     """The service's retiring connections; ``close(link)`` closes one
-    gracefully and hands it back to the service's housekeeping."""
+    gracefully and hands it back to the service, which forgets it once its
+    transport reports it done."""
 
     def __init__(self, close: Callable[[Link], None]) -> None:
         self._close = close
@@ -71,6 +72,9 @@ class Retirements:
         # RETIREs heard on a connection we had not retired yet (the peer
         # decided first): at most one per live connection, dropped with it.
         self._heard_early: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._by_link)
 
     def get(self, link: Link) -> Retirement | None:
         return self._by_link.get(id(link))

@@ -73,6 +73,7 @@ from crust.handshake import (
 from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
 from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
+from crust.pruning import Pruner
 from crust.retirement import Retirements
 from crust.stats import ServiceCounters, ServiceStats, snapshot
 from crust.subscriptions import EventHub, Inbound, Subscription
@@ -114,6 +115,9 @@ _CODE_REASONS = {
     CODE_FULL: "connection limit: made room for another peer",
 }
 _MISBEHAVING_SOURCES = 4096
+#: Seconds :meth:`Service.close` waits for peers to take what was queued
+#: for them before closing them at once.
+CLOSE_WAIT = 2.0
 _UDP_BUFFER = 4 << 20
 
 
@@ -199,6 +203,8 @@ class Service:
         self._tcp: list[TcpListener] = []
         self._peers: dict[PeerId, Peer] = {}
         self._by_link: dict[int, Peer] = {}
+        # Connections closing (ours lost, or duplicates retired) until their
+        # transport reports them done (on_link_done).
         self._retired: dict[int, Link] = {}
         # Duplicate connections on their way out (crust.retirement).
         self._retiring = Retirements(self._retire)
@@ -206,7 +212,6 @@ class Service:
         self._blacklist_ids: set[PeerId] = set()
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._failures: OrderedDict[Address, int] = OrderedDict()
-        self._decrypt_seen: dict[int, int] = {}
         self._engine_configs: dict[tuple[tuple[str, Any], ...], _core.Config] = {}
         # Before the parts below, which register their control handlers.
         self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
@@ -223,7 +228,8 @@ class Service:
         #: UDP port: reflexive address and mapping behaviour; None until known.
         self.nat: NatBehaviour | None = None
         self._stun_task: asyncio.Task[None] | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        # Idle unmaintained connections are closed: one timer for all.
+        self._pruner = Pruner(self.config.prune_after, self._prune)
         #: Open TCP streams (handshaking or connected), closed with the service.
         self.tcp_links: set[TcpLink] = set()
         #: Inbound TCP streams not yet authenticated: capped, with a deadline.
@@ -277,7 +283,6 @@ class Service:
                     self._emit(ListenerStarted("tcp", tl.address, role))
                 else:
                     tcp.close()
-        self._housekeeping = asyncio.create_task(self._housekeep())
         await self.discovery.start()
         if self.config.upnp or self.config.natpmp:
             self._start_upnp()
@@ -285,11 +290,22 @@ class Service:
             self._stun_task = asyncio.create_task(self._probe_stun())
         logger.info("service %s listening on %s", self.id.short, self.endpoints)
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` started: no new peer is accepted."""
+        return self._closing
+
     async def close(self) -> None:
-        """Close every connection gracefully (bounded wait), then stop."""
+        """Close every connection gracefully (bounded wait), then stop.
+        From the first moment no new peer is accepted: the TCP listeners
+        stop accepting, handshakes are neither answered nor completed, and
+        ``connect`` fails. Every peer gets a close: gracefully within
+        :data:`CLOSE_WAIT` seconds, at once after that."""
         if self._closing:
             return
         self._closing = True
+        for tl in self._tcp:
+            tl.stop_accepting()
         if self.upnp is not None:
             await self.upnp.close()
         if self._stun_task is not None:
@@ -304,12 +320,15 @@ class Service:
         if peers:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.gather(*(p.wait_closed() for p in peers)), timeout=2.0
+                    asyncio.gather(*(p.wait_closed() for p in peers)), timeout=CLOSE_WAIT
                 )
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        # Peers that did not finish in time (gone, or too slow to take
+        # their data) still get a close, sent before the sockets close.
+        for p in list(self._peers.values()):
+            self._close_peer(p, CODE_SHUTDOWN, graceful=False)
+        for ul in self._udp:
+            ul.flush_now()
+        self._pruner.close()
         self.traversal.close()
         for ul in self._udp:
             ul.close()
@@ -675,6 +694,11 @@ class Service:
         peer up, or resolve a duplicate by a rule both ends agree on.
         ``for_app``: the application's own connect() dialled it."""
         pid = result.peer_id
+        if self._closing:
+            # A handshake that completed while we shut down (a dial in
+            # flight, or a peer that reconnected): no new peer now.
+            self._close_link(link, CODE_SHUTDOWN, graceful=False)
+            return None
         if pid in self._blacklist_ids or self.is_blacklisted_address(link.address):
             self._close_link(link, CODE_BLACKLISTED, graceful=False)
             return None
@@ -726,6 +750,7 @@ class Service:
         peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
         self._peers[pid] = peer
         self._by_link[id(link)] = peer
+        self._pruner.watch(peer)
         if not incoming:
             self._addresses[pid] = link.address
         peer._dialled = for_app or pid in self._app_dialling
@@ -903,12 +928,36 @@ class Service:
             return
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
+        self._pruner.forget(peer)
         peer._on_closed(reason)
         self._emit(LostPeer(peer, reason))
         self.discovery.on_lost_peer(peer)
         self.traversal.on_peer_lost(peer)
         # The transport forgets the connection once it finished draining.
         self._retired[id(link)] = link
+
+    def on_link_done(self, link: Link, reason: str) -> None:
+        """The transport is done with ``link``: its connection finished
+        closing, or its carrier (a TCP stream) is gone, so nothing more can
+        come or go on it. Report the peer lost if it still was ours, then
+        forget the link everywhere and let the transport free it."""
+        if id(link) in self._by_link:
+            self.on_link_lost(link, reason)
+        self._retiring.forget(link)
+        self._retired.pop(id(link), None)
+        link.close()
+
+    def note_refused(self, link: Link, seen: int) -> int:
+        """Count the datagrams ``link``'s connection refused (failed
+        authentication or parsing) since ``seen`` of them against its
+        source, and return the new total for the next call. The transports
+        call it after input (a UDP endpoint lists such a connection as
+        ready), so no scan of the connections is needed."""
+        refused = link.conn.refused
+        if refused != seen:
+            peer = self._by_link.get(id(link))
+            self.count_failure(link.address, peer.id if peer is not None else None, refused - seen)
+        return refused
 
     def replace_link(self, peer: Peer, link: Link) -> None:
         """``peer``'s engine connection moved to ``link`` (a relayed
@@ -1080,27 +1129,6 @@ class Service:
         if not graceful:
             self.on_link_lost(link, _CODE_REASONS.get(code, "disconnected by us"))
 
-    async def _housekeep(self) -> None:
-        """Once a second: prune idle unmaintained connections, watch for
-        authentication failures on live ones, forget drained connections."""
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for peer in list(self._peers.values()):
-                if (
-                    not peer.maintained
-                    and peer.is_connected
-                    and now - peer.last_used > self.config.prune_after
-                ):
-                    logger.info("pruning %r: idle and not maintained", peer)
-                    self._close_peer(peer, CODE_PRUNED, graceful=True)
-                st = peer._link.conn.stats()
-                seen = self._decrypt_seen.get(id(peer), 0)
-                bad = st["rx_dropped_decrypt"] + st["rx_dropped_malformed"]
-                if bad > seen:
-                    self._decrypt_seen[id(peer)] = bad
-                    self.count_failure(peer.address, peer.id, bad - seen)
-            for key, link in list(self._retired.items()):
-                if link.conn.is_closed:
-                    del self._retired[key]
-                    link.close()
+    def _prune(self, peer: Peer) -> None:
+        logger.info("pruning %r: idle and not maintained", peer)
+        self._close_peer(peer, CODE_PRUNED, graceful=True)

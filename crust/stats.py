@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
+from crust import _core
 from crust.events import ConnectFailed, LostPeer, MessageDropped, NewPeer, PeerMisbehaving
 from crust.paths import PathName
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from crust.peer import Peer
     from crust.service import Service
 
-__all__ = ["STATS_DOC", "PeerEntry", "ServiceCounters", "ServiceStats", "snapshot"]
+__all__ = ["STATS_DOC", "PeerEntry", "ServiceCounters", "ServiceStats", "live_objects", "snapshot"]
 
 # Engine counters summed over connections, under the names PeerStats uses.
 _TRAFFIC = {
@@ -58,6 +59,12 @@ STATS_DOC: dict[str, str] = {
     "udp": "per UDP listener: the C endpoint's counters (datagrams, batches, GSO/GRO, drops)",
     "per_peer": "per connected peer id: `path`, `address`, `incoming`, `maintained` and "
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
+    "live": "objects held now, per kind (a leak check: each returns to 0 once every "
+    "connection ended): `peers`, `links` (connections in use), `closing` (ended, "
+    "draining), `retiring` (duplicates being retired), `prune_watch` (peers watched for "
+    "pruning), `tcp_streams`, "
+    "`udp_connections`, `udp_dials` (outgoing UDP handshakes), "
+    "`engine_connections` (C connections alive in the whole process)",
     "discovery": "`beacon` (null when not running): datagrams `rx`, `malformed`, `foreign`, "
     "`own`, `rate_limited`, `queries_sent`, `replies_sent`, `replies_too_big`, `lan_peers`; "
     "`bootstrap`: candidates `tried`, `connected`, `skipped` by reason, seconds to "
@@ -107,6 +114,7 @@ class ServiceStats(TypedDict):
     handshake: dict[str, int]
     udp: list[dict[str, int]]
     tcp: dict[str, int]
+    live: dict[str, int]
     per_peer: dict[str, PeerEntry]
     discovery: dict[str, Any]
 
@@ -168,6 +176,21 @@ def _tcp_stats(svc: Service) -> dict[str, int]:
     return out
 
 
+def live_objects(svc: Service) -> dict[str, int]:
+    """How many of each per-connection object ``svc`` holds now."""
+    return {
+        "peers": len(svc._peers),
+        "links": len(svc._by_link),
+        "closing": len(svc._retired),
+        "retiring": len(svc._retiring),
+        "prune_watch": len(svc._pruner),
+        "tcp_streams": len(svc.tcp_links),
+        "udp_connections": sum(ul.connections for ul in svc._udp),
+        "udp_dials": sum(ul.dials for ul in svc._udp),
+        "engine_connections": _core.live_connections(),
+    }
+
+
 def snapshot(svc: Service, counters: ServiceCounters) -> ServiceStats:
     """The structured stats of ``svc`` (plain dicts, lists, str, int, float
     and bool only, so ``json.dumps`` takes it as is)."""
@@ -199,6 +222,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> ServiceStats:
         "tcp": _tcp_stats(svc),
         "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
         "per_peer": {str(p.id): _peer_entry(p) for p in peers},
+        "live": live_objects(svc),
         "discovery": svc.discovery.stats(),
     }
     return out

@@ -16,7 +16,8 @@
  *       -> the earliest connection deadline.
  *
  * then drains what the drive left for it, all O(1) per item:
- *   crust_endpoint_next_ready        connections with events to poll
+ *   crust_endpoint_next_ready        connections with events to poll, that
+ *                                    finished closing or refused datagrams
  *   crust_endpoint_next_path_change  peers that moved (NAT rebinding)
  *   crust_endpoint_next_unrouted     datagrams for no known connection
  *                                    (long-header handshake packets; unknown
@@ -83,6 +84,18 @@ typedef struct crust_endpoint_config {
                                   so junk and other networks' packets
                                   never leave C                           */
     uint8_t lh_prefix[8];
+    uint32_t hold_cap;         /* 32: short-header datagrams for an unknown
+                                  connection id kept (0..1024, each up to
+                                  CRUST_MAX_PACKET bytes) when they come
+                                  within hold_us of a handshake datagram:
+                                  a dialler's first packets can share a
+                                  receive batch with its final handshake
+                                  message, and its connection is added
+                                  only after the batch; a drive or flush
+                                  after crust_endpoint_add delivers them.
+                                  Others (and any past the cap) count as
+                                  rx_dropped_unknown_cid                 */
+    uint32_t hold_us;          /* 100000: how long a datagram is held     */
     uint32_t route_stun;       /* 0: off. 1: a datagram that is neither a
                                   crust packet nor junk but a STUN message
                                   (RFC 8489: top two bits 0, magic cookie
@@ -126,6 +139,10 @@ typedef struct crust_endpoint_stats {
                                         authentication or parsing          */
     uint64_t junk_sources_full;      /* failures not attributed: more than
                                         64 sources between two drains      */
+    uint64_t rx_held;                /* unknown-id datagrams held (hold_cap) */
+    uint64_t rx_held_delivered;      /* of those, delivered once their
+                                        connection was added               */
+    uint64_t rx_held_expired;        /* of those, dropped after hold_us    */
 } crust_endpoint_stats;
 
 /* Create an endpoint on fd, a UDP socket (AF_INET or AF_INET6) that must be
@@ -181,7 +198,10 @@ int crust_endpoint_want_write(const crust_endpoint *ep);
 
 /* Pop the next connection that has events (crust_conn_poll_event would
  * return one when it was listed), or NULL. Drain its events; a drive lists
- * it again when it has new ones. */
+ * it again when it has new ones. A connection is also listed once when it
+ * has finished closing (crust_conn_is_closed: remove and free it then, no
+ * scan needed) and whenever it refused datagrams since it was last listed
+ * (its rx_dropped_* counters grew: count them against the peer). */
 crust_conn *crust_endpoint_next_ready(crust_endpoint *ep);
 /* Pop the next path change: a fresh authenticated packet of *c came from a
  * new address, now *c's peer; the endpoint switched to it and started a

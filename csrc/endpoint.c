@@ -51,6 +51,11 @@ struct ep_conn {
     uint64_t deadline;           /* heap key, UINT64_MAX when not in it */
     uint32_t heap_idx;
     uint8_t touched, ready;
+    /* Reasons to list it as ready besides events: it finished closing (listed
+     * once, so the caller can free it without scanning), or it refused a
+     * datagram since it was last listed (the caller counts those against
+     * the peer without reading every connection's counters). */
+    uint8_t closed_listed, refused;
     ep_link touch_link, ready_link;
 };
 
@@ -70,6 +75,14 @@ typedef struct junk_source {
 /* Distinct sources kept between drains (the caller drains after every
  * drive): more in one drive are counted in junk_sources_full only. */
 #define JUNK_SOURCES 64
+
+/* A datagram for a connection id not (yet) here: see hold_cap. */
+typedef struct held {
+    uint64_t cid, at;
+    uint32_t len;
+    socklen_t addrlen;
+    struct sockaddr_storage addr;
+} held;
 
 typedef struct unrouted {
     uint32_t len;
@@ -101,6 +114,11 @@ struct crust_endpoint {
 
     junk_source junk[JUNK_SOURCES];
     uint32_t junk_n;
+    held *hd;
+    uint8_t *hd_data;            /* hold_cap slots of CRUST_MAX_PACKET */
+    uint32_t hd_n;               /* held datagrams: hd[0..hd_n), oldest first */
+    uint8_t hd_added;            /* a connection was added since the last look */
+    uint64_t last_handshake;     /* when a long-header datagram was queued */
 };
 
 void crust_endpoint_config_default(crust_endpoint_config *cfg)
@@ -116,6 +134,8 @@ void crust_endpoint_config_default(crust_endpoint_config *cfg)
     cfg->close_fd = 0;
     cfg->route_unknown_cids = 0;
     cfg->route_stun = 0;
+    cfg->hold_cap = 32;
+    cfg->hold_us = 100000;
 }
 
 static int config_ok(const crust_endpoint_config *cfg)
@@ -125,7 +145,7 @@ static int config_ok(const crust_endpoint_config *cfg)
            cfg->unrouted_cap <= 65536 && cfg->unrouted_max_len >= 1 &&
            cfg->unrouted_max_len <= 65535 && cfg->path_change_cap >= 1 &&
            cfg->path_change_cap <= 65536 && cfg->close_fd <= 1 &&
-           cfg->route_unknown_cids <= 1 && cfg->route_stun <= 1 &&
+           cfg->route_unknown_cids <= 1 && cfg->route_stun <= 1 && cfg->hold_cap <= 1024 &&
            cfg->lh_prefix_len <= sizeof cfg->lh_prefix;
 }
 
@@ -419,8 +439,13 @@ crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     ep->pc = calloc(cfg->path_change_cap, sizeof *ep->pc);
     ep->ur = calloc(cfg->unrouted_cap, sizeof *ep->ur);
     ep->ur_data = malloc((size_t)cfg->unrouted_cap * cfg->unrouted_max_len);
+    /* One slot at least, so a zero hold_cap needs no special case. */
+    uint32_t hold_slots = cfg->hold_cap ? cfg->hold_cap : 1;
+    ep->hd = calloc(hold_slots, sizeof *ep->hd);
+    ep->hd_data = malloc((size_t)hold_slots * CRUST_MAX_PACKET);
     int udp_failed = udp_init(&ep->udp, fd, cfg->batch, (int)cfg->gso, (int)cfg->gro) != 0;
-    if (udp_failed || !ep->table || !ep->heap || !ep->pc || !ep->ur || !ep->ur_data) {
+    if (udp_failed || !ep->table || !ep->heap || !ep->pc || !ep->ur || !ep->ur_data || !ep->hd ||
+        !ep->hd_data) {
         if (!udp_failed)
             udp_free(&ep->udp);
         free(ep->table);
@@ -428,6 +453,8 @@ crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
         free(ep->pc);
         free(ep->ur);
         free(ep->ur_data);
+        free(ep->hd);
+        free(ep->hd_data);
         free(ep);
         errno = ENOMEM;
         return NULL;
@@ -454,6 +481,8 @@ void crust_endpoint_free(crust_endpoint *ep)
     free(ep->pc);
     free(ep->ur);
     free(ep->ur_data);
+    free(ep->hd);
+    free(ep->hd_data);
     free(ep);
 }
 
@@ -495,6 +524,7 @@ int crust_endpoint_add(crust_endpoint *ep, crust_conn *c, const struct sockaddr 
     }
     table_put(ep, e);
     ep->nconns++;
+    ep->hd_added = 1;
     /* The next drive or flush polls it: it may have data queued already. */
     touch(ep, e);
     return CRUST_OK;
@@ -617,6 +647,85 @@ static void note_junk(crust_endpoint *ep, const struct sockaddr *from, socklen_t
     }
 }
 
+/* Keep a datagram whose connection may be added in a moment (hold_cap);
+ * 0 when it is not kept. */
+static int hold(crust_endpoint *ep, uint64_t cid, const uint8_t *d, size_t len,
+                const struct sockaddr *from, socklen_t fromlen, uint64_t now)
+{
+    if (ep->hd_n >= ep->cfg.hold_cap || len > CRUST_MAX_PACKET || !ep->last_handshake ||
+        now - ep->last_handshake > ep->cfg.hold_us)
+        return 0;
+    held *h = &ep->hd[ep->hd_n];
+    h->addrlen = addr_copy(&h->addr, from, fromlen);
+    if (!h->addrlen)
+        return 0;
+    h->cid = cid;
+    h->at = now;
+    h->len = (uint32_t)len;
+    memcpy(ep->hd_data + (size_t)ep->hd_n * CRUST_MAX_PACKET, d, len);
+    ep->hd_n++;
+    ep->st.rx_held++;
+    return 1;
+}
+
+static void deliver(crust_endpoint *ep, ep_conn *e, const uint8_t *d, size_t len,
+                    const struct sockaddr *from, socklen_t fromlen, uint64_t now)
+{
+    crust_conn *c = e->c;
+    uint64_t largest = c->rx_largest_plus1;
+    /* A packet's failure counts against the peer only if it came from the
+     * peer's address: anyone who saw the connection id can send from
+     * elsewhere (issue 15, "no framing"). */
+    int offpath = !addr_same(&e->peer, from, fromlen);
+    c->rx_offpath = (uint8_t)offpath;
+    int rc = crust_conn_recv(c, now, d, len);
+    c->rx_offpath = 0;
+    if (rc != CRUST_OK) {
+        ep->st.rx_dropped_conn++;
+        if (!offpath)
+            e->refused = 1; /* the transport reports it against the peer */
+        else if (rc == CRUST_EDECRYPT || rc == CRUST_EMALFORMED) {
+            ep->st.rx_dropped_offpath++;
+            note_junk(ep, from, fromlen);
+        }
+    }
+    /* Follow a new address only for an authenticated packet newer than all
+     * before it (RFC 9000 9.3): a reordered or replayed one from the old
+     * address must not switch back. */
+    else if (offpath && c->rx_largest_plus1 > largest)
+        path_changed(ep, e, from, fromlen, now);
+    touch(ep, e);
+}
+
+/* Deliver the held datagrams whose connection exists now, in the order they
+ * came, and drop those held too long. Runs before a drive reads, so they
+ * reach their connection before anything newer. */
+static void release_held(crust_endpoint *ep, uint64_t now)
+{
+    if (!ep->hd_n || (!ep->hd_added && now - ep->hd[0].at <= ep->cfg.hold_us))
+        return;
+    ep->hd_added = 0;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < ep->hd_n; i++) {
+        held *h = &ep->hd[i];
+        uint8_t *d = ep->hd_data + (size_t)i * CRUST_MAX_PACKET;
+        ep_conn *e = lookup(ep, h->cid);
+        if (e) {
+            ep->st.rx_held_delivered++;
+            deliver(ep, e, d, h->len, (const struct sockaddr *)&h->addr, h->addrlen, now);
+        } else if (now - h->at > ep->cfg.hold_us) {
+            ep->st.rx_held_expired++;
+        } else {
+            if (kept != i) {
+                ep->hd[kept] = *h;
+                memcpy(ep->hd_data + (size_t)kept * CRUST_MAX_PACKET, d, h->len);
+            }
+            kept++;
+        }
+    }
+    ep->hd_n = kept;
+}
+
 static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
                      const struct sockaddr *from, socklen_t fromlen, uint64_t now)
 {
@@ -624,37 +733,20 @@ static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
     ep->st.rx_bytes += len;
     uint8_t cid[CRUST_CID_LEN];
     if (crust_packet_cid(d, len, cid) == CRUST_OK) {
-        ep_conn *e = lookup(ep, cid_key(cid));
+        uint64_t k = cid_key(cid);
+        ep_conn *e = lookup(ep, k);
         if (e) {
-            crust_conn *c = e->c;
-            uint64_t largest = c->rx_largest_plus1;
-            /* A packet's failure counts against the peer only if it came
-             * from the peer's address: anyone who saw the connection id
-             * can send from elsewhere (issue 15, "no framing"). */
-            int offpath = !addr_same(&e->peer, from, fromlen);
-            c->rx_offpath = (uint8_t)offpath;
-            int rc = crust_conn_recv(c, now, d, len);
-            c->rx_offpath = 0;
-            if (rc != CRUST_OK) {
-                ep->st.rx_dropped_conn++;
-                if (offpath && (rc == CRUST_EDECRYPT || rc == CRUST_EMALFORMED)) {
-                    ep->st.rx_dropped_offpath++;
-                    note_junk(ep, from, fromlen);
-                }
-            }
-            /* Follow a new address only for an authenticated packet newer
-             * than all before it (RFC 9000 9.3): a reordered or replayed
-             * one from the old address must not switch back. */
-            else if (!addr_same(&e->peer, from, fromlen) && c->rx_largest_plus1 > largest)
-                path_changed(ep, e, from, fromlen, now);
-            touch(ep, e);
+            deliver(ep, e, d, len, from, fromlen, now);
             return;
         }
         if (!ep->cfg.route_unknown_cids) {
-            /* Junk, or a packet of a connection already gone: not a
-             * handshake either way, so nobody above could use it. */
-            ep->st.rx_dropped_unknown_cid++;
-            note_junk(ep, from, fromlen);
+            /* Junk, a packet of a connection already gone, or one whose
+             * handshake completes in this batch: never a handshake, so
+             * nobody above could use it; only the last kind is kept. */
+            if (!hold(ep, k, d, len, from, fromlen, now)) {
+                ep->st.rx_dropped_unknown_cid++;
+                note_junk(ep, from, fromlen);
+            }
             return;
         }
     } else if (len == 0 || !(d[0] & LONG_HEADER)) {
@@ -670,6 +762,8 @@ static void dispatch(crust_endpoint *ep, const uint8_t *d, size_t len,
                 memcmp(d + 1, ep->cfg.lh_prefix, ep->cfg.lh_prefix_len) != 0)) {
         ep->st.rx_dropped_foreign++;
         return;
+    } else {
+        ep->last_handshake = now ? now : 1;
     }
     unrouted_push(ep, d, len, from, fromlen);
 }
@@ -743,8 +837,10 @@ static void transmit(crust_endpoint *ep, uint64_t now)
         if (!blocked)
             blocked = pump(ep, e, now);
         timer_set(ep, e, crust_conn_next_timeout(e->c));
-        if (!e->ready && crust_conn_has_event(e->c)) {
+        int closed = !e->closed_listed && crust_conn_is_closed(e->c);
+        if (!e->ready && (crust_conn_has_event(e->c) || closed || e->refused)) {
             e->ready = 1;
+            e->closed_listed |= (uint8_t)closed;
             list_push(&ep->ready, e, READY);
         }
         /* With the socket full, e stays touched: the flush after the fd
@@ -762,6 +858,7 @@ static void transmit(crust_endpoint *ep, uint64_t now)
 uint64_t crust_endpoint_drive(crust_endpoint *ep, uint64_t now_us)
 {
     ep->st.drives++;
+    release_held(ep, now_us);
     uint32_t got = 0;
     for (;;) {
         int n = udp_recv_batch(&ep->udp);
@@ -780,6 +877,7 @@ uint64_t crust_endpoint_drive(crust_endpoint *ep, uint64_t now_us)
 
 uint64_t crust_endpoint_flush(crust_endpoint *ep, uint64_t now_us)
 {
+    release_held(ep, now_us);
     run_timers(ep, now_us);
     transmit(ep, now_us);
     return next_deadline(ep);
@@ -819,6 +917,7 @@ crust_conn *crust_endpoint_next_ready(crust_endpoint *ep)
         return NULL;
     list_unlink(&ep->ready, e, READY);
     e->ready = 0;
+    e->refused = 0;
     return e->c;
 }
 

@@ -368,6 +368,7 @@ def test_junk_flood_is_counted_and_never_answered() -> None:
         + st["rx_dropped_conn"]
         + st["rx_dropped_truncated"]
         + st["rx_dropped_unknown_cid"]
+        + st["rx_held"]  # kept a moment in case their connection comes
     )
     with pytest.raises(BlockingIOError):
         junk.recv(2048)
@@ -507,3 +508,46 @@ def test_ipv4_peer_on_an_ipv6_socket() -> None:
     assert ea.peer(a) == ("::ffff:127.0.0.1", port, 0, 0)
     sa.close()
     sb.close()
+
+
+def early_packets(
+    i: int, handshake: bool
+) -> tuple[_core.Endpoint, _core.Connection, list[socket.socket]]:
+    """a sends a message to an endpoint that has no connection for it yet,
+    after a handshake datagram from the same socket or without one."""
+    sa, sb = udp(), udp()
+    ea, eb = _core.Endpoint(sa), _core.Endpoint(sb)
+    a, b = pair(i)
+    ea.add(a, sb.getsockname())
+    a.send(b"early", now=now_us())
+    if handshake:
+        sa.sendto(bytes([0xC0]) + b"finish", sb.getsockname())
+    ea.flush(now_us())
+    select.select([sb], [], [], 2)
+    time.sleep(0.02)
+    eb.drive(now_us())
+    return eb, b, [sa, sb]
+
+
+def test_packets_before_their_connection_are_held_after_a_handshake() -> None:
+    # The dialler's final handshake message and its first data packets can
+    # arrive in one batch, before the connection they belong to is added.
+    eb, b, socks = early_packets(41, handshake=True)
+    assert [d for d, _ in eb.unrouted()] == [bytes([0xC0]) + b"finish"]
+    st = eb.stats()
+    assert st["rx_held"] >= 1 and st["rx_dropped_unknown_cid"] == 0
+    eb.add(b, socks[0].getsockname())
+    eb.flush(now_us())
+    assert messages(eb) == [(b, b"early")]
+    assert eb.stats()["rx_held_delivered"] == st["rx_held"]
+    for s in socks:
+        s.close()
+
+
+def test_unknown_ids_without_a_handshake_nearby_are_not_held() -> None:
+    eb, _, socks = early_packets(42, handshake=False)
+    st = eb.stats()
+    # Junk, or a packet of a connection long gone: dropped at once.
+    assert st["rx_held"] == 0 and st["rx_dropped_unknown_cid"] >= 1
+    for s in socks:
+        s.close()

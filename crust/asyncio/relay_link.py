@@ -52,6 +52,7 @@ class RelayLink:
         self._closed = False
         self.sent = 0
         self.dropped = 0
+        self._refused = 0  # datagrams the connection refused, as last reported
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -129,7 +130,11 @@ class RelayLink:
         events = conn.poll_events()
         if events:
             self.service.on_conn_events(self, events)
+        self._refused = self.service.note_refused(self, self._refused)
         if self.upgraded_to is not None or self._closed:
+            return
+        if conn.is_closed:
+            self.service.on_link_done(self, "connection closed")
             return
         for d in conn.datagrams_to_send(now):
             self.send_datagram(d)

@@ -68,6 +68,8 @@ def _read_buffer(keep: int) -> bytearray:
     if buf is None or len(buf) < keep + _HDR + MAX_FRAME:
         buf = _scratch.buf = bytearray(max(_READ_SIZE, keep + _HDR + MAX_FRAME))
     return buf
+
+
 # Bytes of framed packets built per transport write.
 _WRITE_CHUNK = 512 << 10
 # asyncio's write buffer: stop producing above HIGH, resume below LOW.
@@ -103,6 +105,7 @@ class TcpLink(asyncio.BufferedProtocol):
         self._closed = False
         # Inbound: closes the stream if no handshake completed in time.
         self._preauth_timer: asyncio.TimerHandle | None = None
+        self._refused = 0  # datagrams the connection refused, as last reported
         self._loop = asyncio.get_running_loop()
 
     @property
@@ -123,10 +126,12 @@ class TcpLink(asyncio.BufferedProtocol):
             return
         self.address = peer[:2]
         if self.responder is not None and (
-            self.service.is_blacklisted_address(self.address)
+            self.service.closing
+            or self.service.is_blacklisted_address(self.address)
             or not self.service.tcp_preauth.admit(self, self.address[0])
         ):
-            self.abort()  # blacklisted or over the cap: not one byte of answer
+            # Shutting down, blacklisted or over the cap: not one byte of answer.
+            self.abort()
             return
         if self.responder is not None:
             self._preauth_timer = self._loop.call_later(
@@ -181,7 +186,10 @@ class TcpLink(asyncio.BufferedProtocol):
                 ConnectionError(f"TCP connection closed during the handshake ({exc or 'EOF'})")
             )
         if self._conn is not None:
-            self.service.on_link_lost(self, f"TCP connection closed ({exc or 'EOF'})")
+            # Nothing can come or go on the connection any more: it is done
+            # now, whether or not its engine finished closing (with the
+            # stream and its timer gone, it never would).
+            self.service.on_link_done(self, f"TCP connection closed ({exc or 'EOF'})")
 
     # -- frames ------------------------------------------------------------
 
@@ -248,6 +256,9 @@ class TcpLink(asyncio.BufferedProtocol):
             self._pump_initiator(now)
             return
         if self.responder is not None and self._conn is None:
+            if self.service.closing:
+                self.close_transport()  # shutting down: no new peer
+                return
             replies = self.responder.receive_datagram(frame, self.address, now)
             self._write([r for r, _ in replies])
             for result in self.responder.take_completed():
@@ -338,6 +349,7 @@ class TcpLink(asyncio.BufferedProtocol):
         events = conn.poll_events()
         if events:
             self.service.on_conn_events(self, events)
+        self._refused = self.service.note_refused(self, self._refused)
         tr = self.transport
         if tr is not None and not tr.is_closing():
             # Whole batches of packets per write, while asyncio's buffer
@@ -428,6 +440,11 @@ class TcpListener:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: TcpLink(service, responder=responder), sock=sock)
         return cls(service, server, role)
+
+    def stop_accepting(self) -> None:
+        """Accept no more streams (the service is shutting down); those
+        already open are left to the service."""
+        self.server.close()
 
     async def close(self) -> None:
         self.server.close()

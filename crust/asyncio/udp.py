@@ -43,6 +43,7 @@ class UdpLink:
         self.listener = listener
         self.conn = conn
         self.address = address
+        self.refused = 0  # datagrams the connection refused, as last reported
 
     def kick(self) -> None:
         self.listener.kick()
@@ -85,6 +86,16 @@ class UdpListener:
         self._loop.add_reader(sock.fileno(), self._drive)
         self._loop.call_soon(self._drive)
 
+    @property
+    def connections(self) -> int:
+        """Connections on this listener now."""
+        return len(self._links)
+
+    @property
+    def dials(self) -> int:
+        """Outgoing handshakes in progress."""
+        return len(self._dialing)
+
     # -- the loop's entry points -----------------------------------------
 
     def kick(self) -> None:
@@ -100,6 +111,12 @@ class UdpListener:
             return
         self.endpoint.flush(now_us())
         self._drive()
+
+    def flush_now(self) -> None:
+        """Send what the connections queued without waiting for the next
+        loop iteration (the socket is about to close)."""
+        if not self._closed:
+            self.endpoint.flush(now_us())
 
     def _drive(self) -> None:
         if self._closed:
@@ -123,8 +140,15 @@ class UdpListener:
                 link.address = addr[:2]
         for conn in self.endpoint.ready():
             link = self._links.get(conn.local_cid)
-            if link is not None:
-                self.service.on_conn_events(link, conn.poll_events())
+            if link is None:
+                continue
+            events = conn.poll_events()
+            if events:
+                self.service.on_conn_events(link, events)
+            link.refused = self.service.note_refused(link, link.refused)
+            if conn.is_closed:
+                # Listed once when it finished closing: free it now.
+                self.service.on_link_done(link, "connection closed")
         # Handshake retransmissions share the listener's one timer.
         for cid, (ini, addr, fut) in list(self._dialing.items()):
             t = ini.get_timer()
@@ -195,6 +219,8 @@ class UdpListener:
             ini.receive_datagram(data, addr, now)
             self._pump_initiator(dst, ini, peer_addr, fut, now)
             return
+        if self.service.closing:
+            return  # shutting down: no answer, no new peer
         for reply, to in self.responder.receive_datagram(data, addr, now):
             self.endpoint.send_raw(reply, to)
         for result in self.responder.take_completed():

@@ -1,0 +1,36 @@
+"""Idle cost of many connections at one node (issue 22).
+
+    python benchmarks/idle_many.py [connections] [idle seconds]
+
+Dials ``connections`` UDP connections (default 100,000) to a ``Service`` in
+a child process (``crust.bench.many``: sans-IO handshakes from 256 source
+ports, a fresh identity each), lets them idle with keepalives, idle timeout
+and pruning at their defaults, and prints the service's CPU share over the
+idle window and its memory per connection (resident-set growth, and the C
+core's own count). Target: 100,000 connections at <= 5 % of a core and
+<= 12 KiB each. Not a pytest-benchmark case: one run takes minutes and a
+few GB of memory (the dialler holds as many connections as the service).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from crust.bench.many import idle_connections
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    out = idle_connections(n, seconds)
+    print(json.dumps(out, indent=1))
+    print(
+        f"{out['connections']} idle UDP connections: {out['idle_cpu_share'] * 100:.2f} % of a "
+        f"core over {seconds:.0f} s, {out['rss_per_conn'] / 1024:.2f} KiB each "
+        f"(C core: {out['c_per_conn'] / 1024:.2f} KiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

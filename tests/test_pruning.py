@@ -1,0 +1,58 @@
+"""crust.pruning: idle unmaintained peers are pruned by one timer, used or
+maintained ones are kept, forgotten ones are released."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import weakref
+from typing import Any
+
+from crust.pruning import Pruner
+
+
+class FakePeer:
+    def __init__(self) -> None:
+        self.last_used = time.monotonic()
+        self.maintained = False
+        self.is_connected = True
+
+
+def test_prunes_idle_keeps_used_and_maintained() -> None:
+    async def main() -> None:
+        pruned: list[Any] = []
+        pruner = Pruner(0.1, pruned.append)
+        idle, used, kept = FakePeer(), FakePeer(), FakePeer()
+        kept.maintained = True
+        for p in (idle, used, kept):
+            pruner.watch(p)  # type: ignore[arg-type]
+        for _ in range(6):
+            await asyncio.sleep(0.05)
+            used.last_used = time.monotonic()
+        assert pruned == [idle]
+        assert len(pruner) == 2
+        used_since = time.monotonic()
+        kept.maintained = False  # no longer maintained: pruned once idle
+        await asyncio.sleep(0.35)
+        assert pruned[0] is idle and set(map(id, pruned[1:])) == {id(used), id(kept)}
+        assert time.monotonic() - used_since >= 0.1
+        assert len(pruner) == 0
+        pruner.close()
+
+    asyncio.run(main())
+
+
+def test_a_forgotten_peer_is_released_at_once() -> None:
+    async def main() -> None:
+        pruner = Pruner(60.0, lambda p: None)
+        peer = FakePeer()
+        ref = weakref.ref(peer)
+        pruner.watch(peer)  # type: ignore[arg-type]
+        pruner.forget(peer)  # type: ignore[arg-type]
+        del peer
+        gc.collect()
+        assert ref() is None and len(pruner) == 0
+        pruner.close()
+
+    asyncio.run(main())
