@@ -115,6 +115,9 @@ _CODE_REASONS = {
     CODE_FULL: "connection limit: made room for another peer",
 }
 _MISBEHAVING_SOURCES = 4096
+# Ended peers whose unread messages (no reader took them) are kept for a
+# later events() subscription.
+_UNCLAIMED_ENDED_PEERS = 256
 #: Seconds :meth:`Service.close` waits for peers to take what was queued
 #: for them before closing them at once.
 CLOSE_WAIT = 2.0
@@ -199,6 +202,9 @@ class Service:
         self._app_dialling: set[PeerId] = set()
         # Peers (connected or not) holding messages no reader took yet.
         self._unclaimed: set[Peer] = set()
+        # Of those, the ones that ended (oldest first): kept for a later
+        # subscription, but only so many (_UNCLAIMED_ENDED_PEERS).
+        self._unclaimed_ended: deque[Peer] = deque()
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
         self._peers: dict[PeerId, Peer] = {}
@@ -930,11 +936,32 @@ class Service:
             del self._peers[peer.id]
         self._pruner.forget(peer)
         peer._on_closed(reason)
+        if peer in self._unclaimed:
+            self._keep_unclaimed(peer)
         self._emit(LostPeer(peer, reason))
         self.discovery.on_lost_peer(peer)
         self.traversal.on_peer_lost(peer)
         # The transport forgets the connection once it finished draining.
         self._retired[id(link)] = link
+
+    def _keep_unclaimed(self, peer: Peer) -> None:
+        """An ended peer's messages nobody took wait for a later reader, but
+        a node whose application never reads must not keep every ended
+        peer's: past _UNCLAIMED_ENDED_PEERS the oldest are let go, loudly."""
+        ended = self._unclaimed_ended
+        ended.append(peer)
+        while len(ended) > _UNCLAIMED_ENDED_PEERS:
+            old = ended.popleft()
+            if old in self._unclaimed:
+                self._unclaimed.discard(old)
+                if old._inbox and not old._direct:
+                    logger.warning(
+                        "%d messages from %s, which disconnected, were never read "
+                        "(no events() subscription took them): dropped",
+                        len(old._inbox),
+                        old.id.short,
+                    )
+                    old._inbox.clear()
 
     def on_link_done(self, link: Link, reason: str) -> None:
         """The transport is done with ``link``: its connection finished

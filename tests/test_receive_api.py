@@ -374,3 +374,28 @@ def test_recv_into_and_send_numpy_arrays_without_copies(only: dict[str, bool]) -
                 await from_a.recv_into(b"read-only")
 
     run(main())
+
+
+def test_ended_peers_unread_messages_are_kept_within_a_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node whose application never reads keeps the unread messages of
+    at most _UNCLAIMED_ENDED_PEERS ended peers (for a later subscription),
+    and says so when it lets older ones go."""
+    from crust import service as service_mod
+    from crust.peer import Peer
+    from crust.subscriptions import Inbound
+
+    svc = Service(config())
+    bound = service_mod._UNCLAIMED_ENDED_PEERS
+    peers = []
+    for i in range(bound + 3):
+        peer = Peer(Identity.generate().peer_id, None, incoming=True)  # type: ignore[arg-type]
+        ev = NewMessage(peer, b"%d" % i, 0)
+        peer._inbox.append(Inbound(ev, 2, None, peer, i))  # type: ignore[arg-type]
+        svc._unclaimed.add(peer)
+        svc._keep_unclaimed(peer)
+        peers.append(peer)
+    assert len(svc._unclaimed) == bound
+    assert all(not p._inbox for p in peers[:3]) and all(p._inbox for p in peers[3:])
+    assert caplog.text.count("were never read") == 3
