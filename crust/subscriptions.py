@@ -115,7 +115,7 @@ class Subscription:
         self._others = 0  # events other than messages queued
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False  # nothing more will be queued
-        self._lost = 0  # events not queued after an overflow
+        self._lost = False  # ended by an overflow (EventsOverflow at the end)
 
     def __repr__(self) -> str:
         state = "ended" if self._ended else "live"
@@ -127,12 +127,10 @@ class Subscription:
         """Queue ``item`` (at its place by ``seq`` when ``in_order``: it was
         given back by another subscription). False if not queued."""
         if self._ended:
-            if self._lost:
-                self._lost += 1
             return False
         if not isinstance(item, Inbound):
             if self._others >= self._backlog:
-                self._lost = 1  # what it holds is still yielded, then the error
+                self._lost = True  # what it holds is still yielded, then the error
                 self._end()
                 return False
             self._others += 1
@@ -179,8 +177,8 @@ class Subscription:
                 if self._lost:
                     raise EventsOverflow(
                         f"this subscription fell {self._backlog} events behind and was ended "
-                        f"({self._lost} events not delivered to it); read events faster, or "
-                        "raise ServiceConfig.event_backlog"
+                        "(the events after that were not delivered to it); read events "
+                        "faster, or raise ServiceConfig.event_backlog"
                     )
                 raise StopAsyncIteration
             waiter = self._waiter = asyncio.get_running_loop().create_future()
@@ -217,7 +215,7 @@ class Subscription:
         next subscription (or, for messages, the next reader) unless another
         subscription yields it."""
         self._end()
-        self._lost = 0
+        self._lost = False
         queue, self._queue = self._queue, deque()
         self._others = 0
         # Newest first: a message given back goes to the front of its
