@@ -123,10 +123,6 @@ class Received(tuple[int, int]):
 class PeerOwner(Protocol):
     """What a peer needs from the node that owns it (the service)."""
 
-    def publish_message(self, rec: Inbound) -> bool:
-        """Hand a message to the event subscriptions (in its place by
-        arrival order); False if none takes it."""
-
     def resume_messages(self, peer: Peer, link: Link) -> None:
         """The peer holds few messages again: let ``link`` deliver more."""
 
@@ -373,7 +369,7 @@ class Peer:
     def _give_back(self, rec: Inbound) -> None:
         """A message a closed subscription held and nobody yielded: first in
         line again (the subscription gives them back newest first)."""
-        if self._direct or self._owner is None or not self._owner.publish_message(rec):
+        if self._direct or self._publish is None or not self._publish(rec):
             self._inbox.appendleft(rec)
             self._wake()
             if self._owner is not None:

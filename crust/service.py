@@ -889,9 +889,6 @@ class Service:
 
     # -- the peers' side of receiving (crust.peer.PeerOwner) -----------------------
 
-    def publish_message(self, rec: Inbound) -> bool:
-        return self._hub.publish_message(rec)
-
     def note_unclaimed(self, peer: Peer) -> None:
         if not peer._direct:
             self._unclaimed.add(peer)
