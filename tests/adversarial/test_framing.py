@@ -21,7 +21,7 @@ import pytest
 
 from crust import LostPeer, PeerMisbehaving, handshake
 
-from .tools import connect_pair, node, run
+from .tools import connect_pair, figure, node, run
 
 ATTACKER = "127.0.0.2"  # the peers live on 127.0.0.1
 THRESHOLD = 50
@@ -61,6 +61,13 @@ def test_junk_with_a_sniffed_id_is_charged_to_its_sender(auto_blacklist: bool) -
             await asyncio.sleep(0.3)
             assert not ra.of(LostPeer) and not rb.of(LostPeer)
             assert len(ra.of(PeerMisbehaving)) == 1
+            figure(
+                "junk with a sniffed connection id from another address"
+                f" (auto_blacklist={auto_blacklist})",
+                f"{3 * THRESHOLD} datagrams: the sender's address reported"
+                f"{' and blacklisted' if auto_blacklist else ''};"
+                " the honest peer kept, not charged",
+            )
             sock.close()
 
     run(main())
@@ -79,6 +86,10 @@ def test_junk_is_counted_per_address_and_reported() -> None:
                     await asyncio.sleep(0)
             ev = await ra.wait(PeerMisbehaving, lambda ev: True, timeout=5)
             assert ev.address == sock.getsockname() and ev.peer_id is None
+            figure(
+                "junk datagrams from one source",
+                f"reported as PeerMisbehaving after {ev.failures} (threshold {THRESHOLD})",
+            )
             sock.close()
 
     run(main())
