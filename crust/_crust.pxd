@@ -319,6 +319,7 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_held
         uint64_t rx_held_delivered
         uint64_t rx_held_expired
+        uint64_t tx_limited_unvalidated
 
     crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     void crust_endpoint_free(crust_endpoint *ep)
