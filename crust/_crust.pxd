@@ -162,6 +162,7 @@ cdef extern from "crust.h" nogil:
         uint64_t recv_buffer_peak
         uint64_t rx_placed_bytes
         uint64_t protocol_errors
+        uint64_t rx_stall_pings
         uint32_t mtu
         uint32_t key_phase
         uint32_t cc
@@ -213,6 +214,7 @@ cdef extern from "crust.h" nogil:
     int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
                          int graceful)
     int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
+    int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
     void crust_conn_quiet_until_heard(crust_conn *c)
 
     void crust_conn_get_stats(const crust_conn *c, crust_stats *st)

@@ -620,7 +620,7 @@ static void path_changed(crust_endpoint *ep, ep_conn *e, const struct sockaddr *
     e->av_tx = 0;
     /* Until the peer answers the challenge from there, the new address is
      * only as good as one packet; the answer is CRUST_EV_PATH_VALIDATED. */
-    crust_conn_probe_path(e->c, now);
+    crust_conn_path_changed(e->c, now);
     if (ep->pc_n == ep->cfg.path_change_cap) {
         ep->st.path_changes_dropped++;
         return;
