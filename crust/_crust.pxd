@@ -216,6 +216,8 @@ cdef extern from "crust.h" nogil:
     int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
     int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
     void crust_conn_quiet_until_heard(crust_conn *c)
+    void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us)
+    uint64_t crust_conn_keepalive(const crust_conn *c)
 
     void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
     size_t crust_conn_memory(const crust_conn *c)

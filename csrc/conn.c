@@ -1470,6 +1470,14 @@ int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code, int graceful
     return CRUST_OK;
 }
 
+void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us)
+{
+    if (c)
+        c->cfg.keepalive_us = keepalive_us;
+}
+
+uint64_t crust_conn_keepalive(const crust_conn *c) { return c ? c->cfg.keepalive_us : 0; }
+
 void crust_conn_quiet_until_heard(crust_conn *c)
 {
     if (c)

@@ -477,6 +477,12 @@ int crust_conn_path_changed(crust_conn *c, uint64_t now_us);
  * packet as soon as it exists, so this costs at most half a round trip. */
 void crust_conn_quiet_until_heard(crust_conn *c);
 
+/* Change the keepalive interval (crust_config.keepalive_us; 0: none) of a
+ * live connection: once its path is known to cross a NAT, the binding
+ * timeout there decides it (see ServiceConfig.nat_keepalive). */
+void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us);
+uint64_t crust_conn_keepalive(const crust_conn *c);
+
 void crust_conn_get_stats(const crust_conn *c, crust_stats *st);
 /* Bytes of heap the connection holds now (structs and buffers, including
  * a message being assembled in an embedder's buffer).
