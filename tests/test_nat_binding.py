@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from crust import Identity, Service, ServiceConfig
+from crust import Identity, Service, ServiceConfig, _core
+from crust.errors import ConfigError
 from crust.nat.binding import crosses_nat
 
 MINE = frozenset({"127.0.0.1", "10.1.0.2", "fe80::1"})
@@ -45,5 +46,30 @@ def test_keepalive_follows_the_path() -> None:
             conn.keepalive_us = 3_000_000
             listener._nat_keepalive(conn)
             assert conn.keepalive_us == 3_000_000
+
+    asyncio.run(main())
+
+
+def test_nat_keepalive_only_shortens() -> None:
+    # A short idle timeout (tests, LANs) with the default nat_keepalive is valid.
+    ServiceConfig(idle_timeout=1.0, keepalive=0.5)
+    for bad in (-1.0, 0.001):
+        try:
+            ServiceConfig(nat_keepalive=bad)
+        except ConfigError as exc:
+            assert "nat_keepalive" in str(exc)
+        else:
+            raise AssertionError(f"nat_keepalive={bad} accepted")
+
+    async def main() -> None:
+        cfg = ServiceConfig(
+            network="nat-binding", hosts=("127.0.0.1",), backup_port=False, tcp=False,
+            beacon=False, keepalive=0.0, identity=Identity.generate(),
+        )  # fmt: skip
+        async with Service(cfg) as a:
+            conn = _core.Connection(b"A" * 8, b"B" * 8, 0, a.config.engine_config())
+            assert conn.keepalive_us == 0
+            a._udp[0]._nat_keepalive(conn)
+            assert conn.keepalive_us == 0  # keepalives off stay off
 
     asyncio.run(main())

@@ -317,9 +317,10 @@ class UdpListener:
 
     def _nat_keepalive(self, conn: _core.Connection) -> None:
         """Keep this connection's NAT binding: ``nat_keepalive``, when it
-        is set and shorter than the connection's keepalive."""
+        is set and shorter than the connection's keepalive (which 0 turns
+        off: then no keepalive at all, as configured)."""
         us = int(self.service.config.nat_keepalive * 1e6)
-        if us and (not conn.keepalive_us or us < conn.keepalive_us):
+        if us and conn.keepalive_us and us < conn.keepalive_us:
             conn.keepalive_us = us
 
     def _local_ips(self) -> frozenset[str]:
