@@ -83,20 +83,28 @@ async def _slow_reader_run(child_args: list[str], connect: Any, offer: int = OFF
         # stuck, holding what its own send buffer and the receiver's
         # budget took (plus socket buffers).
         loop = asyncio.get_running_loop()
-        start = still_since = loop.time()
-        early = sent[0]
-        # Until the sender has been stuck for 3 s (a relayed path fills
-        # the budget more slowly), then it must stay stuck till HELD.
-        while loop.time() - start < WAIT - 3:
-            await asyncio.sleep(0.5)
-            if sent[0] != early:
-                early, still_since = sent[0], loop.time()
-            elif loop.time() - still_since >= 3 and loop.time() - start >= WAIT / 3:
-                break
-        stuck_after = loop.time() - start
+        start = last_move = loop.time()
+        seen = sent[0]
+
+        async def watch() -> None:
+            # When the sender last took anything: a relayed path on a loaded
+            # machine pauses for seconds while it fills the budget (seen at
+            # 24-39 MiB under a load average of 10), so a pause alone does
+            # not show it is held; the bound below and the stillness at the
+            # end do.
+            nonlocal seen, last_move
+            while True:
+                await asyncio.sleep(0.25)
+                if sent[0] != seen:
+                    seen, last_move = sent[0], loop.time()
+
+        watcher = asyncio.create_task(watch())
         held = await _read_line(proc, WAIT + 30)
+        watcher.cancel()
         assert held.startswith("HELD"), held
         late = sent[0]
+        still = loop.time() - last_move
+        early, stuck_after = late, last_move - start
         start_rss, held_rss = map(int, held.split()[1:])
         growth = held_rss - start_rss
         print(
@@ -106,8 +114,10 @@ async def _slow_reader_run(child_args: list[str], connect: Any, offer: int = OFF
         )
         assert growth <= BUDGET + SLACK, f"receiver grew {growth / 2**20:.0f} MiB"
         assert not sender.done(), "the sender was never blocked"
-        assert late == early, f"the sender kept going: {early} -> {late} bytes"
-        assert late < BUDGET + (16 << 20) + (32 << 20)  # budget + send buffer + sockets
+        # Held at the end (the receiver read nothing for WAIT seconds), and
+        # within the budget + its own send buffer + socket buffers.
+        assert still >= 3, f"the sender still moved {still:.1f} s before the end ({late} bytes)"
+        assert late < BUDGET + (16 << 20) + (32 << 20)
         t0 = time.monotonic()
         await asyncio.wait_for(sender, 600)
         got = (await _read_line(proc, 600)).split()
