@@ -48,23 +48,33 @@ WINDOW = 3.6
 
 
 @contextlib.asynccontextmanager
-async def attacked(victim: str, **node_kw: Any) -> AsyncIterator[tuple[Wire, Service, Any]]:
-    """The node, and an attacker connected to it (over UDP), inside a wire
-    tap watching the attacker and ``victim``."""
+async def attacked(
+    victim: str, attacker_kw: dict[str, Any] | None = None, **node_kw: Any
+) -> AsyncIterator[tuple[Wire, Service, Any]]:
+    """The node, and an attacker connected to it (over UDP unless
+    ``attacker_kw`` says otherwise), inside a wire tap watching the
+    attacker and ``victim``."""
     with Wire({ATTACKER, victim, NODE}) as wire:
         cfg = ServiceConfig(
             network=NET, hosts=(NODE,), backup_port=False, beacon=False,
             identity=Identity.generate(), connect_timeout=3.0, **node_kw,
         )  # fmt: skip
+        akw = {"tcp": False, **(attacker_kw or {})}
         acfg = ServiceConfig(
-            network=NET, hosts=(ATTACKER,), backup_port=False, beacon=False, tcp=False,
-            gossip=False, identity=Identity.generate(),
+            network=NET, hosts=(ATTACKER,), backup_port=False, beacon=False, gossip=False,
+            identity=Identity.generate(), **akw,
         )  # fmt: skip
         async with Service(cfg) as node, Service(acfg) as attacker:
             peer = await attacker.connect(node.endpoints[0])
+            # Where the node sees the attacker (a TCP dial leaves from 127.0.0.1).
+            for _ in range(100):
+                seen = [p.address[0] for p in node.peers if p.id == attacker.id]
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
             yield wire, attacker, peer
             await asyncio.sleep(WINDOW)
-            sent = wire.sent(ATTACKER, NODE)
+            sent = wire.sent(seen[0], NODE)
             got = wire.to(victim)
             logger.warning(
                 "attacker sent %d B; victim got %d B (udp %d, tcp %d): %.1fx",
@@ -114,6 +124,23 @@ def test_plain_introduce_udp_and_tcp_punch() -> None:
                 msg = introduce(victim, list(range(40000, 40016)), hard=False)
                 attacker.send_control(peer, ControlKind.RENDEZVOUS, msg)
         check(wire)
+
+    run(main())
+
+
+def test_plain_introduce_tcp_only() -> None:
+    """The same on a node without UDP: TCP SYNs only (simultaneous open,
+    retried every 10-150 ms on each refused candidate)."""
+    victim = "127.15.5.15"
+
+    async def main() -> None:
+        tcp_only = {"udp": False, "tcp": True}
+        async with attacked(victim, tcp_only, **tcp_only) as (wire, attacker, peer):
+            for _ in range(8):
+                msg = introduce(victim, list(range(40000, 40016)), hard=False)
+                attacker.send_control(peer, ControlKind.RENDEZVOUS, msg)
+        check(wire)
+        assert wire.to(victim, socket.IPPROTO_UDP) == 0
 
     run(main())
 
