@@ -264,7 +264,10 @@ class Traversal:
     async def connect(self, target: PeerId, timeout: float) -> Peer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        vias = [p for p in self.svc.peers if p.id != target and p.path != "relayed"][:_MAX_VIAS]
+        vias = [p for p in self.svc.peers if p.id != target and p.path != "relayed"]
+        # Rendezvous peers we chose first: their answers are trusted (no
+        # reflection budget, birthday punching allowed: crust.reflection).
+        vias = sorted(vias, key=lambda p: not p.chosen)[:_MAX_VIAS]
         if not vias:
             raise PeerNotFound("no connected peer to introduce us")
         session, nonce = os.urandom(8), os.urandom(16)
