@@ -20,12 +20,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+from capability import missing
 
 from crust import Identity, Service, ServiceConfig
 from crust.control import ControlKind
@@ -45,6 +49,13 @@ LIMIT = 3.0
 #: How long the node is watched after the attack: every traversal it can
 #: be made to start ends by then (connect_timeout and punch_timeout 3 s).
 WINDOW = 3.6
+
+
+@pytest.fixture(autouse=True)
+def _tap_allowed() -> None:
+    """The wire tap (AF_PACKET) and the namespace need root."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        missing("the reflection tests count packets with AF_PACKET and need root and `ip`")
 
 
 @contextlib.asynccontextmanager
