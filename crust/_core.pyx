@@ -983,6 +983,18 @@ cdef class Connection:
         self._ready()
         C.crust_conn_quiet_until_heard(self._c)
 
+    @property
+    def keepalive_us(self):
+        """Microseconds between keepalives (0: none); settable on a live
+        connection (``crust_conn_set_keepalive``)."""
+        self._ready()
+        return C.crust_conn_keepalive(self._c)
+
+    @keepalive_us.setter
+    def keepalive_us(self, uint64_t value):
+        self._ready()
+        C.crust_conn_set_keepalive(self._c, value)
+
     def probe_path(self, uint64_t now):
         """Send a PATH_CHALLENGE; EV_PATH_VALIDATED follows when answered."""
         self._ready()

@@ -162,6 +162,7 @@ cdef extern from "crust.h" nogil:
         uint64_t recv_buffer_peak
         uint64_t rx_placed_bytes
         uint64_t protocol_errors
+        uint64_t rx_stall_pings
         uint32_t mtu
         uint32_t key_phase
         uint32_t cc
@@ -213,7 +214,10 @@ cdef extern from "crust.h" nogil:
     int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
                          int graceful)
     int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
+    int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
     void crust_conn_quiet_until_heard(crust_conn *c)
+    void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us)
+    uint64_t crust_conn_keepalive(const crust_conn *c)
 
     void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
     size_t crust_conn_memory(const crust_conn *c)
@@ -319,6 +323,7 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_held
         uint64_t rx_held_delivered
         uint64_t rx_held_expired
+        uint64_t tx_limited_unvalidated
 
     crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     void crust_endpoint_free(crust_endpoint *ep)

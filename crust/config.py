@@ -137,6 +137,13 @@ class ServiceConfig:
     keepalive: float = 20.0
     """Seconds of silence after which a PING goes out (0: never); less than
     ``idle_timeout``."""
+    nat_keepalive: float = 8.0
+    """The keepalive of a UDP connection whose path crosses a NAT: the peer
+    saw us at another address than our own, or the path was punched. Short
+    enough for NAT bindings that time out after 10 s (many home and carrier
+    NATs forget UDP in 30 s or less): one PING and its ACK per interval
+    and connection. It only ever shortens ``keepalive`` (0 here, or
+    ``keepalive=0``: no change)."""
     idle_timeout: float = 60.0
     """Seconds without hearing from a peer before it is lost (``LostPeer``
     with reason "idle timeout")."""
@@ -294,6 +301,11 @@ class ServiceConfig:
             )
         if self.keepalive and self.keepalive < 0.01:
             raise _bad("keepalive", f"must be 0 (off) or >= 0.01 s, got {self.keepalive}")
+        if not (self.nat_keepalive == 0 or 0.01 <= self.nat_keepalive <= 1e7):
+            raise _bad(
+                "nat_keepalive",
+                f"must be 0 (use keepalive) or 0.01..1e7 seconds, got {self.nat_keepalive}",
+            )
         for name, hi in (
             ("max_connections", 1_000_000),
             ("max_connections_per_source", 1_000_000),

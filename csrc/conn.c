@@ -1367,6 +1367,28 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
 
 static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+/* The peer started a message it has not finished (or left a gap) and has
+ * the credit to go on, yet nothing came for a while: ask for an
+ * acknowledgment, once per silence. Its acks or our packets may have been
+ * lost; or our NAT gave us a new address (rebinding), which a receiver
+ * that only acknowledges would otherwise not reveal until its keepalive,
+ * while the sender backs off towards the old one. */
+static uint64_t rx_stall_deadline(const crust_conn *c)
+{
+    if (c->last_ack_eliciting_sent >= c->last_rx_us || c->rx_max_data <= c->rx_data)
+        return UINT64_MAX;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        if (c->rs[p].hi > c->rs[p].read) {
+            uint64_t wait = 2 * crust_rec_pto(c);
+            if (wait < CRUST_RX_STALL_MIN_US)
+                wait = CRUST_RX_STALL_MIN_US;
+            if (wait > CRUST_RX_STALL_MAX_US)
+                wait = CRUST_RX_STALL_MAX_US;
+            return c->last_rx_us + wait;
+        }
+    return UINT64_MAX;
+}
+
 uint64_t crust_conn_next_timeout(const crust_conn *c)
 {
     if (c->state == ST_CLOSED)
@@ -1383,6 +1405,8 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
         t = min64(t, c->last_rx_us + c->cfg.idle_timeout_us);
     if (c->cfg.keepalive_us && !c->ping_pending)
         t = min64(t, c->last_ack_eliciting_sent + c->cfg.keepalive_us);
+    if (!c->ping_pending && !c->cfg.stream_transport)
+        t = min64(t, rx_stall_deadline(c));
     if (c->pacer.wakeup_us && has_stream_data(c))
         t = min64(t, c->pacer.wakeup_us);
     if (c->pmtu.next_probe_us)
@@ -1411,6 +1435,10 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         crust_rec_on_timeout(c, now);
     if (c->cfg.keepalive_us && now >= c->last_ack_eliciting_sent + c->cfg.keepalive_us)
         c->ping_pending = 1;
+    if (!c->cfg.stream_transport && now >= rx_stall_deadline(c)) {
+        c->ping_pending = 1;
+        c->st.rx_stall_pings++;
+    }
     if (c->pacer.wakeup_us && now >= c->pacer.wakeup_us)
         c->pacer.wakeup_us = 0;
     /* A due search restarts: from now on a probe goes when the window and
@@ -1442,6 +1470,14 @@ int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code, int graceful
     return CRUST_OK;
 }
 
+void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us)
+{
+    if (c)
+        c->cfg.keepalive_us = keepalive_us;
+}
+
+uint64_t crust_conn_keepalive(const crust_conn *c) { return c ? c->cfg.keepalive_us : 0; }
+
 void crust_conn_quiet_until_heard(crust_conn *c)
 {
     if (c)
@@ -1462,6 +1498,20 @@ int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
         c->path_challenge[i] = (uint8_t)(x >> 56) ^ c->tx[c->tx_phase].iv[i];
     }
     c->path_challenge_pending = 1;
+    return CRUST_OK;
+}
+
+int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
+{
+    int rc = crust_conn_probe_path(c, now_us);
+    if (rc != CRUST_OK)
+        return rc;
+    /* What was lost on the old path timed out there with growing backoff
+     * (a rebinding outage of seconds leaves the next probe seconds away):
+     * the new path starts with a fresh one, so the data goes again within
+     * one PTO. The endpoint holds it to 3x what came from there until the
+     * challenge is answered. */
+    c->pto_count = 0;
     return CRUST_OK;
 }
 

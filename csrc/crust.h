@@ -274,6 +274,9 @@ typedef struct crust_stats {
      * closes the connection with CRUST_CLOSE_PROTOCOL. A peer's CLOSE
      * saying we did is not counted here. */
     uint64_t protocol_errors;
+    /* Pings sent because a message the peer started stopped arriving
+     * while it had credit (a lost ack, or our address changed). */
+    uint64_t rx_stall_pings;
     uint32_t mtu;
     uint32_t key_phase;
     uint32_t cc;                    /* crust_cc_id in use */
@@ -460,6 +463,10 @@ int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
 /* Queue a PATH_CHALLENGE; CRUST_EV_PATH_VALIDATED follows when answered.
  * The endpoint calls this after a peer's address changed. */
 int crust_conn_probe_path(crust_conn *c, uint64_t now_us);
+/* The endpoint saw the peer at a new address: probe it (as above) and
+ * restart the loss timer's backoff, so what the old path lost goes again
+ * within one PTO. */
+int crust_conn_path_changed(crust_conn *c, uint64_t now_us);
 
 /* Send nothing until the first authenticated packet from the peer arrives
  * (a CLOSE after crust_conn_close(graceful=0) still goes). For the
@@ -469,6 +476,12 @@ int crust_conn_probe_path(crust_conn *c, uint64_t now_us);
  * connection id) and wait for a PTO; the initiator's connection sends a
  * packet as soon as it exists, so this costs at most half a round trip. */
 void crust_conn_quiet_until_heard(crust_conn *c);
+
+/* Change the keepalive interval (crust_config.keepalive_us; 0: none) of a
+ * live connection: once its path is known to cross a NAT, the binding
+ * timeout there decides it (see ServiceConfig.nat_keepalive). */
+void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us);
+uint64_t crust_conn_keepalive(const crust_conn *c);
 
 void crust_conn_get_stats(const crust_conn *c, crust_stats *st);
 /* Bytes of heap the connection holds now (structs and buffers, including

@@ -143,6 +143,9 @@ typedef struct crust_endpoint_stats {
     uint64_t rx_held_delivered;      /* of those, delivered once their
                                         connection was added               */
     uint64_t rx_held_expired;        /* of those, dropped after hold_us    */
+    uint64_t tx_limited_unvalidated; /* sends held back: a peer's new address
+                                        has not answered our path challenge
+                                        and got 3x what came from it      */
 } crust_endpoint_stats;
 
 /* Create an endpoint on fd, a UDP socket (AF_INET or AF_INET6) that must be

@@ -12,13 +12,16 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from crust import _core
+from crust.asyncio.netif import interfaces
 from crust.asyncio.stun import StunDriver
 from crust.errors import ConnectError, ConnectTimeout
 from crust.handshake import long_header_prefix
+from crust.nat.binding import canonical_ip, crosses_nat
 from crust.nat.punch import is_punch
 from crust.nat.stun import StunClient
 from crust.paths import PathName
@@ -86,6 +89,8 @@ class UdpListener:
         self._writing = False
         self._kicked = False
         self._closed = False
+        self._ips: frozenset[str] | None = None
+        self._ips_at = 0.0
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._drive)
         self._loop.call_soon(self._drive)
@@ -227,6 +232,8 @@ class UdpListener:
             return  # shutting down: no answer, no new peer
         for reply, to in self.responder.receive_datagram(data, addr, now):
             self.endpoint.send_raw(reply, to)
+        for source, n in self.responder.take_failures():
+            self.service.count_failure(source, None, n)
         for result in self.responder.take_completed():
             self._established(result, addr, incoming=True)
 
@@ -308,6 +315,8 @@ class UdpListener:
 
     def _established(self, result: HandshakeResult, addr: Address, *, incoming: bool) -> UdpLink:
         conn = self.service.make_connection(result)
+        if crosses_nat(result.observed_addr, self.address, self._local_ips()):
+            self._nat_keepalive(conn)
         if incoming and result.pattern == "IK":
             # Our connection exists one message before the dialler's: what
             # we sent now would reach it before it can route it, and wait
@@ -326,10 +335,34 @@ class UdpListener:
         was just punched) from now on, to ``addr``."""
         link = UdpLink(self, conn, addr)
         link.path = path
+        if path.startswith("punched"):
+            self._nat_keepalive(conn)  # a punched path crosses a NAT or firewall
         self._links[conn.local_cid] = link
         self.endpoint.add(conn, addr)
         self.kick()
         return link
+
+    def _nat_keepalive(self, conn: _core.Connection) -> None:
+        """Keep this connection's NAT binding: ``nat_keepalive``, when it
+        is set and shorter than the connection's keepalive (which 0 turns
+        off: then no keepalive at all, as configured)."""
+        us = int(self.service.config.nat_keepalive * 1e6)
+        if us and conn.keepalive_us and us < conn.keepalive_us:
+            conn.keepalive_us = us
+
+    def _local_ips(self) -> frozenset[str]:
+        """This machine's addresses (canonical text), read at most once a
+        minute: only a wildcard-bound socket needs them."""
+        now = time.monotonic()
+        if self._ips is None or now - self._ips_at > 60.0:
+            found: set[str] = set()
+            if self.address[0] in ("0.0.0.0", "::"):
+                for itf in interfaces():
+                    if itf.ipv4:
+                        found.add(canonical_ip(itf.ipv4))
+                    found.update(canonical_ip(a) for a in itf.ipv6)
+            self._ips, self._ips_at = frozenset(found), now
+        return self._ips
 
     def forget(self, link: UdpLink) -> None:
         if self._links.pop(link.conn.local_cid, None) is not None:

@@ -66,6 +66,12 @@ STUN_PORT = 3478
 STUN_IP = "11.255.0.1"
 STUN_ALT_IP = "11.255.0.2"
 BOOTSTRAP_IP = "11.255.0.10"
+#: IPv6 (opt-in: ``Lab.enable_ipv6()``, ``add_site(..., ipv6=True)``): the
+#: router link of site N is 2001:db8:0:N::/64 (router ::1, site edge ::2),
+#: a NAT site's LAN 2001:db8:N::/64 (its box ::1, hosts ::2, ::3) routed
+#: through its box without NAT, behind a stateful firewall; the server's
+#: bootstrap address on its loopback.
+BOOTSTRAP_IP6 = "2001:db8:ff::10"
 
 _PREFIX_RE = re.compile(r"^cl(\d+)x\d+-")
 
@@ -270,6 +276,8 @@ class Node:
         self.role = role
         #: The address other lab nodes reach it at first (a LAN or public IP).
         self.ip = ""
+        #: Its global IPv6 address, when its site has IPv6.
+        self.ip6 = ""
         self.legacy_iptables = False
 
     def __repr__(self) -> str:
@@ -288,6 +296,20 @@ class Node:
     def iptables(self, *args: str) -> str:
         tool = "iptables-legacy" if self.legacy_iptables else "iptables"
         return self.sh(tool, "-w", *args)
+
+    def ip6tables(self, *args: str) -> str:
+        tool = "ip6tables-legacy" if self.legacy_iptables else "ip6tables"
+        return self.sh(tool, "-w", *args)
+
+    def enable_ipv6(self, *, forwarding: bool = False) -> None:
+        """IPv6 on, without what would add noise: no DAD (addresses are
+        usable at once), no router advertisements or autoconfiguration."""
+        for scope in ("all", "default"):
+            self.sysctl(f"net.ipv6.conf.{scope}.disable_ipv6", 0)
+            self.sysctl(f"net.ipv6.conf.{scope}.accept_dad", 0)
+            self.sysctl(f"net.ipv6.conf.{scope}.accept_ra", 0)
+            self.sysctl(f"net.ipv6.conf.{scope}.autoconf", 0)
+            self.sysctl(f"net.ipv6.conf.{scope}.forwarding", int(forwarding))
 
     def add_rule(
         self, chain: str, *spec: str, table: str = "filter", first: bool = True
@@ -456,6 +478,7 @@ class Lab(NamespaceRun):
         super().__init__(f"cl{os.getpid()}x{Lab._counter}")
         self.sites: dict[str, Site] = {}
         self._next_index = 1
+        self._ipv6 = False
         self._stun: Proc | None = None
         try:
             self.router = self._new_ns("inet", "router")
@@ -515,6 +538,54 @@ class Lab(NamespaceRun):
         site.hosts.append(host)
         return site
 
+    def enable_ipv6(self) -> None:
+        """IPv6 on the router and the server (once): the server answers at
+        ``2001:db8:0:250::2`` and ``BOOTSTRAP_IP6``."""
+        if self._ipv6:
+            return
+        self._ipv6 = True
+        self.router.enable_ipv6(forwarding=True)
+        self.server.enable_ipv6()
+        self._link6(self.server, 250, "wan")
+        self.server.ip_cmd("-6", "addr", "add", f"{BOOTSTRAP_IP6}/128", "dev", "lo", "nodad")
+        self.router.ip_cmd("-6", "route", "add", "2001:db8:ff::/64", "via", "2001:db8:0:250::2")
+
+    def _link6(self, node: Node, index: int, ifname: str) -> None:
+        """Global IPv6 on the router link of site ``index`` (IPv6 on already)."""
+        net = f"2001:db8:0:{index}"
+        self.router.ip_cmd("-6", "addr", "add", f"{net}::1/64", "dev", f"s{index}", "nodad")
+        node.ip_cmd("-6", "addr", "add", f"2001:db8:0:{index}::2/64", "dev", ifname, "nodad")
+        node.ip_cmd("-6", "route", "add", "default", "via", f"2001:db8:0:{index}::1")
+        node.ip6 = f"2001:db8:0:{index}::2"
+
+    def _site_ipv6(self, site: Site) -> None:
+        """IPv6 for a site: a public host gets an address on its link (no
+        firewall, as its IPv4); behind a NAT box, the LAN gets a routed /64
+        and the box a stateful firewall (no NAT: IPv6 has none), dropping
+        what nobody inside asked for, as home routers do."""
+        self.enable_ipv6()
+        if site.nat is None:
+            site.host.enable_ipv6()
+            self._link6(site.host, site.index, "wan")
+            return
+        nat = site.nat
+        nat.enable_ipv6(forwarding=True)
+        self._link6(nat, site.index, "wan")
+        nat.ip_cmd("-6", "addr", "add", f"2001:db8:{site.index}::1/64", "dev", "lan", "nodad")
+        lan, edge = f"2001:db8:{site.index}::/64", f"2001:db8:0:{site.index}::2"
+        self.router.ip_cmd("-6", "route", "add", lan, "via", edge)
+        for i, host in enumerate(site.hosts):
+            host.enable_ipv6()
+            host.ip6 = f"2001:db8:{site.index}::{i + 2}"
+            host.ip_cmd("-6", "addr", "add", f"{host.ip6}/64", "dev", "eth0", "nodad")
+            host.ip_cmd("-6", "route", "add", "default", "via", f"2001:db8:{site.index}::1")
+        nat.ip6tables(
+            "-A", "FORWARD", "-i", "wan", "-m", "conntrack",
+            "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT",
+        )  # fmt: skip
+        nat.ip6tables("-A", "FORWARD", "-i", "wan", "-p", "ipv6-icmp", "-j", "ACCEPT")
+        nat.ip6tables("-A", "FORWARD", "-i", "wan", "-j", "DROP")
+
     def add_site(
         self,
         name: str,
@@ -524,13 +595,16 @@ class Lab(NamespaceRun):
         loss: float = 0.0,
         rate: str | None = None,
         delay_ms: float = 0.0,
+        ipv6: bool = False,
     ) -> Site:
         """Adds a site. ``loss``: probability each packet crossing the
         site's internet link is dropped (either direction, ``-m statistic``
         in the router). ``rate``: a ``tc tbf`` rate such as ``"10mbit"``,
         applied to both directions of that link. ``delay_ms``: added to each
         direction of that link (an NFQUEUE program in the router: this
-        kernel has no netem), so a round trip to the server gains twice it."""
+        kernel has no netem), so a round trip to the server gains twice it.
+        ``ipv6``: the site gets global IPv6 too (see ``_site_ipv6``); its
+        NAT applies to IPv4 only."""
         if kind not in KINDS:
             raise ValueError(f"site kind {kind!r} is not one of {KINDS}")
         if name in self.sites or name == "srv" or not re.fullmatch(r"[a-z][a-z0-9]{0,11}", name):
@@ -549,6 +623,8 @@ class Lab(NamespaceRun):
         else:
             site = self._build_nat_site(name, kind, index, hosts)
         self.sites[name] = site
+        if ipv6:
+            self._site_ipv6(site)
         if loss:
             for direction in ("-i", "-o"):
                 self.router.add_rule(
