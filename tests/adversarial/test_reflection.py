@@ -37,7 +37,7 @@ from crust.discovery.gossip import encode_gossip
 from crust.nat import rendezvous
 from crust.nat.rendezvous import Op, RendezvousMessage
 
-from .tools import run
+from .tools import figure, run
 from .wire import Wire
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ async def attacked(
             await asyncio.sleep(WINDOW)
             sent = wire.sent(seen[0], NODE)
             got = wire.to(victim)
-            logger.warning(
+            logger.info(
                 "attacker sent %d B; victim got %d B (udp %d, tcp %d): %.1fx",
                 sent, got, wire.to(victim, socket.IPPROTO_UDP),
                 wire.to(victim, socket.IPPROTO_TCP), got / sent,
@@ -103,9 +103,10 @@ def introduce(victim: str, ports: list[int], *, hard: bool) -> bytes:
     return rendezvous.encode(msg)
 
 
-def check(wire: Wire) -> tuple[int, int]:
+def check(wire: Wire, attack: str) -> tuple[int, int]:
     sent, got = wire.result  # type: ignore[attr-defined]
     assert sent > 0
+    figure(attack, f"{got} B to the victim for {sent} B from the attacker: {got / sent:.1f}x")
     assert got <= LIMIT * sent, f"{got} B to the victim for {sent} B: {got / sent:.1f}x"
     return sent, got
 
@@ -120,7 +121,7 @@ def test_introduce_with_birthday_spray() -> None:
                 attacker.send_control(
                     peer, ControlKind.RENDEZVOUS, introduce(victim, [40000], hard=True)
                 )
-        check(wire)
+        check(wire, "reflection: INTRODUCE with birthday spray")
 
     run(main())
 
@@ -134,7 +135,7 @@ def test_plain_introduce_udp_and_tcp_punch() -> None:
             for _ in range(8):
                 msg = introduce(victim, list(range(40000, 40016)), hard=False)
                 attacker.send_control(peer, ControlKind.RENDEZVOUS, msg)
-        check(wire)
+        check(wire, "reflection: plain INTRODUCE (UDP punches, TCP SYNs)")
 
     run(main())
 
@@ -150,7 +151,7 @@ def test_plain_introduce_tcp_only() -> None:
             for _ in range(8):
                 msg = introduce(victim, list(range(40000, 40016)), hard=False)
                 attacker.send_control(peer, ControlKind.RENDEZVOUS, msg)
-        check(wire)
+        check(wire, "reflection: plain INTRODUCE, TCP-only node (SYNs)")
         assert wire.to(victim, socket.IPPROTO_UDP) == 0
 
     run(main())
@@ -169,7 +170,7 @@ def test_punch_request() -> None:
                     candidates=tuple((victim, p) for p in range(40000, 40016)),
                 )  # fmt: skip
                 attacker.send_control(peer, ControlKind.PUNCH, rendezvous.encode(msg))
-        check(wire)
+        check(wire, "reflection: PUNCH REQUEST")
 
     run(main())
 
@@ -189,7 +190,7 @@ def test_gossip_dials() -> None:
                     attacker.identity, NET, 1000 + seq, [attacker.endpoints[0]], contacts
                 )
                 attacker.send_control(peer, ControlKind.GOSSIP, payload)
-        check(wire)
+        check(wire, "reflection: gossip dials")
 
     run(main())
 
@@ -222,6 +223,7 @@ def test_beacon_dials() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     sent, got = map(int, out.stdout.split())
-    logger.warning("beacons: %d B sent, %d B to the victim: %.1fx", sent, got, got / sent)
     assert sent > 0
+    figure("reflection: LAN beacon dials", f"{got} B to the victim for {sent} B of beacons: "
+           f"{got / sent:.1f}x")  # fmt: skip
     assert got <= LIMIT * sent, f"{got} B to the victim for {sent} B of beacons: {got / sent:.1f}x"
