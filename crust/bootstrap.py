@@ -26,7 +26,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from crust.events import BootstrapConnect, BootstrapFailed
@@ -55,6 +55,9 @@ class Candidate:
     source: str
     endpoints: tuple[Address, ...]
     peer_id: PeerId | None = None
+    #: Whoever named these endpoints pays for the dial (gossip, beacon):
+    #: crust.reflection. None: we chose them (cache, contacts).
+    charge: Callable[[int], bool] | None = field(default=None, compare=False, repr=False)
 
 
 class Bootstrapper:
@@ -221,12 +224,16 @@ class Bootstrapper:
             if self.svc.is_blacklisted_address(addr):
                 continue
             try:
-                peer = await self.svc._connect(addr, peer_id=cand.peer_id, timeout=timeout)
+                peer = await self.svc._connect(
+                    addr, peer_id=cand.peer_id, timeout=timeout, charge=cand.charge
+                )
                 break
             except (ConnectionError, OSError, ValueError) as exc:
                 why = str(exc)
         if peer is None:
             return None, why
+        if cand.source == "contact":
+            peer.chosen = True  # configured: as good as the application's own
         if not await self._request(peer):
             return None, "refused to be bootstrapped off"
         return peer, ""

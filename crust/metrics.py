@@ -81,6 +81,15 @@ def collector(svc: Service) -> Any:
             for name, n in st["handshake"].items():
                 hs.add_metric([name], n)
             yield hs
+            refl = core.CounterMetricFamily(
+                "crust_reflection",
+                "sends to unverified addresses charged to their requesters",
+                labels=["counter"],
+            )
+            for name, n in st["reflection"].items():
+                if name != "sources":
+                    refl.add_metric([name], n)
+            yield refl
             for key, suffix, text in _PER_PEER:
                 counter = suffix.endswith("_total")
                 kind = core.CounterMetricFamily if counter else core.GaugeMetricFamily

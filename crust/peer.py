@@ -182,6 +182,15 @@ class Peer:
         self._link = link
         self._owner = owner
         self.incoming = incoming
+        #: Whether this node chose the peer: its application dialled it, or
+        #: it is a configured contact (not a peer that dialled us, nor one
+        #: that gossip, a beacon or the cache suggested). Only a chosen
+        #: rendezvous peer can start a traversal that sends to unverified
+        #: addresses without a budget (crust.reflection).
+        self.chosen = False
+        #: The connection's received bytes already credited to the
+        #: reflection budget (crust.reflection).
+        self._rx_credited = 0
         self.maintained = False
         self.last_used = time.monotonic()
         self.closed_reason: str | None = None

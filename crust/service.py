@@ -74,6 +74,7 @@ from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
 from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.pruning import Pruner
+from crust.reflection import SendBudget, syn_cost
 from crust.retirement import Retirements
 from crust.stats import ServiceCounters, ServiceStats, snapshot
 from crust.subscriptions import EventHub, Inbound, Subscription
@@ -81,6 +82,11 @@ from crust.subscriptions import EventHub, Inbound, Subscription
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
 
 logger = logging.getLogger(__name__)
+#: SYNs a charged TCP dial may send before the address answers (the first,
+#: and the kernel's retransmissions at 1, 3 and 7 s).
+_SYNS_PER_DIAL = 4
+#: Seconds a charged dial may take: SYNs leave at 0, 1 and 3 s within it.
+_CHARGED_DIAL_LIMIT = 5.0
 
 _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 
@@ -226,6 +232,9 @@ class Service:
         self._engine_configs: dict[tuple[tuple[str, Any], ...], _core.Config] = {}
         # Before the parts below, which register their control handlers.
         self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
+        #: What peers may make us send to addresses nobody verified
+        #: (traversal candidates, gossip and beacon dials): crust.reflection.
+        self.reflection = SendBudget()
         #: LAN beacon, bootstrap cache, bootstrapping and contact gossip.
         self.discovery = Discovery(self)
         if self.config.blacklist:
@@ -552,9 +561,12 @@ class Service:
         peer_id: PeerId | None = None,
         timeout: float | None = None,
         for_app: bool = False,
+        charge: Callable[[int], bool] | None = None,
     ) -> Peer:
         """:meth:`connect`; ``for_app``: the peer goes to the caller, not to
-        :meth:`accept` (bootstrapping connects for the node instead)."""
+        :meth:`accept` (bootstrapping connects for the node instead).
+        ``charge``: a peer named the address (gossip, beacon), so what is
+        sent before it answers is charged to that peer (crust.reflection)."""
         if not self._started or self._closing:
             raise CrustError("the service is not running: use `async with Service(...)`")
         try:
@@ -576,14 +588,25 @@ class Service:
         if self.is_blacklisted_address(addr) or (remote and remote in self._blacklist_ids):
             raise ConnectError(f"{target} is blacklisted")
         limit = timeout or self.config.connect_timeout
+        if charge is not None:
+            # Bounded, so that TCP's SYN retransmissions stay within what
+            # was charged for them (_SYNS_PER_DIAL).
+            limit = min(limit, _CHARGED_DIAL_LIMIT)
         try:
             # The handshakes time out by themselves, with their reasons; the
             # outer bound only guards against a stuck TCP connect.
-            return await asyncio.wait_for(self._race(addr, remote, limit, for_app), limit + 1.0)
+            peer = await asyncio.wait_for(
+                self._race(addr, remote, limit, for_app, charge), limit + 1.0
+            )
         except (ConnectionError, OSError, asyncio.TimeoutError) as e:
             why = str(e) or f"no answer within {limit} s"
             self._emit(ConnectFailed(f"{addr[0]}:{addr[1]}", why))
             raise _connect_error(f"connect to {addr[0]}:{addr[1]} failed: {why}", e) from None
+        if for_app:
+            # The application picked this address: a rendezvous peer it
+            # may use without a reflection budget (crust.reflection).
+            peer.chosen = True
+        return peer
 
     async def _connect_by_id(self, pid: PeerId, limit: float) -> Peer:
         existing = self._peers.get(pid)
@@ -805,6 +828,35 @@ class Service:
         if kind in self._control_handlers:
             raise ValueError(f"control kind {kind} already has a handler")
         self._control_handlers[kind] = handler
+
+    def requester_host(self, peer: Peer) -> str:
+        """The IP address a peer's messages reach us from: its own, or the
+        relay's for a relayed connection (whose far end is unknown)."""
+        via = getattr(peer._link, "via", None)
+        addr = via.address if via is not None else peer.address
+        return str(addr[0])
+
+    def charge_to(self, peer: Peer) -> Callable[[int], bool]:
+        """A charge for sends to unverified addresses that ``peer`` asked
+        for: credits what its connection brought since last time, then
+        spends from its source's budget (crust.reflection)."""
+        host = self.requester_host(peer)
+
+        def charge(nbytes: int) -> bool:
+            now = now_us()
+            conn = peer._link.conn
+            if peer.closed_reason is None and not conn.is_closed:
+                rx = int(conn.stats()["rx_bytes"])
+                # A new connection (moved path) counts from zero again.
+                fresh = rx - peer._rx_credited if rx >= peer._rx_credited else rx
+                peer._rx_credited = rx
+                self.reflection.received(host, fresh, now)
+            ok = self.reflection.spend(host, nbytes, now)
+            if not ok:
+                logger.debug("send for %s refused: over its reflection budget", host)
+            return ok
+
+        return charge
 
     def send_control(self, peer: Peer, kind: int, payload: bytes) -> None:
         """Queue a control message to ``peer`` at priority 0. It never
@@ -1066,14 +1118,25 @@ class Service:
         return addr, pid
 
     async def _race(
-        self, addr: Address, remote: PeerId | None, timeout: float, for_app: bool
+        self,
+        addr: Address,
+        remote: PeerId | None,
+        timeout: float,
+        for_app: bool,
+        charge: Callable[[int], bool] | None = None,
     ) -> Peer:
         """TCP first; UDP joins after the head start; the first handshake
         to complete wins and the other attempt is cancelled."""
         errors: list[Attempt] = []
         tasks: dict[asyncio.Task[Any], str] = {}
-        if self.config.tcp:
+        # Before the address answers, TCP sends SYNs only: the first and the
+        # kernel's retransmissions (after 1 s and 3 s) within a few seconds.
+        if self.config.tcp and (charge is None or charge(syn_cost(addr[0], _SYNS_PER_DIAL))):
             tasks[asyncio.create_task(dial_tcp(self, addr, remote, timeout))] = "tcp"
+        elif self.config.tcp:
+            errors.append(
+                Attempt("tcp", ConnectError("the reflection budget of who named it is spent"))
+            )
         udp = self._udp_for(addr)
         head_start = self.config.tcp_head_start if tasks else 0.0
         udp_task: asyncio.Task[Any] | None = None
@@ -1098,7 +1161,7 @@ class Service:
                     and udp_task is None
                     and (not done or any(t.exception() for t in done))
                 ):
-                    udp_task = asyncio.create_task(udp.dial(addr, remote, timeout))
+                    udp_task = asyncio.create_task(udp.dial(addr, remote, timeout, charge))
                     tasks[udp_task] = "udp"
                 for t in done:
                     kind = tasks.pop(t)

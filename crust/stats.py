@@ -56,6 +56,10 @@ STATS_DOC: dict[str, str] = {
     "tcp": "inbound TCP streams before authentication: `pending` now; since start "
     "`accepted`, `refused_per_source` and `evicted` (caps), `handshake_timeouts`, "
     "`oversized_frames`, `accept_errors` (descriptor exhaustion; logged at most every 10 s)",
+    "reflection": "sends to addresses nobody verified (punch candidates, gossip and beacon "
+    "dials), charged to whoever asked (design note 0046): bytes `spent`, bytes `refused` "
+    "in `refusals` sends not made, requester `sources` remembered now, `evicted` from the "
+    "table",
     "udp": "per UDP listener: the C endpoint's counters (datagrams, batches, GSO/GRO, drops)",
     "per_peer": "per connected peer id: `path`, `address`, `incoming`, `maintained` and "
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
@@ -114,6 +118,7 @@ class ServiceStats(TypedDict):
     handshake: dict[str, int]
     udp: list[dict[str, int]]
     tcp: dict[str, int]
+    reflection: dict[str, int]
     live: dict[str, int]
     per_peer: dict[str, PeerEntry]
     discovery: dict[str, Any]
@@ -220,6 +225,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> ServiceStats:
         "traffic": dict(traffic),
         "handshake": dict(handshake),
         "tcp": _tcp_stats(svc),
+        "reflection": {**svc.reflection.stats, "sources": len(svc.reflection)},
         "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
         "per_peer": {str(p.id): _peer_entry(p) for p in peers},
         "live": live_objects(svc),

@@ -88,6 +88,35 @@ def test_connect_by_id_punches_udp_on_loopback() -> None:
     run(main())
 
 
+def test_an_introducer_we_did_not_choose_works_on_its_budget() -> None:
+    """M dialled A and B (so neither chose it): the punches both sides
+    send toward unverified candidates are charged to M's source address,
+    3x what M sent them (crust.reflection), and on loopback that is
+    plenty for the punch; no birthday spray is allowed through M."""
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            nodes = []
+            for _ in range(3):
+                cfg = ServiceConfig(identity=Identity.generate(), backup_port=False, **QUIET)
+                nodes.append(await stack.enter_async_context(Service(cfg)))
+            m, a, b = nodes
+            for n in (a, b):
+                m.maintain(await m.connect(n.endpoints[0]))
+            for n in (a, b):
+                via = next(p for p in n.peers if p.id == m.id)
+                assert via.incoming and not via.chosen
+            peer = await a.connect(b.id)
+            assert peer.path == "direct-udp", peer.why
+            await peer.send(b"hello")
+            assert await recv_all(b, 1) == [b"hello"]
+            for n in (a, b):
+                st = n.stats()["reflection"]
+                assert st["spent"] > 0 and st["sources"] >= 1, st
+
+    run(main())
+
+
 def test_connect_by_id_tcp_only_uses_simultaneous_open() -> None:
     async def main() -> None:
         async with trio(udp=False) as (_, a, b):

@@ -51,7 +51,9 @@ def beacon_scope(hosts: tuple[str, ...]) -> tuple[set[str], bool, bool]:
 
 class BeaconTransport:
     """Runs a :class:`Beacon` on real sockets; ``on_found`` gets each
-    :class:`~crust.events.LanPeerFound`."""
+    :class:`~crust.events.LanPeerFound` with the source address of the
+    datagram that told it, and ``on_received`` (if given) the source and
+    size of every datagram (the reflection budget, crust.reflection)."""
 
     def __init__(
         self,
@@ -59,11 +61,13 @@ class BeaconTransport:
         *,
         port: int,
         hosts: tuple[str, ...],
-        on_found: Callable[[LanPeerFound], None],
+        on_found: Callable[[LanPeerFound, str], None],
+        on_received: Callable[[str, int], None] | None = None,
     ) -> None:
         self.beacon = beacon
         self.port = port
         self.on_found = on_found
+        self.on_received = on_received
         self._specific, self._all_v4, self._all_v6 = beacon_scope(hosts)
         self._want_v4 = self._all_v4 or any(":" not in h for h in self._specific)
         self._want_v6 = self._all_v6 or any(":" in h for h in self._specific)
@@ -137,10 +141,13 @@ class BeaconTransport:
                 logger.debug("beacon recv: %s", exc)
                 break
             host = addr[0]
+            if self.on_received is not None:
+                self.on_received(host, len(data))
             self.beacon.receive_datagram(data, (host, addr[1]), self._loop.time())
+            # Per datagram: whoever sent it pays for the dials it causes.
+            while (ev := self.beacon.next_event()) is not None:
+                self.on_found(ev, host)
         self._flush()
-        while (ev := self.beacon.next_event()) is not None:
-            self.on_found(ev)
 
     def _flush(self) -> None:
         for data, dest in self.beacon.datagrams_to_send(self._loop.time()):

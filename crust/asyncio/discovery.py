@@ -38,6 +38,7 @@ from crust.discovery.endpoints import is_announceable, resolve_unspecified
 from crust.discovery.gossip import MAX_CONTACTS, GossipReceiver, encode_gossip
 from crust.errors import CrustError
 from crust.events import BootstrapAccept, LanPeerFound
+from crust.peer import now_us
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
@@ -129,7 +130,11 @@ class Discovery:
                 interval=cfg.beacon_interval,
             )
             io = BeaconTransport(
-                self.beacon, port=cfg.beacon_port, hosts=cfg.hosts, on_found=self._on_lan_peer
+                self.beacon,
+                port=cfg.beacon_port,
+                hosts=cfg.hosts,
+                on_found=self._on_lan_peer,
+                on_received=self._on_beacon_bytes,
             )
             if io.active and io.start():
                 self._beacon_io = io
@@ -233,9 +238,19 @@ class Discovery:
 
     # -- beacon ---------------------------------------------------------------------------
 
-    def _on_lan_peer(self, ev: LanPeerFound) -> None:
+    def _on_beacon_bytes(self, host: str, nbytes: int) -> None:
+        self.svc.reflection.received(host, nbytes, now_us())
+
+    def _on_lan_peer(self, ev: LanPeerFound, source: str) -> None:
         self.svc._emit(ev)
-        self.bootstrapper.offer(Candidate("beacon", ev.endpoints, ev.peer_id))
+        # A beacon is signed by a key anyone can make, and its source can
+        # be forged: the dial it causes is charged to its source address.
+        budget = self.svc.reflection
+
+        def charge(nbytes: int) -> bool:
+            return budget.spend(source, nbytes, now_us())
+
+        self.bootstrapper.offer(Candidate("beacon", ev.endpoints, ev.peer_id, charge))
 
     # -- bootstrap requests ------------------------------------------------------------
 
@@ -332,10 +347,12 @@ class Discovery:
             self._gossip_soon()  # shareable now
         if not self.bootstrapper.wants_more():
             return  # the dialler would skip them all
+        charge = self.svc.charge_to(peer)
         for pid, eps in msg.contacts:
             usable = tuple(e for e in eps if e[0] not in ("0.0.0.0", "::"))
             if pid != self.svc.id and pid not in self.connected and usable:
-                self.bootstrapper.offer(Candidate("gossip", usable, pid))
+                # Addresses the gossiping peer chose: it pays for the dial.
+                self.bootstrapper.offer(Candidate("gossip", usable, pid, charge))
 
     def _gossip_soon(self) -> None:
         """Schedule one gossip round to every peer shortly (coalesced)."""

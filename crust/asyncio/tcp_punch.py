@@ -37,6 +37,7 @@ import logging
 import random
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from crust.peer import Address
@@ -105,6 +106,7 @@ async def _one_target(
     deadline: float,
     rng: random.Random,
     errors: list[str],
+    may_send: Callable[[Address], bool] | None,
 ) -> socket.socket:
     loop = asyncio.get_running_loop()
     tries = 0
@@ -112,6 +114,10 @@ async def _one_target(
     while True:
         left = deadline - loop.time()
         if left <= 0:
+            errors.append(f"{target[0]}:{target[1]}: {last} ({tries} tries)")
+            raise ConnectionError(last)
+        if may_send is not None and not may_send(target):
+            last = "the requester's reflection budget is spent"
             errors.append(f"{target[0]}:{target[1]}: {last} ({tries} tries)")
             raise ConnectionError(last)
         tries += 1
@@ -138,18 +144,24 @@ async def simultaneous_open(
     targets: list[Address],
     timeout: float,
     rng: random.Random | None = None,
+    *,
+    may_send: Callable[[Address], bool] | None = None,
 ) -> socket.socket:
     """A connected, non-blocking TCP socket bound to ``local``, to the first
     of ``targets`` that answers within ``timeout`` seconds. Raises
     ``ConnectionError`` naming each target's last failure, and
-    :class:`AlreadyConnected` when the peer's connection was accepted."""
+    :class:`AlreadyConnected` when the peer's connection was accepted.
+    ``may_send(target)`` is asked before every SYN to a target (False: stop
+    trying it): the budget of sends to unverified addresses."""
     if not targets:
         raise ConnectionError("no candidate addresses for TCP")
     rng = rng or random.Random()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     errors: list[str] = []
-    tasks = [asyncio.create_task(_one_target(local, t, deadline, rng, errors)) for t in targets]
+    tasks = [
+        asyncio.create_task(_one_target(local, t, deadline, rng, errors, may_send)) for t in targets
+    ]
     winner: socket.socket | None = None
     try:
         for fut in asyncio.as_completed(tasks):

@@ -54,6 +54,7 @@ from crust.nat.relay import RelayPolicy, RelayTable
 from crust.nat.rendezvous import Introducer, Op, RendezvousMessage, punch_key
 from crust.paths import PathName
 from crust.peer import Address, Link, Peer, now_us
+from crust.reflection import syn_cost, udp_cost
 
 if TYPE_CHECKING:
     from crust.asyncio.udp import UdpListener
@@ -99,6 +100,9 @@ class _PunchJob:
     peer_local: frozenset[Address]
     done: asyncio.Future[Address]
     timer: asyncio.TimerHandle | None = None
+    #: Charges the sends to unverified candidates to whoever asked for this
+    #: punch (crust.reflection); None: a traversal we trust.
+    charge: Callable[[int], bool] | None = None
 
     @property
     def label(self) -> PathName:
@@ -260,7 +264,10 @@ class Traversal:
     async def connect(self, target: PeerId, timeout: float) -> Peer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        vias = [p for p in self.svc.peers if p.id != target and p.path != "relayed"][:_MAX_VIAS]
+        vias = [p for p in self.svc.peers if p.id != target and p.path != "relayed"]
+        # Rendezvous peers we chose first: their answers are trusted (no
+        # reflection budget, birthday punching allowed: crust.reflection).
+        vias = sorted(vias, key=lambda p: not p.chosen)[:_MAX_VIAS]
         if not vias:
             raise PeerNotFound("no connected peer to introduce us")
         session, nonce = os.urandom(8), os.urandom(16)
@@ -301,20 +308,28 @@ class Traversal:
         local = frozenset(cands[: reply.local])
         attempts: dict[asyncio.Task[Peer], str] = {}
         job = None
+        # Candidates from a rendezvous peer we did not choose may name
+        # anyone: no birthday punching then, and the punches are charged
+        # to that peer (crust.reflection).
+        charge = None if via.chosen else self.svc.charge_to(via)
         if self.use_relay != "always":
             job = self._start_punch(
                 target, session, key, cands, local, responder=False, extra_us=0,
-                spray=self._spray(reply, cands),
+                spray=self._spray(reply, cands) if charge is None else None, charge=charge,
             )  # fmt: skip
         if job is not None:
             attempts[asyncio.create_task(self._udp_attempt(job, target, deadline))] = "udp punch"
-            hard = self._start_hard(session, key, cands, reply, responder=False)
+            hard = None
+            if charge is None:
+                hard = self._start_hard(session, key, cands, reply, responder=False)
             if hard is not None:
                 task = self._birthday_attempt(hard, target, deadline)
                 attempts[asyncio.create_task(task)] = "birthday punch"
         if self.svc.config.tcp and self.use_relay != "always":
             delay = self.tcp_after if job is not None else 0.0
-            task = self._tcp_attempt(target, cands, local, deadline, initiator=True, delay=delay)
+            task = self._tcp_attempt(
+                target, cands, local, deadline, initiator=True, delay=delay, charge=charge
+            )
             attempts[asyncio.create_task(task)] = "tcp punch"
         relay_task: asyncio.Task[Peer] | None = None
 
@@ -392,18 +407,26 @@ class Traversal:
         *,
         initiator: bool,
         delay: float,
+        charge: Callable[[int], bool] | None = None,
     ) -> Peer:
         loop = asyncio.get_running_loop()
         logger.debug("TCP punch with %s in %.3f s", target.short, delay)
         if delay:
             await asyncio.sleep(delay)
         mine = [tl.address for tl in self.svc._tcp]
+        may_send = None
+        if charge is not None:
+            # One connect attempt waits up to a second: the SYN and the
+            # kernel's retransmission of it.
+            may_send = _syn_charge(charge)
         for own in mine:
             targets = [c for c in cands if _family_of(c) == _family_of(own)]
             if not targets:
                 continue
             try:
-                sock = await simultaneous_open(own, targets, max(0.1, deadline - loop.time()))
+                sock = await simultaneous_open(
+                    own, targets, max(0.1, deadline - loop.time()), may_send=may_send
+                )
             except AlreadyConnected as e:
                 # The peer's SYN reached our listener first: that accepted
                 # stream is the punched one, and the requester dials over it.
@@ -487,11 +510,17 @@ class Traversal:
         skew = (msg.rtt_us + _rtt_us(via)) // 2
         if self.use_relay == "always":
             return
+        # Introduced through a peer we did not choose: the requester's
+        # candidates may name anyone (crust.reflection). No birthday
+        # punching, and every punch and SYN is charged to that peer.
+        charge = None if via.chosen else self.svc.charge_to(via)
         self._start_punch(
             requester, msg.session, key, peer_cands, local_set, responder=True, extra_us=skew,
-            spray=self._spray(msg, peer_cands),
+            spray=self._spray(msg, peer_cands) if charge is None else None, charge=charge,
         )  # fmt: skip
-        hard = self._start_hard(msg.session, key, peer_cands, msg, responder=True)
+        hard = None
+        if charge is None:
+            hard = self._start_hard(msg.session, key, peer_cands, msg, responder=True)
         if hard is not None:
             self._spawn(self._birthday_target(hard, requester))
         if self.svc.config.tcp:
@@ -510,6 +539,7 @@ class Traversal:
                     deadline,
                     initiator=False,
                     delay=delay,
+                    charge=charge,
                 )
             )
 
@@ -526,6 +556,7 @@ class Traversal:
         responder: bool,
         extra_us: int,
         spray: list[Address] | None = None,
+        charge: Callable[[int], bool] | None = None,
     ) -> _PunchJob | None:
         if not self.svc.config.udp or self._closed:
             return None
@@ -553,7 +584,7 @@ class Traversal:
                 prefix=self._prefix, now=now_us(), config=config, rng=self._rng,
             )  # fmt: skip
             loop = asyncio.get_running_loop()
-            job = _PunchJob(peer, ps, listener, local, loop.create_future())
+            job = _PunchJob(peer, ps, listener, local, loop.create_future(), charge=charge)
             # Nobody may await a failed punch: do not warn about it.
             job.done.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._jobs[session] = job
@@ -660,6 +691,12 @@ class Traversal:
         if t is not None and t <= now:
             ps.handle_timer(now)
         for data, to, ttl in ps.datagrams_to_send(now):
+            # After success the address answered with an authentic punch:
+            # it is verified, and what lingers goes there free.
+            charge = job.charge if ps.state is PunchState.PUNCHING else None
+            if charge is not None and not charge(udp_cost(to[0], len(data))):
+                ps.cancel("the requester's reflection budget is spent (crust.reflection)")
+                break
             send_with_ttl(job.listener.sock, data, to, ttl)
         if ps.state is PunchState.SUCCEEDED and not job.done.done():
             assert ps.address is not None
@@ -743,9 +780,10 @@ class Traversal:
                 return
             key = punch_key(self.svc.identity, peer.id, msg.session, (msg.nonce, nonce))
             cands_p = list(msg.candidates)
+            # The peer names its own candidates: unverified, charged to it.
             self._start_punch(
                 peer.id, msg.session, key, cands_p, frozenset(cands_p[: msg.local]),
-                responder=True, extra_us=_rtt_us(peer),
+                responder=True, extra_us=_rtt_us(peer), charge=self.svc.charge_to(peer),
             )  # fmt: skip
         elif msg.op is Op.REPLY:
             asked = self._repunch_asks.pop(msg.session, None)
@@ -755,7 +793,7 @@ class Traversal:
             cands_p = list(msg.candidates)
             self._start_punch(
                 peer.id, msg.session, key, cands_p, frozenset(cands_p[: msg.local]),
-                responder=False, extra_us=0,
+                responder=False, extra_us=0, charge=self.svc.charge_to(peer),
             )  # fmt: skip
 
     # -- rendezvous messages ---------------------------------------------------------
@@ -815,6 +853,10 @@ def _task_done(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], N
             logger.debug("traversal task ended: %s", t.exception())
 
     return done
+
+
+def _syn_charge(charge: Callable[[int], bool]) -> Callable[[Address], bool]:
+    return lambda addr: charge(syn_cost(addr[0], 2))
 
 
 def _relayed(peer: Peer) -> RelayLink | None:

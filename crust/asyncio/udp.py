@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from crust import _core
@@ -25,6 +26,7 @@ from crust.nat.punch import is_punch
 from crust.nat.stun import StunClient
 from crust.paths import PathName
 from crust.peer import Address, now_us
+from crust.reflection import udp_cost
 
 if TYPE_CHECKING:
     from crust.handshake import HandshakeResult, Initiator
@@ -79,6 +81,8 @@ class UdpListener:
         self.responder = service.make_responder()
         # Outgoing handshakes, by our connection id (their replies carry it).
         self._dialing: dict[bytes, tuple[Initiator, Address, asyncio.Future[HandshakeResult]]] = {}
+        #: Dials to unverified addresses: their charge (crust.reflection).
+        self._charges: dict[bytes, Callable[[int], bool]] = {}
         self._links: dict[bytes, UdpLink] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None  # the deadline the timer is for
@@ -247,10 +251,22 @@ class UdpListener:
             link = self._links.get(cid)
             if link is not None and link.conn.stats()["rx_packets"] > 0:
                 ini.confirm()
+        # Until the peer answered, the address is unverified: a dial that a
+        # peer suggested (gossip, beacon) is charged to it.
+        charge = self._charges.get(cid) if ini.result is None else None
         for d in ini.datagrams_to_send(now):
+            if charge is not None and not charge(udp_cost(addr[0], len(d))):
+                del self._dialing[cid]
+                del self._charges[cid]
+                if not fut.done():
+                    fut.set_exception(
+                        ConnectError("the reflection budget of who named it is spent")
+                    )
+                return
             self.endpoint.send_raw(d, addr)
         if ini.error is not None or (ini.result is not None and ini.get_timer() is None):
             del self._dialing[cid]
+            self._charges.pop(cid, None)
             link = self._links.get(cid)
             if ini.result is not None and link is not None and link.conn.stats()["rx_packets"] == 0:
                 # XX: every copy of our finish message was lost, so the peer
@@ -268,12 +284,21 @@ class UdpListener:
             kind = ConnectTimeout if isinstance(ini.error, TimeoutError) else ConnectError
             fut.set_exception(kind(str(ini.error)))
 
-    async def dial(self, addr: Address, remote: Any, timeout: float) -> HandshakeResult:
-        """Run a handshake with ``addr`` (IK when ``remote`` is known)."""
+    async def dial(
+        self,
+        addr: Address,
+        remote: Any,
+        timeout: float,
+        charge: Callable[[int], bool] | None = None,
+    ) -> HandshakeResult:
+        """Run a handshake with ``addr`` (IK when ``remote`` is known).
+        ``charge``: asked for every datagram before ``addr`` answered."""
         cid = os.urandom(_core.CID_LEN)
         ini = self.service.make_initiator(remote, cid, addr, timeout)
         fut: asyncio.Future[HandshakeResult] = self._loop.create_future()
         self._dialing[cid] = (ini, addr, fut)
+        if charge is not None:
+            self._charges[cid] = charge
         self._pump_initiator(cid, ini, addr, fut, now_us())
         self._drive()
         try:
@@ -281,6 +306,8 @@ class UdpListener:
         except BaseException:
             self._dialing.pop(cid, None)
             raise
+        finally:
+            self._charges.pop(cid, None)
 
     def establish(self, result: HandshakeResult, addr: Address) -> UdpLink:
         """Create the engine connection of a completed outgoing handshake."""
