@@ -183,6 +183,11 @@ class Peer:
         self._owner = owner
         self.incoming = incoming
         self.maintained = False
+        #: The peer joined through us (asked us to be its contact, and we
+        #: accepted): kept while its link lives, never pruned for being
+        #: idle, but it still gives way under the connection caps
+        #: (crust.capacity, design note 0053).
+        self.joined = False
         self.last_used = time.monotonic()
         self.closed_reason: str | None = None
         #: Why the paths tried before this one failed (connect by peer id),
