@@ -179,3 +179,54 @@ def test_redials_back_off_and_stop_with_the_service() -> None:
         assert all(k.task is None or k.task.done() for k in recv.contacts._kept.values())
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_reachable_for_many_prune_and_idle_intervals() -> None:
+    """Hours, scaled down: every interval that could end the link is
+    short (prune 0.5 s, keepalive 0.3 s, idle timeout 1 s), and the joined
+    peer is still there after 30 prune intervals and 15 idle timeouts,
+    never lost, and reached by id at the end."""
+    timers: dict[str, Any] = {"prune_after": 0.5, "keepalive": 0.3, "idle_timeout": 1.0}
+
+    async def main() -> None:
+        async with (
+            Service(_cfg(**timers)) as contact,
+            Service(_cfg(**timers)) as recv,
+            _events(recv) as seen,
+        ):
+            via = contact.endpoints[0]
+            await recv.join(via)
+            await asyncio.sleep(15.0)
+            assert not [ev for ev in seen if isinstance(ev, (LostPeer, ContactLost))], seen
+            assert recv.id in {p.id for p in contact.peers}
+            async with Service(_cfg(**timers)) as send:
+                await send.join(via)
+                peer = await send.connect(recv.id, timeout=10)
+                got = asyncio.ensure_future(_message(recv, send))
+                await peer.send(b"still here")
+                assert await got == b"still here"
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_an_impostor_at_the_contacts_address_is_not_joined() -> None:
+    """The address is not the contact: another identity listening there
+    after the contact went away is not registered with."""
+
+    async def main() -> None:
+        async with Service(_cfg(connect_timeout=2.0)) as recv, _events(recv) as seen:
+            async with Service(_cfg()) as contact:
+                via = contact.endpoints[0]
+                await recv.join(via)
+            async with Service(_cfg(port=via[1])) as impostor:
+                await _until(
+                    lambda: any(isinstance(ev, ContactLost) and ev.attempts >= 1 for ev in seen),
+                    timeout=10,
+                )
+                await asyncio.sleep(0.5)
+                assert not any(isinstance(ev, ContactJoined) and ev.rejoined for ev in seen)
+                assert all(p.id != recv.id or not p.joined for p in impostor.peers)
+                failed = next(ev for ev in seen if isinstance(ev, ContactLost) and ev.attempts)
+                print(f"\nimpostor refused: {failed.reason}")
+
+    asyncio.run(asyncio.wait_for(main(), 60))
