@@ -358,6 +358,18 @@ class Service:
         self._hub.close()
         self._wake_accept()
 
+    async def nat_known(self, timeout: float = 10.0) -> NatBehaviour | None:
+        """:attr:`nat` once the STUN probe (``config.stun_servers``) is
+        done, waiting at most ``timeout`` seconds for it; None without STUN
+        servers, when none answered, or on time-out. Whether our NAT is
+        symmetric decides how connect-by-id punches (birthday), so a node
+        about to connect or be connected to by id may wait for it."""
+        task = self._stun_task
+        if task is not None and not task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+        return self.nat
+
     async def _probe_stun(self) -> None:
         self.nat = await probe_listener(self._udp, self.config.stun_servers)
         if self.nat is not None and self.nat.mapped is not None:

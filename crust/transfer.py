@@ -61,6 +61,8 @@ MAX_NAME_BYTES = 240
 #: reading the prompt).
 ACCEPT_TIMEOUT = 600.0
 
+#: Seconds the commands wait for the STUN probe (only with STUN servers).
+NAT_WAIT = 10.0
 #: ``accept(sender_id, name, size)``: whether to take the file.
 Accept = Callable[[str, str, int], Awaitable[bool]]
 
@@ -194,6 +196,9 @@ async def send_file(
     sha = digest.hexdigest()
     async with Service(config) as svc:
         await _join(svc, via)
+        # With STUN servers, know whether our NAT is symmetric before
+        # asking for a path: it decides on birthday punching.
+        await svc.nat_known(NAT_WAIT)
         t0 = time.monotonic()
         target = PeerId.parse(to)
         try:
@@ -284,6 +289,7 @@ async def receive_file(
     async with Service(config) as svc:
         events = svc.events()
         await _join(svc, via)
+        await svc.nat_known(NAT_WAIT)  # as the sender does: before anyone asks
         if ready is not None:
             ready(str(svc.id))
         async for ev in events:
