@@ -10,6 +10,7 @@ connected to"; a receiver whose node restarted waited forever, silent;
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import re
@@ -291,3 +292,32 @@ def test_bad_configuration_is_one_line(
     code, line = _one_line(capsys, command, "--via", "127.0.0.1:9", "--config",
                            str(tmp_path / "missing.toml"), *extra)  # fmt: skip
     assert code == 2 and "cannot read" in line
+
+
+def test_recv_json_reports_its_node_as_events(tmp_path: Path, procs: list[Child]) -> None:
+    node, via = _node(tmp_path / "node.key")
+    procs.append(node)
+    recv = Child("recv", "--via", via, "--host", "127.0.0.1", "--yes", "--json",
+                 "--out", str(tmp_path))  # fmt: skip
+    procs.append(recv)
+    ready = json.loads(recv.expect(r'^\{"ready"').string)
+    assert ready["via"] == via
+    node.stop()
+    lost = json.loads(recv.expect(r'"event": "ContactLost"', timeout=10).string)
+    host, port = via.rsplit(":", 1)
+    assert lost["address"] == [host, int(port)] and lost["attempts"] == 0 and lost["reason"]
+
+
+def test_node_connect_rejoins_a_restarted_node(tmp_path: Path, procs: list[Child]) -> None:
+    port = _free_port()
+    a, via = _node(tmp_path / "a.key", port)
+    procs.append(a)
+    b = Child("node", "--host", "127.0.0.1", "--identity", str(tmp_path / "b.key"),
+              "--connect", via)  # fmt: skip
+    procs.append(b)
+    b.expect(r"^ContactJoined .*rejoined=false")
+    assert a.stop() == 130
+    b.expect(r"^ContactLost ", timeout=10)
+    a, _ = _node(tmp_path / "a.key", port)
+    procs.append(a)
+    b.expect(r"^ContactJoined .*rejoined=true", timeout=15)
