@@ -13,7 +13,10 @@ binding expired, the contact evicted us), the contact is dialled again at
 the same address, expecting the same peer id (an impostor at that address
 is not joined), after :data:`FIRST_RETRY` seconds and then with doubling
 delays up to :data:`MAX_RETRY` (a fifth of jitter), for as long as the
-service runs. ``ContactLost`` is reported on the loss and on each failed
+service runs; a link lost again within :data:`STABLE` seconds of its
+rejoin continues that backoff rather than starting over, so a contact
+that keeps dropping us is not redialled four times a second.
+``ContactLost`` is reported on the loss and on each failed
 attempt (with the next delay), ``ContactJoined`` on each success, so an
 application (``crust recv``) can say what it is waiting on.
 """
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from crust.peer import Peer
     from crust.service import Service
 
-__all__ = ["FIRST_RETRY", "MAX_RETRY", "Contacts"]
+__all__ = ["FIRST_RETRY", "MAX_RETRY", "STABLE", "Contacts"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,13 @@ MAX_RETRY = 30.0
 ATTEMPT_TIMEOUT = 5.0
 
 
+#: A rejoined link lost again within this many seconds continues the
+#: backoff instead of starting over: a contact that keeps dropping us (full,
+#: and evicting us for a newcomer who is then evicted for us...) is dialled
+#: less and less often, not four times a second.
+STABLE = 60.0
+
+
 @dataclass
 class _Kept:
     address: Address
@@ -60,7 +70,9 @@ class _Kept:
     peer: Peer
     task: asyncio.Task[None] | None = None
     lost_at: float = 0.0
-    rejoins: int = field(default=0)
+    joined_at: float = field(default_factory=time.monotonic)
+    base: float = 0.0  # the backoff reached by the last rejoin
+    rejoins: int = 0
 
 
 class Contacts:
@@ -107,14 +119,18 @@ class Contacts:
             return
         for kept in self._kept.values():
             if kept.peer is peer and (kept.task is None or kept.task.done()):
-                kept.lost_at = time.monotonic()
+                kept.lost_at = now = time.monotonic()
+                if now - kept.joined_at >= STABLE:
+                    kept.base = 0.0
+                first = min(kept.base * 2, MAX_RETRY) if kept.base else FIRST_RETRY
+                kept.base = first
                 logger.info("contact %s lost (%s): rejoining", peer.id.short, reason)
-                self.svc._emit(ContactLost(kept.address, reason, 0, FIRST_RETRY))
+                self.svc._emit(ContactLost(kept.address, reason, 0, first))
                 kept.task = asyncio.create_task(self._rejoin(kept))
                 return
 
     async def _rejoin(self, kept: _Kept) -> None:
-        base = delay = FIRST_RETRY
+        base = delay = kept.base
         attempts = 0
         while not self._closed:
             await asyncio.sleep(delay)
@@ -137,6 +153,8 @@ class Contacts:
             if not peer.is_connected:
                 continue  # lost again before it was recorded: nobody else retries it
             kept.peer = peer
+            kept.base = base
+            kept.joined_at = time.monotonic()
             kept.rejoins += 1
             after = time.monotonic() - kept.lost_at
             logger.info("rejoined contact %s after %.2f s", peer.id.short, after)

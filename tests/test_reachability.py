@@ -230,3 +230,37 @@ def test_an_impostor_at_the_contacts_address_is_not_joined() -> None:
                 print(f"\nimpostor refused: {failed.reason}")
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_contact_that_keeps_dropping_us_is_redialled_less_and_less() -> None:
+    """Two receivers, a contact with room for one: each rejoin evicts the
+    other (joined peers give way, design note 0053), who rejoins and
+    evicts the first... The backoff carries over from one loss to the next
+    while the links last less than STABLE, so the churn slows down instead
+    of running at the first retry's pace (~4 Hz)."""
+
+    async def main() -> None:
+        async with (
+            Service(_cfg(max_connections=1)) as contact,
+            Service(_cfg()) as a,
+            Service(_cfg()) as b,
+            _events(a) as seen_a,
+            _events(b) as seen_b,
+        ):
+            via = contact.endpoints[0]
+            await a.join(via)
+            with contextlib.suppress(ConnectionError):
+                await b.join(via)
+            await asyncio.sleep(8.0)
+            rejoins = sum(
+                1
+                for ev in seen_a + seen_b
+                if isinstance(ev, ContactJoined) and ev.rejoined
+            )
+            lost = [ev for ev in seen_a + seen_b if isinstance(ev, ContactLost) and not ev.attempts]
+            print(f"\nFIGURE two receivers, room for one, 8 s: {rejoins} rejoins, "
+                  f"first delays {[round(ev.retry_in, 2) for ev in lost][:8]}")  # fmt: skip
+            assert rejoins <= 10, rejoins
+            assert len(contact.peers) <= 1
+
+    asyncio.run(asyncio.wait_for(main(), 60))
