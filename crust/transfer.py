@@ -294,7 +294,9 @@ async def receive_file(
             ready(str(svc.id))
         async for ev in events:
             if isinstance(ev, (ContactLost, ContactJoined)):
-                if contact is not None and not (isinstance(ev, ContactJoined) and not ev.rejoined):
+                # The first join is what ready() announces; losses and
+                # rejoins after it are news.
+                if contact is not None and (isinstance(ev, ContactLost) or ev.rejoined):
                     contact(ev)
                 continue
             if not (isinstance(ev, NewMessage) and ev.data.startswith(HEADER)):
