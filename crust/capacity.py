@@ -24,9 +24,11 @@ __all__ = ["make_room"]
 
 
 def _victim(peers: Iterable[Peer], spare: set[int]) -> Peer | None:
-    """The incoming, unmaintained peer used least recently, not in spare."""
+    """The incoming, unmaintained peer not in spare that gives way first:
+    one that did not join through us before one that did, then the least
+    recently used."""
     candidates = [p for p in peers if p.incoming and not p.maintained and id(p) not in spare]
-    return min(candidates, key=lambda p: p.last_used, default=None)
+    return min(candidates, key=lambda p: (p.joined, p.last_used), default=None)
 
 
 def make_room(

@@ -65,6 +65,39 @@ def _port(text: str) -> int:
     return port
 
 
+def _stun_server(text: str) -> str:
+    """``--stun HOST[:PORT]`` as a ``stun_servers`` entry (port 3478 by
+    default), checked now so a typo is a usage error, not a silent NAT
+    that is never classified."""
+    from crust.nat.doctor import parse_server
+
+    try:
+        host, port = parse_server(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _add_stun(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stun",
+        action="append",
+        type=_stun_server,
+        metavar="HOST[:PORT]",
+        help="STUN server to learn our public address and NAT type from (repeatable; "
+        "port 3478 by default; two tell a symmetric NAT apart; replaces stun_servers)",
+    )
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file (else $CRUST_CONFIG or the user config file); "
+        "CRUST_* variables and the options here override it (see `crust config`)",
+    )
+
+
 def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
     """Options every command takes, before or after its name (after it,
     SUPPRESS keeps the value given before unless repeated)."""
@@ -139,12 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a node until Ctrl-C: print its id and endpoints, then one line "
         "per event (--json: one JSON object per line).",
     )
-    node.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML configuration file (else $CRUST_CONFIG or the user config file); "
-        "CRUST_* variables and the options here override it (see `crust config`)",
-    )
+    _add_config(node)
     node.add_argument("--network", help="network name (default crust)")
     node.add_argument("--host", action="append", help="address to listen on (repeatable)")
     node.add_argument("--port", type=_port, help="port: 0 = random (default), else 1025..65535")
@@ -157,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
         help="peer to dial (repeatable); the node exits if it cannot",
     )
     node.add_argument("--identity", help="identity key file (default: user data dir)")
+    _add_stun(node)
     node.add_argument(
         "--json", action="store_true", help="print events as JSON lines (one object per event)"
     )
@@ -228,9 +257,13 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument(
             "--via", required=True, metavar="HOST:PORT", help="node both sides connect to"
         )
-        t.add_argument("--network", default="crust", help="network name (default crust)")
-        t.add_argument("--host", default="0.0.0.0", help="address to listen on")
+        _add_config(t)
+        t.add_argument("--network", help="network name (default crust)")
+        t.add_argument(
+            "--host", action="append", help="address to listen on (repeatable; default 0.0.0.0)"
+        )
         t.add_argument("--identity", help="identity key file (default: a throwaway one)")
+        _add_stun(t)
         t.add_argument("--json", action="store_true", help="one JSON line, no progress bar")
         if name == "send":
             t.add_argument("--to", required=True, metavar="PEER_ID", help="the receiver's id")
@@ -357,6 +390,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         "hosts": tuple(args.host) if args.host else None,
         "port": args.port,
         "identity_path": Path(args.identity) if args.identity else None,
+        "stun_servers": tuple(args.stun) if args.stun else None,
     }
     cfg = load_config(args.config, **{k: v for k, v in given.items() if v is not None}).config
 
@@ -380,7 +414,12 @@ async def _run_node(args: argparse.Namespace) -> int:
         try:
             for target in args.connect:
                 try:
-                    peer = await svc.connect(target)
+                    # An address is joined: kept, and redialled should that
+                    # node restart (design note 0053); an id is connected.
+                    if isinstance(target, tuple):
+                        peer = await svc.join(target)
+                    else:
+                        peer = await svc.connect(target)
                 except CrustError as e:
                     # A failed --connect ends the node: what was asked for
                     # did not happen (`contacts` in the config keep retrying).

@@ -133,7 +133,9 @@ class ServiceConfig:
     ``tcp`` and ``udp`` must be on."""
     prune_after: float = 60.0
     """Seconds after which a connection the application neither maintains
-    nor uses is closed."""
+    nor uses is closed (0.1..1e7); peers that joined through this node
+    (``Service.join``, accepted bootstrap requests) are kept while their
+    link lives."""
     keepalive: float = 20.0
     """Seconds of silence after which a PING goes out (0: never); less than
     ``idle_timeout``."""
@@ -164,7 +166,8 @@ class ServiceConfig:
     cookie (proof of the source address) before doing any work."""
     max_connections: int = 1024
     """Connected peers kept at most (1..1000000). When full, an incoming,
-    unmaintained peer (the least recently used) gives way to a newcomer;
+    unmaintained peer (the least recently used; peers that joined through
+    this node only after the others) gives way to a newcomer;
     maintained peers and peers this node dialled never do, and a new
     connection is refused when nobody can (``connect`` raises; ``LostPeer`` reason
     "connection limit: ..."; ``stats()["connections"]`` counts

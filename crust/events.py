@@ -26,6 +26,8 @@ __all__ = [
     "BootstrapConnect",
     "BootstrapFailed",
     "ConnectFailed",
+    "ContactJoined",
+    "ContactLost",
     "Event",
     "LanPeerFound",
     "ListenerFailed",
@@ -167,6 +169,31 @@ class BootstrapFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactJoined:
+    """We joined the contact at ``address`` (``Service.join``): connected,
+    kept, and registered as reachable through it as ``peer``. ``rejoined``:
+    after losing it, ``after`` seconds from the loss."""
+
+    peer: Peer
+    address: Address
+    rejoined: bool
+    after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ContactLost:
+    """The link to the contact at ``address`` (``Service.join``) is gone
+    (``attempts`` = 0) or a redial failed (``attempts`` so far), for
+    ``reason``: it is dialled again in ``retry_in`` seconds. Until then
+    nobody can reach us through it."""
+
+    address: Address
+    reason: str
+    attempts: int
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
 class NatDetected:
     """The STUN servers (``ServiceConfig.stun_servers``) answered: our live
     UDP port is seen at ``reflexive`` (the primary server's view first; more
@@ -215,6 +242,8 @@ Event = (
     | BootstrapConnect
     | BootstrapAccept
     | BootstrapFailed
+    | ContactJoined
+    | ContactLost
     | NatDetected
     | PortMapped
     | PortMappingFailed

@@ -192,6 +192,11 @@ class Peer:
         #: reflection budget (crust.reflection).
         self._rx_credited = 0
         self.maintained = False
+        #: The peer joined through us (asked us to be its contact, and we
+        #: accepted): kept while its link lives, never pruned for being
+        #: idle, but it still gives way under the connection caps
+        #: (crust.capacity, design note 0053).
+        self.joined = False
         self.last_used = time.monotonic()
         self.closed_reason: str | None = None
         #: Why the paths tried before this one failed (connect by peer id),

@@ -6,7 +6,8 @@ time in proportion to the peers (issue 22: 3,000 idle connections took
 4.6 % of a core with the decrypt-failure scan). Here each peer has one
 entry in a heap keyed by the time it becomes prunable; one asyncio timer
 is armed for the earliest. When an entry comes due the peer is checked
-once: used since (its ``last_used`` moved) or maintained, the entry goes
+once: used since (its ``last_used`` moved), maintained or joined through
+us (``Peer.joined``, design note 0053), the entry goes
 back with its new deadline; otherwise it is pruned. So an idle peer costs
 one heap operation per ``prune_after``, and a busy one no more (use only
 writes ``last_used``), whatever the number of peers.
@@ -99,8 +100,10 @@ class Pruner:
                 self.forget(peer)
                 continue
             due = peer.last_used + self._after
-            if peer.maintained:
-                # Kept while maintained; looked at again in case it stops being.
+            if peer.maintained or peer.joined:
+                # Kept while maintained, or while a peer that joined through
+                # us keeps its link alive (its keepalives do; a dead link
+                # ends by idle timeout): looked at again in case that changes.
                 heapq.heappush(heap, (now + self._after, next(self._seq), entry))
             elif due > now:
                 heapq.heappush(heap, (due, next(self._seq), entry))

@@ -37,7 +37,7 @@ from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
 from crust.asyncio.upnp import PortMapper, UpnpStatus
 from crust.capacity import make_room
-from crust.config import ServiceConfig
+from crust.config import ServiceConfig, parse_host_port
 from crust.errors import (
     Attempt,
     ConnectError,
@@ -74,6 +74,7 @@ from crust.identity import Identity, PeerId
 from crust.nat.classify import NatBehaviour
 from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.pruning import Pruner
+from crust.reach import Contacts
 from crust.reflection import SendBudget, syn_cost
 from crust.retirement import Retirements
 from crust.stats import ServiceCounters, ServiceStats, snapshot
@@ -241,6 +242,8 @@ class Service:
             self.blacklist(*self.config.blacklist)
         #: NAT traversal: connect by id through mutual peers, introduce, relay.
         self.traversal = Traversal(self)
+        #: Contacts joined with :meth:`join`: kept, and rejoined when lost.
+        self.contacts = Contacts(self, self.discovery._ask_bootstrap)
         #: Port mapper (``config.upnp``/``config.natpmp``); ``upnp.status``
         #: says what it got and ``upnp.status.method`` by which protocol.
         self.upnp: PortMapper | None = None
@@ -332,6 +335,7 @@ class Service:
             self._stun_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stun_task
+        await self.contacts.close()
         await self.discovery.close()
         self._retiring.close_all()
         peers = list(self._peers.values())
@@ -362,6 +366,18 @@ class Service:
         logging.getLogger("asyncio").removeFilter(self._accept_log_limiter)
         self._hub.close()
         self._wake_accept()
+
+    async def nat_known(self, timeout: float = 10.0) -> NatBehaviour | None:
+        """:attr:`nat` once the STUN probe (``config.stun_servers``) is
+        done, waiting at most ``timeout`` seconds for it; None without STUN
+        servers, when none answered, or on time-out. Whether our NAT is
+        symmetric decides how connect-by-id punches (birthday), so a node
+        about to connect or be connected to by id may wait for it."""
+        task = self._stun_task
+        if task is not None and not task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+        return self.nat
 
     async def _probe_stun(self) -> None:
         self.nat = await probe_listener(self._udp, self.config.stun_servers)
@@ -529,6 +545,19 @@ class Service:
     def maintain(self, peer: Peer) -> None:
         """Keep this connection even while idle (never pruned)."""
         peer.maintained = True
+
+    async def join(self, target: Address | str, *, timeout: float | None = None) -> Peer:
+        """Stay reachable through the node at ``target`` (``(host, port)`` or
+        ``"host:port"``): connect, maintain the connection and ask it to
+        keep us as a peer that joined through it, so others can connect to
+        us by our id through it. Whenever the link is lost (the contact
+        restarted...) it is dialled again with backoff, expecting the same
+        peer id, until the service closes: ``ContactLost`` and
+        ``ContactJoined`` events say how that goes (design note 0053).
+        Raises as :meth:`connect` when the first connection fails."""
+        if isinstance(target, str):
+            target = parse_host_port(target)
+        return await self.contacts.join(target, timeout)
 
     async def disconnect(self, peer: Peer, *, timeout: float = 5.0) -> None:
         """Close gracefully: queued messages are delivered first."""
@@ -994,6 +1023,7 @@ class Service:
             self._keep_unclaimed(peer)
         self._emit(LostPeer(peer, reason))
         self.discovery.on_lost_peer(peer)
+        self.contacts.on_lost_peer(peer, reason)
         self.traversal.on_peer_lost(peer)
         # The transport forgets the connection once it finished draining.
         self._retired[id(link)] = link

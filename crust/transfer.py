@@ -38,9 +38,9 @@ from typing import IO, Any
 
 from crust.config import ServiceConfig, parse_host_port
 from crust.errors import TransferRefused, UnknownPeer
-from crust.events import LostPeer, NewMessage
+from crust.events import ContactJoined, ContactLost, LostPeer, NewMessage
 from crust.identity import Identity, PeerId
-from crust.output import Progress, human_duration, human_size, printable
+from crust.output import Progress, event_json, human_duration, human_size, printable
 from crust.peer import Peer
 from crust.service import Service
 
@@ -61,6 +61,8 @@ MAX_NAME_BYTES = 240
 #: reading the prompt).
 ACCEPT_TIMEOUT = 600.0
 
+#: Seconds the commands wait for the STUN probe (only with STUN servers).
+NAT_WAIT = 10.0
 #: ``accept(sender_id, name, size)``: whether to take the file.
 Accept = Callable[[str, str, int], Awaitable[bool]]
 
@@ -112,27 +114,64 @@ def safe_name(name: str) -> str:
     return text or "received.bin"
 
 
+#: What a one-shot node changes from the library's defaults, unless the
+#: configuration file, ``CRUST_*`` or an option sets it: it listens on every
+#: interface, neither bootstraps from nor fills the cache, nor gossips or
+#: announces itself on the LAN, and meets the other side only through
+#: ``--via``, so the path reported is the one rendezvous found.
+ONE_SHOT: dict[str, Any] = {
+    "hosts": ("0.0.0.0",),
+    "cache_size": 0,
+    "gossip": False,
+    "beacon": False,
+}
+
+
 def node_config(network: str, host: str, identity: str | None) -> ServiceConfig:
-    # A throwaway identity unless one is given: two commands on one machine
-    # must not share the default identity file. A one-shot node neither
-    # bootstraps from nor fills the cache, and meets the other side only
-    # through --via, so the path reported is the one rendezvous found.
-    ident = None if identity else Identity.generate()
-    return ServiceConfig(
-        network=network,
-        hosts=(host,),
-        identity=ident,
-        identity_path=Path(identity) if identity else None,
-        cache_size=0,
-        gossip=False,
-        beacon=False,
+    """The one-shot configuration from these values alone (the API's
+    shortcut; the commands use :func:`command_config`)."""
+    return _with_identity(
+        ServiceConfig(**{**ONE_SHOT, "network": network, "hosts": (host,)}),
+        Path(identity) if identity else None,
     )
 
 
+def _with_identity(cfg: ServiceConfig, path: Path | None) -> ServiceConfig:
+    # A throwaway identity unless a file is named: two commands on one
+    # machine must not share the default identity file.
+    if path is not None:
+        return cfg.replace(identity_path=path, identity=None)
+    return cfg.replace(identity=Identity.generate(), identity_path=None)
+
+
+def command_config(args: Any) -> ServiceConfig:
+    """``crust send``/``recv``'s configuration, built as ``crust node``
+    builds its own: defaults, then the file (``--config``, ``$CRUST_CONFIG``
+    or the user config file), then ``CRUST_*``, then the options given.
+    Settings none of those set take the one-shot values (:data:`ONE_SHOT`),
+    and the identity is a throwaway one unless ``--identity``, the file or
+    ``CRUST_IDENTITY_PATH`` names a file. Raises
+    :class:`~crust.errors.ConfigError` naming the bad setting and where it
+    came from."""
+    from crust.config_sources import load_config  # deferred: reads files
+
+    given: dict[str, Any] = {
+        "network": args.network,
+        "hosts": tuple(args.host) if args.host else None,
+        "identity_path": Path(args.identity) if args.identity else None,
+        "stun_servers": tuple(args.stun) if args.stun else None,
+    }
+    loaded = load_config(args.config, **{k: v for k, v in given.items() if v is not None})
+    unset = {k: v for k, v in ONE_SHOT.items() if loaded.sources.get(k) == "default"}
+    cfg = loaded.config.replace(**unset) if unset else loaded.config
+    explicit = loaded.sources.get("identity_path") != "default"
+    return _with_identity(cfg, cfg.identity_path if explicit else None)
+
+
 async def _join(svc: Service, via: str) -> Peer:
-    m = await svc.connect(parse_host_port(via))
-    svc.maintain(m)
-    return m
+    # Joined, not just connected: the mutual node keeps us while our link
+    # lives, and a lost link is redialled (Service.join, design note 0053).
+    return await svc.join(parse_host_port(via))
 
 
 async def send_file(
@@ -157,6 +196,9 @@ async def send_file(
     sha = digest.hexdigest()
     async with Service(config) as svc:
         await _join(svc, via)
+        # With STUN servers, know whether our NAT is symmetric before
+        # asking for a path: it decides on birthday punching.
+        await svc.nat_known(NAT_WAIT)
         t0 = time.monotonic()
         target = PeerId.parse(to)
         try:
@@ -237,16 +279,26 @@ async def receive_file(
     progress: IO[str] | None = None,
     sender: PeerId | None = None,
     accept: Accept | None = None,
+    contact: Callable[[ContactLost | ContactJoined], None] | None = None,
 ) -> Received:
     """Wait for one file; ``ready(peer_id)`` is called once reachable.
     Offers from anyone but ``sender`` (when given) are refused; ``accept``
-    (when given) decides on each offer, else every offer is taken."""
+    (when given) decides on each offer, else every offer is taken.
+    ``contact(event)`` hears of the link to ``via`` lost, and rejoined,
+    while waiting (the node stays reachable however long it waits)."""
     async with Service(config) as svc:
+        events = svc.events()
         await _join(svc, via)
+        await svc.nat_known(NAT_WAIT)  # as the sender does: before anyone asks
         if ready is not None:
             ready(str(svc.id))
-        events = svc.events()
         async for ev in events:
+            if isinstance(ev, (ContactLost, ContactJoined)):
+                # The first join is what ready() announces; losses and
+                # rejoins after it are news.
+                if contact is not None and (isinstance(ev, ContactLost) or ev.rejoined):
+                    contact(ev)
+                continue
             if not (isinstance(ev, NewMessage) and ev.data.startswith(HEADER)):
                 continue
             peer = ev.peer
@@ -364,7 +416,7 @@ def run_send(args: Any) -> int:
         except ValueError as e:
             print(f"crust send: {option} {printable(value)!r}: {e}", file=sys.stderr)
             return 2
-    cfg = node_config(args.network, args.host, args.identity)
+    cfg = command_config(args)
     sent = asyncio.run(
         send_file(cfg, args.via, args.to, file, progress=None if args.json else sys.stderr)
     )
@@ -421,14 +473,33 @@ def run_recv(args: Any) -> int:
         )
         return 2
 
+    me: list[str] = []
+
     def ready(pid: str) -> None:
+        me.append(pid)
         if args.json:
-            print(json.dumps({"ready": pid}), flush=True)
+            print(json.dumps({"ready": pid, "via": args.via}), flush=True)
         else:
-            print(f"waiting for a file; send with: crust send --via {args.via} --to {pid} FILE",
+            print(f"waiting for a file; reachable as {pid} through {args.via}; "
+                  f"send with: crust send --via {args.via} --to {pid} FILE",
                   flush=True)  # fmt: skip
 
-    cfg = node_config(args.network, args.host, args.identity)
+    def contact(ev: ContactLost | ContactJoined) -> None:
+        # Said as it happens: a receiver that cannot be reached must not
+        # wait in silence.
+        if args.json:
+            print(json.dumps(event_json(ev)), flush=True)
+        elif isinstance(ev, ContactJoined):
+            print(f"rejoined {args.via} after {ev.after:.1f} s; reachable again as "
+                  f"{me[0] if me else '?'}", flush=True)  # fmt: skip
+        elif ev.attempts == 0:
+            print(f"lost {args.via} ({printable(ev.reason)}); not reachable until it is "
+                  f"rejoined: trying again in {ev.retry_in:.1f} s", flush=True)  # fmt: skip
+        else:
+            print(f"{args.via} still unreachable after {ev.attempts} tries "
+                  f"({printable(ev.reason)}); next in {ev.retry_in:.0f} s", flush=True)  # fmt: skip
+
+    cfg = command_config(args)
     got = asyncio.run(
         receive_file(
             cfg,
@@ -438,6 +509,7 @@ def run_recv(args: Any) -> int:
             progress=None if args.json else sys.stderr,
             sender=sender,
             accept=None if args.yes else _prompt(sys.stderr),
+            contact=contact,
         )
     )
     _emit(got, args.json)

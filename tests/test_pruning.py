@@ -16,6 +16,7 @@ class FakePeer:
     def __init__(self) -> None:
         self.last_used = time.monotonic()
         self.maintained = False
+        self.joined = False
         self.is_connected = True
 
 

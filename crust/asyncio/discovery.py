@@ -14,8 +14,9 @@ and contact gossip, wired to one :class:`~crust.service.Service`.
   at the next interval: nodes that join a bootstrap node together would
   otherwise wait ``gossip_interval`` to find each other.
 - ``BOOTSTRAP`` control messages: a dialler asks (``REQUEST``), we answer
-  ``ACCEPT`` (and keep the connection) or ``REFUSE`` and disconnect, as
-  ``accept_bootstrap`` says.
+  ``ACCEPT`` (and keep the connection: the peer has joined through us,
+  ``Peer.joined``) or ``REFUSE`` and disconnect, as ``accept_bootstrap``
+  says.
 """
 
 from __future__ import annotations
@@ -293,7 +294,11 @@ class Discovery:
             return
         if peer.id not in self._accepted:
             self._accepted.add(peer.id)
-            self.svc.maintain(peer)
+            # Joined, not maintained: kept while its link lives (never
+            # pruned for idling), yet still subject to the connection caps
+            # (crust.capacity): a request anyone can send must not make a
+            # connection untouchable (design note 0053).
+            peer.joined = True
             self.svc._emit(BootstrapAccept(peer))
 
     # -- gossip ----------------------------------------------------------------------------

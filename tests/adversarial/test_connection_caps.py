@@ -17,15 +17,17 @@ from typing import Any
 
 from crust import LostPeer, NewPeer, Service
 
-from .tools import Recorder, node, run
+from .tools import Recorder, figure, node, run
 
 TOTAL, PER_SOURCE = 8, 3
 
 
 @contextlib.asynccontextmanager
-async def nodes(hosts: list[str]) -> AsyncIterator[list[tuple[Service, Recorder]]]:
+async def nodes(hosts: list[str], **kw: Any) -> AsyncIterator[list[tuple[Service, Recorder]]]:
     async with contextlib.AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(node(hosts=(h,), beacon=False)) for h in hosts]
+        yield [
+            await stack.enter_async_context(node(hosts=(h,), beacon=False, **kw)) for h in hosts
+        ]
 
 
 def test_caps_hold_and_maintained_peers_stay() -> None:
@@ -87,5 +89,45 @@ def test_a_full_node_of_protected_peers_refuses_newcomers() -> None:
             await rc.wait(LostPeer, lambda ev: ev.peer.id == victim.id, timeout=5)
             assert {p.id for p in victim.peers} == {a.id, b.id}
             assert victim.stats()["connections"]["refused_full"] == 1
+
+    run(main(), timeout=60)
+
+
+def test_joining_does_not_make_a_stranger_untouchable() -> None:
+    """Asking to be bootstrapped off (joining, design note 0053) is free,
+    so it must not protect a connection from the caps: strangers who all
+    joined still give way to a newcomer, and a peer that joined gives way
+    only after those that did not. Against 8b6df56 a joined peer was
+    maintained: two strangers who joined held a node of two, and every
+    newcomer was refused."""
+
+    async def main() -> None:
+        async with (
+            node(beacon=False, gossip=False, max_connections=2) as (victim, rv),
+            nodes(["127.0.0.3", "127.0.0.4", "127.0.0.5"], gossip=False) as three,
+        ):
+            (a, _), (b, _), (c, _) = three
+            for s in (a, b):
+                peer = await s.connect(victim.endpoints[0])
+                assert await s.discovery._ask_bootstrap(peer)  # joined: accepted
+            await asyncio.sleep(0.1)
+            with contextlib.suppress(ConnectionError):
+                await c.connect(victim.endpoints[0])
+            await asyncio.sleep(0.5)
+            ids = {p.id for p in victim.peers}
+            st = victim.stats()["connections"]
+            done = f"newcomer refused {st['refused_full']} times, {st['evicted_full']} evicted"
+            figure("two joined strangers fill a node of two", done)
+            assert c.id in ids and len(ids) == 2
+            assert all(p.joined and not p.maintained for p in victim.peers if p.id != c.id)
+            assert st["evicted_full"] == 1 and st["refused_full"] == 0
+            # Joined peers give way after plain incoming ones: c did not
+            # join, so the next newcomer evicts c, not the joined one left.
+            async with nodes(["127.0.0.6"], gossip=False) as ((d, _),):
+                await d.connect(victim.endpoints[0])
+                await rv.wait(NewPeer, lambda ev: ev.peer.id == d.id)
+                await asyncio.sleep(0.3)
+                ids = {p.id for p in victim.peers}
+                assert c.id not in ids and d.id in ids and ids & {a.id, b.id}
 
     run(main(), timeout=60)

@@ -20,6 +20,7 @@ from lab import BOOTSTRAP_IP, Lab, Node, Proc
 AGENT = Path(__file__).with_name("traversal_agent.py")
 RUN = f"import runpy; runpy.run_path({str(AGENT)!r}, run_name='__main__')"
 BOOT_PORT = 7000
+BOOT_IP_PORT = f"{BOOTSTRAP_IP}:{BOOT_PORT}"
 # The acceptance criterion is >= 20 trials per pair; a developer may ask for
 # more (never fewer counts as a pass: the checks below use this number).
 TRIALS = max(20, int(os.environ.get("CRUST_NETLAB_TRIALS", "20")))
@@ -252,3 +253,48 @@ def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:
         assert sent["path"] in want, sent
         paths[f"{sender}->{receiver}"] = (sent["path"], round(sent["seconds"], 2))
     print("\ncrust send/recv across NATs:", paths)
+
+
+CLI_TRIALS = 10
+
+
+def test_crust_send_and_recv_punch_a_symmetric_nat_with_stun(netlab: Lab, tmp_path: Path) -> None:
+    """Issue 16 item 2: the commands take STUN servers (`--stun`, as the
+    API's stun_servers), so from the command line too a symmetric side
+    knows it is one and cone x symmetric is birthday-punched, not relayed
+    (before: no STUN from the CLI, every such pair relayed, as
+    test_crust_send_and_recv_across_nats still shows without --stun).
+    Fresh processes per trial."""
+    start_rendezvous(netlab)
+    stun = [f"{ip}:{port}" for ip, port in netlab.stun()]
+    flags = [a for s in stun for a in ("--stun", s)]
+    sites = {"c": netlab.add_site("c", "cone-fw"), "s": netlab.add_site("s", "symmetric")}
+    data = os.urandom(200_000)
+    src = tmp_path / "blob.bin"
+    src.write_bytes(data)
+    via = f"{BOOT_IP_PORT}"
+    paths: Counter[str] = Counter()
+    seconds = []
+    for i in range(CLI_TRIALS):
+        out = tmp_path / f"out-{i}"
+        out.mkdir()
+        rhost, shost = sites["c"].host, sites["s"].host
+        recv = rhost.spawn(
+            sys.executable, "-m", "crust", "recv", "--via", via, "--host", rhost.ip,
+            "--out", str(out), "--json", "--yes", *flags,
+        )  # fmt: skip
+        peer_id = json.loads(recv.readline(30))["ready"]
+        send = shost.spawn(
+            sys.executable, "-m", "crust", "send", "--via", via, "--host", shost.ip,
+            "--to", peer_id, str(src), "--json", *flags,
+        )  # fmt: skip
+        sent = json.loads(send.readline(90))
+        got = json.loads(recv.readline(60))
+        assert send.wait(10) == 0 and recv.wait(10) == 0
+        assert sent["verified"] and got["sha256"] == hashlib.sha256(data).hexdigest()
+        paths[sent["path"]] += 1
+        seconds.append(sent["seconds"])
+    print(f"\nFIGURE crust send (symmetric, --stun) -> crust recv (cone-fw): {dict(paths)} "
+          f"of {CLI_TRIALS}, median {statistics.median(seconds):.2f} s")  # fmt: skip
+    assert set(paths) <= {"punched-udp", "relayed"}
+    assert paths["punched-udp"] >= CLI_TRIALS * 3 // 4, paths
