@@ -323,3 +323,66 @@ def test_upgrade_retry_settings_are_validated() -> None:
         ServiceConfig(upgrade_retry=10.0, upgrade_retry_max=5.0)
     cfg = ServiceConfig(upgrade_retry=1.0, upgrade_retry_max=60.0)
     assert (cfg.upgrade_retry, cfg.upgrade_retry_max) == (1.0, 60.0)
+
+
+@pytest.mark.parametrize("orphaned", [False, True], ids=["healthy", "orphaned"])
+def test_an_introducer_cannot_take_over_a_relayed_connection(orphaned: bool) -> None:
+    """Attack: a peer of the target (here M-other, on the wire) introduces
+    the requester to it for a relay session of its own and sends datagrams
+    on it (junk, and a genuine datagram of the connection replayed), to have
+    the target move the connection through it. Nothing it sends moves the
+    connection: a healthy one is never moved, an orphaned one only by a
+    datagram that is new and authentic under the connection's keys."""
+    from crust.nat.rendezvous import Op, RendezvousMessage, encode
+
+    async def main() -> None:
+        async with square() as (m1, m2, a, b):
+            peer = await a.connect(b.id, timeout=8.0)
+            relay = m1 if peer._link.via.id == m1.id else m2  # type: ignore[attr-defined]
+            attacker = m2 if relay is m1 else m1
+            back = next(p for p in b.peers if p.id == a.id)
+            link = back._link
+            assert isinstance(link, RelayLink)
+            seen: list[bytes] = []
+            real = link.receive_datagram
+
+            def record(data: bytes) -> None:
+                # The first one is withheld (as a relay could): new and
+                # authentic when the attacker sends it.
+                seen.append(bytes(data))
+                if len(seen) > 1 or orphaned:
+                    real(data)
+
+            link.receive_datagram = record  # type: ignore[method-assign]
+            await peer.send(b"x" * 100)
+            await _wait_for(lambda: bool(seen), 5.0)
+            if orphaned:
+                b.traversal.relaying._orphan(link, "relay closed: test")
+            to_b = next(p for p in attacker.peers if p.id == b.id)
+            session = os.urandom(8)
+            intro = RendezvousMessage(
+                Op.INTRODUCE, session, a.id, os.urandom(16), 0, True, (("127.0.0.1", 9),)
+            )
+            attacker.send_control(to_b, ControlKind.RENDEZVOUS, encode(intro))
+            await asyncio.sleep(0.2)
+            assert b.traversal.relaying.has_offer(session) or not orphaned
+            sent = 0
+            # Healthy: the withheld datagram first (authentic, never seen by
+            # B). Orphaned: junk and replays only (a fresh authentic datagram
+            # there is the requester's move, which only a relay that
+            # carried it could hold back: design note 0056).
+            for body in [*seen[:1], bytes([0x40]) + os.urandom(60), seen[-1], *seen]:
+                msg = relay_msg.encode(relay_msg.RelayOp.DATA, session, body[:1500])
+                attacker.send_control(to_b, ControlKind.RELAY, msg)
+                sent += 1
+            await asyncio.sleep(0.5)
+            moved = back._link is not link
+            figure(
+                f"introducer takeover ({'orphaned' if orphaned else 'healthy'}): "
+                f"{sent} forged/replayed datagrams, connection moved: {moved}"
+            )
+            assert not moved
+            assert back.is_connected
+            assert b.traversal.relaying.rerouted == 0
+
+    run(main())
