@@ -1,7 +1,8 @@
 """A crust node for the NAT-traversal lab tests, driven by lines on stdin.
 
     python traversal_agent.py serve IP PORT        # the rendezvous node
-    python traversal_agent.py node IP BOOT_IP:PORT[,BOOT_IP:PORT] [--tcp-only] [--stun IP:PORT,IP:PORT] [--upnp]
+    python traversal_agent.py node IP BOOT_IP:PORT[,BOOT_IP:PORT...] [--tcp-only]
+        [--stun IP:PORT,IP:PORT] [--upnp]
 
 Commands (one per line; each answer is one JSON line on stdout):
 
