@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import struct
 from collections.abc import AsyncIterator, Awaitable
@@ -230,7 +231,7 @@ def test_relayed_connection_retries_direct_with_backoff_and_upgrades() -> None:
     connection moves to the punched path in place, nothing lost."""
 
     async def main() -> None:
-        kw = {"upgrade_retry": 0.25, "upgrade_retry_max": 1.0}
+        kw = {"upgrade_retry": 0.3, "upgrade_retry_max": 1.2}
         async with square(**kw) as (_, _m2, a, b):
             saved = {n: type(n.traversal).candidates.__get__(n.traversal) for n in (a, b)}
             peer = await a.connect(b.id, timeout=8.0)
@@ -242,11 +243,20 @@ def test_relayed_connection_retries_direct_with_backoff_and_upgrades() -> None:
             watching = asyncio.create_task(stream.watch_lost(a, b))
             sending = asyncio.create_task(stream.send(0.004, {}))
             loop = asyncio.get_running_loop()
-            # 3.4 s blocked: tries at ~0.25, 0.75 (+punch), 1.75, 2.75 s: a
-            # fixed 0.25 s interval would have tried about 8 times.
-            await asyncio.sleep(3.4)
+            # 3.6 s blocked: tries at ~0.3, 0.9, 2.1, 3.3 s (waits 0.3, 0.6,
+            # 1.2, 1.2); a fixed 0.3 s wait would have tried ~5 times.
+            times: list[float] = []
+            t_start = loop.time()
+            while loop.time() - t_start < 3.6:
+                if link.tries > len(times):
+                    times.append(loop.time())
+                await asyncio.sleep(0.01)
             tries = link.tries
-            assert 3 <= tries <= 5, tries
+            gaps = [round(y - x, 2) for x, y in itertools.pairwise(times)]
+            assert 3 <= tries <= 4, (tries, gaps)
+            assert 0.5 <= gaps[0] <= 0.9, gaps  # 0.6: doubled
+            assert 1.0 <= gaps[1] <= 1.6, gaps  # 1.2: doubled, and the cap
+            assert all(g <= 1.6 for g in gaps), gaps  # never past the cap
             assert peer.path == "relayed"
             t0 = loop.time()
             for n in (a, b):
@@ -257,7 +267,8 @@ def test_relayed_connection_retries_direct_with_backoff_and_upgrades() -> None:
             await sending
             await asyncio.wait_for(receiving, 30.0)
             figure(
-                f"upgrade: {tries} tries in 3.4 s blocked; moved {took:.2f} s after unblocking, "
+                f"upgrade: {tries} tries in 3.6 s blocked (waits {gaps}); "
+                f"moved {took:.2f} s after unblocking, "
                 f"{stream.n - len(stream.got)} of {stream.n} messages lost"
             )
             stream.check()
