@@ -57,6 +57,7 @@ _TARGET_SLACK = 2.0
 #: Seconds the requester waits to hear the target through a new session
 #: before it asks again (the target may not have noticed the loss yet).
 _CONFIRM_WAIT = 1.0
+_MAX_TOLD = 256
 
 
 @dataclass(eq=False)
@@ -88,6 +89,8 @@ class Relaying:
         self._responder: Responder | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        #: (peer, unknown session) -> when we last said so (_unknown).
+        self._told: dict[bytes, float] = {}
         #: Relayed connections moved to a new relay session (figures).
         self.rerouted = 0
         service.on_control(ControlKind.RELAY, self.on_message)
@@ -184,6 +187,8 @@ class Relaying:
         link = self._links.get(session)
         if link is None:
             offer = self._offers.get(session)
+            if offer is None:
+                self._unknown(peer, session, time.monotonic())
             if offer is None or offer.via is not peer:
                 return
             link = RelayLink(self.svc, peer, session, peer.address)
@@ -220,10 +225,19 @@ class Relaying:
     # -- surviving the loss of the relay (design note 0056) ------------------------
 
     def rerouting(self, requester: PeerId) -> bool:
-        """Whether our relayed connection to ``requester`` lost its relay
-        (a rendezvous from it now is its search for a new one)."""
+        """Whether we have a relayed connection to ``requester``: a
+        rendezvous from it now is its search for a new relay (connecting
+        again would have found the connection). If our side has not seen
+        the relay go, a probe through it finds out: a relay that forgot the
+        session answers "unknown session" (:meth:`_unknown`)."""
         link = self._link_of(requester)
-        return link is not None and link.orphaned is not None
+        if link is None:
+            return False
+        if link.orphaned is None and link.established and not link.conn.is_closed:
+            with contextlib.suppress(CrustError):
+                link.conn.probe_path(now_us())
+            link.kick()
+        return True
 
     def _link_of(self, pid: PeerId) -> RelayLink | None:
         peer = self.svc._peers.get(pid)
@@ -328,6 +342,22 @@ class Relaying:
         self.rerouted += 1
         peer.why = f"relayed through {link.via.id.short}: re-routed by the peer after {reason}"
         logger.info("%r re-routed through %s", peer, link.via.id.short)
+
+    def _unknown(self, peer: Peer, session: bytes, now: float) -> None:
+        """Data for a session we neither relay nor end: a relay that forgot
+        it (expired or evicted it, or restarted) or an endpoint that ended
+        it. Say so (at most once a second per session, never more bytes
+        than came), so the sender's side moves to a new route (0056) instead
+        of sending into nothing until its connection times out."""
+        told = self._told
+        key = bytes(peer.id) + session
+        if now - told.get(key, -1.0) < 1.0:
+            return
+        told.pop(key, None)
+        told[key] = now
+        while len(told) > _MAX_TOLD:
+            del told[next(iter(told))]
+        self._send(peer, RelayOp.CLOSE, session, b"unknown session")
 
     def _move(self, peer: Peer, old: RelayLink, new: RelayLink) -> None:
         """Move ``peer``'s engine connection from ``old`` to ``new``."""
