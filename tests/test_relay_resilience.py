@@ -199,6 +199,65 @@ def _close_sessions(relay: Service) -> None:
         table.close(session, s.a)
 
 
+def test_re_established_through_a_restarted_rendezvous() -> None:
+    """The only mutual peer restarts (same address, new identity); A and B
+    rejoin it (as a node that stays reachable does, issue 16 item 1; done
+    by hand here): the connection goes on through it, nothing lost."""
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            nodes = []
+            for _ in range(3):
+                cfg = ServiceConfig(identity=Identity.generate(), backup_port=False, **QUIET)
+                nodes.append(await stack.enter_async_context(Service(cfg)))
+            m, a, b = nodes
+            for n in (a, b):
+                n.maintain(await n.connect(m.endpoints[0]))
+                _block_direct(n)
+                n.traversal.punch_timeout = 0.4
+            peer = await a.connect(b.id, timeout=8.0)
+            assert peer.path == "relayed"
+            first = peer._link
+            stream = Stream(peer, b, a, 600)
+            receiving = asyncio.create_task(stream.receive())
+            watching = [
+                asyncio.create_task(stream.watch_lost(a, b)),
+                asyncio.create_task(stream.watch_lost(b, a)),
+            ]
+            halfway = asyncio.Event()
+            sending = asyncio.create_task(stream.send(0.004, {150: halfway}))
+            await halfway.wait()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            host, port = m.endpoints[0][:2]
+            await m.close()
+            cfg = ServiceConfig(
+                identity=Identity.generate(), backup_port=False, hosts=(host,), port=port, **QUIET
+            )
+            m2 = await stack.enter_async_context(Service(cfg))
+            for n in (a, b):
+                n.maintain(await n.connect((host, port)))
+
+            def moved() -> bool:
+                link = peer._link
+                return isinstance(link, RelayLink) and link is not first and link.received > 0
+
+            await _wait_for(moved, 5.0)
+            took = loop.time() - t0
+            assert peer._link.via.id == m2.id  # type: ignore[attr-defined]
+            await sending
+            await asyncio.wait_for(receiving, 30.0)
+            figure(
+                f"relay restart (rejoined): re-routed {took:.2f} s after the relay closed, "
+                f"{stream.n - len(stream.got)} of {stream.n} messages lost"
+            )
+            stream.check()
+            for w in watching:
+                w.cancel()
+
+    run(main())
+
+
 def test_no_other_route_loses_the_peer_after_the_wait() -> None:
     """With no other mutual peer, the connection is lost once the wait is
     over (not at once), with the relay's loss as the reason."""
