@@ -252,6 +252,14 @@ class ServiceConfig:
     """Bytes per second one relayed session may use through this node
     (0: no cap); above it datagrams are dropped and the endpoints' congestion
     control slows down."""
+    upgrade_retry: float = 5.0
+    """Seconds a relayed connection waits before it first retries a direct
+    path (a punch over the relayed connection; it moves in place when one
+    works); doubled after each failed try, up to ``upgrade_retry_max``
+    (0.05..86400)."""
+    upgrade_retry_max: float = 300.0
+    """The longest wait between two tries of a direct path under a relayed
+    connection (``upgrade_retry``..86400 seconds)."""
     upnp: bool = False
     """Ask a UPnP gateway to forward the live UDP and TCP ports (in the
     background: start-up never waits for it). Off by default because it
@@ -400,6 +408,14 @@ class ServiceConfig:
         if self.relay_for_others not in ("never", "allowed"):
             raise _bad(
                 "relay_for_others", f"must be 'never' or 'allowed', got {self.relay_for_others!r}"
+            )
+        if not 0.05 <= self.upgrade_retry <= 86400.0:
+            raise _bad("upgrade_retry", f"must be in 0.05..86400 seconds, got {self.upgrade_retry}")
+        if not self.upgrade_retry <= self.upgrade_retry_max <= 86400.0:
+            raise _bad(
+                "upgrade_retry_max",
+                f"must be in upgrade_retry ({self.upgrade_retry})..86400 seconds, "
+                f"got {self.upgrade_retry_max}",
             )
         if not 0 <= self.relay_cap < 1 << 40:
             raise _bad("relay_cap", f"must be 0 (no cap) or a positive rate, got {self.relay_cap}")

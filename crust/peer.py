@@ -199,8 +199,11 @@ class Peer:
         self.joined = False
         self.last_used = time.monotonic()
         self.closed_reason: str | None = None
-        #: Why the paths tried before this one failed (connect by peer id),
-        #: e.g. "udp punch: ...; tcp punch: ..."; empty when the first worked.
+        #: The current path and how it came about (dialled, punched, relayed
+        #: through whom, upgraded or re-routed), then, when connecting by
+        #: peer id, what the other attempts ran into: e.g. "relayed through
+        #: 3f2a9c1e, which introduced us; udp punch: ...; tcp punch: ...".
+        #: Set by the service; it changes with the path (design note 0057).
         self.why = ""
         self._writable = asyncio.Event()
         self._writable.set()

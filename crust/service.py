@@ -796,6 +796,7 @@ class Service:
                     # the peer before its copy of the new one exists.
                     self._retire_when_confirmed(old, link)
                 existing._on_writable()  # a sender blocked on the old one retries
+                existing.why = _path_why(link, incoming) + " (replaced a duplicate connection)"
                 self.discovery.on_link_replaced(existing)
             elif new_key != old_key:
                 # The peer may have sent on this one (its first) already.
@@ -808,6 +809,8 @@ class Service:
         if not self._make_room(link):
             return None
         peer = Peer(pid, link, incoming=incoming, extra=result, owner=self)
+        # Connect by id replaces it with the story of the race (traversal).
+        peer.why = _path_why(link, incoming)
         peer._publish = self._hub.publish_message
         peer._credit_batch = credit_batch(self.config.receive_window())
         peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
@@ -1261,3 +1264,18 @@ class Service:
     def _prune(self, peer: Peer) -> None:
         logger.info("pruning %r: idle and not maintained", peer)
         self._close_peer(peer, CODE_PRUNED, graceful=True)
+
+
+def _path_why(link: Link, incoming: bool) -> str:
+    """``Peer.why`` of a new connection: its path and how it came about."""
+    host, port = link.address[:2]
+    where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    via = getattr(link, "via", None)
+    if link.path == "relayed" and via is not None:
+        who = "the peer dialled" if incoming else "we dialled"
+        return f"relayed through {via.id.short}, which introduced us ({who} through it)"
+    if link.path.startswith("punched-"):
+        return f"{link.path} {'from' if incoming else 'to'} {where}, punched after a rendezvous"
+    if incoming:
+        return f"{link.path}: the peer dialled us from {where}"
+    return f"{link.path}: we dialled {where}"

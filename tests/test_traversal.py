@@ -239,6 +239,7 @@ def test_relayed_connection_upgrades_in_place_mid_transfer() -> None:
                 _block_direct(n)
                 n.traversal.punch_timeout = 0.4
                 n.traversal.repunch_interval = 0.5
+                n.traversal.repunch_max = 0.5  # no backoff here (test_relay_resilience)
             peer = await a.connect(b.id, timeout=8.0)
             assert peer.path == "relayed"
             relay_link = peer._link

@@ -7,7 +7,10 @@ peer, which forwards them to the other side (crust.nat.relay). Datagrams
 that do not fit the relay's queue are dropped; the engine retransmits.
 When a direct path is punched later, :meth:`upgraded` hands the same
 engine connection to the UDP endpoint; datagrams still arriving through
-the relay are fed to it for a while, so nothing in flight is lost.
+the relay are fed to it for a while, so nothing in flight is lost. When
+the relay goes away, the link is *orphaned* (:attr:`orphaned`): the engine
+connection lives on, and crust.asyncio.relaying moves it to a new relay
+session through another mutual peer (design note 0056).
 """
 
 from __future__ import annotations
@@ -39,10 +42,32 @@ class RelayLink:
 
     path: PathName = "relayed"
 
-    def __init__(self, service: Service, via: Peer, session: bytes, address: Address) -> None:
+    def __init__(
+        self,
+        service: Service,
+        via: Peer,
+        session: bytes,
+        address: Address,
+        *,
+        dialled: bool = False,
+    ) -> None:
         self.service = service
         self.via = via
         self.session = session
+        #: Whether our side asked for the relayed connection (the requester):
+        #: that side re-routes it when the relay goes away.
+        self.dialled = dialled
+        #: Why the relay is gone (the relaying peer left, or it closed the
+        #: session); None while it carries the connection.
+        self.orphaned: str | None = None
+        #: Datagrams that arrived through this session (a moved connection
+        #: knows from the first one that the far side moved too).
+        self.received = 0
+        #: When the relayed connection began (kept across moves), and how
+        #: many times a direct path was tried under it: for ``Peer.why``.
+        self.started = asyncio.get_running_loop().time()
+        self.tries = 0
+        self._heard: asyncio.Event | None = None
         #: Where the relay is (the far peer's real address is unknown).
         self.address = address
         self._conn: _core.Connection | None = None
@@ -90,6 +115,9 @@ class RelayLink:
         conn = self._conn
         if conn is None or self._closed:
             return
+        self.received += 1
+        if self._heard is not None:
+            self._heard.set()
         now = now_us()
         # A bad datagram is counted by the engine; it must not end the link.
         with contextlib.suppress(CrustError):
@@ -101,10 +129,30 @@ class RelayLink:
             return
         self._after_input(now)
 
+    async def wait_heard(self, timeout: float) -> bool:
+        """Whether a datagram arrives through this session within ``timeout``."""
+        if self.received:
+            return True
+        self._heard = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._heard.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._heard = None
+        return True
+
     def upgraded(self, link: object) -> None:
-        """The connection moved to ``link`` (a punched UDP path): stop
-        sending and driving it here."""
+        """The connection moved to ``link`` (a punched UDP path, or another
+        relay session): stop sending and driving it here."""
         self.upgraded_to = link
+        self._cancel_timer()
+
+    def orphan(self, reason: str) -> None:
+        """The relay is gone: keep the connection, but send nothing and run
+        no timer until it moves (a retransmission timer backing off through
+        the gap would only delay the catch-up after the move)."""
+        self.orphaned = reason
         self._cancel_timer()
 
     # -- Link ---------------------------------------------------------------
@@ -136,6 +184,8 @@ class RelayLink:
         if conn.is_closed:
             self.service.on_link_done(self, "connection closed")
             return
+        if self.orphaned is not None:
+            return  # no carrier until the connection moves (see orphan)
         for d in conn.datagrams_to_send(now):
             self.send_datagram(d)
         t = conn.get_timer()
@@ -145,7 +195,7 @@ class RelayLink:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._closed or self._conn is None or self.upgraded_to is not None:
+        if self._closed or self._conn is None or self.upgraded_to is not None or self.orphaned:
             return
         now = now_us()
         self._conn.handle_timer(now)

@@ -9,6 +9,16 @@ side is forwarded unchanged to the other, within the session's cap.
 As an endpoint: the requester dials (IK, pinned to the target's id) over
 a :class:`RelayLink`; the target accepts a relayed handshake only for a
 session it was introduced to, and only from that requester.
+
+When the relay goes away (it disconnected, or closed the session), the
+connection is kept (the link is orphaned) and the requester asks its other
+peers for a new rendezvous with the target (or the same relay, if it only
+closed the session); the engine connection then moves to the new session,
+keys, streams and packet numbers intact, so nothing in flight is lost. The
+target moves its side only when the first datagram through the new session
+is accepted by the connection (authenticated by its keys) and only while its
+own relay is gone, so no introducer can take over a working connection.
+Neither side gives up before ``REROUTE_WAIT`` (design note 0056).
 """
 
 from __future__ import annotations
@@ -34,12 +44,20 @@ from crust.peer import Address, Peer, now_us
 if TYPE_CHECKING:
     from crust.service import Service
 
-__all__ = ["Relaying"]
+__all__ = ["REROUTE_WAIT", "Relaying"]
 
 logger = logging.getLogger(__name__)
 
 _LONG_HEADER = 0x80
 _MAX_OFFERS = 1024
+#: Seconds a relayed connection whose relay went away is kept while a new
+#: route is sought (the target waits _TARGET_SLACK longer than the requester).
+REROUTE_WAIT = 10.0
+_TARGET_SLACK = 2.0
+#: Seconds the requester waits to hear the target through a new session
+#: before it asks again (the target may not have noticed the loss yet).
+_CONFIRM_WAIT = 1.0
+_MAX_TOLD = 256
 
 
 @dataclass(eq=False)
@@ -69,6 +87,12 @@ class Relaying:
         self._links: dict[bytes, RelayLink] = {}
         self._dials: dict[bytes, _Dial] = {}
         self._responder: Responder | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        #: (peer, unknown session) -> when we last said so (_unknown).
+        self._told: dict[bytes, float] = {}
+        #: Relayed connections moved to a new relay session (figures).
+        self.rerouted = 0
         service.on_control(ControlKind.RELAY, self.on_message)
 
     # -- endpoint ------------------------------------------------------------------
@@ -92,7 +116,7 @@ class Relaying:
         existing = self.svc._peers.get(target)
         if existing is not None and existing.is_connected:
             return existing
-        link = RelayLink(self.svc, via, session, via.address)
+        link = RelayLink(self.svc, via, session, via.address, dialled=True)
         self._links[session] = link
         ini = self.svc.make_initiator(
             target,
@@ -152,16 +176,19 @@ class Relaying:
         if op is RelayOp.CLOSE:
             link = self._links.get(session)
             if link is not None and link.via is peer:
-                if link.established and link.upgraded_to is None:
+                if _carries(link):
                     reason = body.decode("utf-8", "replace")
-                    self.svc.abort_link(link, f"relay closed: {reason}")
-                self.drop(session)
+                    self._orphan(link, f"relay closed: {reason}")
+                else:
+                    self.drop(session)
             return
         if not body:
             return
         link = self._links.get(session)
         if link is None:
             offer = self._offers.get(session)
+            if offer is None:
+                self._unknown(peer, session, time.monotonic())
             if offer is None or offer.via is not peer:
                 return
             link = RelayLink(self.svc, peer, session, peer.address)
@@ -170,6 +197,8 @@ class Relaying:
             return
         if body[0] & _LONG_HEADER:
             self._handshake(link, body, now)
+        elif not link.established:
+            self._adopt(link, body, now)
         else:
             link.receive_datagram(body)
 
@@ -180,14 +209,172 @@ class Relaying:
             if target is not None:
                 self._send(target, RelayOp.CLOSE, session, b"relay peer left")
         for session, link in list(self._links.items()):
-            if link.via is peer and link.upgraded_to is None and link.established:
-                self.svc.abort_link(link, "the relaying peer disconnected")
-            if link.via is peer or (link.established and link.conn.is_closed):
+            if link.via is peer and _carries(link):
+                self._orphan(link, "the relaying peer disconnected")
+            elif link.via is peer or (link.established and link.conn.is_closed):
                 self.drop(session)
 
     def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for timer in self._timers:
+            timer.cancel()
         for session in list(self._links):
             self.drop(session)
+
+    # -- surviving the loss of the relay (design note 0056) ------------------------
+
+    def rerouting(self, requester: PeerId) -> bool:
+        """Whether we have a relayed connection to ``requester``: a
+        rendezvous from it now is its search for a new relay (connecting
+        again would have found the connection). If our side has not seen
+        the relay go, a probe through it finds out: a relay that forgot the
+        session answers "unknown session" (:meth:`_unknown`)."""
+        link = self._link_of(requester)
+        if link is None:
+            return False
+        if link.orphaned is None and link.established and not link.conn.is_closed:
+            with contextlib.suppress(CrustError):
+                link.conn.probe_path(now_us())
+            link.kick()
+        return True
+
+    def _link_of(self, pid: PeerId) -> RelayLink | None:
+        peer = self.svc._peers.get(pid)
+        link = peer._link if peer is not None and peer.is_connected else None
+        return link if isinstance(link, RelayLink) else None
+
+    def _orphan(self, link: RelayLink, reason: str) -> None:
+        """Keep ``link``'s connection while a new route is sought."""
+        self._links.pop(link.session, None)
+        self._offers.pop(link.session, None)
+        peer = self.svc._by_link.get(id(link))
+        if peer is None or peer._link is not link:
+            link.close()
+            return
+        link.orphan(reason)
+        logger.info("%r lost its relay (%s): seeking another route", peer, reason)
+        loop = asyncio.get_running_loop()
+        if link.dialled and self.svc.config.relay != "never":
+            task = loop.create_task(self._reroute(peer, link, loop.time()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            timer: asyncio.TimerHandle | None = None
+
+            def give_up() -> None:
+                if timer is not None:
+                    self._timers.discard(timer)
+                if peer._link is link and peer.is_connected:
+                    self.svc.abort_link(link, _gave_up(reason))
+
+            timer = loop.call_later(REROUTE_WAIT + _TARGET_SLACK, give_up)
+            self._timers.add(timer)
+
+    async def _reroute(self, peer: Peer, lost: RelayLink, since: float) -> None:
+        """Requester: find a new relay session for ``peer`` and move the
+        connection to it; the first datagram back through it confirms that
+        the target moved too. Gives up (the peer is lost) after REROUTE_WAIT."""
+        loop = asyncio.get_running_loop()
+        deadline = since + REROUTE_WAIT
+        reason = lost.orphaned or "relay lost"
+        old_via = lost.via.id.short
+        cur = lost
+        tried: list[str] = []
+        while loop.time() < deadline:
+            if peer._link is not cur or not peer.is_connected:
+                return  # upgraded to a direct path, or closed, meanwhile
+            try:
+                reply, via, session, _ = await self.svc.traversal.ask(peer.id, deadline)
+            except (ConnectionError, CrustError) as e:
+                tried.append(str(e))
+                await asyncio.sleep(0.25)
+                continue
+            if peer._link is not cur or not peer.is_connected:
+                return
+            if not reply.relay:
+                tried.append(f"{via.id.short} does not relay")
+                await asyncio.sleep(0.25)
+                continue
+            new = RelayLink(self.svc, via, session, via.address, dialled=True)
+            self._links[session] = new
+            self._move(peer, cur, new)
+            cur = new
+            if await new.wait_heard(_CONFIRM_WAIT):
+                took = loop.time() - since
+                self.rerouted += 1
+                peer.why = (
+                    f"relayed through {via.id.short}: re-routed {took:.2f} s after "
+                    f"{reason} (was through {old_via})"
+                )
+                logger.info("%r re-routed through %s in %.2f s", peer, via.id.short, took)
+                return
+            tried.append(f"{via.id.short}: no answer through it")
+        if peer._link is cur and peer.is_connected:
+            logger.info("%r: no other route: %s", peer, "; ".join(tried[-3:]))
+            self.svc.abort_link(cur, _gave_up(reason))
+
+    def _adopt(self, link: RelayLink, body: bytes, now: int) -> None:
+        """Target: a short-header datagram on a session we were introduced
+        to. If the requester's relayed connection lost its relay and the
+        datagram authenticates as that connection's, move it here."""
+        offer = self._offers.get(link.session)
+        if offer is None:
+            return
+        old = self._link_of(offer.requester)
+        if old is None or old.orphaned is None or not old.established:
+            return
+        conn = old.conn
+        seen = conn.stats()["rx_packets"]
+        with contextlib.suppress(CrustError):
+            conn.receive_datagram(body, now)
+        if conn.stats()["rx_packets"] == seen:
+            # Not the connection's (a forgery, a replay): the datagram came
+            # through ``link.via``, which is whom it counts against.
+            if conn.refused > old._refused:
+                self.svc.count_failure(link.via.address, link.via.id, conn.refused - old._refused)
+                old._refused = conn.refused
+            return
+        peer = self.svc._peers[offer.requester]
+        reason = old.orphaned
+        self._move(peer, old, link)
+        link.received += 1
+        self.rerouted += 1
+        peer.why = f"relayed through {link.via.id.short}: re-routed by the peer after {reason}"
+        logger.info("%r re-routed through %s", peer, link.via.id.short)
+
+    def _unknown(self, peer: Peer, session: bytes, now: float) -> None:
+        """Data for a session we neither relay nor end: a relay that forgot
+        it (expired or evicted it, or restarted) or an endpoint that ended
+        it. Say so (at most once a second per session, never more bytes
+        than came), so the sender's side moves to a new route (0056) instead
+        of sending into nothing until its connection times out."""
+        told = self._told
+        key = bytes(peer.id) + session
+        if now - told.get(key, -1.0) < 1.0:
+            return
+        told.pop(key, None)
+        told[key] = now
+        while len(told) > _MAX_TOLD:
+            del told[next(iter(told))]
+        self._send(peer, RelayOp.CLOSE, session, b"unknown session")
+
+    def _move(self, peer: Peer, old: RelayLink, new: RelayLink) -> None:
+        """Move ``peer``'s engine connection from ``old`` to ``new``."""
+        conn = old.conn
+        new._refused = old._refused
+        new.started, new.tries = old.started, old.tries
+        self.svc.replace_link(peer, new)
+        old.upgraded(new)
+        if old.orphaned is None:
+            self.drop(old.session)  # an earlier try nobody answered through
+        else:
+            old.close()
+        new.attach(conn)
+        # Something to send at once, which the far side answers at once:
+        # the target learns of the move, and the requester hears it did.
+        with contextlib.suppress(CrustError):
+            conn.probe_path(now_us())
 
     # -- internals -------------------------------------------------------------------
 
@@ -238,6 +425,15 @@ class Relaying:
     def _send(self, peer: Peer, op: RelayOp, session: bytes, body: bytes) -> None:
         with contextlib.suppress(CrustError):
             self.svc.send_control(peer, ControlKind.RELAY, relay.encode(op, session, body))
+
+
+def _carries(link: RelayLink) -> bool:
+    """Whether ``link`` is a live connection's current carrier."""
+    return link.established and link.upgraded_to is None and not link.conn.is_closed
+
+
+def _gave_up(reason: str) -> str:
+    return f"{reason} (no other route within {REROUTE_WAIT:g} s)"
 
 
 def _relay_mtu() -> int:

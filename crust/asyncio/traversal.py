@@ -13,10 +13,13 @@ candidate addresses, and both sides then race:
 - a relayed connection through the introducer (crust.asyncio.relaying),
   after ``relay_after`` seconds or as soon as the others failed.
 
-A relayed connection keeps trying to punch (``repunch_interval``; the
-request travels over the relayed connection itself, ``ControlKind.PUNCH``)
-and moves to the punched path in place when it works: the same engine
-connection, handed to the UDP endpoint, so no message is lost or repeated.
+A relayed connection keeps trying to punch (after ``upgrade_retry``
+seconds, then with the wait doubled after each try up to
+``upgrade_retry_max``; the request travels over the relayed connection
+itself, ``ControlKind.PUNCH``) and moves to the punched path in place when
+it works: the same engine connection, handed to the UDP endpoint, so no
+message is lost or repeated. ``Peer.why`` says how the current path came
+about (design note 0057).
 
 Every node is also an introducer and (``ServiceConfig.relay_for_others``) a
 relay for the peers connected to it. The winning path is ``Peer.path``; what
@@ -126,8 +129,6 @@ def _family_of(addr: Address) -> int:
 class Traversal:
     """The service's NAT traversal: requester, target, introducer and relay."""
 
-    #: Seconds between attempts to punch a direct path under a relayed connection.
-    repunch_interval = 5.0
     #: Seconds UDP punching runs alone before TCP simultaneous open joins.
     tcp_after = 0.5
     #: Seconds the direct attempts run alone before the relay joins.
@@ -141,6 +142,10 @@ class Traversal:
         self.svc = service
         cfg = service.config
         self.reflexive = ReflexiveTracker()
+        #: Seconds before the first try of a direct path under a relayed
+        #: connection; doubled after each try, up to ``repunch_max``.
+        self.repunch_interval = cfg.upgrade_retry
+        self.repunch_max = cfg.upgrade_retry_max
         #: Whether we use relays: "never", "fallback" or "always".
         self.use_relay = cfg.relay
         #: Whether and how much we relay for others.
@@ -264,6 +269,18 @@ class Traversal:
     async def connect(self, target: PeerId, timeout: float) -> Peer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        reply, via, session, nonce = await self.ask(target, deadline)
+        key = punch_key(self.svc.identity, target, session, (nonce, reply.nonce))
+        return await self._race(target, session, key, reply, via, deadline)
+
+    async def ask(
+        self, target: PeerId, deadline: float
+    ) -> tuple[RendezvousMessage, Peer, bytes, bytes]:
+        """A rendezvous with ``target`` through up to ``_MAX_VIAS`` of our
+        peers: the target's reply, the introducer that passed it, the
+        session and our nonce. Also how a relayed connection that lost its
+        relay finds another (crust.asyncio.relaying)."""
+        loop = asyncio.get_running_loop()
         vias = [p for p in self.svc.peers if p.id != target and p.path != "relayed"]
         # Rendezvous peers we chose first: their answers are trusted (no
         # reflection budget, birthday punching allowed: crust.reflection).
@@ -291,8 +308,7 @@ class Traversal:
                 raise ConnectionError(f"rendezvous with {target.short} failed: {why}") from None
         finally:
             del self._asks[session]
-        key = punch_key(self.svc.identity, target, session, (nonce, reply.nonce))
-        return await self._race(target, session, key, reply, via, deadline)
+        return reply, via, session, nonce
 
     async def _race(
         self,
@@ -363,7 +379,9 @@ class Traversal:
                         errors.append(Attempt(kind, exc))
                         continue
                     peer = t.result()
-                    peer.why = "; ".join(map(str, errors))
+                    others = [*map(str, errors)]
+                    others += [f"{k}: abandoned, {kind} won" for k in attempts.values()]
+                    peer.why = _why(peer, via, others)
                     if peer.path == "relayed":
                         self._spawn(self._repunch(peer))
                     return peer
@@ -502,6 +520,8 @@ class Traversal:
             return
         if msg.relay and self.use_relay != "never":
             self.relaying.offer(msg.session, requester, via)
+            if self.relaying.rerouting(requester):
+                return  # it moves our relayed connection here: nothing to punch
         key = punch_key(self.svc.identity, requester, msg.session, (msg.nonce, nonce))
         peer_cands = list(msg.candidates)
         local_set = frozenset(peer_cands[: msg.local])
@@ -735,6 +755,12 @@ class Traversal:
         new = job.listener.adopt(old.conn, job.session.address, job.label)
         old.upgraded(new)
         self.svc.replace_link(peer, new)
+        took = asyncio.get_running_loop().time() - old.started
+        tries = f" after {old.tries} tries" if old.tries else ""
+        peer.why = (
+            f"{new.path} at {_fmt(job.session.address)}: upgraded in place from relayed "
+            f"(through {old.via.id.short}){tries}, {took:.1f} s after the relayed connection"
+        )
         logger.info("%r upgraded from relayed to %s", peer, new.path)
         # Datagrams already on their way through the relay are still fed to
         # the connection for a while; then the relay session ends.
@@ -742,14 +768,20 @@ class Traversal:
 
     async def _repunch(self, peer: Peer) -> None:
         """Under a relayed connection, ask the peer to punch with us again
-        now and then; the first success upgrades the connection."""
+        now and then; the first success upgrades the connection. The wait
+        doubles after each try (``upgrade_retry`` to ``upgrade_retry_max``):
+        a pair that cannot punch costs a few packets an hour, not a punch
+        every few seconds."""
+        delay = self.repunch_interval
         while True:
-            await asyncio.sleep(self.repunch_interval)
+            await asyncio.sleep(delay)
             link = _relayed(peer)
             if link is None:
                 return
-            if any(j.peer == peer.id for j in self._jobs.values()):
-                continue  # one is still running
+            if link.orphaned is not None or any(j.peer == peer.id for j in self._jobs.values()):
+                continue  # no relay to ask over, or a punch is still running
+            delay = min(self.repunch_max, delay * 2)
+            link.tries += 1
             session, nonce = os.urandom(8), os.urandom(16)
             cands, local = self.candidates(link.via.address)
             msg = RendezvousMessage(
@@ -857,6 +889,26 @@ def _task_done(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], N
 
 def _syn_charge(charge: Callable[[int], bool]) -> Callable[[Address], bool]:
     return lambda addr: charge(syn_cost(addr[0], 2))
+
+
+def _why(peer: Peer, via: Peer, others: list[str]) -> str:
+    """``Peer.why`` of a connection by id: the path, how it came about, and
+    what the attempts that lost ran into."""
+    via_s = via.id.short
+    if peer.path == "relayed":
+        head = f"relayed through {via_s}, which introduced us"
+    elif peer.path.startswith("punched-"):
+        head = f"{peer.path} at {_fmt(peer.address)}, punched after a rendezvous through {via_s}"
+    else:
+        head = (
+            f"{peer.path} to {_fmt(peer.address)}, an address the peer listens on, "
+            f"learned through {via_s}"
+        )
+    return f"{head}; {'; '.join(others)}" if others else head
+
+
+def _fmt(addr: Address) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def _relayed(peer: Peer) -> RelayLink | None:

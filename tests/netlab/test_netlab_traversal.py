@@ -28,9 +28,16 @@ TRIALS = max(20, int(os.environ.get("CRUST_NETLAB_TRIALS", "20")))
 
 class Agent:
     def __init__(
-        self, node: Node, *, tcp_only: bool = False, stun: str = "", upnp: bool = False
+        self,
+        node: Node,
+        *,
+        tcp_only: bool = False,
+        stun: str = "",
+        upnp: bool = False,
+        boot_ports: tuple[int, ...] = (BOOT_PORT,),
     ) -> None:
-        args = ["node", node.ip, f"{BOOTSTRAP_IP}:{BOOT_PORT}"]
+        boots = ",".join(f"{BOOTSTRAP_IP}:{p}" for p in boot_ports)
+        args = ["node", node.ip, boots]
         if tcp_only:
             args.append("--tcp-only")
         if upnp:
@@ -53,10 +60,16 @@ class Agent:
         return self.wait(ev, timeout)
 
 
-def start_rendezvous(lab: Lab) -> Proc:
-    proc = lab.server.python(RUN, "serve", BOOTSTRAP_IP, str(BOOT_PORT))
+def start_rendezvous(lab: Lab, port: int = BOOT_PORT) -> Proc:
+    proc = lab.server.python(RUN, "serve", BOOTSTRAP_IP, str(port))
     proc.expect('"serving"', 30)
     return proc
+
+
+def serving_id(proc: Proc) -> str:
+    """The peer id a rendezvous process announced."""
+    line = next(x for x in proc.stdout_lines if '"serving"' in x)
+    return str(json.loads(line)["id"])
 
 
 def trials(a: Agent, b: Agent, n: int) -> list[dict[str, Any]]:
@@ -214,6 +227,41 @@ def test_relayed_upgrades_when_the_firewall_opens(netlab: Lab) -> None:
     assert received["sha256"] == sent["sha256"] and received["chunks"] == 600
     assert sent["paths"][0] == "relayed" and sent["paths"][-1] == "punched-udp", sent
     assert received["path"] == "punched-udp", received
+
+
+def test_relayed_connection_survives_its_relay_restarting(netlab: Lab) -> None:
+    """Two mutual nodes; the pair's direct path is blocked at the router, so
+    its connection is relayed. The relaying node restarts mid-transfer: the
+    connection moves through the other (issue 16 item 4), nothing lost."""
+    rendezvous = {port: start_rendezvous(netlab, port) for port in (BOOT_PORT, BOOT_PORT + 1)}
+    a_site = netlab.add_site("a", "cone-fw")
+    b_site = netlab.add_site("b", "cone-fw")
+    for x, y in ((a_site, b_site), (b_site, a_site)):
+        netlab.router.add_rule("FORWARD", "-s", x.public_ip, "-d", y.public_ip, "-j", "DROP")
+    ports = tuple(rendezvous)
+    a, b = Agent(a_site.host, boot_ports=ports), Agent(b_site.host, boot_ports=ports)
+    target = b.cmd("start", "started")["id"]
+    a.cmd("start", "started")
+    first = a.cmd(f"connect {target}", "result", timeout=40)
+    assert first["ok"] and first["path"] == "relayed", first
+    [port] = [p for p, proc in rendezvous.items() if serving_id(proc)[:8] in first["why"]]
+    a.proc.write(f"send {target} 600\n")  # ~10 MB over ~6+ s
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    relay = rendezvous[port]
+    assert relay.popen.stdin is not None
+    relay.popen.stdin.close()  # the node shuts down (and tells its peers)
+    relay.wait(15)
+    rendezvous[port] = start_rendezvous(netlab, port)  # and comes back, a new node
+    restart_s = time.monotonic() - t0
+    sent = a.wait("sent", 120)
+    received = b.wait("received", 60)
+    print(f"\nrelay restart ({restart_s:.1f} s): {sent['why']}")
+    assert received["sha256"] == sent["sha256"] and received["chunks"] == 600
+    assert sent["connected"] and set(sent["paths"]) == {"relayed"}, sent
+    assert "re-routed" in sent["why"], sent
+    took = float(sent["why"].split("re-routed ")[1].split(" s")[0])
+    assert took < 5.0, sent["why"]
 
 
 def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:

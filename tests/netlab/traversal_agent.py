@@ -1,7 +1,8 @@
 """A crust node for the NAT-traversal lab tests, driven by lines on stdin.
 
     python traversal_agent.py serve IP PORT        # the rendezvous node
-    python traversal_agent.py node IP BOOT_IP:PORT [--tcp-only] [--stun IP:PORT,IP:PORT] [--upnp]
+    python traversal_agent.py node IP BOOT_IP:PORT[,BOOT_IP:PORT...] [--tcp-only]
+        [--stun IP:PORT,IP:PORT] [--upnp]
 
 Commands (one per line; each answer is one JSON line on stdout):
 
@@ -11,7 +12,8 @@ Commands (one per line; each answer is one JSON line on stdout):
 - ``connect PEER_ID``: connect by id, send "ping", wait for the "pong";
   answers ``{"ev": "result", "ok", "path", "connect_s", "first_msg_s", "why"}``.
 - ``send PEER_ID CHUNKS``: send CHUNKS random 16 KiB messages and an "end";
-  answers ``{"ev": "sent", "sha256", "paths"}`` (paths seen along the way).
+  answers ``{"ev": "sent", "sha256", "paths", "why", "connected"}`` (paths
+  seen along the way; the peer's ``why`` at the end).
 - ``quit``.
 
 Any node answers "ping" with "pong", and on "end" prints
@@ -60,10 +62,15 @@ async def serve(ip: str, port: int) -> None:
 
 class Node:
     def __init__(
-        self, ip: str, boot: tuple[str, int], tcp_only: bool, stun: tuple[str, ...], upnp: bool
+        self,
+        ip: str,
+        boots: list[tuple[str, int]],
+        tcp_only: bool,
+        stun: tuple[str, ...],
+        upnp: bool,
     ) -> None:
         self.ip = ip
-        self.boot = boot
+        self.boots = boots
         self.kw: dict[str, Any] = {"udp": False} if tcp_only else {}
         if stun:
             self.kw["stun_servers"] = stun
@@ -77,8 +84,8 @@ class Node:
         await self.stop()
         self.svc = Service(config(self.ip, **self.kw))
         await self.svc.start()
-        m = await self.svc.connect(self.boot)
-        self.svc.maintain(m)
+        for boot in self.boots:  # each a mutual peer (and relay) for the others
+            self.svc.maintain(await self.svc.connect(boot))
         self.task = asyncio.create_task(self._events(self.svc))
         if self.svc.upnp is not None:
             await self.svc.upnp.wait_ready(15)
@@ -144,12 +151,13 @@ class Node:
                 paths.append(peer.path)
             await asyncio.sleep(0.01)
         await peer.send(b"end")
-        out(ev="sent", sha256=h.hexdigest(), paths=paths)
+        out(ev="sent", sha256=h.hexdigest(), paths=paths, why=peer.why,
+            connected=peer.is_connected)  # fmt: skip
 
 
 async def node(ip: str, boot: str, tcp_only: bool, stun: tuple[str, ...], upnp: bool) -> None:
-    host, port = boot.rsplit(":", 1)
-    n = Node(ip, (host, int(port)), tcp_only, stun, upnp)
+    boots = [(h, int(p)) for h, p in (b.rsplit(":", 1) for b in boot.split(","))]
+    n = Node(ip, boots, tcp_only, stun, upnp)
     loop = asyncio.get_running_loop()
     out(ev="ready")
     try:
