@@ -136,7 +136,8 @@ class ServiceConfig:
     nor uses is closed."""
     keepalive: float = 20.0
     """Seconds of silence after which a PING goes out (0: never); less than
-    ``idle_timeout``."""
+    ``idle_timeout``. Only one end of an idle connection sends them: a PING
+    heard holds ours back (design note 0050)."""
     idle_timeout: float = 60.0
     """Seconds without hearing from a peer before it is lost (``LostPeer``
     with reason "idle timeout")."""
