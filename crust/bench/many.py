@@ -166,7 +166,14 @@ async def _idle(svc: Service, seconds: float) -> dict[str, Any]:
     # What the endpoint did meanwhile, per second: keepalive packets each
     # way, drives (each a pass through Python) and connection timers run.
     rates = {k: (ep1[k] - ep0[k]) / wall for k in ep0}
-    return {"peers": len(svc.peers), "cpu_share": cpu / wall, "rss": _rss(), "rates": rates}
+    return {
+        "peers": len(svc.peers),
+        "cpu_share": cpu / wall,
+        "rss": _rss(),
+        "rates": rates,
+        # Why peers ended, since the start (none should have).
+        "lost": dict(svc._counters.lost_reasons),
+    }
 
 
 _COUNTED = ("rx_datagrams", "tx_datagrams", "rx_batches", "tx_batches", "drives", "timers")
@@ -588,4 +595,6 @@ def idle_connections(n: int, seconds: float, keepalive: float | None = None) -> 
         "rss_per_conn": (idle["rss"] - rss0) / idle["peers"],
         "c_per_conn": first["c_bytes"] / first["peers"],
         "per_second": idle["rates"],
+        "peers_after_dial": first["peers"],
+        "lost": idle["lost"],
     }
