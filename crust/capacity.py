@@ -12,7 +12,7 @@ outgoing. When nothing can give way, the new connection is refused
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 from crust.admission import source_key
@@ -32,11 +32,17 @@ def _victim(peers: Iterable[Peer], spare: set[int]) -> Peer | None:
 
 
 def make_room(
-    peers: Iterable[Peer], host: str, *, total: int, per_source: int
+    peers: Collection[Peer], host: str, *, total: int, per_source: int
 ) -> tuple[bool, list[Peer]]:
     """For a new connection from ``host``, given the connected ``peers``:
     whether there is room once the returned peers are evicted. (False, [])
     when none can give way; nothing is evicted then."""
+    if len(peers) < min(total, per_source):
+        # Neither cap can be reached: the scan below would find room and no
+        # one to evict. It costs a pass over every peer per new connection,
+        # which made dialling 100,000 peers (caps raised to match)
+        # quadratic: 80 % of the service's time at 5,000 peers (issue 22).
+        return True, []
     live = [p for p in peers if p.is_connected]
     source = source_key(host)
     evict: list[Peer] = []

@@ -138,7 +138,8 @@ class ServiceConfig:
     link lives."""
     keepalive: float = 20.0
     """Seconds of silence after which a PING goes out (0: never); less than
-    ``idle_timeout``."""
+    ``idle_timeout``. Only one end of an idle connection sends them: a PING
+    heard holds ours back (design note 0050)."""
     nat_keepalive: float = 8.0
     """The keepalive of a UDP connection whose path crosses a NAT: the peer
     saw us at another address than our own, or the path was punched. Short

@@ -149,6 +149,11 @@ def credit_batch(window: int) -> int:
     return min(_CREDIT_BATCH, window // 8)
 
 
+# Every peer's inbox until its first message waits there: it takes
+# nothing (maxlen 0), and nothing may be added to it (Peer._own_inbox).
+_NO_INBOX: deque[Inbound] = deque(maxlen=0)
+
+
 class Peer:
     """One connection to an authenticated peer.
 
@@ -205,9 +210,11 @@ class Peer:
         #: 3f2a9c1e, which introduced us; udp punch: ...; tcp punch: ...".
         #: Set by the service; it changes with the path (design note 0057).
         self.why = ""
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._closed = asyncio.Event()
+        # Made when first waited on (an asyncio.Event with its deque is
+        # ~700 bytes, and most peers are never waited on): issue 22, a
+        # node with 100,000 idle peers.
+        self._writable: asyncio.Event | None = None
+        self._closed: asyncio.Event | None = None
         # Transport-specific state (e.g. the handshake result for rekeying).
         self.extra = extra
         #: The packet cipher the handshake chose (a key of
@@ -216,7 +223,9 @@ class Peer:
         # -- receiving (see the class docstring) --
         self._direct = False  # read through the peer, not the events
         self._dialled = False  # the application's connect() made it (not for accept)
-        self._inbox: deque[Inbound] = deque()  # messages no reader took yet
+        # Messages no reader took yet; a deque of its own from the first
+        # one (an empty deque is ~600 bytes).
+        self._inbox: deque[Inbound] = _NO_INBOX
         self._recv_waiter: asyncio.Future[None] | None = None
         self._held = 0  # messages handed up and not yet credited back
         self._credit_link: Link | None = None
@@ -280,11 +289,18 @@ class Peer:
                 # _on_closed sets _writable too, so one wait covers both;
                 # bulk senders land here for every message, and two tasks
                 # plus asyncio.wait per message showed in profiles.
-                self._writable.clear()
+                if self._writable is None:
+                    self._writable = asyncio.Event()
+                else:
+                    self._writable.clear()
                 await self._writable.wait()
 
     async def wait_closed(self) -> None:
         """Return once the connection has ended."""
+        if self.closed_reason is not None:
+            return  # _on_closed set it
+        if self._closed is None:
+            self._closed = asyncio.Event()
         await self._closed.wait()
 
     async def close(self, *, timeout: float = 5.0) -> None:
@@ -375,8 +391,14 @@ class Peer:
         the inbox until a reader comes."""
         self._held += 1
         if self._direct or self._publish is None or not self._publish(rec):
-            self._inbox.append(rec)
+            self._own_inbox().append(rec)
             self._wake()
+
+    def _own_inbox(self) -> deque[Inbound]:
+        """The inbox to add to: the shared empty one is replaced first."""
+        if self._inbox is _NO_INBOX:
+            self._inbox = deque()
+        return self._inbox
 
     def _wake(self) -> None:
         w = self._recv_waiter
@@ -387,7 +409,7 @@ class Peer:
         """A message a closed subscription held and nobody yielded: first in
         line again (the subscription gives them back newest first)."""
         if self._direct or self._publish is None or not self._publish(rec):
-            self._inbox.appendleft(rec)
+            self._own_inbox().appendleft(rec)
             self._wake()
             if self._owner is not None:
                 self._owner.note_unclaimed(self)
@@ -427,11 +449,14 @@ class Peer:
             link.kick()  # the window reopened: tell the peer soon
 
     def _on_writable(self) -> None:
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
 
     def _on_closed(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
-        self._closed.set()
-        self._writable.set()
+        if self._closed is not None:
+            self._closed.set()
+        if self._writable is not None:
+            self._writable.set()
         self._wake()  # a reader waiting for a message learns of the end

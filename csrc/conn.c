@@ -536,7 +536,7 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
         case CRUST_FT_PADDING:
             break;
         case CRUST_FT_PING:
-            *ack_eliciting = 1;
+            *ack_eliciting |= 1; /* 1 alone: nothing but PING (see crust_conn_recv) */
             break;
         case CRUST_FT_ACK:
             /* A stream loses nothing, so an honest peer's ACK is one range
@@ -556,21 +556,21 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
             }
             break;
         case CRUST_FT_STREAM:
-            *ack_eliciting = 1;
+            *ack_eliciting = 3;
             rc = on_stream_frame(c, &f);
             break;
         case CRUST_FT_MAX_DATA:
-            *ack_eliciting = 1;
+            *ack_eliciting = 3;
             if (f.a > c->tx_max_data)
                 c->tx_max_data = f.a;
             break;
         case CRUST_FT_PATH_CHALLENGE:
-            *ack_eliciting = 1;
+            *ack_eliciting = 3;
             memcpy(c->path_response, f.data, 8);
             c->path_response_pending = 1;
             break;
         case CRUST_FT_PATH_RESPONSE:
-            *ack_eliciting = 1;
+            *ack_eliciting = 3;
             if (c->path_challenge_seq && memcmp(f.data, c->path_challenge, 8) == 0) {
                 c->path_challenge_seq = 0;
                 c->path_challenge_pending = 0;
@@ -790,12 +790,16 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
         crust_rs_add(&c->rx_pns, pn, pn + 1);
     }
     if (ack_eliciting) {
+        c->last_ack_eliciting_rx = now_us;
         c->ack_pending = 1;
         c->rx_unacked_eliciting++;
         /* Acknowledge at once what helps the sender detect loss quickly:
          * reordering, or a new gap (RFC 9000 13.2.1). */
+        /* So does a bare PING (a keepalive, a probe): nothing else is
+         * coming to share the ACK with, and answering it in the same pass
+         * spares an idle node a timer wakeup per keepalive (issue 22). */
         if (pn + 1 < prev_largest_plus1 || pn > prev_largest_plus1 ||
-            c->rx_unacked_eliciting >= c->cfg.ack_frequency)
+            c->rx_unacked_eliciting >= c->cfg.ack_frequency || ack_eliciting == 1)
             c->ack_immediate = 1;
         else if (!c->ack_deadline)
             c->ack_deadline = now_us + c->cfg.max_ack_delay_us;
@@ -1185,6 +1189,22 @@ static void put_control(crust_conn *c, builder *b)
 
 /* Seal the payload built in place after the header, and record the
  * packet. b->hdr was fixed when building started. */
+/* Up to an eighth of the keepalive, taken off the interval that starts
+ * with this packet (see keepalive_at): a hash of the local connection id,
+ * different at each end, and the packet number, different every time. */
+static uint64_t keepalive_jitter(const crust_conn *c)
+{
+    uint64_t x = c->next_pn;
+    for (unsigned i = 0; i < CRUST_CID_LEN; i++)
+        x = (x << 8 | x >> 56) ^ c->local_cid[i];
+    /* splitmix64's finaliser */
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    uint64_t span = c->cfg.keepalive_us / 8;
+    return span ? x % span : 0;
+}
+
 static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *out)
 {
     uint64_t pn = c->next_pn;
@@ -1198,7 +1218,12 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
     if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, plain, b->len, out, hdr) != CRUST_OK)
         return 0;
     size_t size = hdr + b->len + c->tag_len;
-    crust_sent_pkt *sp = crust_rec_on_sent(c, pn);
+    /* A packet nothing waits for, with nothing outstanding below it, would
+     * leave the ring at once (sent_lo moves past it below): keep its
+     * record on the stack, so that a connection that only answers (the
+     * quiet end of an idle one: ACKs of keepalives) holds no ring. */
+    crust_sent_pkt scratch;
+    crust_sent_pkt *sp = !b->eliciting && c->sent_lo == pn ? &scratch : crust_rec_on_sent(c, pn);
     if (!sp)
         return 0; /* out of memory: nothing was committed, try again later */
     c->next_pn++;
@@ -1218,6 +1243,7 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
         c->bytes_in_flight += size;
         c->ack_eliciting_in_flight++;
         c->last_ack_eliciting_sent = now;
+        c->keepalive_jitter = keepalive_jitter(c);
         if (!c->cfg.stream_transport) {
             crust_cc_env env;
             crust_cc_env_fill(c, &env);
@@ -1389,6 +1415,30 @@ static uint64_t rx_stall_deadline(const crust_conn *c)
     return UINT64_MAX;
 }
 
+/* Only one side of an idle connection needs to send keepalives: the
+ * other's ACK keeps the path (and any NAT binding) open in its direction
+ * and shows the sender the peer is alive, and hearing the PING shows the
+ * other side the same. So an ack-eliciting packet from the peer pushes our
+ * own keepalive back by an eighth more than the interval: a peer on the
+ * same schedule, even somewhat late, stays the one that sends, and an idle
+ * connection costs one PING and one ACK per interval instead of two of
+ * each (issue 22: a node with 100,000 idle peers). Both deadlines are
+ * brought forward by up to an eighth, differently at each end and for every
+ * PING (keepalive_jitter): two ends that both sent (created at the same
+ * moment, or after a gap) then fall out of step within a few intervals
+ * instead of pinging together for ever, and the PINGs of connections
+ * opened together spread out instead of leaving in bursts. The one that
+ * hears stays later than the one that sends: k - jitter < k + k/8 - jitter'. */
+static uint64_t keepalive_at(const crust_conn *c)
+{
+    uint64_t k = c->cfg.keepalive_us;
+    uint64_t own = c->last_ack_eliciting_sent + k - c->keepalive_jitter;
+    if (!c->last_ack_eliciting_rx)
+        return own;
+    uint64_t heard = c->last_ack_eliciting_rx + k + k / 8 - c->keepalive_jitter;
+    return own > heard ? own : heard;
+}
+
 uint64_t crust_conn_next_timeout(const crust_conn *c)
 {
     if (c->state == ST_CLOSED)
@@ -1404,7 +1454,7 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
     if (c->cfg.idle_timeout_us)
         t = min64(t, c->last_rx_us + c->cfg.idle_timeout_us);
     if (c->cfg.keepalive_us && !c->ping_pending)
-        t = min64(t, c->last_ack_eliciting_sent + c->cfg.keepalive_us);
+        t = min64(t, keepalive_at(c));
     if (!c->ping_pending && !c->cfg.stream_transport)
         t = min64(t, rx_stall_deadline(c));
     if (c->pacer.wakeup_us && has_stream_data(c))
@@ -1433,7 +1483,7 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         c->ack_immediate = 1;
     if (!c->cfg.stream_transport)
         crust_rec_on_timeout(c, now);
-    if (c->cfg.keepalive_us && now >= c->last_ack_eliciting_sent + c->cfg.keepalive_us)
+    if (c->cfg.keepalive_us && now >= keepalive_at(c))
         c->ping_pending = 1;
     if (!c->cfg.stream_transport && now >= rx_stall_deadline(c)) {
         c->ping_pending = 1;

@@ -115,6 +115,10 @@ struct crust_conn {
     uint64_t bytes_in_flight;
     uint64_t ack_eliciting_in_flight;
     uint64_t last_ack_eliciting_sent;
+    /* When the peer last sent something ack-eliciting (0: never): one side
+     * keeps an idle path alive, see keepalive_at() in conn.c. */
+    uint64_t last_ack_eliciting_rx;
+    uint64_t keepalive_jitter;  /* taken off the next interval, < keepalive/8 */
     uint64_t last_tx_us;
     crust_send_stream ss[CRUST_NUM_PRIO];
     uint64_t tx_max_data;       /* peer's flow-control limit */

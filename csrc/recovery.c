@@ -109,6 +109,12 @@ static void advance_lo(crust_conn *c)
 {
     while (c->sent_lo < c->next_pn && slot(c, c->sent_lo)->done)
         c->sent_lo++;
+    /* Nothing outstanding: let the ring go (16 records, 2.3 KB, at the
+     * least), as an idle connection needs none; the next packet that must
+     * be tracked allocates it again (crust_rec_on_sent). Issue 22: a node
+     * with 100,000 idle peers. */
+    if (c->sent_lo == c->next_pn && c->sent)
+        crust_rec_free(c);
 }
 
 static void on_packet_lost(crust_conn *c, uint64_t now, uint64_t pn, crust_sent_pkt *p)

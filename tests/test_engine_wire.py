@@ -234,6 +234,27 @@ def test_idle_timeout_when_peer_vanishes() -> None:
     assert closed and closed[0][4] == _core.CLOSE_IDLE
 
 
+def test_only_one_side_of_an_idle_connection_sends_keepalives() -> None:
+    """An idle connection costs one PING and one ACK per keepalive interval,
+    not two of each (issue 22): a PING heard pushes our own back. Both
+    ends are created at the same moment, on the same schedule: the
+    interval's jitter breaks the tie."""
+    keepalive = 500_000
+    cfg = _core.Config(idle_timeout_us=2_000_000, keepalive_us=keepalive)
+    net = Network(seed=6)
+    net.connect("a", "b", LinkConfig(delay_us=10_000))
+    a, b = connection_pair(net, ("a", 1), ("b", 1), config=cfg)
+    net.run(until=2 * keepalive)  # settled: whoever sends first keeps sending
+    before = a.conn.stats()["tx_packets"] + b.conn.stats()["tx_packets"]
+    window = 40 * keepalive
+    net.run(until=2 * keepalive + window)
+    sent = a.conn.stats()["tx_packets"] + b.conn.stats()["tx_packets"] - before
+    assert not a.closed and not b.closed
+    # One PING and its ACK per interval (intervals up to an eighth shorter
+    # for the jitter); both ends pinging would be about 160.
+    assert 60 <= sent <= 2 * 40 * 8 // 7 + 4, sent
+
+
 def test_key_update_mid_transfer_loses_nothing() -> None:
     net = Network(seed=5)
     net.connect(

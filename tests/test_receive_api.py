@@ -392,7 +392,7 @@ def test_ended_peers_unread_messages_are_kept_within_a_bound(
     for i in range(bound + 3):
         peer = Peer(Identity.generate().peer_id, None, incoming=True)  # type: ignore[arg-type]
         ev = NewMessage(peer, b"%d" % i, 0)
-        peer._inbox.append(Inbound(ev, 2, None, peer, i))  # type: ignore[arg-type]
+        peer._own_inbox().append(Inbound(ev, 2, None, peer, i))  # type: ignore[arg-type]
         svc._unclaimed.add(peer)
         svc._keep_unclaimed(peer)
         peers.append(peer)
