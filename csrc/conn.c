@@ -1380,10 +1380,15 @@ static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 /* When a peer that leaves message data unanswered is lost: lost_timeout_us
  * after the first such packet, but never before CRUST_LOST_MIN_PTOS probe
  * timeouts at the current estimate (a slow path gets its probes); 0 when
- * the timer is not running. */
+ * the timer is not running. Over datagrams it runs only once a round trip
+ * was measured: before that the PTO is a guess from initial_rtt_us (about
+ * 1 s), so only ~3 probes would fit, and a live peer on a lossy path
+ * could miss them all while its connection starts (the idle timeout
+ * still ends a peer that never answers). */
 static uint64_t lost_deadline(const crust_conn *c)
 {
-    if (!c->cfg.lost_timeout_us || !c->unanswered_since)
+    if (!c->cfg.lost_timeout_us || !c->unanswered_since ||
+        (!c->have_rtt && !c->cfg.stream_transport))
         return 0;
     uint64_t wait = CRUST_LOST_MIN_PTOS * crust_rec_pto(c);
     if (wait < c->cfg.lost_timeout_us)

@@ -191,8 +191,10 @@ typedef struct crust_config {
      * message data went out and nothing at all was heard from the peer for
      * this long (or CRUST_LOST_MIN_PTOS probe timeouts at the current RTT
      * estimate, if longer: a slow path gets its probes whatever the value),
-     * the connection closes with CRUST_CLOSE_LOST. Quiet connections
-     * (keepalive PINGs only) are left to idle_timeout_us. 0: off.
+     * the connection closes with CRUST_CLOSE_LOST. Over datagrams this
+     * needs a measured round trip (until the first ACK the PTO is only a
+     * guess). Quiet connections (keepalive PINGs only) are left to
+     * idle_timeout_us. 0: off.
      * docs/design/0048-dead-peers-noticed.md */
     uint64_t lost_timeout_us;    /* 8 s; 0, or >= 100 ms                   */
 } crust_config;

@@ -608,7 +608,7 @@ def test_a_peer_whose_port_is_closed_is_lost_within_seconds(
 def test_icmp_for_another_address_is_ignored() -> None:
     """A port unreachable about an address no connection talks to changes
     nothing: a live connection on the same endpoint carries on."""
-    sa, sb, ea, eb, a, b = connect()
+    sa, sb, ea, eb, a, _b = connect()
     gone = udp()
     dead = gone.getsockname()
     gone.close()

@@ -8,7 +8,8 @@
  *   - a path-unreachable report (ICMP) only makes the connection probe:
  *     unanswered, CRUST_CLOSE_UNREACHABLE after max(3 PTO, 1 s); answered
  *     (a forged report, a live peer), nothing happens;
- *   - over a stream the lost timeout applies without PTOs.
+ *   - over a stream the lost timeout applies without PTOs; over datagrams
+ *     only once a round trip was measured.
  */
 #include <string.h>
 
@@ -273,6 +274,25 @@ static void test_stream_lost_without_ptos(void)
     crust_conn_free(b);
 }
 
+static void test_no_rtt_sample_no_lost_timer(void)
+{
+    /* The peer never answered anything: the PTO is a guess from
+     * initial_rtt_us, so the lost timer waits for a measured round trip
+     * and the idle timeout ends the connection. */
+    crust_config cfg = config(0);
+    crust_conn *a, *b;
+    setup(&a, &b, &cfg);
+    uint8_t msg[1000] = {0};
+    crust_conn_send(a, 0, msg, sizeof msg, 0, NULL);
+    pump(a, NULL, 0);
+    CHECK(a->unanswered_since && !a->have_rtt);
+    uint32_t reason;
+    uint64_t closed = alone(a, 0, 120 * SEC, &reason);
+    CHECK(reason == CRUST_CLOSE_IDLE && closed == cfg.idle_timeout_us);
+    crust_conn_free(a);
+    crust_conn_free(b);
+}
+
 static void test_config(void)
 {
     crust_config cfg;
@@ -308,6 +328,7 @@ int main(void)
     test_unreachable_unanswered();
     test_forged_unreachable_is_harmless();
     test_stream_lost_without_ptos();
+    test_no_rtt_sample_no_lost_timer();
     test_config();
     return check_summary();
 }
