@@ -165,6 +165,7 @@ cdef extern from "crust.h" nogil:
         uint64_t recv_buffer_peak
         uint64_t rx_placed_bytes
         uint64_t protocol_errors
+        uint64_t rx_stall_pings
         uint64_t unreachable_reports
         uint32_t mtu
         uint32_t key_phase
@@ -217,6 +218,7 @@ cdef extern from "crust.h" nogil:
     int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
                          int graceful)
     int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
+    int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
     int crust_conn_path_unreachable(crust_conn *c, uint64_t now_us)
     void crust_conn_quiet_until_heard(crust_conn *c)
 
@@ -324,6 +326,7 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_held
         uint64_t rx_held_delivered
         uint64_t rx_held_expired
+        uint64_t tx_limited_unvalidated
         uint64_t icmp_errors
         uint64_t icmp_unreachable
         uint64_t icmp_ignored

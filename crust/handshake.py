@@ -930,6 +930,15 @@ _RESPONDER_STATS = (
     "completed",
 )
 
+# The drops only a sender that is not an honest peer causes: counted
+# against the address they came from (take_failures), as junk is. Not
+# version or network mismatches (a misconfigured honest node), not load
+# (cookie and rate limits), not late copies of a real handshake
+# (retransmits, replays, finishes for a handshake gone or done).
+_JUNK_STATS = ("malformed", "short_initiation", "mac1", "noise", "payload", "identity")
+# Distinct addresses kept between two take_failures calls.
+_MAX_FAILED_SOURCES = 1024
+
 
 class Responder:
     """The listening side: one per listener, for any number of peers.
@@ -997,6 +1006,7 @@ class Responder:
         # Records still waiting for their finish (XX): the ones an attacker
         # can make us hold without completing a handshake.
         self._unfinished = 0
+        self._failed: OrderedDict[Addr, int] = OrderedDict()
 
     @property
     def pending(self) -> int:
@@ -1018,7 +1028,26 @@ class Responder:
         self._results.clear()
         return done
 
+    def take_failures(self) -> list[tuple[Addr, int]]:
+        """The addresses whose datagrams failed as only junk does (bad
+        mac1, malformed, failed Noise, bad payload) since the last call,
+        with how many each; at most the 1,024 most recent addresses."""
+        out = list(self._failed.items())
+        self._failed.clear()
+        return out
+
     def receive_datagram(self, data: bytes, addr: Addr, now: int) -> list[tuple[bytes, Addr]]:
+        st = self.stats
+        before = sum(st[k] for k in _JUNK_STATS)
+        out = self._receive(data, addr, now)
+        if sum(st[k] for k in _JUNK_STATS) != before:
+            failed = self._failed
+            failed[addr] = failed.pop(addr, 0) + 1
+            if len(failed) > _MAX_FAILED_SOURCES:
+                failed.popitem(last=False)
+        return out
+
+    def _receive(self, data: bytes, addr: Addr, now: int) -> list[tuple[bytes, Addr]]:
         st = self.stats
         st["datagrams"] += 1
         self._expire(now)

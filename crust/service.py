@@ -117,6 +117,8 @@ _CODE_REASONS = {
     CODE_FULL: "connection limit: made room for another peer",
 }
 _MISBEHAVING_SOURCES = 4096
+# Addresses of peers we dialled, kept for connect(peer_id).
+_KNOWN_ADDRESSES = 4096
 # Ended peers whose unread messages (no reader took them) are kept for a
 # later events() subscription.
 _UNCLAIMED_ENDED_PEERS = 256
@@ -216,7 +218,10 @@ class Service:
         self._retired: dict[int, Link] = {}
         # Duplicate connections on their way out (crust.retirement).
         self._retiring = Retirements(self._retire)
-        self._addresses: dict[PeerId, Address] = {}
+        # Where each peer we dialled was (connect(peer_id) dials it again):
+        # the most recent _KNOWN_ADDRESSES, as gossip can make us dial
+        # any number of ids over a node's life.
+        self._addresses: OrderedDict[PeerId, Address] = OrderedDict()
         self._blacklist_ids: set[PeerId] = set()
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._failures: OrderedDict[Address, int] = OrderedDict()
@@ -760,7 +765,7 @@ class Service:
         self._by_link[id(link)] = peer
         self._pruner.watch(peer)
         if not incoming:
-            self._addresses[pid] = link.address
+            self._remember_address(pid, link.address)
         peer._dialled = for_app or pid in self._app_dialling
         if self._accepting and not peer._dialled:
             # Read directly from birth: none of its messages becomes an event.
@@ -996,6 +1001,13 @@ class Service:
         """Drop a connection at once and report why."""
         self._close_link(link, CODE_DISCONNECT, graceful=False)
         self.on_link_lost(link, reason)
+
+    def _remember_address(self, pid: PeerId, addr: Address) -> None:
+        known = self._addresses
+        known.pop(pid, None)
+        known[pid] = addr
+        if len(known) > _KNOWN_ADDRESSES:
+            known.popitem(last=False)
 
     def count_failure(self, addr: Address, peer_id: PeerId | None, n: int = 1) -> None:
         """Count datagrams from ``addr`` that failed authentication or

@@ -1377,6 +1377,28 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
 
 static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+/* The peer started a message it has not finished (or left a gap) and has
+ * the credit to go on, yet nothing came for a while: ask for an
+ * acknowledgment, once per silence. Its acks or our packets may have been
+ * lost; or our NAT gave us a new address (rebinding), which a receiver
+ * that only acknowledges would otherwise not reveal until its keepalive,
+ * while the sender backs off towards the old one. */
+static uint64_t rx_stall_deadline(const crust_conn *c)
+{
+    if (c->last_ack_eliciting_sent >= c->last_rx_us || c->rx_max_data <= c->rx_data)
+        return UINT64_MAX;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        if (c->rs[p].hi > c->rs[p].read) {
+            uint64_t wait = 2 * crust_rec_pto(c);
+            if (wait < CRUST_RX_STALL_MIN_US)
+                wait = CRUST_RX_STALL_MIN_US;
+            if (wait > CRUST_RX_STALL_MAX_US)
+                wait = CRUST_RX_STALL_MAX_US;
+            return c->last_rx_us + wait;
+        }
+    return UINT64_MAX;
+}
+
 /* When a peer that leaves message data unanswered is lost: lost_timeout_us
  * after the first such packet, but never before CRUST_LOST_MIN_PTOS probe
  * timeouts at the current estimate (a slow path gets its probes); 0 when
@@ -1412,6 +1434,8 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
         t = min64(t, c->last_rx_us + c->cfg.idle_timeout_us);
     if (c->cfg.keepalive_us && !c->ping_pending)
         t = min64(t, c->last_ack_eliciting_sent + c->cfg.keepalive_us);
+    if (!c->ping_pending && !c->cfg.stream_transport)
+        t = min64(t, rx_stall_deadline(c));
     if (c->pacer.wakeup_us && has_stream_data(c))
         t = min64(t, c->pacer.wakeup_us);
     if (c->pmtu.next_probe_us)
@@ -1453,6 +1477,10 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         c->ack_immediate = 1;
     if (c->cfg.keepalive_us && now >= c->last_ack_eliciting_sent + c->cfg.keepalive_us)
         c->ping_pending = 1;
+    if (!c->cfg.stream_transport && now >= rx_stall_deadline(c)) {
+        c->ping_pending = 1;
+        c->st.rx_stall_pings++;
+    }
     if (c->pacer.wakeup_us && now >= c->pacer.wakeup_us)
         c->pacer.wakeup_us = 0;
     /* A due search restarts: from now on a probe goes when the window and
@@ -1517,6 +1545,20 @@ int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
         c->path_challenge[i] = (uint8_t)(x >> 56) ^ c->tx[c->tx_phase].iv[i];
     }
     c->path_challenge_pending = 1;
+    return CRUST_OK;
+}
+
+int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
+{
+    int rc = crust_conn_probe_path(c, now_us);
+    if (rc != CRUST_OK)
+        return rc;
+    /* What was lost on the old path timed out there with growing backoff
+     * (a rebinding outage of seconds leaves the next probe seconds away):
+     * the new path starts with a fresh one, so the data goes again within
+     * one PTO. The endpoint holds it to 3x what came from there until the
+     * challenge is answered. */
+    c->pto_count = 0;
     return CRUST_OK;
 }
 

@@ -23,6 +23,14 @@
 #define CRUST_ACK_RANGES_KEPT 256  /* ranges of received pns remembered */
 #define CRUST_GRANULARITY_US 1000
 #define CRUST_MAX_PTO_US (60ull * 1000000ull)
+/* A receiver waiting for the rest of a message hears nothing for 2 PTO,
+ * within these bounds, before it asks for an acknowledgment. Capped: a
+ * receiver's RTT estimate rests on the few packets it sends that elicit
+ * acknowledgments (one sample of 180 ms on loopback was seen), and a
+ * sender with credit and a message under way is never silent that long
+ * on a working path. */
+#define CRUST_RX_STALL_MIN_US 50000ull
+#define CRUST_RX_STALL_MAX_US 200000ull
 #define CRUST_INITIAL_MAX_DATA (256u * 1024u)
 #define CRUST_PERSISTENT_CONGESTION_THRESHOLD 3
 

@@ -298,6 +298,9 @@ typedef struct crust_stats {
      * closes the connection with CRUST_CLOSE_PROTOCOL. A peer's CLOSE
      * saying we did is not counted here. */
     uint64_t protocol_errors;
+    /* Pings sent because a message the peer started stopped arriving
+     * while it had credit (a lost ack, or our address changed). */
+    uint64_t rx_stall_pings;
     /* Reports that the path found the peer unreachable
      * (crust_conn_path_unreachable) that started a probe. */
     uint64_t unreachable_reports;
@@ -501,6 +504,10 @@ int crust_conn_path_unreachable(crust_conn *c, uint64_t now_us);
 /* Queue a PATH_CHALLENGE; CRUST_EV_PATH_VALIDATED follows when answered.
  * The endpoint calls this after a peer's address changed. */
 int crust_conn_probe_path(crust_conn *c, uint64_t now_us);
+/* The endpoint saw the peer at a new address: probe it (as above) and
+ * restart the loss timer's backoff, so what the old path lost goes again
+ * within one PTO. */
+int crust_conn_path_changed(crust_conn *c, uint64_t now_us);
 
 /* Send nothing until the first authenticated packet from the peer arrives
  * (a CLOSE after crust_conn_close(graceful=0) still goes). For the

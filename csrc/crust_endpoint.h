@@ -146,6 +146,9 @@ typedef struct crust_endpoint_stats {
     uint64_t rx_held_delivered;      /* of those, delivered once their
                                         connection was added               */
     uint64_t rx_held_expired;        /* of those, dropped after hold_us    */
+    uint64_t tx_limited_unvalidated; /* sends held back: a peer's new address
+                                        has not answered our path challenge
+                                        and got 3x what came from it      */
     /* ICMP reports (IP_RECVERR error queue), read by drive. */
     uint64_t icmp_errors;            /* all reports read                   */
     uint64_t icmp_unreachable;       /* destination unreachable, at the

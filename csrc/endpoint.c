@@ -56,6 +56,12 @@ struct ep_conn {
      * datagram since it was last listed (the caller counts those against
      * the peer without reading every connection's counters). */
     uint8_t closed_listed, refused;
+    /* The peer moved to an address that has not answered our path
+     * challenge yet: until it does, what we send there is limited to 3x
+     * what came from there (RFC 9000 8.1), so a peer (or anyone rewriting
+     * one of its packets) cannot aim our traffic at a third party. */
+    uint8_t unvalidated;
+    uint32_t av_rx, av_tx;
     ep_link touch_link, ready_link;
 };
 
@@ -596,17 +602,25 @@ static void unrouted_push(crust_endpoint *ep, const uint8_t *d, size_t len,
     ep->st.unrouted++;
 }
 
+static uint32_t add_sat32(uint32_t a, size_t b)
+{
+    return b >= UINT32_MAX - a ? UINT32_MAX : a + (uint32_t)b;
+}
+
 static void path_changed(crust_endpoint *ep, ep_conn *e, const struct sockaddr *from,
-                         socklen_t fromlen, uint64_t now)
+                         socklen_t fromlen, size_t dlen, uint64_t now)
 {
     socklen_t len = addr_copy(&e->peer, from, fromlen);
     if (!len)
         return;
     e->peerlen = len;
     ep->st.path_changes++;
+    e->unvalidated = 1;
+    e->av_rx = add_sat32(0, dlen);
+    e->av_tx = 0;
     /* Until the peer answers the challenge from there, the new address is
      * only as good as one packet; the answer is CRUST_EV_PATH_VALIDATED. */
-    crust_conn_probe_path(e->c, now);
+    crust_conn_path_changed(e->c, now);
     if (ep->pc_n == ep->cfg.path_change_cap) {
         ep->st.path_changes_dropped++;
         return;
@@ -693,7 +707,12 @@ static void deliver(crust_endpoint *ep, ep_conn *e, const uint8_t *d, size_t len
      * before it (RFC 9000 9.3): a reordered or replayed one from the old
      * address must not switch back. */
     else if (offpath && c->rx_largest_plus1 > largest)
-        path_changed(ep, e, from, fromlen, now);
+        path_changed(ep, e, from, fromlen, len, now);
+    else if (e->unvalidated && !offpath) {
+        e->av_rx = add_sat32(e->av_rx, len);
+        if (!c->path_challenge_seq) /* answered: CRUST_EV_PATH_VALIDATED */
+            e->unvalidated = 0;
+    }
     touch(ep, e);
 }
 
@@ -854,21 +873,42 @@ static void run_timers(crust_endpoint *ep, uint64_t now)
 
 /* ---- transmitting ------------------------------------------------------------ */
 
-/* Move e's datagrams into the send queue. Returns 1 when the socket is
- * full (e may have more), 0 when e has nothing more to send now. */
+/* Smaller than any packet worth sending (header, one frame, tag). */
+#define AV_MIN_PACKET 64
+/* How often a connection held back by an unvalidated path looks again
+ * when its own timers say "now" (they cannot be served until the path
+ * answers or more arrives from it, which wakes it anyway). */
+#define AV_RECHECK_US 50000
+
+/* Move e's datagrams into the send queue. Returns PUMP_BLOCKED when the
+ * socket is full (e may have more), PUMP_LIMITED when e's unvalidated path
+ * allows no more now, PUMP_DONE when e has nothing more to send now. */
+enum { PUMP_DONE, PUMP_BLOCKED, PUMP_LIMITED };
 static int pump(crust_endpoint *ep, ep_conn *e, uint64_t now)
 {
     crust_udp *u = &ep->udp;
     for (;;) {
+        size_t cap = CRUST_MAX_PACKET;
+        if (e->unvalidated) {
+            uint64_t allow = 3 * (uint64_t)e->av_rx;
+            if (allow < (uint64_t)e->av_tx + AV_MIN_PACKET) {
+                ep->st.tx_limited_unvalidated++;
+                return PUMP_LIMITED;
+            }
+            if (allow - e->av_tx < cap)
+                cap = (size_t)(allow - e->av_tx);
+        }
         uint8_t *p = udp_tx_buf(u, CRUST_MAX_PACKET);
         if (!p) {
             if (udp_tx_flush(u) == UDP_BLOCKED)
-                return 1;
+                return PUMP_BLOCKED;
             p = udp_tx_buf(u, CRUST_MAX_PACKET);
         }
-        size_t n = crust_conn_poll_transmit(e->c, now, p, CRUST_MAX_PACKET);
+        size_t n = crust_conn_poll_transmit(e->c, now, p, cap);
         if (!n)
-            return 0;
+            return PUMP_DONE;
+        if (e->unvalidated)
+            e->av_tx = add_sat32(e->av_tx, n);
         udp_tx_push(u, n, (const struct sockaddr *)&e->peer, e->peerlen);
     }
 }
@@ -880,9 +920,16 @@ static void transmit(crust_endpoint *ep, uint64_t now)
     ep_conn *e = ep->touched.head;
     while (e) {
         ep_conn *next = e->touch_link.next;
-        if (!blocked)
-            blocked = pump(ep, e, now);
-        timer_set(ep, e, crust_conn_next_timeout(e->c));
+        int limited = 0;
+        if (!blocked) {
+            int r = pump(ep, e, now);
+            blocked = r == PUMP_BLOCKED;
+            limited = r == PUMP_LIMITED;
+        }
+        uint64_t t = crust_conn_next_timeout(e->c);
+        if (limited && t < now + AV_RECHECK_US)
+            t = now + AV_RECHECK_US;
+        timer_set(ep, e, t);
         int closed = !e->closed_listed && crust_conn_is_closed(e->c);
         if (!e->ready && (crust_conn_has_event(e->c) || closed || e->refused)) {
             e->ready = 1;

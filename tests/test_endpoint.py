@@ -275,6 +275,84 @@ def test_nat_rebinding_mid_transfer() -> None:
     current["sa"].close()
 
 
+
+def test_nat_rebinding_of_a_receiver() -> None:
+    """The receiver of a transfer moves (its NAT gave it a new port): it
+    only acknowledges, so nothing it sends would tell the sender, whose
+    packets and growing timeouts go to the old address. Waiting for the
+    rest of a message it pings within 200 ms (``rx_stall_pings``); the
+    sender follows, restarts its backoff on the new path and resumes.
+    Against cf29178 the transfer stalled ~27 s (until the receiver's 20 s
+    keepalive, then the sender's backed-off timeout)."""
+    sa, sb, ea, eb, a, b = connect()
+    t = Bulk(b, a, ea, 24 << 20)
+    cur = {"ea": ea, "sa": sa}
+    mark: dict[str, float] = {}
+
+    def step(now: int) -> bool:
+        if "moved" not in mark and t.received >= 8 << 20:
+            mark["moved"], mark["at"] = time.monotonic(), t.received
+            cur["ea"].remove(a)
+            cur["ea"].close()
+            cur["sa"].close()
+            cur["sa"] = udp()
+            cur["ea"] = _core.Endpoint(cur["sa"])
+            cur["ea"].add(a, sb.getsockname())
+            t.eb = cur["ea"]
+        for conn in eb.ready():
+            conn.poll_events()
+        done = t.step(now)
+        if "moved" in mark and "resumed" not in mark and t.received > mark["at"]:
+            mark["resumed"] = time.monotonic()
+        return done
+
+    run(lambda: (cur["ea"], eb), step, timeout=60)
+    assert t.rx_hash.digest() == t.tx_hash.digest()
+    gap = mark["resumed"] - mark["moved"]
+    assert gap < 1.0, f"the transfer stalled {gap:.2f} s after the receiver moved"
+    assert a.stats()["rx_stall_pings"] >= 1
+    assert eb.peer(b) == cur["sa"].getsockname()
+    sb.close()
+    cur["sa"].close()
+
+
+def test_no_stall_pings_without_a_message_under_way_or_credit() -> None:
+    """The stall ping is for a message the peer started and may go on with:
+    not for an idle connection, nor for a sender our window holds back (an
+    application that does not read)."""
+    sa, sb, ea, eb, a, b = connect()
+    b.set_manual_credit(True)  # b's application never reads: no credit back
+    big = bytes(1 << 20)
+    sent = 0
+
+    def fill(now: int) -> bool:
+        nonlocal sent
+        for conn in eb.ready():
+            conn.poll_events()
+        ea.ready()
+        try:
+            a.send(big, now=now)
+            sent += 1
+        except WouldBlock:
+            pass
+        return sent >= 40
+
+    run(lambda: (ea, eb), fill, timeout=30)
+    until = time.monotonic() + 1.0
+
+    def wait(now: int) -> bool:
+        for conn in eb.ready():
+            conn.poll_events()
+        ea.ready()
+        return time.monotonic() > until
+
+    run(lambda: (ea, eb), wait, timeout=5)
+    # a is blocked by b's window (34 MiB of 40 MiB), mid-message.
+    assert b.stats()["rx_stall_pings"] == 0
+    assert a.stats()["rx_stall_pings"] == 0  # a receives nothing at all
+    sa.close()
+    sb.close()
+
 def test_unrouted_datagrams_go_to_the_caller() -> None:
     sa, sb, ea, eb, _, _ = connect(route_unknown_cids=True)
     raw = udp()

@@ -261,6 +261,8 @@ class TcpLink(asyncio.BufferedProtocol):
                 return
             replies = self.responder.receive_datagram(frame, self.address, now)
             self._write([r for r, _ in replies])
+            for source, n in self.responder.take_failures():
+                self.service.count_failure(source, None, n)
             for result in self.responder.take_completed():
                 self._established(result, incoming=True)
             return

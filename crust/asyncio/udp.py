@@ -223,6 +223,8 @@ class UdpListener:
             return  # shutting down: no answer, no new peer
         for reply, to in self.responder.receive_datagram(data, addr, now):
             self.endpoint.send_raw(reply, to)
+        for source, n in self.responder.take_failures():
+            self.service.count_failure(source, None, n)
         for result in self.responder.take_completed():
             self._established(result, addr, incoming=True)
 

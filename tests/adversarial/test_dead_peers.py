@@ -36,7 +36,7 @@ from typing import Any
 
 from crust import CloseReason, Identity, LostPeer, Peer, Service, ServiceConfig
 
-from .tools import HOST, Recorder, connect_pair, node, run
+from .tools import HOST, Recorder, connect_pair, figure, node, run
 
 HERE = Path(__file__).parent
 KILLED_LIMIT = 3.0
@@ -103,14 +103,14 @@ async def time_to_lost(transport: str, sig: signal.Signals) -> tuple[float, str]
 
 def test_killed_udp_peer_is_lost_within_3s() -> None:
     took, reason = run(time_to_lost("udp", signal.SIGKILL), timeout=60)
-    print(f"\nUDP, receiver killed: LostPeer after {took:.2f} s ({reason})")
+    figure("receiver killed mid-transfer (UDP)", f"LostPeer after {took:.2f} s ({reason})")
     assert CloseReason.of(reason) is CloseReason.PEER_UNREACHABLE, reason
     assert took <= KILLED_LIMIT
 
 
 def test_killed_tcp_peer_is_lost_within_3s() -> None:
     took, reason = run(time_to_lost("tcp", signal.SIGKILL), timeout=60)
-    print(f"\nTCP, receiver killed: LostPeer after {took:.2f} s ({reason})")
+    figure("receiver killed mid-transfer (TCP)", f"LostPeer after {took:.2f} s ({reason})")
     assert took <= KILLED_LIMIT
 
 
@@ -126,7 +126,10 @@ def test_silent_peer_is_lost_within_10s() -> None:
         )
 
     (udp, udp_reason), (tcp, tcp_reason) = run(both(), timeout=60)
-    print(f"\nreceiver stopped: LostPeer after {udp:.2f} s (UDP), {tcp:.2f} s (TCP)")
+    figure(
+        "receiver stopped (SIGSTOP) mid-transfer",
+        f"LostPeer after {udp:.2f} s (UDP), {tcp:.2f} s (TCP)",
+    )
     for took, reason in ((udp, udp_reason), (tcp, tcp_reason)):
         assert CloseReason.of(reason) is CloseReason.PEER_LOST, reason
         assert took <= SILENT_LIMIT
@@ -179,7 +182,10 @@ def test_forged_icmp_does_not_kill_a_live_peer() -> None:
             assert not ra.of(LostPeer) and not rb.of(LostPeer)
             await pa.send(b"still here")
             pump.cancel()
-            print(f"\n{sent} forged ICMP errors in 4 s: {probes} probes, connection up")
+            figure(
+                "forged ICMP port unreachable for a live peer",
+                f"{sent} in 4 s: {probes} probes, connection up",
+            )
             # The forgeries reached the connection (it probed) ...
             assert probes >= 3
             # ... at most once per round trip, never once per forgery.
@@ -212,7 +218,10 @@ def test_quiet_links_keep_the_idle_timeout() -> None:
                 finally:
                     os.kill(proc.pid, signal.SIGCONT)
                 took = time.monotonic() - t0
-                print(f"\nquiet link, peer stopped: LostPeer after {took:.2f} s ({ev.reason})")
+                figure(
+                    "quiet link (idle_timeout 2 s), peer stopped",
+                    f"LostPeer after {took:.2f} s ({ev.reason})",
+                )
                 assert ev.kind is CloseReason.IDLE_TIMEOUT, ev.reason
                 assert 1.5 <= took <= 3.0
 

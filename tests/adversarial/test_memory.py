@@ -17,7 +17,7 @@ import random
 from crust import PeerMisbehaving, _core
 
 from .forge import Forger, message_header, stream
-from .tools import connect_pair, node, rss, run
+from .tools import connect_pair, figure, node, rss, run
 
 #: crust.h: CRUST_RECV_RANGE_COST, CRUST_NUM_PRIO, and what a stream holds
 #: at least once used (a 4 KiB ring, four range and chunk slots).
@@ -71,6 +71,11 @@ def test_sparse_frames_cost_what_was_sent() -> None:
     offsets = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 32 << 20]
     frames = [stream(0, off, b"x") for off in offsets]
     size, grew, rss_grew = attack(frames)
+    figure(
+        "sparse STREAM frames, one packet per peer",
+        f"{size} B packet: +{grew} B per connection,"
+        f" +{rss_grew / 1e6:.1f} MB resident for {PEERS} peers",
+    )
     assert size <= 100
     assert grew <= budget(len(offsets), len(offsets)), grew  # was 64 MiB
     # The whole process: every victim at once (was +4.5 GB for 140).
@@ -88,6 +93,11 @@ def test_parked_maximum_headers_cost_what_was_sent() -> None:
         frames.append(stream(prio, len(hdr) + limit - 1, b"z"))
     sent = NUM_PRIO * (len(hdr) + 2)
     _size, grew, rss_grew = attack(frames)
+    figure(
+        "maximum-size message headers, window parked",
+        f"+{grew / 1024:.1f} KiB per connection,"
+        f" +{rss_grew / 1e6:.1f} MB resident for {PEERS} peers",
+    )
     assert grew <= budget(sent, NUM_PRIO), grew  # was 67 MiB
     assert rss_grew <= PEERS * budget(sent, NUM_PRIO) + (8 << 20), rss_grew
 
