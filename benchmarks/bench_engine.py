@@ -30,7 +30,8 @@ def _pair(aead: int) -> tuple[_core.Connection, _core.Connection]:
     # A 1 MiB send buffer keeps the rings cache-resident, as with an
     # application that produces data as it goes; the MTU is pinned at 1200.
     cfg = _core.Config(
-        initial_mtu=PKT, max_mtu=PKT, idle_timeout_us=0, keepalive_us=0, send_buffer=1 << 20
+        initial_mtu=PKT, max_mtu=PKT, idle_timeout_us=0, keepalive_us=0, lost_timeout_us=0,
+        send_buffer=1 << 20,
     )
     a = _core.Connection(b"A" * 8, b"B" * 8, 0, cfg)
     b = _core.Connection(b"B" * 8, b"A" * 8, 0, cfg)

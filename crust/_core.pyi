@@ -61,6 +61,8 @@ CLOSE_LOCAL: Final[int]
 CLOSE_REMOTE: Final[int]
 CLOSE_IDLE: Final[int]
 CLOSE_PROTOCOL: Final[int]
+CLOSE_UNREACHABLE: Final[int]
+CLOSE_LOST: Final[int]
 
 #: (type, prio, payload, msg_id, reason, code); payload only for EV_MESSAGE;
 #: for EV_MESSAGE_DROPPED, code is the dropped message's length.
@@ -82,6 +84,7 @@ class Config:
         initial_rtt_us: int = ...,
         idle_timeout_us: int = ...,
         keepalive_us: int = ...,
+        lost_timeout_us: int = ...,
         drop_deadline_us: int = ...,
         drop_min_prio: int = ...,
         cc: int | str = ...,
@@ -101,6 +104,7 @@ class Config:
     initial_rtt_us: int
     idle_timeout_us: int
     keepalive_us: int
+    lost_timeout_us: int
     drop_deadline_us: int
     drop_min_prio: int
     @property
@@ -161,6 +165,7 @@ class Connection:
     @keepalive_us.setter
     def keepalive_us(self, value: int) -> None: ...
     def probe_path(self, now: int) -> None: ...
+    def path_unreachable(self, now: int) -> bool: ...
     def stats(self) -> dict[str, int]: ...
     def memory(self) -> int: ...
     @property

@@ -110,6 +110,8 @@ CLOSE_LOCAL = C.CRUST_CLOSE_LOCAL
 CLOSE_REMOTE = C.CRUST_CLOSE_REMOTE
 CLOSE_IDLE = C.CRUST_CLOSE_IDLE
 CLOSE_PROTOCOL = C.CRUST_CLOSE_PROTOCOL
+CLOSE_UNREACHABLE = C.CRUST_CLOSE_UNREACHABLE
+CLOSE_LOST = C.CRUST_CLOSE_LOST
 
 #: What Connection.poll_events returns a list of: (type, prio, payload,
 #: msg_id, reason, code); payload is the message for EV_MESSAGE and EV_CONTROL,
@@ -188,6 +190,7 @@ _CONFIG_FIELDS = {
     "initial_rtt_us": 64,
     "idle_timeout_us": 64,
     "keepalive_us": 64,
+    "lost_timeout_us": 64,
     "drop_deadline_us": 64,
     "drop_min_prio": 32,
     "cc": 32,
@@ -248,6 +251,8 @@ cdef void _config_put(C.crust_config *c, str name, uint64_t v) noexcept:
         c.idle_timeout_us = v
     elif name == "keepalive_us":
         c.keepalive_us = v
+    elif name == "lost_timeout_us":
+        c.lost_timeout_us = v
     elif name == "drop_deadline_us":
         c.drop_deadline_us = v
     elif name == "drop_min_prio":
@@ -387,6 +392,14 @@ cdef class Config:
     @keepalive_us.setter
     def keepalive_us(self, value):
         self._set("keepalive_us", value)
+
+    @property
+    def lost_timeout_us(self):
+        return self.c.lost_timeout_us
+
+    @lost_timeout_us.setter
+    def lost_timeout_us(self, value):
+        self._set("lost_timeout_us", value)
 
     @property
     def drop_deadline_us(self):
@@ -1001,6 +1014,13 @@ cdef class Connection:
         cdef int rc = C.crust_conn_probe_path(self._c, now)
         if rc < 0:
             _raise(rc, "probe_path")
+
+    def path_unreachable(self, uint64_t now):
+        """The network said the peer's address is unreachable (an ICMP
+        error): probe it; unanswered, the connection closes with
+        CLOSE_UNREACHABLE. True when a probe started (see crust.h)."""
+        self._ready()
+        return C.crust_conn_path_unreachable(self._c, now) == 1
 
     def stats(self):
         """Every crust_stats field, by name."""

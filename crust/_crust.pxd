@@ -93,6 +93,7 @@ cdef extern from "crust.h" nogil:
         uint64_t rekey_interval_us
         uint64_t rekey_packets
         uint32_t stream_transport
+        uint64_t lost_timeout_us
 
     void crust_config_default(crust_config *cfg)
     int crust_config_validate(const crust_config *cfg, const char **field)
@@ -116,6 +117,8 @@ cdef extern from "crust.h" nogil:
         CRUST_CLOSE_REMOTE
         CRUST_CLOSE_IDLE
         CRUST_CLOSE_PROTOCOL
+        CRUST_CLOSE_UNREACHABLE
+        CRUST_CLOSE_LOST
 
     ctypedef struct crust_event:
         uint32_t type
@@ -163,6 +166,7 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_placed_bytes
         uint64_t protocol_errors
         uint64_t rx_stall_pings
+        uint64_t unreachable_reports
         uint32_t mtu
         uint32_t key_phase
         uint32_t cc
@@ -215,6 +219,7 @@ cdef extern from "crust.h" nogil:
                          int graceful)
     int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
     int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
+    int crust_conn_path_unreachable(crust_conn *c, uint64_t now_us)
     void crust_conn_quiet_until_heard(crust_conn *c)
     void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us)
     uint64_t crust_conn_keepalive(const crust_conn *c)
@@ -324,6 +329,9 @@ cdef extern from "crust.h" nogil:
         uint64_t rx_held_delivered
         uint64_t rx_held_expired
         uint64_t tx_limited_unvalidated
+        uint64_t icmp_errors
+        uint64_t icmp_unreachable
+        uint64_t icmp_ignored
 
     crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     void crust_endpoint_free(crust_endpoint *ep)

@@ -149,7 +149,15 @@ class ServiceConfig:
     ``keepalive=0``: no change)."""
     idle_timeout: float = 60.0
     """Seconds without hearing from a peer before it is lost (``LostPeer``
-    with reason "idle timeout")."""
+    with reason "idle timeout"). Keepalives keep a quiet live link up."""
+    lost_timeout: float = 8.0
+    """Seconds a peer may leave messages we sent unanswered (nothing at all
+    heard from it) before it is lost (``LostPeer`` reason "peer stopped
+    answering: ..."); never sooner than three probe timeouts at the measured
+    round trip. Applies only while we have data in flight: quiet links are
+    left to ``idle_timeout``. A peer whose address the network reports
+    unreachable (ICMP) is probed at once and lost within about a second if
+    the probes go unanswered. 0: off; else 0.1..1e7."""
     max_message_size: int = 8 << 20
     """Largest message, in bytes, sent or accepted (1..2^32)."""
     receive_budget: int | None = None
@@ -318,6 +326,10 @@ class ServiceConfig:
                 "nat_keepalive",
                 f"must be 0 (use keepalive) or 0.01..1e7 seconds, got {self.nat_keepalive}",
             )
+        if self.lost_timeout and not 0.1 <= self.lost_timeout <= 1e7:
+            raise _bad(
+                "lost_timeout", f"must be 0 (off) or in 0.1..1e7 seconds, got {self.lost_timeout}"
+            )
         for name, hi in (
             ("max_connections", 1_000_000),
             ("max_connections_per_source", 1_000_000),
@@ -436,6 +448,7 @@ class ServiceConfig:
         kw: dict[str, Any] = {
             "idle_timeout_us": int(self.idle_timeout * 1e6),
             "keepalive_us": int(self.keepalive * 1e6),
+            "lost_timeout_us": int(self.lost_timeout * 1e6),
             "max_message_size": self.max_message_size,
             "recv_window": self.receive_window(),
         }

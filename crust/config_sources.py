@@ -107,6 +107,13 @@ def _unknown(key: str, where: str, kinds: Mapping[str, str]) -> ConfigError:
     """An unknown key: the close names if any, else where the list is (37
     names in a message hide the one that was meant)."""
     close = difflib.get_close_matches(key, kinds, n=2, cutoff=0.75)
+    # A second name only when it is about as close as the first: one typo
+    # away from connect_timeout is not a hint at lost_timeout.
+    close = [
+        c for c in close
+        if difflib.SequenceMatcher(None, key, c).ratio()
+        >= difflib.SequenceMatcher(None, key, close[0]).ratio() - 0.1
+    ]  # fmt: skip
     if close:
         return _bad(key, where, f"unknown setting; did you mean {' or '.join(close)}?")
     return _bad(key, where, "unknown setting (`crust config` lists them all)")

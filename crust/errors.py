@@ -42,6 +42,7 @@ __all__ = [
     "NoKeys",
     "NoiseError",
     "OutOfMemory",
+    "PeerLost",
     "ProtocolError",
     "StunFailed",
     "TransferRefused",
@@ -89,6 +90,18 @@ class MessageTooLarge(CrustError, ValueError):
 
 class ConnectionClosed(CrustError):
     """The connection is closing or closed (``CRUST_ECLOSED``)."""
+
+
+class PeerLost(ConnectionClosed, ConnectionError):
+    """The peer an operation needed was lost on the way (a ``LostPeer``
+    event: it stopped answering, its address became unreachable, it closed).
+    ``reason`` is the event's reason; ``sent`` the bytes the operation had
+    handed to the connection by then (``crust send``)."""
+
+    def __init__(self, message: str, reason: str, sent: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.sent = sent
 
 
 class OutOfMemory(CrustError, MemoryError):

@@ -29,6 +29,11 @@ class CloseReason(str, enum.Enum):
     CLOSED_BY_US = "closed by us"
     CLOSED_BY_PEER = "closed by the peer"
     IDLE_TIMEOUT = "idle timeout: nothing heard from the peer"
+    PEER_UNREACHABLE = "peer unreachable: probes unanswered after an ICMP error"
+    """An ICMP unreachable for the peer's address, then a probe left
+    unanswered (~1 s): the peer's process or host is gone."""
+    PEER_LOST = "peer stopped answering: data unacknowledged"
+    """Messages in flight and nothing heard for ``ServiceConfig.lost_timeout``."""
     PROTOCOL_VIOLATION = "protocol violation"
     DUPLICATE = "duplicate connection replaced"
     BLACKLISTED = "blacklisted"

@@ -113,6 +113,8 @@ _CLOSE_REASONS = {
     _core.CLOSE_REMOTE: "closed by the peer",
     _core.CLOSE_IDLE: "idle timeout: nothing heard from the peer",
     _core.CLOSE_PROTOCOL: "protocol violation",
+    _core.CLOSE_UNREACHABLE: "peer unreachable: probes unanswered after an ICMP error",
+    _core.CLOSE_LOST: "peer stopped answering: data unacknowledged",
 }
 _CODE_REASONS = {
     CODE_DUPLICATE: "duplicate connection replaced",

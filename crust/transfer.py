@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from crust.config import ServiceConfig, parse_host_port
-from crust.errors import TransferRefused, UnknownPeer
+from crust.errors import ConnectionClosed, PeerLost, TransferRefused, UnknownPeer
 from crust.events import ContactJoined, ContactLost, LostPeer, NewMessage
 from crust.identity import Identity, PeerId
 from crust.output import Progress, event_json, human_duration, human_size, printable
@@ -216,12 +216,14 @@ async def send_file(
             reply = await asyncio.wait_for(verdict, ACCEPT_TIMEOUT)
         finally:
             verdict.cancel()
+            if verdict.done() and not verdict.cancelled():
+                verdict.exception()
         if reply.startswith(ERR):
             raise TransferRefused(f"the receiver refused: {_reason(reply)}")
         answer = asyncio.ensure_future(_answer(svc, peer, (OK, ERR)))
+        done = 0
         try:
             bar = Progress(data_size, progress, f"send {printable(name)}")
-            done = 0
             with file.open("rb") as f:
                 # A receiver that gives up answers ERR: stop sending then.
                 while not answer.done() and (chunk := f.read(CHUNK)):
@@ -230,8 +232,21 @@ async def send_file(
                     bar.update(done)
             bar.update(done, final=True)
             reply = await asyncio.wait_for(answer, timeout)
+        except ConnectionClosed as e:
+            # The receiver was lost (it stopped answering, its process is
+            # gone): one error saying so and how far we got, never the
+            # engine's wording alone nor a second error from the watcher.
+            reason = peer.closed_reason or str(e)
+            raise PeerLost(
+                f"the receiver was lost after {human_size(done)} of {human_size(data_size)}: "
+                f"{reason}",
+                reason,
+                done,
+            ) from None
         finally:
             answer.cancel()
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # seen: no "exception never retrieved" at exit
         if reply.startswith(ERR):
             raise TransferRefused(f"the receiver refused: {_reason(reply)}")
         got = json.loads(reply[len(OK) :])
@@ -251,7 +266,7 @@ async def _answer(svc: Service, peer: Peer, kinds: tuple[bytes, ...]) -> bytes:
             if ev.data.startswith(kinds):
                 return bytes(ev.data)
         elif isinstance(ev, LostPeer) and ev.peer.id == peer.id:
-            raise ConnectionError(f"the receiver left: {ev.reason}")
+            raise PeerLost(f"the receiver was lost: {ev.reason}", ev.reason)
     raise ConnectionError("service closed")
 
 
@@ -417,9 +432,16 @@ def run_send(args: Any) -> int:
             print(f"crust send: {option} {printable(value)!r}: {e}", file=sys.stderr)
             return 2
     cfg = command_config(args)
-    sent = asyncio.run(
-        send_file(cfg, args.via, args.to, file, progress=None if args.json else sys.stderr)
-    )
+    try:
+        sent = asyncio.run(
+            send_file(cfg, args.via, args.to, file, progress=None if args.json else sys.stderr)
+        )
+    except PeerLost as e:
+        if args.json:
+            # The same failure as the line on standard error, for scripts.
+            lost = {"error": str(e), "lost": True, "reason": e.reason, "sent": e.sent}
+            print(json.dumps(lost), flush=True)
+        raise
     _emit(sent, args.json)
     return 0 if sent.verified else 1
 

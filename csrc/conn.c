@@ -61,6 +61,7 @@ void crust_config_default(crust_config *cfg)
     cfg->rekey_interval_us = 120000000;
     cfg->rekey_packets = UINT64_C(1) << 30;
     cfg->stream_transport = 0;
+    cfg->lost_timeout_us = 8000000;
 }
 
 int crust_config_validate(const crust_config *cfg, const char **field)
@@ -97,6 +98,8 @@ int crust_config_validate(const crust_config *cfg, const char **field)
         (cfg->keepalive_us < 10000 ||
          (cfg->idle_timeout_us && cfg->keepalive_us >= cfg->idle_timeout_us)))
         BAD("keepalive_us");
+    if (cfg->lost_timeout_us != 0 && cfg->lost_timeout_us < 100000)
+        BAD("lost_timeout_us");
     if (cfg->drop_min_prio > CRUST_NUM_PRIO)
         BAD("drop_min_prio");
     if (cfg->cc >= CRUST_CC_COUNT)
@@ -753,6 +756,9 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
             discard_old_keys(c); /* an ordered stream brings nothing older */
     }
     c->last_rx_us = now_us;
+    /* The peer is alive: whatever we suspected, it answered. */
+    c->unanswered_since = 0;
+    c->unreachable_deadline = 0;
     c->st.rx_packets++;
     c->st.rx_bytes += len;
     if (c->state == ST_CLOSING) {
@@ -1254,6 +1260,10 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
         b->info.done = SP_DONE_ACKED; /* nothing waits for its fate */
     }
     *sp = b->info;
+    /* Message data now waits for an answer; keepalive PINGs and probes
+     * alone do not start the clock (quiet links are idle_timeout's). */
+    if (b->info.nframes && !c->unanswered_since)
+        c->unanswered_since = now ? now : 1;
     if (!b->eliciting && c->sent_lo == pn)
         c->sent_lo++;
     c->last_tx_us = now;
@@ -1439,6 +1449,25 @@ static uint64_t keepalive_at(const crust_conn *c)
     return own > heard ? own : heard;
 }
 
+/* When a peer that leaves message data unanswered is lost: lost_timeout_us
+ * after the first such packet, but never before CRUST_LOST_MIN_PTOS probe
+ * timeouts at the current estimate (a slow path gets its probes); 0 when
+ * the timer is not running. Over datagrams it runs only once a round trip
+ * was measured: before that the PTO is a guess from initial_rtt_us (about
+ * 1 s), so only ~3 probes would fit, and a live peer on a lossy path
+ * could miss them all while its connection starts (the idle timeout
+ * still ends a peer that never answers). */
+static uint64_t lost_deadline(const crust_conn *c)
+{
+    if (!c->cfg.lost_timeout_us || !c->unanswered_since ||
+        (!c->have_rtt && !c->cfg.stream_transport))
+        return 0;
+    uint64_t wait = CRUST_LOST_MIN_PTOS * crust_rec_pto(c);
+    if (wait < c->cfg.lost_timeout_us)
+        wait = c->cfg.lost_timeout_us;
+    return c->unanswered_since + wait;
+}
+
 uint64_t crust_conn_next_timeout(const crust_conn *c)
 {
     if (c->state == ST_CLOSED)
@@ -1463,6 +1492,10 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
         t = min64(t, c->pmtu.next_probe_us);
     if (c->old_discard_us)
         t = min64(t, c->old_discard_us);
+    if (c->unreachable_deadline)
+        t = min64(t, c->unreachable_deadline);
+    if (lost_deadline(c))
+        t = min64(t, lost_deadline(c));
     return min64(t, stale_deadline(c));
 }
 
@@ -1479,10 +1512,19 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         begin_close(c, now, ST_CLOSED, CRUST_CLOSE_IDLE, 0);
         return;
     }
-    if (c->ack_pending && c->ack_deadline && now >= c->ack_deadline)
-        c->ack_immediate = 1;
+    /* A dead peer hears nothing, so no CLOSE is sent (ST_CLOSED, as idle). */
+    if (c->unreachable_deadline && now >= c->unreachable_deadline) {
+        begin_close(c, now, ST_CLOSED, CRUST_CLOSE_UNREACHABLE, 0);
+        return;
+    }
     if (!c->cfg.stream_transport)
         crust_rec_on_timeout(c, now);
+    if (lost_deadline(c) && now >= lost_deadline(c)) {
+        begin_close(c, now, ST_CLOSED, CRUST_CLOSE_LOST, 0);
+        return;
+    }
+    if (c->ack_pending && c->ack_deadline && now >= c->ack_deadline)
+        c->ack_immediate = 1;
     if (c->cfg.keepalive_us && now >= keepalive_at(c))
         c->ping_pending = 1;
     if (!c->cfg.stream_transport && now >= rx_stall_deadline(c)) {
@@ -1527,6 +1569,19 @@ void crust_conn_set_keepalive(crust_conn *c, uint64_t keepalive_us)
 }
 
 uint64_t crust_conn_keepalive(const crust_conn *c) { return c ? c->cfg.keepalive_us : 0; }
+
+int crust_conn_path_unreachable(crust_conn *c, uint64_t now_us)
+{
+    if (c->state != ST_OPEN || c->unreachable_deadline)
+        return 0;
+    uint64_t wait = CRUST_UNREACHABLE_PTOS * crust_rec_pto(c);
+    if (wait < CRUST_UNREACHABLE_FLOOR_US)
+        wait = CRUST_UNREACHABLE_FLOOR_US;
+    c->unreachable_deadline = now_us + wait;
+    c->ping_pending = 1; /* ack-eliciting: a live peer answers it */
+    c->st.unreachable_reports++;
+    return 1;
+}
 
 void crust_conn_quiet_until_heard(crust_conn *c)
 {

@@ -159,6 +159,14 @@ struct crust_conn {
     uint64_t ack_deadline;      /* 0 = unset */
     uint64_t last_ack_sent_us;  /* when an ACK frame last went out */
     uint64_t last_rx_us;
+    /* Dead peers (docs/design/0048-dead-peers-noticed.md). Both are 0 when
+     * unset and cleared by any authenticated packet from the peer.
+     * unanswered_since: when the first packet carrying message data went
+     * out after the peer was last heard; lost_timeout_us runs from it.
+     * unreachable_deadline: the path reported the peer unreachable; it must
+     * be heard from before then. */
+    uint64_t unanswered_since;
+    uint64_t unreachable_deadline;
     crust_recv_stream rs[CRUST_NUM_PRIO];
     /* Stream transports: the priority of the last packet's first STREAM
      * frame, where the next packet is opened straight into the message

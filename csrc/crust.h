@@ -187,6 +187,16 @@ typedef struct crust_config {
      * keys are dropped as soon as the peer uses the new ones: nothing
      * older can follow on a stream) and close. Both ends must agree. */
     uint32_t stream_transport;   /* 0                                      */
+    /* A peer that stops answering while we send: once a packet carrying
+     * message data went out and nothing at all was heard from the peer for
+     * this long (or CRUST_LOST_MIN_PTOS probe timeouts at the current RTT
+     * estimate, if longer: a slow path gets its probes whatever the value),
+     * the connection closes with CRUST_CLOSE_LOST. Over datagrams this
+     * needs a measured round trip (until the first ACK the PTO is only a
+     * guess). Quiet connections (keepalive PINGs only) are left to
+     * idle_timeout_us. 0: off.
+     * docs/design/0048-dead-peers-noticed.md */
+    uint64_t lost_timeout_us;    /* 8 s; 0, or >= 100 ms                   */
 } crust_config;
 
 void crust_config_default(crust_config *cfg);
@@ -231,8 +241,22 @@ typedef enum {
     CRUST_CLOSE_LOCAL = 1,       /* crust_conn_close was called            */
     CRUST_CLOSE_REMOTE = 2,      /* the peer sent CLOSE                    */
     CRUST_CLOSE_IDLE = 3,        /* nothing heard for idle_timeout_us      */
-    CRUST_CLOSE_PROTOCOL = 4     /* the peer broke the protocol            */
+    CRUST_CLOSE_PROTOCOL = 4,    /* the peer broke the protocol            */
+    /* The path reported the peer unreachable (crust_conn_path_unreachable)
+     * and the probes sent then went unanswered. */
+    CRUST_CLOSE_UNREACHABLE = 5,
+    /* Message data went unanswered for lost_timeout_us. */
+    CRUST_CLOSE_LOST = 6
 } crust_close_reason;
+
+/* A peer is never declared lost (lost_timeout_us) sooner than this many
+ * probe timeouts (RFC 9002 PTO, not backed off) after the data it left
+ * unanswered. */
+#define CRUST_LOST_MIN_PTOS 3
+/* After crust_conn_path_unreachable, the peer has max(this many PTOs,
+ * CRUST_UNREACHABLE_FLOOR_US) to answer a probe. */
+#define CRUST_UNREACHABLE_PTOS 3
+#define CRUST_UNREACHABLE_FLOOR_US 1000000
 
 typedef struct crust_event {
     uint32_t type;     /* crust_event_type */
@@ -277,6 +301,9 @@ typedef struct crust_stats {
     /* Pings sent because a message the peer started stopped arriving
      * while it had credit (a lost ack, or our address changed). */
     uint64_t rx_stall_pings;
+    /* Reports that the path found the peer unreachable
+     * (crust_conn_path_unreachable) that started a probe. */
+    uint64_t unreachable_reports;
     uint32_t mtu;
     uint32_t key_phase;
     uint32_t cc;                    /* crust_cc_id in use */
@@ -459,6 +486,20 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now_us);
  * application code the peer sees in its CLOSED event. */
 int crust_conn_close(crust_conn *c, uint64_t now_us, uint64_t code,
                      int graceful);
+
+/* The network reported the peer's address unreachable: an ICMP (or
+ * ICMPv6) destination-unreachable error for a datagram we sent there, as
+ * the endpoint reads from the socket's error queue (IP_RECVERR). Anyone
+ * on the path, or anyone who guesses the addresses and ports, can forge
+ * such an error, so it never closes the connection by itself: a PING goes
+ * out at once, and only if nothing authenticated is heard from the peer
+ * within max(CRUST_UNREACHABLE_PTOS PTOs, CRUST_UNREACHABLE_FLOOR_US) does
+ * the connection close with CRUST_CLOSE_UNREACHABLE (a live peer answers
+ * the PING in one round trip). Further reports while a probe is pending
+ * change nothing, so a flood of forged errors costs one PING per round
+ * trip. Returns 1 when it started probing, 0 when it ignored the report
+ * (already probing, or not open). */
+int crust_conn_path_unreachable(crust_conn *c, uint64_t now_us);
 
 /* Queue a PATH_CHALLENGE; CRUST_EV_PATH_VALIDATED follows when answered.
  * The endpoint calls this after a peer's address changed. */

@@ -9,6 +9,9 @@
  *
  *   deadline = crust_endpoint_drive(ep, now)
  *     = recvmmsg batches (until the socket is drained or a budget is spent)
+ *       -> ICMP reports from the socket's error queue (IP_RECVERR): a
+ *          destination unreachable at a connection's peer address makes it
+ *          probe (crust_conn_path_unreachable); never closes it directly
  *       -> demultiplex by destination connection id -> crust_conn_recv
  *       -> crust_conn_handle_timeout for every connection whose timer is due
  *       -> crust_conn_poll_transmit for every connection touched
@@ -146,6 +149,13 @@ typedef struct crust_endpoint_stats {
     uint64_t tx_limited_unvalidated; /* sends held back: a peer's new address
                                         has not answered our path challenge
                                         and got 3x what came from it      */
+    /* ICMP reports (IP_RECVERR error queue), read by drive. */
+    uint64_t icmp_errors;            /* all reports read                   */
+    uint64_t icmp_unreachable;       /* destination unreachable, at the
+                                        address of a connection's peer: it
+                                        probes (crust_conn_path_unreachable) */
+    uint64_t icmp_ignored;           /* the others: another kind, or an
+                                        address no connection talks to     */
 } crust_endpoint_stats;
 
 /* Create an endpoint on fd, a UDP socket (AF_INET or AF_INET6) that must be

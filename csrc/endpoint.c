@@ -811,6 +811,52 @@ static uint32_t feed(crust_endpoint *ep, const udp_rx_msg *m, uint64_t now)
     return n;
 }
 
+/* ICMP reports read per drive at most: the rest wait for the next one (the
+ * fd stays readable: POLLERR). Each can cost a scan of the connections,
+ * so a flood of forged reports is bounded per drive. */
+#define ICMP_PER_DRIVE 64
+
+/* Read the socket's error queue: a destination unreachable for the address
+ * of connections' peers makes them probe. Unauthenticated (anyone can
+ * forge ICMP), so it only ever makes a connection ask its peer whether it
+ * is alive (crust_conn_path_unreachable); no other report does anything. */
+static void read_errors(crust_endpoint *ep, uint64_t now)
+{
+    struct sockaddr_storage dst, last;
+    socklen_t dstlen, lastlen = 0;
+    int kind;
+    for (unsigned n = 0; n < ICMP_PER_DRIVE && udp_recv_error(&ep->udp, &dst, &dstlen, &kind);
+         n++) {
+        ep->st.icmp_errors++;
+        if (kind != UDP_ERR_UNREACHABLE || !dstlen) {
+            ep->st.icmp_ignored++;
+            continue;
+        }
+        /* Reports come in runs (one per datagram sent to a dead peer): the
+         * same address again finds the same connections, already probing. */
+        if (lastlen && addr_same(&last, (const struct sockaddr *)&dst, dstlen)) {
+            ep->st.icmp_unreachable++;
+            continue;
+        }
+        int matched = 0;
+        for (uint32_t i = 0; i < ep->table_cap; i++) {
+            ep_conn *e = ep->table[i];
+            if (!e || !addr_same(&e->peer, (const struct sockaddr *)&dst, dstlen))
+                continue;
+            matched = 1;
+            if (crust_conn_path_unreachable(e->c, now))
+                touch(ep, e); /* the probe goes out in this drive */
+        }
+        if (matched) {
+            ep->st.icmp_unreachable++;
+            last = dst;
+            lastlen = dstlen;
+        } else {
+            ep->st.icmp_ignored++;
+        }
+    }
+}
+
 static void run_timers(crust_endpoint *ep, uint64_t now)
 {
     /* Each due connection leaves the heap and is touched; transmit() puts
@@ -918,6 +964,13 @@ uint64_t crust_endpoint_drive(crust_endpoint *ep, uint64_t now_us)
         /* A short batch means the socket was empty. */
         if (n < (int)ep->udp.batch || got >= ep->cfg.rx_budget)
             break;
+    }
+    /* A drive that found nothing to read may have been woken by POLLERR
+     * alone; otherwise the receive or a send said a report is queued. */
+    if (ep->udp.err_pending || got == 0) {
+        read_errors(ep, now_us);
+        run_timers(ep, now_us);
+        transmit(ep, now_us);
     }
     return next_deadline(ep);
 }

@@ -1,7 +1,11 @@
 /* udp_batch.c - recvmmsg/sendmmsg batches with GRO/GSO; see udp_batch.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <time.h> /* linux/errqueue.h uses struct timespec */
+#include <linux/errqueue.h>
+#include <netinet/icmp6.h>
 #include <netinet/in.h>
+#include <netinet/ip_icmp.h>
 #include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +87,14 @@ int udp_init(crust_udp *u, int fd, unsigned batch, int gso, int gro)
         socklen_t vl = sizeof v;
         gso = getsockopt(fd, SOL_UDP, UDP_SEGMENT, &v, &vl) == 0;
     }
+    /* ICMP errors about our datagrams go to the error queue, with the
+     * destination they concern, instead of being lost on an unconnected
+     * socket: a dead peer's "port unreachable" is how we notice it in
+     * seconds (docs/design/0048-dead-peers-noticed.md). A dual-stack IPv6
+     * socket needs both (IPv4-mapped peers report through ICMPv4).
+     * Failure only means dead peers are noticed by timeout. */
+    (void)setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof one);
+    (void)setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof one);
     u->fd = fd;
     u->batch = batch;
     u->gso = gso;
@@ -140,6 +152,14 @@ static size_t gro_size(struct msghdr *h, size_t len)
     return len;
 }
 
+/* Errors an ICMP report leaves pending on the socket (IP_RECVERR): the
+ * next send or receive returns it once, whatever it carries. */
+static int socket_error(int e)
+{
+    return e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EHOSTDOWN ||
+           e == ENONET || e == EPROTO || e == EACCES || e == EMSGSIZE;
+}
+
 int udp_recv_batch(crust_udp *u)
 {
     /* recvmmsg rewrote the name and control lengths of the slots it
@@ -158,7 +178,10 @@ int udp_recv_batch(crust_udp *u)
             return 0;
         if (errno == EINTR)
             continue;
-        u->ct.rx_errors++;
+        if (socket_error(errno))
+            u->err_pending = 1; /* consumed; the report waits in the queue */
+        else
+            u->ct.rx_errors++;
         if (tries >= 3)
             return 0;
     }
@@ -179,6 +202,51 @@ int udp_recv_batch(crust_udp *u)
         m->seg = m->len ? gro_size(h, m->len) : 0;
     }
     return n;
+}
+
+int udp_recv_error(crust_udp *u, struct sockaddr_storage *dst, socklen_t *dstlen, int *kind)
+{
+    uint8_t body[64];
+    union {
+        struct cmsghdr align;
+        uint8_t buf[CMSG_SPACE(sizeof(struct sock_extended_err) + sizeof(struct sockaddr_in6)) +
+                    64];
+    } ctrl;
+    struct iovec iov = {body, sizeof body};
+    struct msghdr h;
+    for (;;) {
+        memset(&h, 0, sizeof h);
+        memset(dst, 0, sizeof *dst);
+        h.msg_name = dst;
+        h.msg_namelen = sizeof *dst;
+        h.msg_iov = &iov;
+        h.msg_iovlen = 1;
+        h.msg_control = ctrl.buf;
+        h.msg_controllen = sizeof ctrl.buf;
+        if (recvmsg(u->fd, &h, MSG_ERRQUEUE | MSG_DONTWAIT) >= 0)
+            break;
+        if (errno != EINTR) {
+            u->err_pending = 0; /* EAGAIN: empty */
+            return 0;
+        }
+    }
+    u->ct.icmp_errors++;
+    *dstlen = h.msg_namelen;
+    *kind = UDP_ERR_OTHER;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&h); cm; cm = CMSG_NXTHDR(&h, cm)) {
+        if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
+              (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR)) ||
+            cm->cmsg_len < CMSG_LEN(sizeof(struct sock_extended_err)))
+            continue;
+        struct sock_extended_err ee;
+        memcpy(&ee, CMSG_DATA(cm), sizeof ee);
+        if (ee.ee_origin == SO_EE_ORIGIN_ICMP && ee.ee_type == ICMP_DEST_UNREACH &&
+            ee.ee_code != ICMP_FRAG_NEEDED)
+            *kind = UDP_ERR_UNREACHABLE;
+        else if (ee.ee_origin == SO_EE_ORIGIN_ICMP6 && ee.ee_type == ICMP6_DST_UNREACH)
+            *kind = UDP_ERR_UNREACHABLE;
+    }
+    return 1;
 }
 
 /* ---- sending ---------------------------------------------------------------- */
@@ -295,12 +363,14 @@ static void tx_advance(crust_udp *u, unsigned n, int sent)
 
 int udp_tx_flush(crust_udp *u)
 {
+    int retried = 0;
     while (u->head < u->tail) {
         unsigned n = tx_build(u);
         int rc = sendmmsg(u->fd, u->tx_mmsg, n, MSG_DONTWAIT);
         if (rc > 0) {
             u->ct.tx_batches++;
             tx_advance(u, (unsigned)rc, 1);
+            retried = 0;
             continue;
         }
         /* rc < 0: the first entry failed (later ones were not tried). */
@@ -320,10 +390,18 @@ int udp_tx_flush(crust_udp *u)
             u->ct.gso_refused++;
             continue;
         }
+        if (!retried && socket_error(errno)) {
+            /* Most likely the pending error of an earlier datagram's ICMP
+             * report, consumed now: this one was not even tried. */
+            retried = 1;
+            u->err_pending = 1;
+            continue;
+        }
         /* Refused for its own sake (EMSGSIZE above the path MTU, an
          * unreachable or wrong-family address, ENOBUFS...): drop that entry
          * only; the engine's loss recovery treats it as lost. */
         tx_advance(u, 1, 0);
+        retried = 0;
     }
     /* Everything went: start the arena from the beginning again. */
     u->head = u->tail = u->head_seg = 0;

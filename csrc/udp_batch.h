@@ -75,6 +75,7 @@ typedef struct udp_counters {
     uint64_t tx_dropped;               /* refused by the kernel (not EAGAIN) */
     uint64_t rx_errors;                /* recvmmsg errors other than EAGAIN */
     uint64_t gso_refused;              /* GSO sends refused (then GSO is off) */
+    uint64_t icmp_errors;              /* reports read from the error queue */
 } udp_counters;
 
 typedef struct crust_udp {
@@ -82,6 +83,9 @@ typedef struct crust_udp {
     unsigned batch;
     int gso, gro;                /* in use now */
     udp_counters ct;
+    /* A send or receive returned the pending error an ICMP report leaves
+     * (IP_RECVERR): the error queue has something to read. */
+    int err_pending;
 
     /* receiving: batch slots */
     size_t rx_slot;
@@ -116,6 +120,16 @@ void udp_free(crust_udp *u);
 /* Read one batch without waiting. Returns the number of buffers filled,
  * described by u->rx[0..n); 0 when the socket has nothing. */
 int udp_recv_batch(crust_udp *u);
+
+/* What the network said about a datagram we sent (IP_RECVERR). */
+enum { UDP_ERR_OTHER = 0, UDP_ERR_UNREACHABLE = 1 };
+/* Pop one report from the socket's error queue (MSG_ERRQUEUE; the endpoint
+ * turns IP_RECVERR / IPV6_RECVERR on in udp_init): the destination of the
+ * datagram it is about in *dst, and UDP_ERR_UNREACHABLE for an ICMP or
+ * ICMPv6 destination unreachable (port, host, network, administratively
+ * prohibited), UDP_ERR_OTHER for the rest (too big, TTL exceeded: a low-TTL
+ * punch, not a dead peer). Returns 1, or 0 when the queue is empty. */
+int udp_recv_error(crust_udp *u, struct sockaddr_storage *dst, socklen_t *dstlen, int *kind);
 
 /* Room for the next datagram of up to `need` bytes, or NULL when the queue
  * is full (udp_tx_flush first). Writing there commits nothing. */

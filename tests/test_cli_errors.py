@@ -9,6 +9,7 @@ noise and the whole program run it as a child process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -226,6 +227,50 @@ def test_send_when_the_receiver_stops(tmp_path: Path, mutual: str) -> None:
     assert send.returncode == 1, err
     assert one_line(err).startswith("crust send: ")
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_send_when_the_receiver_is_killed(
+    tmp_path: Path, mutual: str, monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    """The receiver's process is killed mid-transfer over UDP (issue 15): the
+    sender notices within seconds (ICMP port unreachable, then an
+    unanswered probe), says so in one line (and, with --json, as a JSON
+    object on standard output) and exits 1, no traceback. Against 498f1dd
+    it waited for the 60 s idle timeout."""
+    monkeypatch.setenv("CRUST_TCP", "false")  # the children: UDP only
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(40_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    recv = child("recv", "--via", mutual, "--host", "127.0.0.1", "--yes", "--json",
+                 "--out", str(out))  # fmt: skip
+    try:
+        assert recv.stdout is not None
+        pid = recv.stdout.readline().split('"')[3]
+        json_flag = ["--json"] if as_json else []
+        send = child("send", "--via", mutual, "--host", "127.0.0.1", "--to", pid, *json_flag,
+                     str(big))  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not any(p.stat().st_size for p in out.glob("*.part")):
+            assert time.monotonic() < deadline and send.poll() is None, send.communicate()
+            time.sleep(0.005)
+        recv.kill()
+        t0 = time.monotonic()
+        stdout, err = send.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        recv.kill()
+        recv.communicate()
+    assert send.returncode == 1, err
+    line = one_line(err)
+    assert line.startswith("crust send: the receiver was lost after "), line
+    assert "peer unreachable" in line, line
+    assert took < 5.0, f"{took:.2f} s to notice"
+    if as_json:
+        report = json.loads(stdout.strip().splitlines()[-1])
+        assert report["lost"] is True and report["reason"].startswith("peer unreachable")
+        assert report["sent"] > 0 and report["error"] == line[len("crust send: ") :]
 
 
 # -- Ctrl-C: exit 130, no traceback ------------------------------------------------

@@ -629,3 +629,78 @@ def test_unknown_ids_without_a_handshake_nearby_are_not_held() -> None:
     assert st["rx_held"] == 0 and st["rx_dropped_unknown_cid"] >= 1
     for s in socks:
         s.close()
+
+
+@pytest.mark.parametrize(
+    "family, host, peer_host",
+    [
+        (socket.AF_INET, "127.0.0.1", "127.0.0.1"),
+        (socket.AF_INET6, "::1", "::1"),
+        (socket.AF_INET6, "::", "127.0.0.1"),  # IPv4-mapped: ICMPv4 on an IPv6 socket
+    ],
+    ids=["ipv4", "ipv6", "ipv4-mapped"],
+)
+def test_a_peer_whose_port_is_closed_is_lost_within_seconds(
+    family: int, host: str, peer_host: str
+) -> None:
+    """Issue 15: the peer's process is gone, so its host answers each datagram
+    with a port unreachable. The endpoint reads it from the error queue
+    (IP_RECVERR / IPV6_RECVERR), the connection probes, and with no answer
+    it closes as CLOSE_UNREACHABLE after max(3 PTO, 1 s), not the idle
+    timeout."""
+    sa = udp(family, host)
+    sb = udp(socket.AF_INET6 if ":" in peer_host else socket.AF_INET, peer_host)
+    ea, eb = _core.Endpoint(sa), _core.Endpoint(sb)
+    a, b = pair()
+    ea.add(a, sb.getsockname())
+    eb.add(b, (peer_host, sa.getsockname()[1]))
+    a.send(b"hello", now=now_us())
+    got: list[bytes] = []
+
+    def hello(now: int) -> bool:
+        got.extend(m for _, m in messages(eb))
+        return bool(got) and a.stats()["min_rtt_us"] > 0
+
+    run(lambda: (ea, eb), hello, timeout=5)  # an RTT sample: PTO ~ 30 ms
+    sb.close()  # the peer's process dies
+    a.send(b"anyone there?", now=now_us())
+    t0 = time.monotonic()
+    closed: list[int] = []
+
+    def step(now: int) -> bool:
+        for conn in ea.ready():
+            closed.extend(ev[4] for ev in conn.poll_events() if ev[0] == _core.EV_CLOSED)
+        return bool(closed)
+
+    run(lambda: (ea,), step, timeout=10)
+    took = time.monotonic() - t0
+    st = ea.stats()
+    assert closed == [_core.CLOSE_UNREACHABLE]
+    assert 0.9 <= took <= 1.5, took
+    assert st["icmp_unreachable"] >= 1 and a.stats()["unreachable_reports"] == 1
+    # The pending socket errors were consumed as such, not counted as failures.
+    assert st["rx_errors"] == 0 and st["tx_dropped"] == 0
+    sa.close()
+
+
+def test_icmp_for_another_address_is_ignored() -> None:
+    """A port unreachable about an address no connection talks to changes
+    nothing: a live connection on the same endpoint carries on."""
+    sa, sb, ea, eb, a, _b = connect()
+    gone = udp()
+    dead = gone.getsockname()
+    gone.close()
+    ea.send_raw(b"\xc0to a closed port", dead)  # earns an ICMP error
+    a.send(b"hello", now=now_us())
+    got: list[bytes] = []
+
+    def step(now: int) -> bool:
+        got.extend(m for _, m in messages(eb))
+        return bool(got) and ea.stats()["icmp_errors"] >= 1
+
+    run(lambda: (ea, eb), step, timeout=5)
+    st = ea.stats()
+    assert st["icmp_ignored"] >= 1 and st["icmp_unreachable"] == 0
+    assert a.stats()["unreachable_reports"] == 0 and not a.is_closed
+    for s in (sa, sb):
+        s.close()

@@ -61,6 +61,7 @@ def _scenario(seed: int) -> None:
         cc=r.choice(["bbr", "cubic"]),
         idle_timeout_us=0,
         keepalive_us=0,
+        lost_timeout_us=0,
         drop_deadline_us=0,
         max_message_size=max_msg,
         send_buffer=send_buffer,
@@ -134,7 +135,7 @@ def _bulk(
     net = Network(seed=42)
     fwd = dataclasses.replace(LinkConfig.bottleneck(BW, RTT, queue_bdps), loss=loss, mtu=1472)
     net.connect("a", "b", fwd, LinkConfig(delay_us=RTT // 2, mtu=1472))
-    cfg = _core.Config(cc=cc, idle_timeout_us=0, keepalive_us=0)
+    cfg = _core.Config(cc=cc, idle_timeout_us=0, keepalive_us=0, lost_timeout_us=0)
     delivered = [0] * flows
     senders = []
     for i in range(flows):

@@ -88,7 +88,8 @@ def _transfer(total: int, seed: int = 7) -> dict[str, Any]:
     )
     net.connect("a", "b", path)
     config = _core.Config(
-        rekey_packets=REKEY_PACKETS, rekey_interval_us=0, idle_timeout_us=0, keepalive_us=0
+        rekey_packets=REKEY_PACKETS, rekey_interval_us=0, idle_timeout_us=0, keepalive_us=0,
+        lost_timeout_us=0,
     )
     aead = _aead()
     received = hashlib.sha256()

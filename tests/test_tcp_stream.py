@@ -292,7 +292,7 @@ def test_a_damaged_stream_closes_the_connection(damage: str) -> None:
 
 
 def test_nothing_is_retransmitted_and_no_probe_timer() -> None:
-    a, _b = stream_pair(idle_timeout_us=0, keepalive_us=0)
+    a, _b = stream_pair(idle_timeout_us=0, keepalive_us=0, lost_timeout_us=0)
     a.send(bytes(100_000), now=0)
     out = a.stream_to_send(0)
     assert len(out) > 100_000

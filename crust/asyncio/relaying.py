@@ -136,7 +136,7 @@ class Relaying:
             if dial.timer is not None:
                 dial.timer.cancel()
             self._dials.pop(session, None)
-        link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu()))
+        link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu(), lost_timeout_us=0))
         peer = self.svc.on_established(link, result, incoming=False)
         if peer is None:
             raise ConnectionError("refused (blacklisted)")
@@ -395,7 +395,7 @@ class Relaying:
         for result in self._responder.take_completed():
             if result.peer_id != offer.requester or link.established:
                 continue  # only the introduced peer may come through here
-            link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu()))
+            link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu(), lost_timeout_us=0))
             self.svc.on_established(link, result, incoming=True)
 
     def _pump(self, link: RelayLink, dial: _Dial) -> None:
@@ -436,6 +436,13 @@ def _gave_up(reason: str) -> str:
     return f"{reason} (no other route within {REROUTE_WAIT:g} s)"
 
 
+# Relayed connections run no lost timer (lost_timeout_us=0): the relay
+# queues, and may drop, our packets while the far side is back-pressured,
+# so silence end to end is no sign of death (a slow reader behind a relay
+# was declared lost: test_back_pressure, relayed). The link to the relay
+# has the timer, and losing the relay puts this connection on hold to be
+# re-routed (design note 0056);
+# the idle timeout still applies. docs/design/0048-dead-peers-noticed.md.
 def _relay_mtu() -> int:
     return min(_core.MAX_MTU, relay.MAX_DATAGRAM)
 

@@ -54,6 +54,7 @@ static crust_conn *conn(uint8_t local, uint8_t remote, uint32_t i)
     crust_config cfg;
     crust_config_default(&cfg);
     cfg.idle_timeout_us = 0;
+    cfg.lost_timeout_us = 0; /* nor a dead-peer one: runs cut off for long */
     cfg.keepalive_us = 0;
     crust_conn *c = crust_conn_new(&cfg, lc, rc, now_us());
     if (local < remote)

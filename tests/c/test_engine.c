@@ -224,6 +224,7 @@ static void test_transfer(unsigned loss, unsigned dup, unsigned reorder, unsigne
     crust_config cfg;
     crust_config_default(&cfg);
     cfg.idle_timeout_us = 0;
+    cfg.lost_timeout_us = 0; /* nor a dead-peer one: runs cut off for long */
     cfg.keepalive_us = 0;
     link ab = {calloc(MAXQ, sizeof(pkt)), 0, 20000, loss, dup, reorder, corrupt, 0, 800};
     link ba = {calloc(MAXQ, sizeof(pkt)), 0, 20000, loss, dup, reorder, corrupt, 0, 800};
@@ -425,6 +426,7 @@ static void test_stream_in_place(void)
     crust_config_default(&cfg);
     cfg.stream_transport = 1;
     cfg.idle_timeout_us = 0;
+    cfg.lost_timeout_us = 0; /* nor a dead-peer one: runs cut off for long */
     cfg.keepalive_us = 0;
     cfg.pacing = 0;
     crust_conn *a, *b;

@@ -16,6 +16,7 @@ static crust_conn *new_conn(void)
     crust_config_default(&cfg);
     cfg.pacing = 0;
     cfg.idle_timeout_us = 0;
+    cfg.lost_timeout_us = 0; /* nor a dead-peer one: runs cut off for long */
     cfg.keepalive_us = 0;
     uint8_t a[8] = {1, 1, 1, 1, 1, 1, 1, 1}, b[8] = {2, 2, 2, 2, 2, 2, 2, 2}, k[32] = {0},
             iv[12] = {0};

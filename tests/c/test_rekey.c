@@ -59,6 +59,7 @@ static crust_config rekey_config(uint64_t packets, uint64_t interval_us)
     crust_config cfg;
     crust_config_default(&cfg);
     cfg.idle_timeout_us = 0;
+    cfg.lost_timeout_us = 0; /* nor a dead-peer one: runs cut off for long */
     cfg.keepalive_us = 0;
     cfg.rekey_packets = packets;
     cfg.rekey_interval_us = interval_us;
