@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import queue
@@ -40,6 +41,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("crust.netlab")
 
@@ -221,6 +223,16 @@ class Proc:
         assert self.popen.stdin is not None
         self.popen.stdin.write(text)
         self.popen.stdin.flush()
+
+    def ask(self, line: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Writes one command line, returns the next JSON object line the
+        program prints (other lines are skipped)."""
+        self.write(line + "\n")
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.readline(max(0.1, deadline - time.monotonic()))
+            if text.startswith("{"):
+                return json.loads(text)  # type: ignore[no-any-return]
 
     def stderr(self) -> str:
         return "\n".join(self.stderr_lines)

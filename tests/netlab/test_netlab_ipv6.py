@@ -5,7 +5,6 @@ IPv4 and a stateful IPv6 firewall (no NAT), and IPv6 on the public side
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from lab import BOOTSTRAP_IP, BOOTSTRAP_IP6, Lab, Node, Proc
 
@@ -60,14 +59,6 @@ asyncio.run(main())
 """
 
 
-def _cmd(proc: Proc, line: str, timeout: float = 40.0) -> dict[str, Any]:
-    proc.write(line + "\n")
-    while True:
-        text = proc.readline(timeout)
-        if text.startswith("{"):
-            return json.loads(text)  # type: ignore[no-any-return]
-
-
 def _node(node: Node, *, v4: bool = True) -> tuple[Proc, str]:
     """An agent on ``node``, dual-stack or (``v4=False``) IPv6 only."""
     boot = BOOTSTRAP_IP if v4 else BOOTSTRAP_IP6
@@ -87,7 +78,7 @@ def test_dual_stack_hosts_connect(netlab: Lab) -> None:
     server.expect('"serving"', 30)
     sites = [netlab.add_site(f"d{i}", "cone-fw", ipv6=True) for i in range(2)]
     (a, _), (_b, idb) = (_node(s.host) for s in sites)
-    r = _cmd(a, f"connect {idb}")
+    r = a.ask(f"connect {idb}")
     print("\n" + json.dumps(r))
     assert r["ok"] and r["path"] == "punched-udp", r
     assert r["address"][0] in (sites[1].public_ip, sites[1].host.ip6), r
@@ -102,7 +93,7 @@ def test_ipv6_only_punches_through_stateful_firewalls(netlab: Lab) -> None:
     server.expect('"serving"', 30)
     sites = [netlab.add_site(f"v{i}", "cone-fw", ipv6=True) for i in range(2)]
     (a, _), (_b, idb) = (_node(s.host, v4=False) for s in sites)
-    r = _cmd(a, f"connect {idb}")
+    r = a.ask(f"connect {idb}")
     print("\n" + json.dumps(r))
     assert r["ok"], r
     # Labelled direct: the address is the host's own (no NAT), though the

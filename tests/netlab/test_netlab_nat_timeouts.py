@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
 
 from lab import BOOTSTRAP_IP, Lab, Node, Proc
 
@@ -93,14 +92,6 @@ def _spawn(node: Node, *args: str) -> Proc:
     return node.python(AGENT, *args)
 
 
-def _cmd(proc: Proc, line: str, timeout: float = 30.0) -> dict[str, Any]:
-    proc.write(line + "\n")
-    while True:
-        text = proc.readline(timeout)
-        if text.startswith("{"):
-            return json.loads(text)  # type: ignore[no-any-return]
-
-
 def test_bindings_kept_through_15_s_nat_timeouts(netlab: Lab) -> None:
     server = _spawn(netlab.server, "serve", BOOTSTRAP_IP, str(PORT))
     server.expect('"serving"', 30)
@@ -111,13 +102,13 @@ def test_bindings_kept_through_15_s_nat_timeouts(netlab: Lab) -> None:
     a, b = (_spawn(s.host, "node", s.host.ip, str(PORT), BOOTSTRAP_IP) for s in sites)
     ida = json.loads(a.expect(r"\{.*\"ready\".*\}", 30).group(0))["id"]
     idb = json.loads(b.expect(r"\{.*\"ready\".*\}", 30).group(0))["id"]
-    got = _cmd(a, f"connect {idb}")
+    got = a.ask(f"connect {idb}")
     assert got["path"].startswith("punched"), got
-    _cmd(b, f"wait {ida}")
-    warm = _cmd(a, f"ping {idb} 0")
+    b.ask(f"wait {ida}")
+    warm = a.ask(f"ping {idb} 0")
     time.sleep(IDLE)
-    ab = _cmd(a, f"ping {idb} 1")
-    ba = _cmd(b, f"ping {ida} 2")
+    ab = a.ask(f"ping {idb} 1")
+    ba = b.ask(f"ping {ida} 2")
     print("\n" + json.dumps({"warm": warm, "a_to_b": ab, "b_to_a": ba}))
     for r in (ab, ba):
         assert r["rtt"] < 0.1, r
