@@ -111,6 +111,8 @@ class Directory:
         #: The record last published (None before the first).
         self.published: Record | None = None
         self.published_on = 0
+        #: The last record the DHT confirmed it stored (None before).
+        self.stored: Record | None = None
         host = next((h for h in cfg.hosts if ":" not in h), cfg.hosts[0])
         self.node = DhtNode(
             host,
@@ -191,6 +193,7 @@ class Directory:
                 stored = await self._put(record)
                 if stored:
                     self.published_on = int(now)
+                    self.stored = record
                 else:
                     # Nobody took it: try again at the next check.
                     self.published = None
