@@ -312,8 +312,8 @@ class Service:
     async def _start_dht(self) -> None:
         from crust.dht.directory import Directory  # deferred: optional extra
 
-        dht = Directory(self)
         try:
+            dht = Directory(self)  # raises at once when libtorrent is missing
             await dht.start()
         except CrustError:
             await self.close()

@@ -219,3 +219,25 @@ def test_cache_honours_expiry_and_bounds() -> None:
 def test_withdrawn_record() -> None:
     assert Record((), (), 1, int(time.time()), 60).withdrawn
     assert not _record().withdrawn
+
+
+def test_missing_libtorrent_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """crust[dht] is optional: without libtorrent, turning the DHT on says
+    what to install (and nothing imports it before)."""
+    import asyncio
+    import sys
+
+    import crust
+    from crust.dht.node import DhtUnavailable, load_libtorrent
+
+    monkeypatch.setitem(sys.modules, "libtorrent", None)  # import raises ImportError
+    with pytest.raises(DhtUnavailable, match=r"pip install 'crust\[dht\]'"):
+        load_libtorrent()
+
+    async def main() -> None:
+        svc = crust.Service(network="no-lt", identity=Identity.generate(), dht=True)
+        with pytest.raises(DhtUnavailable, match="libtorrent"):
+            await svc.start()
+        assert svc.closing  # started nothing it left open
+
+    asyncio.run(main())
