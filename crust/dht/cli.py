@@ -16,13 +16,9 @@ import time
 from typing import Any
 
 from crust.config import ServiceConfig, parse_host_port
-from crust.errors import CrustError
+from crust.errors import CrustError, NoBootstrap
 
 __all__ = ["dht_status", "run_resolve"]
-
-
-class NoBootstrap(CrustError):
-    """No DHT bootstrap node is configured."""
 
 
 def _bootstrap(cfg: ServiceConfig) -> tuple[tuple[str, int], ...]:

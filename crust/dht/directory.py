@@ -40,7 +40,7 @@ from crust.dht.record import (
     network_salt,
     verify,
 )
-from crust.errors import CrustError
+from crust.errors import RecordNotFound
 from crust.identity import PeerId
 
 if TYPE_CHECKING:
@@ -62,15 +62,6 @@ _GRACE = 0.3
 _RETRY_AFTER = 0.5
 #: Seconds the withdrawal may take at shutdown.
 _WITHDRAW_WAIT = 2.0
-
-
-class RecordNotFound(CrustError):
-    """No valid record for the peer in the DHT (none stored, or every one
-    found was rejected: ``rejected`` says why)."""
-
-    def __init__(self, message: str, rejected: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.rejected = rejected
 
 
 class SeqStore:

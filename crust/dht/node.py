@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crust.dht.record import SignedItem
-from crust.errors import CrustError
+from crust.errors import DhtUnavailable
 
 __all__ = ["DhtNode", "DhtState", "DhtUnavailable", "load_libtorrent"]
 
@@ -37,10 +37,6 @@ logger = logging.getLogger(__name__)
 _POLL_MS = 20
 # How often routing table sizes are asked for (dht_stats_alert).
 _STATS_EVERY = 2.0
-
-
-class DhtUnavailable(CrustError):
-    """The DHT cannot run here (libtorrent missing, or its port taken)."""
 
 
 def load_libtorrent() -> Any:

@@ -38,7 +38,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 
 from crust.dht import bencode
-from crust.errors import CrustError
+from crust.errors import RecordError
 from crust.identity import Identity, InvalidPeerId, PeerId
 
 __all__ = [
@@ -69,16 +69,6 @@ MAX_CONTACTS = 8
 MAX_TTL = 86_400
 MAX_SKEW = 300
 FORMAT = 1
-
-
-class RecordError(CrustError):
-    """A DHT record that must not be used; ``reason`` says why (one word:
-    ``key``, ``salt``, ``size``, ``signature``, ``malformed``, ``replayed``,
-    ``expired``, ``future``)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
