@@ -249,6 +249,21 @@ def _parser() -> argparse.ArgumentParser:
     nat.add_argument("--host", default="0.0.0.0", help="local address to probe from")
     nat.add_argument("--json", action="store_true", help="machine-readable output")
 
+    resolve = sub.add_parser(
+        "resolve",
+        help="look a peer up in the DHT: its signed endpoint record",
+        description="Find PEER_ID's endpoint record in the BitTorrent Mainline DHT "
+        "(BEP 44, verified: signature, key, sequence number, expiry) and print its "
+        "endpoints and contacts. Uses dht_bootstrap, dht_port and dht_settings from the "
+        "configuration; publishes nothing.",
+    )
+    resolve.add_argument("peer_id", metavar="PEER_ID", help="the peer's id")
+    resolve.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    resolve.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to look (default 10)"
+    )
+    resolve.add_argument("--json", action="store_true", help="one JSON object")
+
     for name, what in (
         ("send", "send a file to a node by its peer id, through a mutual node"),
         ("recv", "wait for one file from `crust send`, through a mutual node"),
@@ -484,6 +499,10 @@ def _run(args: argparse.Namespace) -> int:
         return run_cli(args)
     if args.command == "node":
         return asyncio.run(_run_node(args))
+    if args.command == "resolve":
+        from crust.dht.cli import run_resolve  # deferred: optional extra
+
+        return run_resolve(args)
     return 2
 
 

@@ -286,6 +286,27 @@ class ServiceConfig:
     natpmp_gateway: str = ""
     """Where PCP/NAT-PMP requests go: ``"host"`` or ``"host:port"``
     (port 5351 by default); empty: the IPv4 default route's gateway."""
+    dht: bool = False
+    """Join the BitTorrent Mainline DHT (needs ``pip install crust[dht]``)
+    to find peers by id without a shared contact, and (``dht_publish``)
+    publish this node's record there. Off by default: the record is public.
+    Anyone who knows this node's peer id can then read the addresses it
+    listens on and was seen at (local, reflexive, port-mapped), the ids and
+    addresses of the peers it keeps connections to (up to 8), and when the
+    record was made; and the DHT's nodes see this machine's address taking
+    part (docs/dht.md)."""
+    dht_publish: bool = True
+    """With ``dht``: publish this node's record (off: resolve others only,
+    publish nothing)."""
+    dht_port: int = 0
+    """UDP port of the DHT node: 0 (random) or 1025..65535."""
+    dht_bootstrap: tuple[str, ...] = ()
+    """``"host:port"`` DHT nodes to join through. Empty: none at all (never
+    libtorrent's public defaults); for the public Mainline DHT list e.g.
+    ``"router.bittorrent.com:6881"``, ``"dht.transmissionbt.com:6881"``."""
+    dht_settings: dict[str, Any] = field(default_factory=dict)
+    """libtorrent settings applied last to the DHT's session (a private DHT
+    on one address needs ``{"dht_restrict_routing_ips": false}``)."""
     engine: dict[str, Any] = field(default_factory=dict)
     """Overrides of engine tunables (:class:`crust._core.Config` keywords,
     e.g. ``{"cc": "cubic"}``), applied last."""
@@ -430,6 +451,10 @@ class ServiceConfig:
                 f"must be in upgrade_retry ({self.upgrade_retry})..86400 seconds, "
                 f"got {self.upgrade_retry_max}",
             )
+        if (why := port_problem(self.dht_port)) is not None:
+            raise _bad("dht_port", why)
+        for c in self.dht_bootstrap:
+            _check_host_port("dht_bootstrap", c)
         if not 0 <= self.relay_cap < 1 << 40:
             raise _bad("relay_cap", f"must be 0 (no cap) or a positive rate, got {self.relay_cap}")
 

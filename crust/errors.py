@@ -28,6 +28,7 @@ __all__ = [
     "ConnectionClosed",
     "CrustError",
     "DatagramDropped",
+    "DhtUnavailable",
     "EventsOverflow",
     "HandshakeError",
     "HandshakeTimeout",
@@ -39,11 +40,14 @@ __all__ = [
     "MalformedRelay",
     "MalformedRendezvous",
     "MessageTooLarge",
+    "NoBootstrap",
     "NoKeys",
     "NoiseError",
     "OutOfMemory",
     "PeerLost",
     "ProtocolError",
+    "RecordError",
+    "RecordNotFound",
     "StunFailed",
     "TransferRefused",
     "UnknownPeer",
@@ -134,6 +138,8 @@ class EventsOverflow(CrustError):
     ``ServiceConfig.event_backlog`` events behind and was ended; raised
     once it has yielded every event it still held. Messages are never lost
     this way: they wait for another reader."""
+
+
 class ListenerError(CrustError, OSError):
     """A listener could not be started (port in use, address unavailable)."""
 
@@ -237,3 +243,30 @@ class BenchError(CrustError, RuntimeError):
 class TransferRefused(CrustError):
     """``crust send``/``crust recv``: the receiver (or its user) did not
     accept the file (``crust.transfer``)."""
+
+
+class DhtUnavailable(CrustError):
+    """The DHT cannot run here (libtorrent missing, or its port taken)."""
+
+
+class NoBootstrap(DhtUnavailable):
+    """No DHT bootstrap node is configured."""
+
+
+class RecordError(CrustError):
+    """A DHT record that must not be used; ``reason`` says why (one word:
+    ``key``, ``salt``, ``size``, ``signature``, ``malformed``, ``replayed``,
+    ``expired``, ``future``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class RecordNotFound(CrustError):
+    """No valid record for the peer in the DHT (none stored, or every one
+    found was rejected: ``rejected`` says why)."""
+
+    def __init__(self, message: str, rejected: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.rejected = rejected

@@ -26,7 +26,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crust import _core, control
 from crust.admission import AcceptLogLimiter, PreAuthTcp
@@ -71,6 +71,10 @@ from crust.handshake import (
     TransportParams,
 )
 from crust.identity import Identity, PeerId
+
+if TYPE_CHECKING:
+    from crust.dht.directory import Directory
+    from crust.dht.record import Record
 from crust.nat.classify import NatBehaviour
 from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.pruning import Pruner
@@ -264,6 +268,8 @@ class Service:
         )
         self._accept_log_limiter = AcceptLogLimiter(self._count_accept_error)
         self._counters = ServiceCounters()
+        #: The DHT (``config.dht``): our record, and others' (crust.dht).
+        self.dht: Directory | None = None
         self._started = False
         self._closing = False
 
@@ -309,11 +315,24 @@ class Service:
                 else:
                     tcp.close()
         await self.discovery.start()
+        if self.config.dht:
+            await self._start_dht()
         if self.config.upnp or self.config.natpmp:
             self._start_upnp()
         if self.config.stun_servers:
             self._stun_task = asyncio.create_task(self._probe_stun())
         logger.info("service %s listening on %s", self.id.short, self.endpoints)
+
+    async def _start_dht(self) -> None:
+        from crust.dht.directory import Directory  # deferred: optional extra
+
+        try:
+            dht = Directory(self)  # raises at once when libtorrent is missing
+            await dht.start()
+        except CrustError:
+            await self.close()
+            raise
+        self.dht = dht
 
     @property
     def closing(self) -> bool:
@@ -337,6 +356,9 @@ class Service:
             self._stun_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stun_task
+        if self.dht is not None:
+            # First, while the peers (our record's contacts) are still there.
+            await self.dht.close()
         await self.contacts.close()
         await self.discovery.close()
         self._retiring.close_all()
@@ -646,7 +668,15 @@ class Service:
         if pid in self._blacklist_ids:
             raise ConnectError(f"{pid} is blacklisted")
         try:
-            return await asyncio.wait_for(self.traversal.connect(pid, limit), limit + 1.0)
+            try:
+                return await asyncio.wait_for(self.traversal.connect(pid, limit), limit + 1.0)
+            except PeerNotFound:
+                if self.dht is None:
+                    raise
+                # No mutual peer: where the peer's own DHT record says to try.
+                from crust.dht.connect import connect_by_record  # deferred: optional
+
+                return await asyncio.wait_for(connect_by_record(self, pid, limit), limit + 1.0)
         except PeerNotFound as e:
             self._emit(ConnectFailed(str(pid), str(e)))
             raise UnknownPeer(f"no known address for peer {pid}: {e}") from None
@@ -1086,6 +1116,20 @@ class Service:
         """Drop a connection at once and report why."""
         self._close_link(link, CODE_DISCONNECT, graceful=False)
         self.on_link_lost(link, reason)
+
+    async def resolve(self, peer_id: PeerId | str, *, fresh: bool = False) -> Record:
+        """``peer_id``'s endpoint record from the DHT (``config.dht``):
+        verified, cached until it expires (``fresh``: look it up again).
+        Raises :class:`~crust.dht.directory.RecordNotFound` when there is
+        none, :class:`CrustError` when the DHT is off."""
+        if self.dht is None:
+            raise CrustError("the DHT is off: set ServiceConfig.dht (pip install 'crust[dht]')")
+        pid = peer_id if isinstance(peer_id, PeerId) else PeerId.parse(peer_id)
+        return await self.dht.resolve(pid, self.config.connect_timeout, fresh=fresh)
+
+    def known_address(self, pid: PeerId) -> Address | None:
+        """Where we last dialled ``pid`` (None: never, or forgotten)."""
+        return self._addresses.get(pid)
 
     def _remember_address(self, pid: PeerId, addr: Address) -> None:
         known = self._addresses

@@ -391,8 +391,12 @@ def run_cli(args: argparse.Namespace) -> int:
             gateway=gateway,
         )
     )
+    from crust.dht.cli import dht_status, render_status
+
+    dht = dht_status()
     if args.json:
-        print(json.dumps(report.to_json(), indent=1))
+        print(json.dumps({**report.to_json(), "dht": dht}, indent=1))
     else:
         print(render(report))
+        print(render_status(dht))
     return 0
