@@ -89,6 +89,11 @@ class Contacts:
     def __len__(self) -> int:
         return len(self._kept)
 
+    def joined(self) -> list[tuple[PeerId, Address]]:
+        """The contacts we joined and are connected to now, as (id, the
+        address we dialled): where others can reach them to find us."""
+        return [(k.peer_id, k.address) for k in self._kept.values() if k.peer.is_connected]
+
     async def join(self, address: Address, timeout: float | None = None) -> Peer:
         """Connect to ``address``, keep the connection and register as
         reachable through it; rejoined whenever lost until :meth:`close`."""

@@ -158,14 +158,16 @@ class Directory:
         at (listening, port-mapped, reflexive, STUN) and home contacts."""
         cands, _direct = self.svc.traversal.candidates(None)
         endpoints = tuple(dict.fromkeys(cands))[:MAX_ENDPOINTS]
-        contacts: list[Contact] = []
+        # "Home" contacts: first the ones we joined (Service.join: they keep
+        # us and we rejoin them), then other peers we keep a connection to
+        # and reached at an address of theirs, so others can dial them too.
+        found: dict[PeerId, Contact] = {}
+        for pid, addr in self.svc.contacts.joined():
+            found.setdefault(pid, Contact(pid, addr[:2]))
         for peer in self.svc.peers:
-            # "Home" contacts: peers we keep a connection to and reached at
-            # an address of theirs (dialled), so others can dial them too.
-            # TODO(issue 16): the dedicated reachability contacts.
             if peer.maintained and self.svc.known_address(peer.id) == peer.address:
-                contacts.append(Contact(peer.id, peer.address[:2]))
-        return endpoints, tuple(contacts[:MAX_CONTACTS])
+                found.setdefault(peer.id, Contact(peer.id, peer.address[:2]))
+        return endpoints, tuple(list(found.values())[:MAX_CONTACTS])
 
     async def _publish_loop(self) -> None:
         while not self.state.nodes:
