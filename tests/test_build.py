@@ -31,6 +31,7 @@ DOCUMENTED_DEFAULTS = {
     "initial_rtt_us": 333 * MS,
     "idle_timeout_us": 60 * S,
     "keepalive_us": 20 * S,
+    "lost_timeout_us": 8 * S,
     "drop_deadline_us": 60 * S,
     "drop_min_prio": 2,
     "cc": _core.CC_BBR,
