@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +32,15 @@ def require_atheris() -> None:
     """Under CI atheris must be there; elsewhere its absence skips."""
     if importlib.util.find_spec("atheris") is None:
         missing("atheris is not installed (pip install -e '.[test]')")
+
+
+def seed_corpus(workdir: Path, seeds: Iterable[bytes]) -> Path:
+    """A fresh corpus directory under ``workdir`` holding ``seeds``."""
+    corpus = workdir / "corpus"
+    corpus.mkdir()
+    for i, data in enumerate(seeds):
+        (corpus / f"seed{i}").write_bytes(data)
+    return corpus
 
 
 def run_atheris(name: str, corpus: Path, workdir: Path, seconds: int, runs: int) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from fuzzing import CI, require_atheris, run_atheris
+from fuzzing import CI, require_atheris, run_atheris, seed_corpus
 from fuzzing import load_target as _load
 
 
@@ -34,8 +34,5 @@ def test_plain_fuzz_loop() -> None:
 
 def test_atheris_fuzz(tmp_path: Path) -> None:
     require_atheris()
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i, data in enumerate(load_target().seeds()):
-        (corpus / f"seed{i}").write_bytes(data)
+    corpus = seed_corpus(tmp_path, load_target().seeds())
     run_atheris("fuzz_stun", corpus, tmp_path, seconds=15 if CI else 4, runs=300_000)
