@@ -28,7 +28,8 @@ def main() -> None:
     print(
         f"{out['connections']} idle UDP connections: {out['idle_cpu_share'] * 100:.2f} % of a "
         f"core over {seconds:.0f} s, {out['rss_per_conn'] / 1024:.2f} KiB each "
-        f"(C core: {out['c_per_conn'] / 1024:.2f} KiB)"
+        f"(C core: {out['c_per_conn'] / 1024:.2f} KiB); single messages to it arrived in "
+        f"{', '.join(f'{d * 1e3:.1f}' for d in out['message_delays_s'])} ms"
     )
 
 

@@ -332,6 +332,7 @@ cdef extern from "crust.h" nogil:
         uint64_t icmp_errors
         uint64_t icmp_unreachable
         uint64_t icmp_ignored
+        uint64_t activity
 
     crust_endpoint *crust_endpoint_new(int fd, const crust_endpoint_config *cfg)
     void crust_endpoint_free(crust_endpoint *ep)
@@ -361,3 +362,5 @@ cdef extern from "crust.h" nogil:
                                 const sockaddr *addr, socklen_t addrlen)
 
     void crust_endpoint_get_stats(const crust_endpoint *ep, crust_endpoint_stats *st)
+    void crust_endpoint_counters(const crust_endpoint *ep, uint64_t *rx_datagrams,
+                                 uint64_t *activity)

@@ -6,11 +6,13 @@ time in proportion to the peers (issue 22: 3,000 idle connections took
 4.6 % of a core with the decrypt-failure scan). Here each peer has one
 entry in a heap keyed by the time it becomes prunable; one asyncio timer
 is armed for the earliest. When an entry comes due the peer is checked
-once: used since (its ``last_used`` moved), maintained or joined through
-us (``Peer.joined``, design note 0053), the entry goes
-back with its new deadline; otherwise it is pruned. So an idle peer costs
-one heap operation per ``prune_after``, and a busy one no more (use only
-writes ``last_used``), whatever the number of peers.
+once: maintained or joined through us (``Peer.joined``, design note
+0053), it is never prunable again and leaves the heap; used since (its
+``last_used`` moved), the entry goes back with its new deadline;
+otherwise it is pruned. So an idle unmaintained peer costs one heap
+operation per ``prune_after``, a maintained one nothing after its first,
+and a busy one no more (use only writes ``last_used``), whatever the
+number of peers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -84,6 +87,11 @@ class Pruner:
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
+        # Slack of an eighth of the period, at most a second: the entries
+        # due within it share one wakeup (pruning after a minute needs no
+        # better).
+        grain = min(1.0, self._after / 8)
+        deadline = math.ceil(deadline / grain) * grain
         self._timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._due)
         self._timer_at = deadline
 
@@ -101,10 +109,12 @@ class Pruner:
                 continue
             due = peer.last_used + self._after
             if peer.maintained or peer.joined:
-                # Kept while maintained, or while a peer that joined through
-                # us keeps its link alive (its keepalives do; a dead link
-                # ends by idle timeout): looked at again in case that changes.
-                heapq.heappush(heap, (now + self._after, next(self._seq), entry))
+                # Never prunable again (neither flag is ever cleared): a
+                # maintained peer, or one that joined through us and keeps
+                # its link alive (a dead link ends by idle timeout). So it
+                # leaves the heap: 100,000 idle maintained peers cost the
+                # pruner nothing.
+                self.forget(peer)
             elif due > now:
                 heapq.heappush(heap, (due, next(self._seq), entry))
             else:

@@ -156,6 +156,12 @@ typedef struct crust_endpoint_stats {
                                         probes (crust_conn_path_unreachable) */
     uint64_t icmp_ignored;           /* the others: another kind, or an
                                         address no connection talks to     */
+    /* Datagrams that moved application data: a connection received new
+     * message bytes, or sent some for the first time. Keepalives, their
+     * ACKs and retransmissions do not count. The embedder compares it
+     * across drives to tell an idle node (where reads may be coalesced)
+     * from a busy one (docs/design/0067-coalesced-reads-when-idle.md). */
+    uint64_t activity;
 } crust_endpoint_stats;
 
 /* Create an endpoint on fd, a UDP socket (AF_INET or AF_INET6) that must be
@@ -246,6 +252,11 @@ int crust_endpoint_send_raw(crust_endpoint *ep, const uint8_t *buf, size_t len,
                             const struct sockaddr *addr, socklen_t addrlen);
 
 void crust_endpoint_get_stats(const crust_endpoint *ep, crust_endpoint_stats *st);
+
+/* Two counters of crust_endpoint_stats without copying the rest: what an
+ * embedder reads after every drive (rx_datagrams, activity). */
+void crust_endpoint_counters(const crust_endpoint *ep, uint64_t *rx_datagrams,
+                             uint64_t *activity);
 
 #ifdef __cplusplus
 }

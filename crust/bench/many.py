@@ -134,6 +134,14 @@ async def _serve(pipe: Any, transport: str, most: int, overrides: dict[str, Any]
                     pipe.send(await _settle(svc, counts))
                 elif cmd == "idle":
                     pipe.send(await _idle(svc, arg))
+                elif cmd == "arrival":
+                    # When the first message since "messages" came (the
+                    # clock is the system's monotonic one, shared with the
+                    # dialler), waiting up to a second for it.
+                    give_up = time.monotonic() + 1.0
+                    while not counts.first_msg and time.monotonic() < give_up:
+                        await asyncio.sleep(0.005)
+                    pipe.send(counts.first_msg)
                 elif cmd == "count":
                     # Let what is in flight land before counting.
                     await asyncio.sleep(0.2)
@@ -551,12 +559,16 @@ def _measure(
     return out
 
 
-def idle_connections(n: int, seconds: float, keepalive: float | None = None) -> dict[str, Any]:
+def idle_connections(
+    n: int, seconds: float, keepalive: float | None = None, probes: int = 5
+) -> dict[str, Any]:
     """``n`` idle UDP connections to one service (keepalives, idle timeout
     and pruning at their defaults, every peer maintained), held for
-    ``seconds``: the service's CPU share and memory per connection.
-    ``keepalive`` (both ends) instead of the default: a short one packs
-    the keepalives of many more connections into a short run (the tests)."""
+    ``seconds``: the service's CPU share and memory per connection; then
+    ``probes`` single messages, each after a quiet spell, timed to the
+    service. ``keepalive`` (both ends) instead of the default: a short one
+    packs the keepalives of many more connections into a short run (the
+    tests)."""
     defaults = ServiceConfig()
     overrides: dict[str, Any] = {"prune_after": defaults.prune_after}
     ends: dict[str, Any] = {} if keepalive is None else {"keepalive": keepalive}
@@ -580,6 +592,7 @@ def idle_connections(n: int, seconds: float, keepalive: float | None = None) -> 
             while not pipe.poll() and time.monotonic() < stop:
                 dialer.idle(0.2)
             idle = _check(pipe.recv(timeout=5))
+            delays = [_message_delay(pipe, dialer, i) for i in range(probes)]
         finally:
             with contextlib.suppress(OSError):
                 pipe.send(("stop", None))
@@ -597,4 +610,26 @@ def idle_connections(n: int, seconds: float, keepalive: float | None = None) -> 
         "per_second": idle["rates"],
         "peers_after_dial": first["peers"],
         "lost": idle["lost"],
+        # One-way delays of single messages sent to the idling service,
+        # each after a quiet spell (reads coalesced: at most a tick).
+        "message_delays_s": delays,
     }
+
+
+def _message_delay(pipe: Any, dialer: _UdpDialer, i: int) -> float:
+    """Idle 1.5 s (the service goes back to coalescing reads after a
+    second without data), send one 64-byte message on a connection, and
+    return how long it took to reach the service's application."""
+    dialer.idle(1.5)
+    pipe.send(("messages", None))
+    pipe.recv(timeout=5)
+    conn = dialer.conns[(i * 7919) % len(dialer.conns)]
+    sent = time.perf_counter_ns()
+    conn.send(bytes(64), now=now_us())
+    for ep in dialer.eps:
+        ep.flush(now_us())
+    pipe.send(("arrival", None))
+    while not pipe.poll():
+        dialer.idle(0.01)
+    arrived = pipe.recv(timeout=5)
+    return (arrived - sent) / 1e9 if arrived else float("inf")
