@@ -1,0 +1,120 @@
+"""Classifying our NAT from the contacts we joined (no STUN server needed):
+the asyncio side of :mod:`crust.nat.mapping` (design note 0062).
+
+After :meth:`Service.join` (and each rejoin) the live UDP listener of the
+contact's family sends a padded STUN Binding request to the contact's
+port, learns from the answer (OTHER-ADDRESS) the contact's other port, and
+asks that one too. Both requests leave from the listening socket, whose
+mapping is the one peers must punch to. The result goes to
+``Service.nat`` unless a STUN server classified the mapping already, and
+traversal then uses it as it uses STUN's (birthday punching when exactly
+one side is symmetric).
+
+Each probe is two transactions (RTO 0.2 s, 4 requests each): at most a
+few hundred bytes to a contact we chose, per join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from crust.errors import StunFailed
+from crust.nat.binding import canonical_ip
+from crust.nat.classify import NatBehaviour
+from crust.nat.mapping import PAD_TO, ContactProbes
+from crust.peer import Address
+
+if TYPE_CHECKING:
+    from crust.asyncio.udp import UdpListener
+    from crust.service import Service
+
+__all__ = ["ContactNat"]
+
+logger = logging.getLogger(__name__)
+
+
+def _family(addr: Address) -> int:
+    return socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+
+
+class ContactNat:
+    """The contact probes of one service, and what they showed
+    (:attr:`behaviour`, also ``Service.nat`` when STUN had no say)."""
+
+    def __init__(self, service: Service) -> None:
+        self.svc = service
+        self._probes: dict[Address, ContactProbes] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: The latest classification (None: no contact answered yet).
+        self.behaviour: NatBehaviour | None = None
+        self._closed = False
+
+    def probe(self, contact: Address) -> None:
+        """Probe ``contact`` (an address we joined) in the background."""
+        if self._closed:
+            return
+        task = asyncio.create_task(self._probe(contact))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("contact probe failed: %r", task.exception())
+
+    async def wait(self, timeout: float) -> None:
+        """Until the probes running now are done, at most ``timeout`` s."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    def _listener(self, contact: Address) -> UdpListener | None:
+        for listener in self.svc._udp:
+            if listener.role == "live" and _family(listener.address) == _family(contact):
+                return listener
+        return None
+
+    async def _probe(self, contact: Address) -> None:
+        listener = self._listener(contact)
+        if listener is None:
+            return
+        loop = asyncio.get_running_loop()
+        probes = self._probes.get(listener.address)
+        if probes is None:
+            probes = self._probes[listener.address] = ContactProbes(
+                listener.address, listener._local_ips()
+            )
+        servers = [contact]
+        while servers:
+            server = servers.pop(0)
+            try:
+                ans = await listener.stun.binding(server, pad_to=PAD_TO)
+            except StunFailed as e:
+                logger.info("contact %s:%d did not answer our mapping probe: %s", *server, e)
+                break
+            # Matched by transaction id (unguessable); an answer from
+            # elsewhere is not where the probe went: not evidence.
+            if (canonical_ip(ans.source[0]), ans.source[1]) != (canonical_ip(server[0]), server[1]):
+                logger.info("mapping probe to %s answered from %s: ignored", server, ans.source)
+                break
+            probes.add(server, ans.mapped, loop.time(), ans.rtt)
+            if ans.other is not None and server == contact and ans.other[1] != contact[1]:
+                # The contact's other port, at the address we reach it by
+                # (its own view of its address may be a private one).
+                servers.append((contact[0], ans.other[1]))
+        result = probes.behaviour()
+        if result is None:
+            return
+        logger.info(
+            "contacts see %s:%d at %s (mapping %s: %s)",
+            *listener.address, list(result.reflexive), result.mapping.value, result.kind,
+        )  # fmt: skip
+        self.behaviour = result
+        self.svc.on_contact_nat(result)
+
+    def close(self) -> None:
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
