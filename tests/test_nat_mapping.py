@@ -210,3 +210,20 @@ def test_the_whole_node_answers_at_most_its_global_budget() -> None:
     assert answered >= 19 * mapping.GLOBAL_RATE  # it kept answering at its rate
     assert answered_bytes <= sent_bytes
     assert ans.stats["evicted"] > 0
+
+
+def test_random_and_mutated_requests_raise_only_parse_errors_and_never_amplify() -> None:
+    ans = ProbeAnswerer(burst=1e9, global_burst=1e9)
+    rng = random.Random(7)
+    base = encode_binding_request(os.urandom(12), pad_to=PAD_TO)
+    for _ in range(3000):
+        data = bytearray(base if rng.random() < 0.7 else os.urandom(rng.randrange(20, 200)))
+        for _ in range(rng.randrange(4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        data[0:2] = b"\x00\x01"  # what the listener routes here
+        try:
+            reply = ans.answer(bytes(data), ("192.0.2.7", 9), 0.0, ("10.1.1.1", 7001))
+        except StunParseError:
+            continue
+        assert reply is None or len(reply) <= len(data)
+    assert ans.stats["answered"] > 0 and ans.stats["malformed"] > 0

@@ -94,11 +94,12 @@ class ContactNat:
             except StunFailed as e:
                 logger.info("contact %s:%d did not answer our mapping probe: %s", *server, e)
                 break
-            # Matched by transaction id (unguessable); an answer from
-            # elsewhere is not where the probe went: not evidence.
+            # Matched by its transaction id (96 random bits: only who saw
+            # the request can answer). Not by source: a contact bound to a
+            # wildcard address on a multi-homed host answers from the
+            # address its route picks, which need not be the one we asked.
             if (canonical_ip(ans.source[0]), ans.source[1]) != (canonical_ip(server[0]), server[1]):
-                logger.info("mapping probe to %s answered from %s: ignored", server, ans.source)
-                break
+                logger.debug("mapping probe to %s answered from %s", server, ans.source)
             probes.add(server, ans.mapped, loop.time(), ans.rtt)
             if ans.other is not None and server == contact and ans.other[1] != contact[1]:
                 # The contact's other port, at the address we reach it by

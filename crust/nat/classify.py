@@ -129,7 +129,12 @@ class NatBehaviour:
                 "with cone or open peers (birthday punching); symmetric peers need a relay"
             ),
             "blocked": "no UDP answer from any STUN server: expect TCP or a relay only",
-            "unknown": "the STUN servers did not allow a full classification",
+            "unknown": (
+                "the STUN servers did not allow a full classification"
+                if self.source == "stun"
+                else "the contacts' answers did not allow a full classification (one "
+                "contact address cannot tell a cone from an address-dependent NAT)"
+            ),
         }[self.kind]
 
 

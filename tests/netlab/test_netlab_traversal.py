@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lab import BOOTSTRAP_IP, Lab, Node, Proc
 
 AGENT = Path(__file__).with_name("traversal_agent.py")
@@ -267,9 +268,7 @@ def test_relayed_connection_survives_its_relay_restarting(netlab: Lab) -> None:
 def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:
     """The commands, end to end: a file from behind a symmetric NAT to a
     host behind a cone NAT, and between two cones, through the rendezvous
-    node; path and SHA-256 as reported by both sides. No STUN server:
-    test_crust_send_and_recv_punch_a_symmetric_nat_with_only_a_contact
-    counts how often the first pair is punched."""
+    node; path and SHA-256 as reported by both sides."""
     start_rendezvous(netlab)
     sites = {
         "c": netlab.add_site("c", "cone-fw"),
@@ -281,12 +280,11 @@ def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:
     src.write_bytes(data)
     via = f"{BOOTSTRAP_IP}:{BOOT_PORT}"
     paths = {}
-    # s -> c: the contact's two ports show s its NAT is symmetric (design
-    # note 0062), so birthday punching, which may lose its odds: relayed.
-    for sender, receiver, want in (
-        ("s", "c", {"punched-udp", "relayed"}),
-        ("c2", "c", {"punched-udp"}),
-    ):
+    # s -> c relayed: this rendezvous node listens on one port only
+    # (backup_port=False), so nothing tells s that its NAT is symmetric.
+    # With `crust node` (two ports) as the contact, s learns it and the
+    # pair is punched: test_..._punch_a_symmetric_nat_with_only_a_contact.
+    for sender, receiver, want in (("s", "c", {"relayed"}), ("c2", "c", {"punched-udp"})):
         out = tmp_path / f"out-{sender}"
         out.mkdir()
         rhost, shost = sites[receiver].host, sites[sender].host
@@ -361,8 +359,9 @@ def test_crust_send_and_recv_punch_a_symmetric_nat_with_stun(netlab: Lab, tmp_pa
 CONTACT_TRIALS = max(1, int(os.environ.get("CRUST_NETLAB_CONTACT_TRIALS", "2")))
 
 
+@pytest.mark.parametrize("kinds", [("cone", "symmetric"), ("cone-fw", "symmetric-fw")])
 def test_crust_send_and_recv_punch_a_symmetric_nat_with_only_a_contact(
-    netlab: Lab, tmp_path: Path
+    netlab: Lab, tmp_path: Path, kinds: tuple[str, str]
 ) -> None:
     """Issue 16 item 2, beyond STUN: no --stun anywhere. Each command joins
     the contact (--via), asks both of its UDP ports where they see it
@@ -376,7 +375,7 @@ def test_crust_send_and_recv_punch_a_symmetric_nat_with_only_a_contact(
         "--identity", str(tmp_path / "contact.key"), "--json",
     )  # fmt: skip
     contact.expect('"Started"', 30)
-    sites = {"c": netlab.add_site("c", "cone"), "s": netlab.add_site("s", "symmetric")}
+    sites = {"c": netlab.add_site("c", kinds[0]), "s": netlab.add_site("s", kinds[1])}
     data = os.urandom(200_000)
     src = tmp_path / "blob.bin"
     src.write_bytes(data)
@@ -405,7 +404,7 @@ def test_crust_send_and_recv_punch_a_symmetric_nat_with_only_a_contact(
         seconds.append(sent["seconds"])
     total = paths["c->s"] + paths["s->c"]
     print(
-        f"\nFIGURE crust send/recv, cone x symmetric, only a crust contact (no STUN): "
+        f"\nFIGURE crust send/recv, {kinds[0]} x {kinds[1]}, only a crust contact (no STUN): "
         f"{ {k: dict(v) for k, v in paths.items()} } of {CONTACT_TRIALS} per direction, "
         f"punched {total['punched-udp']}/{2 * CONTACT_TRIALS}, "
         f"median {statistics.median(seconds):.2f} s"
