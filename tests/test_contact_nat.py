@@ -128,3 +128,32 @@ def test_a_flood_of_probes_gets_no_amplification_and_counts_as_no_junk() -> None
                 assert decode(data).address(Attr.OTHER_ADDRESS) is not None
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_crust_nat_via_reports_the_contacts_view() -> None:
+    """The doctor (`crust nat --via`) asks a node's two ports from a fresh
+    socket and reports it where STUN's result goes."""
+    from crust.nat.doctor import diagnose, render
+
+    async def main() -> None:
+        async with Service(_cfg()) as contact:
+            report = await diagnose(
+                [], contacts=[contact.endpoints[0]], upnp=False, natpmp=False, host="127.0.0.1"
+            )
+            assert report.nat is not None and report.nat.source == "contacts"
+            assert report.nat.kind == "open" and len(report.nat.probes) == 2
+            j = report.to_json()
+            assert j["nat"]["source"] == "contacts" and j["contacts"] == [
+                list(contact.endpoints[0])
+            ]
+            assert "crust contacts: 127.0.0.1:" in render(report)
+            # Nobody there: no classification, and the report says so.
+            dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            dead.bind(("127.0.0.1", 0))
+            with dead:
+                report = await diagnose(
+                    [], contacts=[dead.getsockname()], upnp=False, natpmp=False, host="127.0.0.1"
+                )
+            assert report.nat is None and "no answer" in render(report)
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -19,21 +19,74 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from crust.asyncio.stun import StunSocket, route_source
 from crust.errors import StunFailed
 from crust.nat.binding import canonical_ip
 from crust.nat.classify import NatBehaviour
 from crust.nat.mapping import PAD_TO, ContactProbes
+from crust.nat.stun import BindingSucceeded
 from crust.peer import Address
 
 if TYPE_CHECKING:
     from crust.asyncio.udp import UdpListener
     from crust.service import Service
 
-__all__ = ["ContactNat"]
+__all__ = ["ContactNat", "probe_contacts"]
 
 logger = logging.getLogger(__name__)
+
+
+async def _ask_contact(
+    binding: Callable[[Address], Awaitable[BindingSucceeded]],
+    contact: Address,
+    probes: ContactProbes,
+    now: Callable[[], float],
+) -> None:
+    """Ask ``contact``'s port, then the other port its answer names (at
+    the address we reach it by: its own view of its address may be a
+    private one), recording each answer in ``probes``."""
+    servers = [contact]
+    while servers:
+        server = servers.pop(0)
+        try:
+            ans = await binding(server)
+        except StunFailed as e:
+            logger.info("contact %s:%d did not answer our mapping probe: %s", *server, e)
+            return
+        # Matched by its transaction id (96 random bits: only who saw the
+        # request can answer). Not by source: a contact bound to a wildcard
+        # address on a multi-homed host answers from the address its route
+        # picks, which need not be the one we asked.
+        if (canonical_ip(ans.source[0]), ans.source[1]) != (canonical_ip(server[0]), server[1]):
+            logger.debug("mapping probe to %s answered from %s", server, ans.source)
+        probes.add(server, ans.mapped, now(), ans.rtt)
+        if ans.other is not None and server == contact and ans.other[1] != contact[1]:
+            servers.append((contact[0], ans.other[1]))
+
+
+async def probe_contacts(contacts: Sequence[Address], host: str = "0.0.0.0") -> NatBehaviour | None:
+    """``crust nat --via``: the contacts' view of one fresh socket on
+    ``host`` (each contact's two ports, one contact after the other);
+    None when none answered."""
+    loop = asyncio.get_running_loop()
+    sock = await StunSocket.open((host, 0), rto=0.2, rc=4, rm=4)
+    try:
+        local = sock.local_address
+        if local[0] in ("0.0.0.0", "::") and contacts:
+            local = (route_source(contacts[0]), local[1])
+        probes = ContactProbes(local)
+
+        async def binding(server: Address) -> BindingSucceeded:
+            return await sock.driver.binding(server, pad_to=PAD_TO)
+
+        for contact in contacts:
+            await _ask_contact(binding, contact, probes, loop.time)
+        return probes.behaviour()
+    finally:
+        sock.close()
 
 
 def _family(addr: Address) -> int:
@@ -86,25 +139,12 @@ class ContactNat:
             probes = self._probes[listener.address] = ContactProbes(
                 listener.address, listener._local_ips()
             )
-        servers = [contact]
-        while servers:
-            server = servers.pop(0)
-            try:
-                ans = await listener.stun.binding(server, pad_to=PAD_TO)
-            except StunFailed as e:
-                logger.info("contact %s:%d did not answer our mapping probe: %s", *server, e)
-                break
-            # Matched by its transaction id (96 random bits: only who saw
-            # the request can answer). Not by source: a contact bound to a
-            # wildcard address on a multi-homed host answers from the
-            # address its route picks, which need not be the one we asked.
-            if (canonical_ip(ans.source[0]), ans.source[1]) != (canonical_ip(server[0]), server[1]):
-                logger.debug("mapping probe to %s answered from %s", server, ans.source)
-            probes.add(server, ans.mapped, loop.time(), ans.rtt)
-            if ans.other is not None and server == contact and ans.other[1] != contact[1]:
-                # The contact's other port, at the address we reach it by
-                # (its own view of its address may be a private one).
-                servers.append((contact[0], ans.other[1]))
+        stun = listener.stun
+
+        async def binding(server: Address) -> BindingSucceeded:
+            return await stun.binding(server, pad_to=PAD_TO)
+
+        await _ask_contact(binding, contact, probes, loop.time)
         result = probes.behaviour()
         if result is None:
             return
