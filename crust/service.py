@@ -504,8 +504,10 @@ class Service:
     @property
     def stun_addresses(self) -> list[Address]:
         """Where the STUN servers saw our live UDP port (one address behind
-        an endpoint-independent NAT, one per server address otherwise)."""
-        return list(self.nat.reflexive) if self.nat is not None else []
+        an endpoint-independent NAT, one per server address otherwise); the
+        contacts' view (``nat.source == "contacts"``) is not listed here."""
+        nat = self.nat
+        return list(nat.reflexive) if nat is not None and nat.source == "stun" else []
 
     @property
     def mapped_addresses(self) -> list[Address]:

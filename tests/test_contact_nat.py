@@ -16,7 +16,7 @@ from crust import Identity, NatDetected, Service, ServiceConfig
 from crust.nat import mapping
 from crust.nat.classify import Behaviour, NatBehaviour
 from crust.nat.mapping import PAD_TO
-from crust.nat.stun import Attr, decode, encode_binding_request
+from crust.nat.stun import Attr, decode, encode_binding_request, encode_binding_response
 
 
 def _cfg(**kw: object) -> ServiceConfig:
@@ -46,6 +46,7 @@ def test_joining_a_contact_classifies_our_nat_without_stun() -> None:
             assert nat.behind_nat is False and nat.kind == "open"
             assert nat.mapping is Behaviour.ENDPOINT_INDEPENDENT
             assert not node.traversal.is_hard()
+            assert node.stun_addresses == []  # not STUN's view
             assert contact.probe_answers.stats["answered"] == 2
             async for ev in events:
                 if isinstance(ev, NatDetected):
@@ -99,6 +100,10 @@ def test_a_flood_of_probes_gets_no_amplification_and_counts_as_no_junk() -> None
                     req = encode_binding_request(os.urandom(12), pad_to=PAD_TO if i % 2 else 0)
                     attacker.sendto(req, port)
                     sent += len(req)
+                    # Unsolicited answers too: not even parsed (no probe of
+                    # ours is open), and no junk.
+                    fake = encode_binding_response(os.urandom(12), ("192.0.2.1", 1))
+                    attacker.sendto(fake, port)
                     if i % 50 == 0:
                         await asyncio.sleep(0.01)
                 deadline = time.monotonic() + 1.0
@@ -117,6 +122,7 @@ def test_a_flood_of_probes_gets_no_amplification_and_counts_as_no_junk() -> None
             st = svc.probe_answers.stats
             assert st["over_budget"] + st["too_small"] + st["answered"] >= 390
             assert me not in svc._failures
+            assert svc._udp[0].stun.client.ignored == 0
             assert svc._udp[0].endpoint.stats()["rx_dropped_malformed"] == 0
             # Another source (a different IP, as loopback has many) is answered.
             honest = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -212,7 +212,9 @@ class UdpListener:
             # Only STUN has both top bits clear here (C checked the header).
             if is_binding_request(data):
                 self._answer_probe(data, addr)
-            else:
+            elif self.stun.client.active:
+                # An answer is parsed only while we wait for one: a flood
+                # of STUN-shaped datagrams costs no parsing otherwise.
                 self.stun.feed(data, addr)
             return
         if not data or not data[0] & LONG_HEADER:
