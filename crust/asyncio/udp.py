@@ -245,11 +245,15 @@ class UdpListener:
     def _answer_probe(self, data: bytes, addr: Address) -> None:
         """Where we see ``addr``, and our other port (crust.nat.mapping):
         never more bytes than asked with, within the answerer's budgets."""
+        # Our other port on this address (live <-> backup): the asker
+        # reaches it at the address it reached us by.
         other = next(
             (
                 lst.address
                 for lst in self.service._udp
-                if lst is not self and (":" in lst.address[0]) == (":" in self.address[0])
+                if lst is not self
+                and lst.address[0] == self.address[0]
+                and lst.address[1] != self.address[1]
             ),
             None,
         )
