@@ -237,6 +237,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="STUN server (repeatable; port 3478 by default; default: the configured stun_servers)",
     )
+    nat.add_argument(
+        "--via",
+        action="append",
+        metavar="HOST:PORT",
+        help="crust node to ask where it sees us, on both of its ports (repeatable); "
+        "tells a symmetric NAT apart without STUN",
+    )
     nat.add_argument("--no-upnp", action="store_true", help="skip the UPnP gateway search")
     nat.add_argument(
         "--no-natpmp", action="store_true", help="skip the PCP/NAT-PMP trial mapping"

@@ -195,15 +195,18 @@ class ContactLost:
 
 @dataclass(frozen=True, slots=True)
 class NatDetected:
-    """The STUN servers (``ServiceConfig.stun_servers``) answered: our live
-    UDP port is seen at ``reflexive`` (the primary server's view first; more
-    than one address means the NAT maps per destination). ``kind`` is
-    ``"open"``, ``"cone"`` or ``"symmetric"`` and ``mapping`` the RFC 4787
-    mapping behaviour; ``Service.nat`` has every detail."""
+    """The STUN servers (``ServiceConfig.stun_servers``), or the contacts
+    we joined (``source`` ``"contacts"``: each of a contact's ports says
+    where it saw us, design note 0062), answered: our live UDP port is seen
+    at ``reflexive`` (the first server's view first; more than one address
+    means the NAT maps per destination). ``kind`` is ``"open"``,
+    ``"cone"``, ``"symmetric"`` or ``"unknown"`` and ``mapping`` the RFC
+    4787 mapping behaviour; ``Service.nat`` has every detail."""
 
     reflexive: tuple[Address, ...]
     kind: str
     mapping: str
+    source: str = "stun"
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,9 @@ class Contacts:
             return kept.peer
         peer = await self.svc.connect(address, timeout=timeout)
         await self._register(peer, address)
+        # Where the contact's two ports see us tells whether our NAT maps
+        # per destination (crust.nat.mapping): no STUN server needed.
+        self.svc.contact_nat.probe(peer.address)
         if kept is None:
             self._kept[address] = _Kept(address, peer.id, peer)
         else:
@@ -159,6 +162,7 @@ class Contacts:
                 continue  # lost again before it was recorded: nobody else retries it
             kept.peer = peer
             kept.base = base
+            self.svc.contact_nat.probe(peer.address)
             kept.joined_at = time.monotonic()
             kept.rejoins += 1
             after = time.monotonic() - kept.lost_at

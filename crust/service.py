@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from crust import _core, control
 from crust.admission import AcceptLogLimiter, PreAuthTcp
 from crust.asyncio.discovery import Discovery
+from crust.asyncio.mapping import ContactNat
 from crust.asyncio.stun import probe_listener
 from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
@@ -75,7 +76,8 @@ from crust.identity import Identity, PeerId
 if TYPE_CHECKING:
     from crust.dht.directory import Directory
     from crust.dht.record import Record
-from crust.nat.classify import NatBehaviour
+from crust.nat.classify import Behaviour, NatBehaviour
+from crust.nat.mapping import ProbeAnswerer
 from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.pruning import Pruner
 from crust.reach import Contacts
@@ -254,9 +256,17 @@ class Service:
         #: says what it got and ``upnp.status.method`` by which protocol.
         self.upnp: PortMapper | None = None
         #: What the STUN servers (``config.stun_servers``) showed for the live
-        #: UDP port: reflexive address and mapping behaviour; None until known.
+        #: UDP port: reflexive address and mapping behaviour; when they did
+        #: not classify the mapping (or none is configured), what the
+        #: contacts we joined showed (``nat.source``, design note 0062);
+        #: None until known.
         self.nat: NatBehaviour | None = None
         self._stun_task: asyncio.Task[None] | None = None
+        #: Answers to Binding requests on our UDP ports: where we see the
+        #: asker, within budgets (crust.nat.mapping).
+        self.probe_answers = ProbeAnswerer()
+        #: Our NAT as the contacts we joined see it (crust.asyncio.mapping).
+        self.contact_nat = ContactNat(self)
         # Idle unmaintained connections are closed: one timer for all.
         self._pruner = Pruner(self.config.prune_after, self._prune)
         #: Open TCP streams (handshaking or connected), closed with the service.
@@ -356,6 +366,7 @@ class Service:
             self._stun_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stun_task
+        self.contact_nat.close()
         if self.dht is not None:
             # First, while the peers (our record's contacts) are still there.
             await self.dht.close()
@@ -392,21 +403,43 @@ class Service:
         self._wake_accept()
 
     async def nat_known(self, timeout: float = 10.0) -> NatBehaviour | None:
-        """:attr:`nat` once the STUN probe (``config.stun_servers``) is
-        done, waiting at most ``timeout`` seconds for it; None without STUN
-        servers, when none answered, or on time-out. Whether our NAT is
+        """:attr:`nat` once the STUN probe (``config.stun_servers``) and
+        the probes of the contacts joined so far are done, waiting at most
+        ``timeout`` seconds for them; None when nobody answered (no STUN
+        server, no contact joined), or on time-out. Whether our NAT is
         symmetric decides how connect-by-id punches (birthday), so a node
         about to connect or be connected to by id may wait for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         task = self._stun_task
         if task is not None and not task.done():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
+        await self.contact_nat.wait(max(0.0, deadline - loop.time()))
         return self.nat
 
     async def _probe_stun(self) -> None:
-        self.nat = await probe_listener(self._udp, self.config.stun_servers)
-        if self.nat is not None and self.nat.mapped is not None:
-            self._emit(NatDetected(self.nat.reflexive, self.nat.kind, self.nat.mapping.value))
+        nat = await probe_listener(self._udp, self.config.stun_servers)
+        if nat is None or (nat.mapping is Behaviour.UNKNOWN and self.nat is not None):
+            # STUN could not classify the mapping: the contacts' view stays.
+            if self.nat is None:
+                self.nat = nat
+            return
+        self.nat = nat
+        if nat.mapped is not None:
+            self._emit(NatDetected(nat.reflexive, nat.kind, nat.mapping.value))
+
+    def on_contact_nat(self, nat: NatBehaviour) -> None:
+        """What the contacts' answers showed (crust.asyncio.mapping): our
+        :attr:`nat` unless STUN classified the mapping."""
+        old = self.nat
+        if old is not None and old.source == "stun" and old.mapping is not Behaviour.UNKNOWN:
+            return
+        self.nat = nat
+        if old is None or (old.kind, old.mapping, old.reflexive) != (
+            nat.kind, nat.mapping, nat.reflexive,
+        ):  # fmt: skip
+            self._emit(NatDetected(nat.reflexive, nat.kind, nat.mapping.value, "contacts"))
 
     def _start_upnp(self) -> None:
         # Only the live listeners are mapped: the backup port exists for
@@ -471,8 +504,10 @@ class Service:
     @property
     def stun_addresses(self) -> list[Address]:
         """Where the STUN servers saw our live UDP port (one address behind
-        an endpoint-independent NAT, one per server address otherwise)."""
-        return list(self.nat.reflexive) if self.nat is not None else []
+        an endpoint-independent NAT, one per server address otherwise); the
+        contacts' view (``nat.source == "contacts"``) is not listed here."""
+        nat = self.nat
+        return list(nat.reflexive) if nat is not None and nat.source == "stun" else []
 
     @property
     def mapped_addresses(self) -> list[Address]:

@@ -61,7 +61,7 @@ MAX_NAME_BYTES = 240
 #: reading the prompt).
 ACCEPT_TIMEOUT = 600.0
 
-#: Seconds the commands wait for the STUN probe (only with STUN servers).
+#: Seconds the commands wait for the STUN probe and the contact's answers.
 NAT_WAIT = 10.0
 #: ``accept(sender_id, name, size)``: whether to take the file.
 Accept = Callable[[str, str, int], Awaitable[bool]]
@@ -196,8 +196,9 @@ async def send_file(
     sha = digest.hexdigest()
     async with Service(config) as svc:
         await _join(svc, via)
-        # With STUN servers, know whether our NAT is symmetric before
-        # asking for a path: it decides on birthday punching.
+        # Know whether our NAT is symmetric (from STUN servers, or from the
+        # contact's two ports: design note 0062) before asking for a path:
+        # it decides on birthday punching.
         await svc.nat_known(NAT_WAIT)
         t0 = time.monotonic()
         target = PeerId.parse(to)

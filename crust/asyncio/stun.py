@@ -45,15 +45,21 @@ class StunDriver:
         self._service()
 
     async def binding(
-        self, server: Addr, *, change_ip: bool = False, change_port: bool = False
+        self,
+        server: Addr,
+        *,
+        change_ip: bool = False,
+        change_port: bool = False,
+        pad_to: int = 0,
     ) -> BindingSucceeded:
         """One binding transaction; raises :class:`StunFailed` on timeout,
         an error response or when the driver is closed."""
         if self._closed:
             raise StunFailed(server, "socket closed")
         txid = self.client.binding(
-            server, self._loop.time(), change_ip=change_ip, change_port=change_port
-        )
+            server, self._loop.time(), change_ip=change_ip, change_port=change_port,
+            pad_to=pad_to,
+        )  # fmt: skip
         fut: asyncio.Future[BindingSucceeded] = self._loop.create_future()
         self._waiters[txid] = fut
         self._service()
@@ -261,7 +267,7 @@ async def probe_nat(
 class _StunListener(Protocol):
     role: str
     address: Addr
-    stun: StunDriver | None
+    stun: StunDriver
 
 
 async def probe_listener(
@@ -275,7 +281,7 @@ async def probe_listener(
 
     loop = asyncio.get_running_loop()
     for listener in listeners:
-        if listener.role != "live" or listener.stun is None:
+        if listener.role != "live":
             continue
         family = socket.AF_INET6 if ":" in listener.address[0] else socket.AF_INET
         resolved: list[Addr] = []

@@ -22,8 +22,9 @@ from crust.asyncio.stun import StunDriver
 from crust.errors import ConnectError, ConnectTimeout
 from crust.handshake import long_header_prefix
 from crust.nat.binding import canonical_ip, crosses_nat
+from crust.nat.mapping import is_binding_request
 from crust.nat.punch import is_punch
-from crust.nat.stun import StunClient
+from crust.nat.stun import StunClient, StunParseError
 from crust.paths import PathName
 from crust.peer import Address, now_us
 from crust.reflection import udp_cost
@@ -81,15 +82,14 @@ class UdpListener:
         self.address: Address = sock.getsockname()[:2]
         # Junk stays in C: short headers for no connection here, and long
         # headers without our version and network tag, are dropped there.
-        # With STUN servers configured, STUN answers come up too: the
-        # listening port's own mapping is the one peers must reach.
-        stun = bool(service.config.stun_servers)
+        # STUN messages come up: answers to our probes of STUN servers and
+        # contacts (the listening port's own mapping is the one peers must
+        # reach), and contacts' Binding requests, which we answer within
+        # budget (crust.nat.mapping).
         self.endpoint = _core.Endpoint(
-            sock, long_header_prefix=long_header_prefix(service.config.network), route_stun=stun
+            sock, long_header_prefix=long_header_prefix(service.config.network), route_stun=True
         )
-        self.stun: StunDriver | None = None
-        if stun:
-            self.stun = StunDriver(StunClient(rto=0.2, rc=4, rm=4), self.endpoint.send_raw)
+        self.stun = StunDriver(StunClient(rto=0.2, rc=4, rm=4), self.endpoint.send_raw)
         self.responder = service.make_responder()
         # Outgoing handshakes, by our connection id (their replies carry it).
         self._dialing: dict[bytes, tuple[Initiator, Address, asyncio.Future[HandshakeResult]]] = {}
@@ -268,9 +268,14 @@ class UdpListener:
     # -- handshakes ------------------------------------------------------
 
     def _on_unrouted(self, data: bytes, addr: Address, now: int) -> None:
-        if self.stun is not None and data and not data[0] & 0xC0:
+        if data and not data[0] & 0xC0:
             # Only STUN has both top bits clear here (C checked the header).
-            self.stun.feed(data, addr)
+            if is_binding_request(data):
+                self._answer_probe(data, addr)
+            elif self.stun.client.active:
+                # An answer is parsed only while we wait for one: a flood
+                # of STUN-shaped datagrams costs no parsing otherwise.
+                self.stun.feed(data, addr)
             return
         if not data or not data[0] & LONG_HEADER:
             self.service.count_failure(addr, None)
@@ -296,6 +301,29 @@ class UdpListener:
             self.service.count_failure(source, None, n)
         for result in self.responder.take_completed():
             self._established(result, addr, incoming=True)
+
+    def _answer_probe(self, data: bytes, addr: Address) -> None:
+        """Where we see ``addr``, and our other port (crust.nat.mapping):
+        never more bytes than asked with, within the answerer's budgets."""
+        # Our other port on this address (live <-> backup): the asker
+        # reaches it at the address it reached us by.
+        other = next(
+            (
+                lst.address
+                for lst in self.service._udp
+                if lst is not self
+                and lst.address[0] == self.address[0]
+                and lst.address[1] != self.address[1]
+            ),
+            None,
+        )
+        try:
+            reply = self.service.probe_answers.answer(data, addr, time.monotonic(), other)
+        except StunParseError:
+            self.service.count_failure(addr, None)
+            return
+        if reply is not None:
+            self.endpoint.send_raw(reply, addr)
 
     def _pump_initiator(
         self,
@@ -434,8 +462,7 @@ class UdpListener:
         if self._closed:
             return
         self._closed = True
-        if self.stun is not None:
-            self.stun.close()
+        self.stun.close()
         if self._timer is not None:
             self._timer.cancel()
         if self._paused is not None:

@@ -65,7 +65,9 @@ class NatBehaviour:
     ``mapped``: where the primary server saw it (``None``: no STUN answer
     at all, UDP is blocked or the servers are down); ``behind_nat``:
     ``mapped != local``; ``port_preserving``: every mapping kept the local
-    port (``None`` if unknown)."""
+    port (``None`` if unknown); ``source``: who answered the probes,
+    ``"stun"`` (STUN servers) or ``"contacts"`` (the crust contacts this
+    node joined, :mod:`crust.nat.mapping`)."""
 
     local: Addr
     mapped: Addr | None
@@ -74,6 +76,7 @@ class NatBehaviour:
     filtering: Behaviour
     port_preserving: bool | None
     probes: tuple[Probe, ...]
+    source: str = "stun"
 
     @property
     def udp_blocked(self) -> bool:
@@ -126,7 +129,12 @@ class NatBehaviour:
                 "with cone or open peers (birthday punching); symmetric peers need a relay"
             ),
             "blocked": "no UDP answer from any STUN server: expect TCP or a relay only",
-            "unknown": "the STUN servers did not allow a full classification",
+            "unknown": (
+                "the STUN servers did not allow a full classification"
+                if self.source == "stun"
+                else "the contacts' answers did not allow a full classification (one "
+                "contact address cannot tell a cone from an address-dependent NAT)"
+            ),
         }[self.kind]
 
 

@@ -18,7 +18,7 @@ import json
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crust.nat.classify import NatBehaviour
@@ -73,6 +73,8 @@ class DoctorReport:
     verdict: str
     seconds: float
     natpmp: dict[str, Any] | None = None
+    #: crust contacts asked where they see us (``--via``; design note 0062).
+    contacts: list[Addr] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         nat = None
@@ -88,6 +90,7 @@ class DoctorReport:
                 "port_preserving": b.port_preserving,
                 "kind": b.kind,
                 "advice": b.advice,
+                "source": b.source,
                 "probes": [
                     {
                         "test": p.test,
@@ -101,6 +104,7 @@ class DoctorReport:
         return {
             "local_addresses": [{"interface": i, "address": a} for i, a in self.local_addresses],
             "stun_servers": [list(s) for s in self.stun_servers],
+            "contacts": [list(c) for c in self.contacts],
             "nat": nat,
             "stun_error": self.stun_error,
             "upnp": self.upnp,
@@ -220,7 +224,8 @@ def _verdict(
         parts.append(nat.advice)
     else:
         parts.append(
-            "reachability unknown without a STUN server (--stun HOST[:PORT] or stun_servers)"
+            "reachability unknown without a STUN server (--stun HOST[:PORT] or stun_servers) "
+            "or a crust contact (--via HOST:PORT)"
         )
     if upnp and upnp.get("can_map"):
         parts.append("UPnP works: crust can open its ports on the gateway (ServiceConfig.upnp)")
@@ -243,13 +248,18 @@ async def diagnose(
     natpmp: bool = True,
     gateway: tuple[str | None, int] = (None, 5351),
     natpmp_timeout: float = 8.0,
+    contacts: list[tuple[str, int]] | None = None,
 ) -> DoctorReport:
     """Runs every check (STUN, UPnP and PCP/NAT-PMP concurrently) and
     builds the report. ``gateway`` is where PCP/NAT-PMP ask (None: the
     default route's gateway). ``natpmp_timeout`` is above the ~7 s an
     answer-less gateway costs (PCP ~3 s, then NAT-PMP 3.75 s), so the
-    report gives the mapper's own reason rather than a bare timeout."""
+    report gives the mapper's own reason rather than a bare timeout.
+    ``contacts``: crust nodes asked where they see us (their two ports
+    each), when STUN gives no mapping behaviour (design note 0062)."""
+    from crust.asyncio.mapping import probe_contacts
     from crust.asyncio.stun import probe_nat
+    from crust.nat.classify import Behaviour
 
     t0 = time.monotonic()
     stun_error = None
@@ -267,6 +277,13 @@ async def diagnose(
             nat = await probe_nat(resolved, host=host)
         except (OSError, asyncio.TimeoutError, ValueError) as e:
             stun_error = f"{type(e).__name__}: {e}"
+    via: list[Addr] = []
+    if contacts and (nat is None or nat.mapping is Behaviour.UNKNOWN):
+        try:
+            via = await _resolve(contacts)
+            nat = await probe_contacts(via, host=host) or nat
+        except (OSError, asyncio.TimeoutError, ValueError) as e:
+            stun_error = f"contacts: {type(e).__name__}: {e}"
     upnp_info = await upnp_task if upnp_task is not None else None
     natpmp_info = await natpmp_task if natpmp_task is not None else None
     return DoctorReport(
@@ -278,6 +295,7 @@ async def diagnose(
         _verdict(nat, upnp_info, natpmp_info),
         time.monotonic() - t0,
         natpmp_info,
+        via,
     )
 
 
@@ -287,7 +305,10 @@ def render(r: DoctorReport) -> str:
     lines += [f"  {i:<10} {a}" for i, a in r.local_addresses]
     if r.nat is not None:
         b = r.nat
-        lines.append(f"STUN servers: {', '.join(f'{h}:{p}' for h, p in r.stun_servers)}")
+        if b.source == "contacts":
+            lines.append(f"crust contacts: {', '.join(f'{h}:{p}' for h, p in r.contacts)}")
+        else:
+            lines.append(f"STUN servers: {', '.join(f'{h}:{p}' for h, p in r.stun_servers)}")
         if b.mapped is None:
             lines.append("  no answer: UDP to the STUN servers is blocked or they are down")
         else:
@@ -300,11 +321,14 @@ def render(r: DoctorReport) -> str:
             lines.append(f"  filtering       {b.filtering.value}")
             rtts = [p.rtt for p in b.probes if p.rtt is not None]
             if rtts:
-                lines.append(f"  STUN rtt        {min(rtts) * 1000:.2f} ms (best)")
+                what = "STUN" if b.source == "stun" else "probe"
+                lines.append(f"  {what} rtt".ljust(18) + f"{min(rtts) * 1000:.2f} ms (best)")
     elif r.stun_error:
         lines.append(f"STUN: {r.stun_error}")
     else:
         lines.append("STUN: skipped (no --stun server given)")
+    if r.contacts and (r.nat is None or r.nat.source != "contacts"):
+        lines.append(f"crust contacts: {', '.join(f'{h}:{p}' for h, p in r.contacts)}: no answer")
     if r.upnp is None:
         lines.append("UPnP: skipped")
     elif not r.upnp.get("available"):
@@ -382,9 +406,17 @@ def run_cli(args: argparse.Namespace) -> int:
         except ConfigError as e:
             print(f"crust nat: --gateway: {e}", file=sys.stderr)
             return 2
+    try:
+        contacts = [parse_server(c, default_port=0) for c in args.via or []]
+        if any(port == 0 for _, port in contacts):
+            raise ValueError("--via needs HOST:PORT (the contact's port)")
+    except ValueError as e:
+        print(f"crust nat: {e}", file=sys.stderr)
+        return 2
     report = asyncio.run(
         diagnose(
             servers,
+            contacts=contacts,
             upnp=not args.no_upnp,
             host=args.host,
             natpmp=not args.no_natpmp,

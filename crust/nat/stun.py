@@ -74,6 +74,10 @@ class Attr(enum.IntEnum):
     CHANGE_REQUEST = 0x0003
     ERROR_CODE = 0x0009
     XOR_MAPPED_ADDRESS = 0x0020
+    #: RFC 5780 §7.6: filler, here so that a request is at least as large as
+    #: the answer it asks for (crust nodes answer no smaller request: no
+    #: amplification, crust.nat.mapping).
+    PADDING = 0x0026
     SOFTWARE = 0x8022
     FINGERPRINT = 0x8028
     RESPONSE_ORIGIN = 0x802B
@@ -224,13 +228,24 @@ def encode_message(
 
 
 def encode_binding_request(
-    txid: bytes, *, change_ip: bool = False, change_port: bool = False, fingerprint: bool = True
+    txid: bytes,
+    *,
+    change_ip: bool = False,
+    change_port: bool = False,
+    fingerprint: bool = True,
+    pad_to: int = 0,
 ) -> bytes:
-    """A Binding request, with an RFC 5780 CHANGE-REQUEST when asked."""
+    """A Binding request, with an RFC 5780 CHANGE-REQUEST when asked, and
+    a PADDING attribute that makes it at least ``pad_to`` bytes long."""
     attrs: list[tuple[int, bytes]] = []
     if change_ip or change_port:
         flags = (4 if change_ip else 0) | (2 if change_port else 0)
         attrs.append((Attr.CHANGE_REQUEST, flags.to_bytes(4, "big")))
+    if pad_to:
+        size = 20 + sum(4 + len(v) + (-len(v) % 4) for _, v in attrs) + (8 if fingerprint else 0)
+        # The PADDING attribute's own 4-byte header counts too.
+        fill = max(0, pad_to - size - 4)
+        attrs.append((Attr.PADDING, bytes(fill + (-fill % 4))))
     return encode_message(BINDING_REQUEST, txid, attrs, fingerprint=fingerprint)
 
 
@@ -335,15 +350,19 @@ class StunClient:
         change_ip: bool = False,
         change_port: bool = False,
         txid: bytes | None = None,
+        pad_to: int = 0,
     ) -> bytes:
         """Starts a binding transaction to ``server``; returns its id. The
-        request goes out on the next ``datagrams_to_send``."""
+        request goes out on the next ``datagrams_to_send``; ``pad_to``:
+        its least size in bytes (a crust node answers no request smaller
+        than its answer)."""
         txid = os.urandom(12) if txid is None else txid
         if txid in self._pending:
             raise ValueError(f"transaction {txid.hex()} is already running")
         req = encode_binding_request(
-            txid, change_ip=change_ip, change_port=change_port, fingerprint=self.fingerprint
-        )
+            txid, change_ip=change_ip, change_port=change_port, fingerprint=self.fingerprint,
+            pad_to=pad_to,
+        )  # fmt: skip
         self._pending[txid] = _Transaction(server, req, self.rto, self.rc, self.rm, now)
         return txid
 
