@@ -7,7 +7,10 @@ candidate addresses, and both sides then race:
 
 - UDP hole punching from the listening socket (crust.nat.punch), then the
   normal handshake over the punched path; birthday punching instead when
-  exactly one side's NAT is symmetric (crust.asyncio.birthday);
+  exactly one side's NAT is symmetric (crust.asyncio.birthday). With
+  candidates of both families on both sides, a Happy Eyeballs race: IPv6
+  first, IPv4 after a head start, first punched wins (crust.nat.eyeballs,
+  crust.asyncio.eyeballs; design note 0063);
 - TCP simultaneous open from the listening port (crust.asyncio.tcp_punch),
   after ``tcp_after`` seconds (a punched UDP path is preferred when both work);
 - a relayed connection through the introducer (crust.asyncio.relaying),
