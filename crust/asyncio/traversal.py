@@ -1039,14 +1039,31 @@ def _rtt_us(peer: Peer) -> int:
         return 0
 
 
+# Global addresses whose routes tell our own global address of a family
+# when the peer we talk through is of the other one (a dual-stack node on
+# wildcard addresses, joined over IPv4, still offers its IPv6 address for
+# the Happy Eyeballs race). Only a route lookup: nothing is sent there.
+_GLOBAL_PROBE: dict[int, Address] = {
+    socket.AF_INET6: ("2001:4860:4860::8888", 9),
+    socket.AF_INET: ("192.0.2.1", 9),
+}
+
+
 def _local_ip_toward(addr: Address | None, family: int) -> str | None:
     """The local address the kernel would use toward ``addr`` (no packet
-    is sent: connecting a UDP socket only picks a route)."""
-    if addr is None or _family_of(addr) != family:
-        return None
+    is sent: connecting a UDP socket only picks a route); for ``addr`` of
+    another family (or None), our address on the default route of
+    ``family`` (not a link-local one)."""
+    probe = addr is None or _family_of(addr) != family
+    if probe:
+        addr = _GLOBAL_PROBE[family]
+    assert addr is not None
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         try:
             s.connect(addr)
         except OSError:
             return None
-        return str(s.getsockname()[0])
+        host = str(s.getsockname()[0])
+    if probe and ipaddress.ip_address(host).is_link_local:
+        return None  # needs a scope: useless to a peer elsewhere
+    return host

@@ -8,11 +8,11 @@ import json
 import statistics
 from typing import Any
 
+import pytest
 from lab import BOOTSTRAP_IP, BOOTSTRAP_IP6, Lab, Node, Proc, Site
 
 PORT = 7200
-# Connections per dual-stack test (each a fresh connect by id; the previous
-# connection is closed first).
+# Connects by id per dual-stack test, each to a fresh target process.
 TRIALS = 5
 
 # argv: "serve" (the rendezvous, on both families) or "node IP4 IP6": a
@@ -69,10 +69,12 @@ asyncio.run(main())
 """
 
 
-def _node(node: Node, *, v4: bool = True) -> tuple[Proc, str]:
-    """An agent on ``node``, dual-stack or (``v4=False``) IPv6 only."""
+def _node(node: Node, *, v4: bool = True, wildcard: bool = False) -> tuple[Proc, str]:
+    """An agent on ``node``, dual-stack or (``v4=False``) IPv6 only; on the
+    wildcard addresses (0.0.0.0 and ::) with ``wildcard``."""
     boot = BOOTSTRAP_IP if v4 else BOOTSTRAP_IP6
-    proc = node.python(AGENT, "node", node.ip if v4 else "-", node.ip6, str(PORT), boot)
+    hosts = ("0.0.0.0", "::") if wildcard else (node.ip if v4 else "-", node.ip6)
+    proc = node.python(AGENT, "node", *hosts, str(PORT), boot)
     ready = json.loads(proc.expect(r"\{.*\"ready\".*\}", 30).group(0))
     return proc, ready["id"]
 
@@ -104,43 +106,48 @@ def _warm_neighbours(sites: list[Site]) -> None:
         site.host.run_python(_WARM, BOOTSTRAP_IP6)
 
 
-def _dual_stack_sites(netlab: Lab) -> tuple[list[Site], Proc]:
+def _dual_stack_sites(netlab: Lab, wildcard: bool = False) -> tuple[list[Site], Proc]:
     """Two dual-stack cone-fw sites and a requester in the first."""
     netlab.enable_ipv6()
     server = netlab.server.python(AGENT, "serve", BOOTSTRAP_IP, BOOTSTRAP_IP6, str(PORT))
     server.expect('"serving"', 30)
     sites = [netlab.add_site(f"d{i}", "cone-fw", ipv6=True) for i in range(2)]
     _warm_neighbours(sites)
-    a, _ = _node(sites[0].host)
+    a, _ = _node(sites[0].host, wildcard=wildcard)
     return sites, a
 
 
-def _trials(a: Proc, target: Site) -> list[dict[str, Any]]:
+def _trials(a: Proc, target: Site, wildcard: bool = False) -> list[dict[str, Any]]:
     """TRIALS connects by id, each to a fresh target (new process and id:
     nothing known about it, so every connect is a rendezvous and a race)."""
     results = []
     for _ in range(TRIALS):
-        b, idb = _node(target.host)
+        b, idb = _node(target.host, wildcard=wildcard)
         results.append(a.ask(f"connect {idb}"))
         b.popen.stdin.close()  # type: ignore[union-attr]
         b.wait(10)
     return results
 
 
-def test_dual_stack_hosts_prefer_ipv6(netlab: Lab) -> None:
+@pytest.mark.parametrize("hosts", ["own", "wildcard"])
+def test_dual_stack_hosts_prefer_ipv6(netlab: Lab, hosts: str) -> None:
     """Dual-stack hosts (IPv4 behind firewalled cone NATs, IPv6 behind
     stateful firewalls) connect by id over IPv6: the punch races the two
     families, IPv6 first with a head start (Happy Eyeballs, design note
-    0063), and IPv6 wins; peer.why says so."""
-    sites, a = _dual_stack_sites(netlab)
+    0063), and IPv6 wins; peer.why says so. Listening on their own
+    addresses, or on 0.0.0.0 and :: (joined over IPv4, each still offers
+    its IPv6 address: traversal._local_ip_toward)."""
+    wildcard = hosts == "wildcard"
+    sites, a = _dual_stack_sites(netlab, wildcard)
     times = []
-    for r in _trials(a, sites[1]):
+    for r in _trials(a, sites[1], wildcard):
         assert r["ok"] and r["path"] in ("direct-udp", "punched-udp"), r
         assert r["address"][0] == sites[1].host.ip6, r["why"]
         assert "IPv6 started at once, punched in" in r["why"], r
         assert "IPv4 not tried" in r["why"] or "IPv4 started after" in r["why"], r
         times.append(r["connect_s"])
-    print(f"\nFIGURE dual-stack x dual-stack, {TRIALS} trials: IPv6 every time, connect "
+    print(f"\nFIGURE dual-stack x dual-stack ({hosts} addresses), {TRIALS} trials: IPv6 every "
+          f"time, connect "
           f"median {statistics.median(times):.3f} s, max {max(times):.3f} s; "
           f"why: {r['why']}")  # fmt: skip
 
