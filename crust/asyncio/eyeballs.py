@@ -53,10 +53,6 @@ class PunchRace:
         self._timer: asyncio.TimerHandle | None = None
         self._step()
 
-    @property
-    def sessions(self) -> list[_PunchJob]:
-        return list(self.jobs.values())
-
     def why(self) -> str:
         return self.race.why()
 

@@ -405,7 +405,8 @@ class Traversal:
                     peer = t.result()
                     others = [*map(str, errors)]
                     others += [f"{k}: abandoned, {kind} won" for k in attempts.values()]
-                    if isinstance(job, PunchRace):
+                    if isinstance(job, PunchRace) and kind == "udp punch":
+                        # (A race that failed says so in its error above.)
                         others.append(job.why())
                     peer.why = _why(peer, via, others)
                     if peer.path == "relayed":
