@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from crust import Identity, Service, ServiceConfig
+from crust import ConnectError, Identity, Service, ServiceConfig
 from crust.nat.eyeballs import HEAD_START_US, IPV4, IPV6, Race, family_key, preferred
 
 T = TypeVar("T")
@@ -157,5 +157,27 @@ def test_dual_stack_falls_back_to_ipv4_and_cancels_ipv6() -> None:
             # A cancelled its IPv6 session; B stopped punching on IPv6 once
             # A's handshake came in over IPv4.
             assert await _leftovers(a, b) == []
+
+    run(main())
+
+
+def test_a_lost_race_says_what_each_family_ran_into() -> None:
+    """The target hears no punches at all (and there is no relay, no TCP):
+    connect fails with both families' reasons, and nothing is left."""
+
+    async def main() -> None:
+        async with Service(_cfg()) as m, Service(_cfg()) as a, Service(_cfg()) as b:
+            for n in (a, b):
+                n.maintain(await n.connect(("127.0.0.1", m.endpoints[0][1])))
+            b.traversal.on_punch = lambda *_: None  # type: ignore[method-assign]
+            with pytest.raises(ConnectError) as err:
+                await a.connect(b.id)
+            why = str(err.value)
+            assert "IPv6 started at once, failed: no authenticated punch" in why, why
+            assert "IPv4 started after 2" in why, why  # 250 ms and a little
+            assert why.count("failed: no authenticated punch") == 2, why
+            # B's own sessions run out on their timeout (3 s): wait for them.
+            await asyncio.sleep(0.5)
+            assert not a.traversal._jobs and not a.traversal._races
 
     run(main())
