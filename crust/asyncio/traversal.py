@@ -7,7 +7,10 @@ candidate addresses, and both sides then race:
 
 - UDP hole punching from the listening socket (crust.nat.punch), then the
   normal handshake over the punched path; birthday punching instead when
-  exactly one side's NAT is symmetric (crust.asyncio.birthday);
+  exactly one side's NAT is symmetric (crust.asyncio.birthday). With
+  candidates of both families on both sides, a Happy Eyeballs race: IPv6
+  first, IPv4 after a head start, first punched wins (crust.nat.eyeballs,
+  crust.asyncio.eyeballs; design note 0063);
 - TCP simultaneous open from the listening port (crust.asyncio.tcp_punch),
   after ``tcp_after`` seconds (a punched UDP path is preferred when both work);
 - a relayed connection through the introducer (crust.asyncio.relaying),
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from crust.asyncio.birthday import HardSide
+from crust.asyncio.eyeballs import PunchRace
 from crust.asyncio.punch_io import send_with_ttl
 from crust.asyncio.relay_link import RelayLink
 from crust.asyncio.relaying import Relaying
@@ -50,6 +54,7 @@ from crust.control import ControlKind
 from crust.errors import Attempt, ConnectError, CrustError
 from crust.handshake import HandshakeResult, Responder, long_header_prefix
 from crust.identity import PeerId
+from crust.nat import eyeballs
 from crust.nat.classify import Behaviour
 from crust.nat.punch import PunchConfig, PunchSession, PunchState, punch_session_id
 from crust.nat.reflexive import ReflexiveTracker
@@ -126,6 +131,11 @@ def _family_of(addr: Address) -> int:
     return socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
 
 
+def _eyeball(af: int) -> int:
+    """crust.nat.eyeballs' number of a socket address family."""
+    return eyeballs.IPV6 if af == socket.AF_INET6 else eyeballs.IPV4
+
+
 class Traversal:
     """The service's NAT traversal: requester, target, introducer and relay."""
 
@@ -137,6 +147,9 @@ class Traversal:
     punch_timeout = 3.0
     #: Ports of a symmetric peer's address probed by birthday punching.
     birthday_probes = 1024
+    #: Seconds an IPv6 punch runs alone before IPv4 joins the race
+    #: (crust.nat.eyeballs.HEAD_START_US, design note 0063).
+    eyeballs_head_start = eyeballs.HEAD_START_US / 1e6
 
     def __init__(self, service: Service) -> None:
         self.svc = service
@@ -154,9 +167,12 @@ class Traversal:
         self._prefix = long_header_prefix(cfg.network)
         self._rng = random.Random()
         self._asks: dict[bytes, _Ask] = {}
-        self._jobs: dict[bytes, _PunchJob] = {}
+        #: Punch sessions by (session id, address family): a Happy Eyeballs
+        #: race runs one per family under one session id (crust.nat.eyeballs).
+        self._jobs: dict[tuple[bytes, int], _PunchJob] = {}
+        self._races: set[PunchRace] = set()
         self._repunch_asks: dict[bytes, tuple[PeerId, bytes]] = {}
-        self._punched: dict[PeerId, tuple[Address, PathName]] = {}
+        self._punched: dict[tuple[PeerId, int], tuple[Address, PathName]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._responder: Responder | None = None
         self._hard_sides: set[HardSide] = set()
@@ -178,7 +194,7 @@ class Traversal:
             return
         transport = link.path.rsplit("-", 1)[-1]
         self.reflexive.note(transport, result.observed_addr, result.peer_id, now_us())
-        punched = self._punched.get(result.peer_id)
+        punched = self._punched.get((result.peer_id, _family_of(link.address)))
         if punched is not None and link.path == "direct-udp" and punched[0] == link.address:
             link.path = punched[1]
         if link.path.startswith("punched-") and result.observed_addr in [
@@ -188,6 +204,12 @@ class Traversal:
             # The peer reached our own listening address (or a port forward
             # to it): nothing on our side needed punching.
             link.path = "direct-tcp" if transport == "tcp" else "direct-udp"
+        # The peer chose its path: our punches toward it on the other family
+        # (the target of a Happy Eyeballs race punches on both) are moot.
+        fam = _family_of(link.address)
+        for job in [j for j in self._jobs.values() if j.peer == result.peer_id]:
+            if _family_of(job.listener.address) != fam and job.session.state is PunchState.PUNCHING:
+                self._stop_job(job, f"the peer connected over {_fmt(link.address)}")
 
     def on_peer_lost(self, peer: Peer) -> None:
         """``peer`` is gone: end the relay sessions through or of it."""
@@ -212,6 +234,8 @@ class Traversal:
             if not job.done.done():
                 job.done.set_exception(ConnectionError("service closed"))
         self._jobs.clear()
+        for race in list(self._races):
+            race.cancel("service closed")
         for hard in list(self._hard_sides):
             hard.close()
         for listener in self._listeners:
@@ -323,13 +347,13 @@ class Traversal:
         cands = list(reply.candidates)
         local = frozenset(cands[: reply.local])
         attempts: dict[asyncio.Task[Peer], str] = {}
-        job = None
+        job: _PunchJob | PunchRace | None = None
         # Candidates from a rendezvous peer we did not choose may name
         # anyone: no birthday punching then, and the punches are charged
         # to that peer (crust.reflection).
         charge = None if via.chosen else self.svc.charge_to(via)
         if self.use_relay != "always":
-            job = self._start_punch(
+            job = self._start_punches(
                 target, session, key, cands, local, responder=False, extra_us=0,
                 spray=self._spray(reply, cands) if charge is None else None, charge=charge,
             )  # fmt: skip
@@ -381,6 +405,9 @@ class Traversal:
                     peer = t.result()
                     others = [*map(str, errors)]
                     others += [f"{k}: abandoned, {kind} won" for k in attempts.values()]
+                    if isinstance(job, PunchRace) and kind == "udp punch":
+                        # (A race that failed says so in its error above.)
+                        others.append(job.why())
                     peer.why = _why(peer, via, others)
                     if peer.path == "relayed":
                         self._spawn(self._repunch(peer))
@@ -399,10 +426,17 @@ class Traversal:
             # otherwise it has served its purpose.
             now_peer = self.svc._peers.get(target)
             if job is not None and (now_peer is None or now_peer.path != "relayed"):
-                job.session.cancel("another path won")
+                if isinstance(job, PunchRace):
+                    job.cancel("another path won")
+                else:
+                    job.session.cancel("another path won")
 
-    async def _udp_attempt(self, job: _PunchJob, target: PeerId, deadline: float) -> Peer:
+    async def _udp_attempt(
+        self, punch: _PunchJob | PunchRace, target: PeerId, deadline: float
+    ) -> Peer:
         loop = asyncio.get_running_loop()
+        # A race: dial over the family that punched first, only that one.
+        job = await asyncio.shield(punch.done) if isinstance(punch, PunchRace) else punch
         addr = await asyncio.shield(job.done)
         existing = self.svc._peers.get(target)
         if existing is not None and existing.is_connected:
@@ -503,7 +537,7 @@ class Traversal:
 
     def _on_request(self, via: Peer, msg: RendezvousMessage) -> None:
         requester = msg.peer
-        if msg.session in self._jobs or self.relaying.has_offer(msg.session):
+        if self._has_session(msg.session) or self.relaying.has_offer(msg.session):
             return  # the same request through a second introducer
         if not self._admit(via, msg):
             return
@@ -534,7 +568,7 @@ class Traversal:
         # candidates may name anyone (crust.reflection). No birthday
         # punching, and every punch and SYN is charged to that peer.
         charge = None if via.chosen else self.svc.charge_to(via)
-        self._start_punch(
+        self._start_punches(
             requester, msg.session, key, peer_cands, local_set, responder=True, extra_us=skew,
             spray=self._spray(msg, peer_cands) if charge is None else None, charge=charge,
         )  # fmt: skip
@@ -577,14 +611,20 @@ class Traversal:
         extra_us: int,
         spray: list[Address] | None = None,
         charge: Callable[[int], bool] | None = None,
+        family: int | None = None,
     ) -> _PunchJob | None:
+        """One punch session on the first listener that has candidates
+        (of ``family`` only, when given: crust.nat.eyeballs numbers)."""
         if not self.svc.config.udp or self._closed:
             return None
         for listener in self.svc._udp:
             fam = _family_of(listener.address)
+            if family is not None and _eyeball(fam) != family:
+                continue
             mine = [c for c in cands if _family_of(c) == fam]
             if not mine:
                 continue
+            spray = [a for a in spray or () if _family_of(a) == fam]
             base = PunchConfig()
             low_ttl_us = base.low_ttl_us + max(0, min(extra_us, 2_000_000))
             timeout_us = int(self.punch_timeout * 1e6)
@@ -600,17 +640,67 @@ class Traversal:
             else:
                 config = PunchConfig(low_ttl_us=low_ttl_us, timeout_us=timeout_us)
             ps = PunchSession(
-                key=key, session=session, responder=responder, candidates=mine,
+                key=eyeballs.family_key(key, _eyeball(fam)), session=session,
+                responder=responder, candidates=mine,
                 prefix=self._prefix, now=now_us(), config=config, rng=self._rng,
             )  # fmt: skip
             loop = asyncio.get_running_loop()
             job = _PunchJob(peer, ps, listener, local, loop.create_future(), charge=charge)
             # Nobody may await a failed punch: do not warn about it.
             job.done.add_done_callback(lambda f: f.cancelled() or f.exception())
-            self._jobs[session] = job
+            self._jobs[(session, fam)] = job
+            logger.debug(
+                "punch %s with %s from %s to %s", "answering" if responder else "asking",
+                peer.short, _fmt(listener.address), [_fmt(c) for c in mine[:4]],
+            )  # fmt: skip
             self._drive(job)
             return job
         return None
+
+    def _start_punches(
+        self,
+        peer: PeerId,
+        session: bytes,
+        key: bytes,
+        cands: list[Address],
+        local: frozenset[Address],
+        *,
+        responder: bool,
+        extra_us: int,
+        spray: list[Address] | None = None,
+        charge: Callable[[int], bool] | None = None,
+    ) -> _PunchJob | PunchRace | None:
+        """The punch of a rendezvous. When both sides have candidates in
+        both families the requester races them, IPv6 first (a PunchRace,
+        design note 0063), and the target punches on both at once: it only
+        answers, and the requester's choice is the one that counts."""
+        ours = {_eyeball(_family_of(lst.address)) for lst in self.svc._udp}
+        families = eyeballs.preferred(ours, {_eyeball(_family_of(c)) for c in cands})
+        start = functools.partial(
+            self._start_punch, peer, session, key, cands, local, responder=responder,
+            extra_us=extra_us, spray=spray, charge=charge,
+        )  # fmt: skip
+        if len(families) < 2 or not self.svc.config.udp or self._closed:
+            return start()
+        if responder:
+            jobs = [start(family=fam) for fam in families]
+            return next((j for j in jobs if j is not None), None)
+        race = PunchRace(
+            families, lambda fam: start(family=fam), self._stop_job,
+            int(self.eyeballs_head_start * 1e6),
+        )  # fmt: skip
+        self._races.add(race)
+        race.done.add_done_callback(lambda _: self._races.discard(race))
+        return race
+
+    def _stop_job(self, job: _PunchJob, why: str) -> None:
+        """Cancels a punch session now: it sends nothing more, its future
+        fails and it leaves ``_jobs``."""
+        job.session.cancel(why)
+        self._drive(job)
+
+    def _has_session(self, session: bytes) -> bool:
+        return any(k[0] == session for k in self._jobs)
 
     def _admit(self, source: Peer, msg: RendezvousMessage) -> bool:
         """Whether to act on a punch request that ``source`` passed us. A
@@ -694,11 +784,11 @@ class Traversal:
         finally:
             self._hard_sides.discard(hard)
         self._listeners.append(listener)
-        self._punched[requester] = (addr, "punched-udp")
+        self._punched[(requester, _family_of(addr))] = (addr, "punched-udp")
 
     def on_punch(self, listener: UdpListener, data: bytes, addr: Address, now: int) -> None:
         """A punch packet arrived at ``listener`` (from UdpListener)."""
-        job = self._jobs.get(punch_session_id(data))
+        job = self._jobs.get((punch_session_id(data), _family_of(listener.address)))
         if job is None or job.listener is not listener:
             return  # a late or foreign punch: nothing to do, nothing to answer
         if job.session.receive_datagram(data, addr, now):
@@ -729,8 +819,8 @@ class Traversal:
             job.timer = None
         t = ps.get_timer()
         if t is None or self._closed:
-            if self._jobs.get(_session_of(job)) is job:
-                del self._jobs[_session_of(job)]
+            if self._jobs.get(_key_of(job)) is job:
+                del self._jobs[_key_of(job)]
             return
         delay = max(0.0, (t - now_us()) / 1e6)
         job.timer = asyncio.get_running_loop().call_later(delay, self._drive, job)
@@ -739,8 +829,8 @@ class Traversal:
         assert job.session.address is not None
         addr = job.session.address
         logger.info("punched %s to %s at %s:%d", job.label, job.peer.short, *addr)
-        self._punched.pop(job.peer, None)
-        self._punched[job.peer] = (addr, job.label)
+        self._punched.pop((job.peer, _family_of(addr)), None)
+        self._punched[(job.peer, _family_of(addr))] = (addr, job.label)
         while len(self._punched) > _MAX_PUNCHED:
             del self._punched[next(iter(self._punched))]
         peer = self.svc._peers.get(job.peer)
@@ -797,7 +887,7 @@ class Traversal:
     def _on_punch_request(self, peer: Peer, payload: bytes) -> None:
         msg = _decode(payload)
         if msg.op is Op.REQUEST:
-            if msg.session in self._jobs or not self._admit(peer, msg):
+            if self._has_session(msg.session) or not self._admit(peer, msg):
                 return
             nonce = os.urandom(16)
             via = peer._link.via.address if isinstance(peer._link, RelayLink) else None
@@ -922,8 +1012,8 @@ def _tcp_link(svc: Service, responder: Responder, path: PathName) -> TcpLink:
     return link
 
 
-def _session_of(job: _PunchJob) -> bytes:
-    return job.session.session
+def _key_of(job: _PunchJob) -> tuple[bytes, int]:
+    return job.session.session, _family_of(job.listener.address)
 
 
 def _encode(msg: RendezvousMessage) -> bytes:
@@ -950,14 +1040,31 @@ def _rtt_us(peer: Peer) -> int:
         return 0
 
 
+# Global addresses whose routes tell our own global address of a family
+# when the peer we talk through is of the other one (a dual-stack node on
+# wildcard addresses, joined over IPv4, still offers its IPv6 address for
+# the Happy Eyeballs race). Only a route lookup: nothing is sent there.
+_GLOBAL_PROBE: dict[int, Address] = {
+    socket.AF_INET6: ("2001:4860:4860::8888", 9),
+    socket.AF_INET: ("192.0.2.1", 9),
+}
+
+
 def _local_ip_toward(addr: Address | None, family: int) -> str | None:
     """The local address the kernel would use toward ``addr`` (no packet
-    is sent: connecting a UDP socket only picks a route)."""
-    if addr is None or _family_of(addr) != family:
-        return None
+    is sent: connecting a UDP socket only picks a route); for ``addr`` of
+    another family (or None), our address on the default route of
+    ``family`` (not a link-local one)."""
+    probe = addr is None or _family_of(addr) != family
+    if probe:
+        addr = _GLOBAL_PROBE[family]
+    assert addr is not None
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         try:
             s.connect(addr)
         except OSError:
             return None
-        return str(s.getsockname()[0])
+        host = str(s.getsockname()[0])
+    if probe and ipaddress.ip_address(host).is_link_local:
+        return None  # needs a scope: useless to a peer elsewhere
+    return host
