@@ -230,12 +230,6 @@ cdef extern from "crust.h" nogil:
 
     int crust_packet_cid(const uint8_t *pkt, size_t len, uint8_t *cid)
 
-    # ---- benchmark helpers ----
-    int64_t crust_bench_pair(crust_conn *a, crust_conn *b, uint64_t bytes,
-                             size_t msg_len, uint64_t *elapsed_ns)
-    int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
-                             uint64_t *elapsed_ns)
-
 
 # ---- endpoints (csrc/crust_endpoint.h, included by crust.h) ----
 
@@ -361,3 +355,11 @@ cdef extern from "crust.h" nogil:
                                 const sockaddr *addr, socklen_t addrlen)
 
     void crust_endpoint_get_stats(const crust_endpoint *ep, crust_endpoint_stats *st)
+
+
+# ---- benchmark drivers (csrc/bench/, compiled into the extension only) ----
+cdef extern from "bench/crust_bench.h" nogil:
+    int64_t crust_bench_pair(crust_conn *a, crust_conn *b, uint64_t bytes,
+                             size_t msg_len, uint64_t *elapsed_ns)
+    int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
+                             uint64_t *elapsed_ns)

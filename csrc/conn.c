@@ -282,7 +282,7 @@ int crust_conn_update_keys(crust_conn *c, uint64_t now_us)
 
 /* ---- events --------------------------------------------------------------- */
 
-void crust_conn_push_event(crust_conn *c, const crust_event *ev)
+static void crust_conn_push_event(crust_conn *c, const crust_event *ev)
 {
     if (c->evq_n == c->evq_cap) {
         uint32_t ncap = c->evq_cap ? c->evq_cap * 2 : 8;

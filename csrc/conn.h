@@ -199,7 +199,6 @@ int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *ack_frame);
 void crust_rec_on_timeout(crust_conn *c, uint64_t now);
 uint64_t crust_rec_timer(const crust_conn *c);
 uint64_t crust_rec_pto(const crust_conn *c);
-void crust_rec_set_loss_timer(crust_conn *c);
 void crust_cc_env_fill(const crust_conn *c, crust_cc_env *env);
 
 /* pmtu.c */
@@ -217,9 +216,8 @@ int crust_pacer_can_send(crust_pacer *p, uint64_t now, uint64_t rate, uint64_t b
                          uint64_t burst_bytes);
 void crust_pacer_on_sent(crust_pacer *p, uint64_t bytes);
 
-/* conn.c helpers used by recovery.c */
+/* conn.c helper used by recovery.c */
 void crust_conn_on_stream_acked(crust_conn *c, unsigned prio, uint64_t off, uint64_t len);
-void crust_conn_push_event(crust_conn *c, const crust_event *ev);
 
 /* conn.c helper used by endpoint.c: 1 when crust_conn_poll_event would
  * return an event now (it pops nothing). */

@@ -561,16 +561,6 @@ int crust_conn_is_closed(const crust_conn *c);
 int crust_packet_cid(const uint8_t *pkt, size_t len,
                      uint8_t cid[CRUST_CID_LEN]);
 
-/* ---- benchmark helpers (no clocks in the engine; these use one) --------- */
-/* Move `bytes` of messages of size msg_len from a to b over a perfect
- * in-memory link, driving both ends; returns packets carried a->b, or a
- * negative error. *elapsed_ns gets the wall time. */
-int64_t crust_bench_pair(crust_conn *a, crust_conn *b, uint64_t bytes,
-                         size_t msg_len, uint64_t *elapsed_ns);
-/* Seal and open `count` packets of pkt_len bytes with the AEAD alone. */
-int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
-                         uint64_t *elapsed_ns);
-
 #ifdef __cplusplus
 }
 #endif
