@@ -668,6 +668,85 @@ static int check_placement(crust_conn *c, const uint8_t *plain, size_t plen, siz
     return ok;
 }
 
+/* The effect of an authenticated packet: plain holds its plen bytes of
+ * frames, opened with the keys of `slot`. *processed is set once its frames
+ * were acted on (crust_conn_recv counts placed bytes then). */
+static int recv_opened(crust_conn *c, uint64_t now_us, uint64_t pn, unsigned slot, size_t len,
+                       const uint8_t *plain, size_t plen, int *processed)
+{
+    int has_close = 0;
+    if (validate_frames(plain, plen, &has_close) != CRUST_OK) {
+        /* Authenticated yet malformed: the peer is broken or hostile. */
+        count_drop(c, CRUST_EMALFORMED);
+        protocol_error(c, now_us);
+        return CRUST_EPROTO;
+    }
+    if (slot != c->tx_phase) {
+        /* Authentic under the other slot: the previous generation (a
+         * reordered packet), or the next one, which means the peer started
+         * a key update; we follow it. */
+        if (!c->old_keys)
+            switch_tx_keys(c, now_us, 1);
+    } else if (c->old_keys && !c->old_discard_us) {
+        /* The peer now sends with the keys we switched to. */
+        c->old_discard_us = now_us + 3 * crust_rec_pto(c);
+        if (c->cfg.stream_transport)
+            discard_old_keys(c); /* an ordered stream brings nothing older */
+    }
+    c->last_rx_us = now_us;
+    /* The peer is alive: whatever we suspected, it answered. */
+    c->unanswered_since = 0;
+    c->unreachable_deadline = 0;
+    c->st.rx_packets++;
+    c->st.rx_bytes += len;
+    if (c->state == ST_CLOSING) {
+        replay_mark(c, pn);
+        if (has_close) {
+            c->state = ST_DRAINING;
+        } else if (c->closing_tx_budget > 0) {
+            c->closing_tx_budget--;
+            c->close_frame_pending = 1;
+        }
+        return CRUST_OK;
+    }
+    int ack_eliciting = 0;
+    *processed = 1;
+    int rc = process_frames(c, now_us, plain, plen, &ack_eliciting);
+    if (rc == CRUST_EPROTO) {
+        protocol_error(c, now_us);
+        return rc;
+    }
+    if (rc)
+        return rc; /* resource limit: dropped unacknowledged, resent later */
+    replay_mark(c, pn);
+    uint64_t prev_largest_plus1 = c->rx_largest_plus1;
+    if (pn + 1 > c->rx_largest_plus1) {
+        c->rx_largest_plus1 = pn + 1;
+        c->rx_largest_time = now_us;
+    }
+    if (crust_rs_add(&c->rx_pns, pn, pn + 1) != CRUST_OK) {
+        crust_rs_pop_lowest(&c->rx_pns);
+        crust_rs_add(&c->rx_pns, pn, pn + 1);
+    }
+    if (ack_eliciting) {
+        c->last_ack_eliciting_rx = now_us;
+        c->ack_pending = 1;
+        c->rx_unacked_eliciting++;
+        /* Acknowledge at once what helps the sender detect loss quickly:
+         * reordering, or a new gap (RFC 9000 13.2.1). */
+        /* So does a bare PING (a keepalive, a probe): nothing else is
+         * coming to share the ACK with, and answering it in the same pass
+         * spares an idle node a timer wakeup per keepalive (issue 22). */
+        if (pn + 1 < prev_largest_plus1 || pn > prev_largest_plus1 ||
+            c->rx_unacked_eliciting >= c->cfg.ack_frequency || ack_eliciting == 1)
+            c->ack_immediate = 1;
+        else if (!c->ack_deadline)
+            c->ack_deadline = now_us + c->cfg.max_ack_delay_us;
+    }
+    after_send_progress(c, now_us);
+    return CRUST_OK;
+}
+
 int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t len)
 {
     if (!pkt || len < CRUST_SHORT_HEADER_MIN + c->tag_len)
@@ -713,105 +792,36 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
         return count_drop(c, CRUST_EDECRYPT); /* e.g. wiped old keys: never a crash */
     size_t plen = len - hdr - c->tag_len;
     size_t saved_len = 0;
-    uint8_t *plain = open_in_place(c, plen, &saved_len);
+    uint8_t *placed = open_in_place(c, plen, &saved_len);
     unsigned placed_prio = c->rx_pred_prio;
-    uint8_t *placed_buf = plain ? c->rs[placed_prio].dbuf : NULL;
+    uint8_t *placed_buf = placed ? c->rs[placed_prio].dbuf : NULL;
     uint8_t saved[32]; /* a STREAM header: type and two varints */
-    if (plain)
-        memcpy(saved, plain, saved_len);
-    else
-        plain = rx_plain;
+    uint8_t *plain = rx_plain;
+    if (placed) {
+        memcpy(saved, placed, saved_len);
+        plain = placed;
+    }
+    int processed = 0;
     if (crust_aead_open(k, pn, plain, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK) {
-        if (placed_buf)
-            memcpy(plain, saved, saved_len); /* a failed open may have written */
-        return count_drop(c, CRUST_EDECRYPT);
-    }
-    if (c->cfg.stream_transport && !check_placement(c, plain, plen, saved_len) && placed_buf) {
-        /* Mispredicted: process it from the scratch buffer, where frames
-         * cannot overlap the message they write to. */
-        memcpy(rx_plain, plain, plen);
-        memcpy(plain, saved, saved_len);
-        plain = rx_plain;
-        placed_buf = NULL;
-    }
-    int has_close = 0;
-    if (validate_frames(plain, plen, &has_close) != CRUST_OK) {
-        /* Authenticated yet malformed: the peer is broken or hostile. */
-        if (placed_buf)
-            memcpy(plain, saved, saved_len);
-        count_drop(c, CRUST_EMALFORMED);
-        protocol_error(c, now_us);
-        return CRUST_EPROTO;
-    }
-    if (slot != c->tx_phase) {
-        /* Authentic under the other slot: the previous generation (a
-         * reordered packet), or the next one, which means the peer started
-         * a key update; we follow it. */
-        if (!c->old_keys)
-            switch_tx_keys(c, now_us, 1);
-    } else if (c->old_keys && !c->old_discard_us) {
-        /* The peer now sends with the keys we switched to. */
-        c->old_discard_us = now_us + 3 * crust_rec_pto(c);
-        if (c->cfg.stream_transport)
-            discard_old_keys(c); /* an ordered stream brings nothing older */
-    }
-    c->last_rx_us = now_us;
-    /* The peer is alive: whatever we suspected, it answered. */
-    c->unanswered_since = 0;
-    c->unreachable_deadline = 0;
-    c->st.rx_packets++;
-    c->st.rx_bytes += len;
-    if (c->state == ST_CLOSING) {
-        if (placed_buf)
-            memcpy(plain, saved, saved_len);
-        replay_mark(c, pn);
-        if (has_close) {
-            c->state = ST_DRAINING;
-        } else if (c->closing_tx_budget > 0) {
-            c->closing_tx_budget--;
-            c->close_frame_pending = 1;
+        rc = count_drop(c, CRUST_EDECRYPT); /* a failed open may have written: restored below */
+    } else {
+        if (c->cfg.stream_transport && !check_placement(c, plain, plen, saved_len) && placed) {
+            /* Mispredicted: process it from the scratch buffer, where
+             * frames cannot overlap the message they write to. */
+            memcpy(rx_plain, plain, plen);
+            plain = rx_plain;
         }
-        return CRUST_OK;
+        rc = recv_opened(c, now_us, pn, slot, len, plain, plen, &processed);
     }
-    int ack_eliciting = 0;
-    rc = process_frames(c, now_us, plain, plen, &ack_eliciting);
-    if (placed_buf && c->rs[placed_prio].dbuf == placed_buf) {
-        memcpy(plain, saved, saved_len); /* the body bytes below the data */
-        c->st.rx_placed_bytes += plen - saved_len;
+    /* The one exit once a packet may have been opened in place: give the
+     * message back the body bytes its header was opened over, unless this
+     * packet completed the message and the buffer went to the embedder. */
+    if (placed && c->rs[placed_prio].dbuf == placed_buf) {
+        memcpy(placed, saved, saved_len);
+        if (processed && plain == placed)
+            c->st.rx_placed_bytes += plen - saved_len;
     }
-    if (rc == CRUST_EPROTO) {
-        protocol_error(c, now_us);
-        return rc;
-    }
-    if (rc)
-        return rc; /* resource limit: dropped unacknowledged, resent later */
-    replay_mark(c, pn);
-    uint64_t prev_largest_plus1 = c->rx_largest_plus1;
-    if (pn + 1 > c->rx_largest_plus1) {
-        c->rx_largest_plus1 = pn + 1;
-        c->rx_largest_time = now_us;
-    }
-    if (crust_rs_add(&c->rx_pns, pn, pn + 1) != CRUST_OK) {
-        crust_rs_pop_lowest(&c->rx_pns);
-        crust_rs_add(&c->rx_pns, pn, pn + 1);
-    }
-    if (ack_eliciting) {
-        c->last_ack_eliciting_rx = now_us;
-        c->ack_pending = 1;
-        c->rx_unacked_eliciting++;
-        /* Acknowledge at once what helps the sender detect loss quickly:
-         * reordering, or a new gap (RFC 9000 13.2.1). */
-        /* So does a bare PING (a keepalive, a probe): nothing else is
-         * coming to share the ACK with, and answering it in the same pass
-         * spares an idle node a timer wakeup per keepalive (issue 22). */
-        if (pn + 1 < prev_largest_plus1 || pn > prev_largest_plus1 ||
-            c->rx_unacked_eliciting >= c->cfg.ack_frequency || ack_eliciting == 1)
-            c->ack_immediate = 1;
-        else if (!c->ack_deadline)
-            c->ack_deadline = now_us + c->cfg.max_ack_delay_us;
-    }
-    after_send_progress(c, now_us);
-    return CRUST_OK;
+    return rc;
 }
 
 /* ---- events out ----------------------------------------------------------- */
