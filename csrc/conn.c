@@ -121,6 +121,99 @@ int crust_config_validate(const crust_config *cfg, const char **field)
 #undef BAD
 }
 
+/* ---- what loss recovery reports (recovery.h) ------------------------------ */
+
+static void cc_env_fill(const crust_conn *c, crust_cc_env *env)
+{
+    env->mtu = c->mtu;
+    env->initial_cwnd_pkts = c->cfg.initial_cwnd_pkts;
+    env->srtt_us = c->rec.srtt;
+    env->min_rtt_us = c->rec.min_rtt;
+}
+
+static void rec_acked(void *ctx, uint64_t now, uint64_t pn, const crust_sent_pkt *p, int was_lost)
+{
+    crust_conn *c = ctx;
+    for (unsigned i = 0; i < p->nframes; i++)
+        crust_send_stream_ack(&c->ss[p->frames[i].prio], p->frames[i].off, p->frames[i].len);
+    if (was_lost) {
+        c->st.spurious_losses++;
+        return;
+    }
+    if (p->flags & SP_HAS_ACK)
+        crust_rs_remove_below(&c->rx_pns, p->ack_largest + 1);
+    if (p->flags & SP_MTU_PROBE)
+        crust_pmtu_on_acked(c, now, pn);
+    if (p->size > CRUST_FLOOR_MTU) {
+        c->pmtu.large_lost = 0;
+        c->pmtu.small_acked = 0;
+    } else if (p->flags & SP_ACK_ELICITING) {
+        c->pmtu.small_acked = 1;
+    }
+}
+
+static void rec_lost(void *ctx, uint64_t now, uint64_t pn, const crust_sent_pkt *p)
+{
+    crust_conn *c = ctx;
+    c->st.lost_packets++;
+    for (unsigned i = 0; i < p->nframes; i++) {
+        const crust_sframe *f = &p->frames[i];
+        crust_send_stream_lose(&c->ss[f->prio], f->off, f->len);
+        c->st.retransmitted_bytes += f->len;
+    }
+    if (p->flags & SP_MAX_DATA)
+        c->max_data_pending = 1;
+    if ((p->flags & SP_PATH_CHALLENGE) && c->path_challenge_seq)
+        c->path_challenge_pending = 1;
+    if (p->flags & SP_MTU_PROBE)
+        crust_pmtu_on_lost(c, now, pn);
+    else if (p->size > CRUST_FLOOR_MTU)
+        c->pmtu.large_lost++;
+}
+
+static void rec_acks_done(void *ctx, uint64_t now)
+{
+    crust_conn *c = ctx;
+    /* Small packets get through while large ones keep vanishing: a PMTU
+     * black hole (RFC 8899 4.3), not congestion. */
+    if (c->pmtu.large_lost >= CRUST_BLACK_HOLE_LOSSES && c->pmtu.small_acked)
+        crust_pmtu_on_black_hole(c, now);
+}
+
+static void rec_persistent_congestion(void *ctx, uint64_t now)
+{
+    crust_conn *c = ctx;
+    crust_cc_env env;
+    cc_env_fill(c, &env);
+    c->st.persistent_congestion++;
+    c->cc->on_persistent_congestion(c->cc_state, &env, now);
+}
+
+static void rec_loss(void *ctx, uint64_t now, uint64_t lost, uint64_t largest_lost_sent)
+{
+    crust_conn *c = ctx;
+    crust_cc_env env;
+    cc_env_fill(c, &env);
+    c->cc->on_loss(c->cc_state, &env, now, lost, largest_lost_sent, c->rec.bytes_in_flight);
+}
+
+static void rec_ack_sample(void *ctx, uint64_t now, const crust_rate_sample *rs)
+{
+    crust_conn *c = ctx;
+    crust_cc_env env;
+    cc_env_fill(c, &env);
+    c->cc->on_ack(c->cc_state, &env, now, rs);
+}
+
+static const crust_rec_ops rec_ops = {
+    .acked = rec_acked,
+    .lost = rec_lost,
+    .acks_done = rec_acks_done,
+    .persistent_congestion = rec_persistent_congestion,
+    .loss = rec_loss,
+    .ack_sample = rec_ack_sample,
+};
+
 /* ---- life cycle ------------------------------------------------------------ */
 
 static uint64_t pacing_burst(const crust_conn *c, uint64_t rate)
@@ -146,7 +239,7 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     c->tag_len = CRUST_TAG_LEN; /* until crust_conn_set_keys names the AEAD */
     memcpy(c->local_cid, local_cid, CRUST_CID_LEN);
     memcpy(c->remote_cid, remote_cid, CRUST_CID_LEN);
-    crust_rec_init(c);
+    crust_rec_init(&c->rec, cfg->initial_rtt_us, cfg->max_ack_delay_us, &rec_ops, c);
     crust_pmtu_init(c);
     if (cfg->stream_transport)
         c->mtu = CRUST_STREAM_MAX_PACKET; /* the stream carries any size */
@@ -157,13 +250,13 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     crust_rs_init(&c->rx_pns, CRUST_ACK_RANGES_KEPT);
     c->cc = cfg->cc == CRUST_CC_CUBIC ? &crust_cc_cubic : &crust_cc_bbr;
     crust_cc_env env;
-    crust_cc_env_fill(c, &env);
+    cc_env_fill(c, &env);
     c->cc->init(c->cc_state, &env, now_us);
     crust_pacer_init(&c->pacer, now_us, (uint64_t)cfg->initial_cwnd_pkts * c->mtu);
     c->tx_max_data = CRUST_INITIAL_MAX_DATA;
     c->rx_max_data = cfg->recv_window;
     c->max_data_pending = cfg->recv_window > CRUST_INITIAL_MAX_DATA;
-    c->last_rx_us = c->last_tx_us = c->last_ack_eliciting_sent = now_us;
+    c->last_rx_us = c->last_tx_us = c->rec.last_ack_eliciting_sent = now_us;
     c->key_since_us = now_us;
     c->st.cc = cfg->cc;
     return c;
@@ -187,7 +280,7 @@ void crust_conn_free(crust_conn *c)
         crust_recv_stream_free(&c->rs[p], &c->msg_alloc);
     }
     crust_rs_free(&c->rx_pns);
-    crust_rec_free(c);
+    crust_rec_free(&c->rec);
     free(c->evq);
     for (unsigned i = 0; i < 2; i++) {
         wipe_keys(&c->tx[i]);
@@ -232,11 +325,11 @@ static void switch_tx_keys(crust_conn *c, uint64_t now, int by_peer)
     c->tx_phase ^= 1u;
     c->key_gen++;
     c->key_since_us = now;
-    c->key_first_pn = c->next_pn;
+    c->key_first_pn = c->rec.next_pn;
     c->key_acked = 0;
     wipe_keys(&c->tx[old]); /* never sent with again */
     c->old_keys = c->rx[old].valid;
-    c->old_discard_us = by_peer ? now + 3 * crust_rec_pto(c) : 0;
+    c->old_discard_us = by_peer ? now + 3 * crust_rec_pto(&c->rec) : 0;
     if (by_peer && c->old_keys && c->cfg.stream_transport)
         discard_old_keys(c); /* an ordered stream brings nothing older */
     c->st.key_updates++;
@@ -267,9 +360,9 @@ static int rekey_due(const crust_conn *c, uint64_t now)
     uint64_t limit = c->cfg.rekey_packets;
     if (c->aead_packet_limit && (!limit || limit > c->aead_packet_limit))
         limit = c->aead_packet_limit;
-    int due = (limit && c->next_pn - c->key_first_pn >= limit) ||
+    int due = (limit && c->rec.next_pn - c->key_first_pn >= limit) ||
               (c->cfg.rekey_interval_us && now - c->key_since_us >= c->cfg.rekey_interval_us);
-    return due && now >= c->key_acked_us + 3 * crust_rec_pto(c);
+    return due && now >= c->key_acked_us + 3 * crust_rec_pto(&c->rec);
 }
 
 int crust_conn_update_keys(crust_conn *c, uint64_t now_us)
@@ -309,7 +402,7 @@ static void begin_close(crust_conn *c, uint64_t now, conn_state st, uint32_t rea
     c->close_reason = reason;
     c->close_code = code;
     c->close_event_pending = 1;
-    c->drain_until = now + 3 * crust_rec_pto(c);
+    c->drain_until = now + 3 * crust_rec_pto(&c->rec);
     if (st == ST_CLOSING) {
         c->close_frame_pending = 1;
         c->closing_tx_budget = CLOSE_REPLIES_MAX;
@@ -346,11 +439,6 @@ static void after_send_progress(crust_conn *c, uint64_t now)
         if (c->graceful_close)
             begin_close(c, now, ST_CLOSING, CRUST_CLOSE_LOCAL, c->close_code);
     }
-}
-
-void crust_conn_on_stream_acked(crust_conn *c, unsigned prio, uint64_t off, uint64_t len)
-{
-    crust_send_stream_ack(&c->ss[prio], off, len);
 }
 
 /* ---- sending messages ----------------------------------------------------- */
@@ -547,13 +635,13 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
              * anything else would declare a loss, and a resend (which
              * put_stream_from_ring rules out). */
             if (c->cfg.stream_transport &&
-                (f.ack_range_count || f.a - f.ack_first_range > c->sent_lo)) {
+                (f.ack_range_count || f.a - f.ack_first_range > c->rec.sent_lo)) {
                 rc = CRUST_EPROTO;
                 break;
             }
-            rc = crust_rec_on_ack(c, now, &f);
+            rc = crust_rec_on_ack(&c->rec, now, &f);
             /* The peer opened a packet sealed with our current keys. */
-            if (!rc && !c->key_acked && c->largest_acked_plus1 > c->key_first_pn) {
+            if (!rc && !c->key_acked && c->rec.largest_acked_plus1 > c->key_first_pn) {
                 c->key_acked = 1;
                 c->key_acked_us = now;
             }
@@ -689,7 +777,7 @@ static int recv_opened(crust_conn *c, uint64_t now_us, uint64_t pn, unsigned slo
             switch_tx_keys(c, now_us, 1);
     } else if (c->old_keys && !c->old_discard_us) {
         /* The peer now sends with the keys we switched to. */
-        c->old_discard_us = now_us + 3 * crust_rec_pto(c);
+        c->old_discard_us = now_us + 3 * crust_rec_pto(&c->rec);
         if (c->cfg.stream_transport)
             discard_old_keys(c); /* an ordered stream brings nothing older */
     }
@@ -1210,7 +1298,7 @@ static void put_control(crust_conn *c, builder *b)
  * different at each end, and the packet number, different every time. */
 static uint64_t keepalive_jitter(const crust_conn *c)
 {
-    uint64_t x = c->next_pn;
+    uint64_t x = c->rec.next_pn;
     for (unsigned i = 0; i < CRUST_CID_LEN; i++)
         x = (x << 8 | x >> 56) ^ c->local_cid[i];
     /* splitmix64's finaliser */
@@ -1223,7 +1311,7 @@ static uint64_t keepalive_jitter(const crust_conn *c)
 
 static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *out)
 {
-    uint64_t pn = c->next_pn;
+    uint64_t pn = c->rec.next_pn;
     size_t hdr = b->hdr;
     unsigned pnlen = (unsigned)(hdr - 1 - CRUST_CID_LEN);
     out[0] = (uint8_t)(FLAGS_FIXED | (c->tx_phase ? FLAGS_KEY_PHASE : 0) | (pnlen - 1));
@@ -1234,48 +1322,28 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
     if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, plain, b->len, out, hdr) != CRUST_OK)
         return 0;
     size_t size = hdr + b->len + c->tag_len;
-    /* A packet nothing waits for, with nothing outstanding below it, would
-     * leave the ring at once (sent_lo moves past it below): keep its
-     * record on the stack, so that a connection that only answers (the
-     * quiet end of an idle one: ACKs of keepalives) holds no ring. */
     crust_sent_pkt scratch;
-    crust_sent_pkt *sp = !b->eliciting && c->sent_lo == pn ? &scratch : crust_rec_on_sent(c, pn);
+    crust_sent_pkt *sp = crust_rec_slot(&c->rec, b->eliciting, &scratch);
     if (!sp)
         return 0; /* out of memory: nothing was committed, try again later */
-    c->next_pn++;
     b->info.size = (uint32_t)size;
     b->info.time_sent = now;
-    if (b->eliciting) {
+    if (b->eliciting)
         b->info.flags |= SP_ACK_ELICITING | SP_IN_FLIGHT;
-        if (c->bytes_in_flight == 0) {
-            c->first_sent_time = now;
-            c->delivered_time = now;
-        }
-        b->info.delivered = c->delivered;
-        b->info.delivered_time = c->delivered_time;
-        b->info.first_sent_time = c->first_sent_time;
-        if (c->app_limited_until)
-            b->info.flags |= SP_APP_LIMITED;
-        c->bytes_in_flight += size;
-        c->ack_eliciting_in_flight++;
-        c->last_ack_eliciting_sent = now;
+    crust_rec_on_sent(&c->rec, now, sp, &b->info);
+    if (b->eliciting) {
         c->keepalive_jitter = keepalive_jitter(c);
         if (!c->cfg.stream_transport) {
             crust_cc_env env;
-            crust_cc_env_fill(c, &env);
-            c->cc->on_sent(c->cc_state, &env, now, size, c->bytes_in_flight);
+            cc_env_fill(c, &env);
+            c->cc->on_sent(c->cc_state, &env, now, size, c->rec.bytes_in_flight);
             crust_pacer_on_sent(&c->pacer, size);
         }
-    } else {
-        b->info.done = SP_DONE_ACKED; /* nothing waits for its fate */
     }
-    *sp = b->info;
     /* Message data now waits for an answer; keepalive PINGs and probes
      * alone do not start the clock (quiet links are idle_timeout's). */
     if (b->info.nframes && !c->unanswered_since)
         c->unanswered_since = now ? now : 1;
-    if (!b->eliciting && c->sent_lo == pn)
-        c->sent_lo++;
     c->last_tx_us = now;
     c->st.tx_packets++;
     c->st.tx_bytes += size;
@@ -1298,7 +1366,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         return 0;
     builder b;
     memset(&b, 0, sizeof b);
-    b.hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->next_pn, c->largest_acked_plus1);
+    b.hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->rec.next_pn, c->rec.largest_acked_plus1);
     b.p = out + b.hdr;
     b.cap = budget - b.hdr - c->tag_len;
 
@@ -1316,12 +1384,12 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         switch_tx_keys(c, now, 0);
 
     int probe = c->probes_pending > 0;
-    if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - c->tag_len)
+    if (probe && c->rec.pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - c->tag_len)
         /* Repeated timeouts: probe with packets any path carries, so a PMTU
          * black hole cannot starve the connection of acknowledgments. */
         b.cap = CRUST_FLOOR_MTU - b.hdr - c->tag_len;
     crust_cc_env env;
-    crust_cc_env_fill(c, &env);
+    cc_env_fill(c, &env);
     uint64_t cwnd = c->cc->cwnd(c->cc_state);
     /* A controller's floor was computed for the MTU of its time; the path
      * MTU may have grown since, and a window below one packet would stall. */
@@ -1330,7 +1398,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     /* On a stream transport the stream paces, windows and sizes packets:
      * only the send buffer and flow control limit us here. */
     int stream = c->cfg.stream_transport != 0;
-    int cwnd_ok = probe || stream || c->bytes_in_flight + c->mtu <= cwnd;
+    int cwnd_ok = probe || stream || c->rec.bytes_in_flight + c->mtu <= cwnd;
     int want_elicit = has_stream_data(c) || has_control(c) || probe;
     uint32_t mtu_probe = cwnd_ok && !stream ? crust_pmtu_want_probe(c, now) : 0;
     if (mtu_probe > cap)
@@ -1343,7 +1411,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         if (c->cfg.pacing) {
             /* Never pace slower than the minimum window per RTT: a model fed
              * only tiny samples must not starve the connection. */
-            uint64_t floor = CRUST_CC_MIN_CWND(c->mtu) * 1000000u / (c->srtt ? c->srtt : 1);
+            uint64_t floor = CRUST_CC_MIN_CWND(c->mtu) * 1000000u / (c->rec.srtt ? c->rec.srtt : 1);
             rate = c->cc->pacing_rate(c->cc_state, &env);
             if (rate < floor)
                 rate = floor;
@@ -1351,11 +1419,11 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         may_elicit = probe || crust_pacer_can_send(&c->pacer, now, rate, c->mtu,
                                                    pacing_burst(c, rate));
     }
-    if (cwnd_ok && !want_elicit && !c->app_limited_until && !stream) {
+    if (cwnd_ok && !want_elicit && !c->rec.app_limited_until && !stream) {
         /* The window is open and we have nothing to send. */
-        c->app_limited_until = c->delivered + c->bytes_in_flight;
-        if (!c->app_limited_until)
-            c->app_limited_until = 1;
+        c->rec.app_limited_until = c->rec.delivered + c->rec.bytes_in_flight;
+        if (!c->rec.app_limited_until)
+            c->rec.app_limited_until = 1;
         c->cc->on_app_limited(c->cc_state, now);
     }
 
@@ -1367,7 +1435,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         b.len = plen;
         b.eliciting = 1;
         b.info.flags |= SP_MTU_PROBE;
-        uint64_t pn = c->next_pn;
+        uint64_t pn = c->rec.next_pn;
         size_t n = finish_packet(c, &b, now, out);
         if (n)
             crust_pmtu_on_probe_sent(c, pn, (uint32_t)n);
@@ -1379,13 +1447,13 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
      * packet repeats the current ACK state once per RTT, so a lost ACK
      * cannot leave the peer without RTT samples while we still talk. */
     int ack_stale = !c->cfg.stream_transport && !crust_rs_empty(&c->rx_pns) &&
-                    now >= c->last_ack_sent_us + c->srtt; /* a stream loses no ACK */
+                    now >= c->last_ack_sent_us + c->rec.srtt; /* a stream loses no ACK */
     if ((c->ack_pending && ack_due) || ((c->ack_pending || ack_stale) && may_elicit && want_elicit))
         put_ack(c, &b, now);
     if (may_elicit && want_elicit) {
         /* On repeated PTOs the last probe is a bare PING: if only small
          * packets get through, its ACK reveals a PMTU black hole. */
-        int bare = probe && c->probes_pending == 1 && c->pto_count >= 2;
+        int bare = probe && c->probes_pending == 1 && c->rec.pto_count >= 2;
         if (!bare) {
             put_control(c, &b);
             /* Over a stream, ACK and control frames go in a small packet
@@ -1421,11 +1489,11 @@ static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
  * while the sender backs off towards the old one. */
 static uint64_t rx_stall_deadline(const crust_conn *c)
 {
-    if (c->last_ack_eliciting_sent >= c->last_rx_us || c->rx_max_data <= c->rx_data)
+    if (c->rec.last_ack_eliciting_sent >= c->last_rx_us || c->rx_max_data <= c->rx_data)
         return UINT64_MAX;
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
         if (c->rs[p].hi > c->rs[p].read) {
-            uint64_t wait = 2 * crust_rec_pto(c);
+            uint64_t wait = 2 * crust_rec_pto(&c->rec);
             if (wait < CRUST_RX_STALL_MIN_US)
                 wait = CRUST_RX_STALL_MIN_US;
             if (wait > CRUST_RX_STALL_MAX_US)
@@ -1452,7 +1520,7 @@ static uint64_t rx_stall_deadline(const crust_conn *c)
 static uint64_t keepalive_at(const crust_conn *c)
 {
     uint64_t k = c->cfg.keepalive_us;
-    uint64_t own = c->last_ack_eliciting_sent + k - c->keepalive_jitter;
+    uint64_t own = c->rec.last_ack_eliciting_sent + k - c->keepalive_jitter;
     if (!c->last_ack_eliciting_rx)
         return own;
     uint64_t heard = c->last_ack_eliciting_rx + k + k / 8 - c->keepalive_jitter;
@@ -1470,9 +1538,9 @@ static uint64_t keepalive_at(const crust_conn *c)
 static uint64_t lost_deadline(const crust_conn *c)
 {
     if (!c->cfg.lost_timeout_us || !c->unanswered_since ||
-        (!c->have_rtt && !c->cfg.stream_transport))
+        (!c->rec.have_rtt && !c->cfg.stream_transport))
         return 0;
-    uint64_t wait = CRUST_LOST_MIN_PTOS * crust_rec_pto(c);
+    uint64_t wait = CRUST_LOST_MIN_PTOS * crust_rec_pto(&c->rec);
     if (wait < c->cfg.lost_timeout_us)
         wait = c->cfg.lost_timeout_us;
     return c->unanswered_since + wait;
@@ -1487,7 +1555,7 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
     if (quiet(c)) /* nothing can go out: only the idle timer runs */
         return c->cfg.idle_timeout_us ? c->last_rx_us + c->cfg.idle_timeout_us : UINT64_MAX;
     /* A stream loses nothing: no loss or PTO timer. */
-    uint64_t t = c->cfg.stream_transport ? UINT64_MAX : crust_rec_timer(c);
+    uint64_t t = c->cfg.stream_transport ? UINT64_MAX : crust_rec_timer(&c->rec);
     if (c->ack_pending)
         t = min64(t, c->ack_immediate ? c->last_rx_us : c->ack_deadline);
     if (c->cfg.idle_timeout_us)
@@ -1509,6 +1577,26 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
     return min64(t, stale_deadline(c));
 }
 
+/* The PTO fired: send two probes. They carry new data when there is some;
+ * otherwise they resend what the oldest outstanding packet carried, or
+ * just PING. */
+static void on_pto(crust_conn *c)
+{
+    c->st.pto_count++;
+    c->probes_pending = 2;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        if (c->ss[p].sent_hi < c->ss[p].end)
+            return;
+    const crust_sent_pkt *p = crust_rec_oldest_eliciting(&c->rec);
+    if (p && p->nframes) {
+        for (unsigned i = 0; i < p->nframes; i++)
+            crust_send_stream_lose(&c->ss[p->frames[i].prio], p->frames[i].off,
+                                   p->frames[i].len);
+        return;
+    }
+    c->ping_pending = 1;
+}
+
 void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
 {
     if (c->state == ST_CLOSED)
@@ -1527,8 +1615,8 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         begin_close(c, now, ST_CLOSED, CRUST_CLOSE_UNREACHABLE, 0);
         return;
     }
-    if (!c->cfg.stream_transport)
-        crust_rec_on_timeout(c, now);
+    if (!c->cfg.stream_transport && crust_rec_on_timeout(&c->rec, now))
+        on_pto(c);
     if (lost_deadline(c) && now >= lost_deadline(c)) {
         begin_close(c, now, ST_CLOSED, CRUST_CLOSE_LOST, 0);
         return;
@@ -1584,7 +1672,7 @@ int crust_conn_path_unreachable(crust_conn *c, uint64_t now_us)
 {
     if (c->state != ST_OPEN || c->unreachable_deadline)
         return 0;
-    uint64_t wait = CRUST_UNREACHABLE_PTOS * crust_rec_pto(c);
+    uint64_t wait = CRUST_UNREACHABLE_PTOS * crust_rec_pto(&c->rec);
     if (wait < CRUST_UNREACHABLE_FLOOR_US)
         wait = CRUST_UNREACHABLE_FLOOR_US;
     c->unreachable_deadline = now_us + wait;
@@ -1606,7 +1694,7 @@ int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
     /* The challenge only has to be unpredictable to an off-path attacker
      * who cannot read our packets (they are encrypted); mix state that is
      * secret to the connection rather than needing a random source here. */
-    uint64_t x = ++c->path_challenge_seq * 0x9e3779b97f4a7c15ull ^ now_us ^ c->next_pn;
+    uint64_t x = ++c->path_challenge_seq * 0x9e3779b97f4a7c15ull ^ now_us ^ c->rec.next_pn;
     for (int i = 0; i < 8; i++) {
         x ^= x >> 31;
         x *= 0xbf58476d1ce4e5b9ull;
@@ -1626,21 +1714,21 @@ int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
      * the new path starts with a fresh one, so the data goes again within
      * one PTO. The endpoint holds it to 3x what came from there until the
      * challenge is answered. */
-    c->pto_count = 0;
+    c->rec.pto_count = 0;
     return CRUST_OK;
 }
 
 void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
 {
     *st = c->st;
-    st->srtt_us = c->srtt;
-    st->rttvar_us = c->rttvar;
-    st->min_rtt_us = c->min_rtt == UINT64_MAX ? 0 : c->min_rtt;
-    st->latest_rtt_us = c->latest_rtt;
+    st->srtt_us = c->rec.srtt;
+    st->rttvar_us = c->rec.rttvar;
+    st->min_rtt_us = c->rec.min_rtt == UINT64_MAX ? 0 : c->rec.min_rtt;
+    st->latest_rtt_us = c->rec.latest_rtt;
     st->cwnd = c->cc->cwnd(c->cc_state);
-    st->bytes_in_flight = c->bytes_in_flight;
+    st->bytes_in_flight = c->rec.bytes_in_flight;
     crust_cc_env env;
-    crust_cc_env_fill(c, &env);
+    cc_env_fill(c, &env);
     st->pacing_rate = c->cc->pacing_rate(c->cc_state, &env);
     st->send_buffered = send_buffered(c);
     uint64_t r = 0;
@@ -1655,7 +1743,7 @@ void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
 
 size_t crust_conn_memory(const crust_conn *c)
 {
-    size_t m = sizeof *c + (size_t)c->sent_cap * sizeof(crust_sent_pkt) +
+    size_t m = sizeof *c + crust_rec_memory(&c->rec) +
                crust_rs_memory(&c->rx_pns) + (size_t)c->evq_cap * sizeof(crust_event);
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
         m += crust_send_stream_memory(&c->ss[p]) + crust_recv_stream_memory(&c->rs[p]);
