@@ -590,17 +590,17 @@ static int count_drop(crust_conn *c, int err)
     return err;
 }
 
-static int on_stream_frame(crust_conn *c, const crust_frame *f)
+static int on_stream_frame(crust_conn *c, const crust_stream_frame *f)
 {
     crust_recv_stream *s = &c->rs[f->prio];
-    uint64_t end = f->a + f->b;
+    uint64_t end = f->off + f->len;
     if (end > s->hi) {
         /* Flow control: total stream bytes may not pass what we allowed. */
         if (c->rx_data + (end - s->hi) > c->rx_max_data)
             return CRUST_EPROTO;
     }
     uint64_t old_hi = s->hi;
-    int rc = crust_recv_stream_write(s, f->a, f->data, f->data_len, &c->msg_alloc);
+    int rc = crust_recv_stream_write(s, f->off, f->data, f->len, &c->msg_alloc);
     if (rc)
         return rc;
     c->rx_data += s->hi - old_hi;
@@ -635,11 +635,11 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
              * anything else would declare a loss, and a resend (which
              * put_stream_from_ring rules out). */
             if (c->cfg.stream_transport &&
-                (f.ack_range_count || f.a - f.ack_first_range > c->rec.sent_lo)) {
+                (f.ack.range_count || f.ack.largest - f.ack.first_range > c->rec.sent_lo)) {
                 rc = CRUST_EPROTO;
                 break;
             }
-            rc = crust_rec_on_ack(&c->rec, now, &f);
+            rc = crust_rec_on_ack(&c->rec, now, &f.ack);
             /* The peer opened a packet sealed with our current keys. */
             if (!rc && !c->key_acked && c->rec.largest_acked_plus1 > c->key_first_pn) {
                 c->key_acked = 1;
@@ -648,21 +648,21 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
             break;
         case CRUST_FT_STREAM:
             *ack_eliciting = 3;
-            rc = on_stream_frame(c, &f);
+            rc = on_stream_frame(c, &f.stream);
             break;
         case CRUST_FT_MAX_DATA:
             *ack_eliciting = 3;
-            if (f.a > c->tx_max_data)
-                c->tx_max_data = f.a;
+            if (f.max_data > c->tx_max_data)
+                c->tx_max_data = f.max_data;
             break;
         case CRUST_FT_PATH_CHALLENGE:
             *ack_eliciting = 3;
-            memcpy(c->path_response, f.data, 8);
+            memcpy(c->path_response, f.path_data, 8);
             c->path_response_pending = 1;
             break;
         case CRUST_FT_PATH_RESPONSE:
             *ack_eliciting = 3;
-            if (c->path_challenge_seq && memcmp(f.data, c->path_challenge, 8) == 0) {
+            if (c->path_challenge_seq && memcmp(f.path_data, c->path_challenge, 8) == 0) {
                 c->path_challenge_seq = 0;
                 c->path_challenge_pending = 0;
                 c->path_validated_pending = 1;
@@ -670,8 +670,9 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
             break;
         case CRUST_FT_CLOSE:
             begin_close(c, now, ST_DRAINING,
-                        f.a == CRUST_CLOSE_PROTOCOL ? CRUST_CLOSE_PROTOCOL : CRUST_CLOSE_REMOTE,
-                        f.b);
+                        f.close.reason == CRUST_CLOSE_PROTOCOL ? CRUST_CLOSE_PROTOCOL
+                                                               : CRUST_CLOSE_REMOTE,
+                        f.close.code);
             break;
         default:
             return CRUST_EMALFORMED;
@@ -750,9 +751,10 @@ static int check_placement(crust_conn *c, const uint8_t *plain, size_t plen, siz
     int n = crust_frame_parse_untrusted(plain, plen, &f);
     if (n <= 0 || f.type < CRUST_FT_STREAM || f.type > CRUST_FT_STREAM + CRUST_NUM_PRIO - 1)
         return 0;
-    int ok = hdr && f.prio == c->rx_pred_prio && (size_t)(f.data - plain) == hdr &&
-             f.a == c->rs[f.prio].contig && (size_t)n == plen;
-    c->rx_pred_prio = f.prio;
+    const crust_stream_frame *st = &f.stream;
+    int ok = hdr && st->prio == c->rx_pred_prio && (size_t)(st->data - plain) == hdr &&
+             st->off == c->rs[st->prio].contig && (size_t)n == plen;
+    c->rx_pred_prio = st->prio;
     return ok;
 }
 

@@ -217,12 +217,12 @@ static void report_loss(crust_rec *c, uint64_t now, uint64_t lost, uint64_t larg
         c->ops->loss(c->ctx, now, lost, largest_lost_sent);
 }
 
-int crust_rec_on_ack(crust_rec *c, uint64_t now, const crust_frame *f)
+int crust_rec_on_ack(crust_rec *c, uint64_t now, const crust_ack_frame *f)
 {
-    uint64_t largest = f->a;
+    uint64_t largest = f->largest;
     if (largest >= c->next_pn)
         return CRUST_EPROTO; /* acknowledges a packet we never sent */
-    uint64_t ack_delay = f->b << CRUST_ACK_DELAY_EXP;
+    uint64_t ack_delay = f->delay << CRUST_ACK_DELAY_EXP;
     uint64_t prior_in_flight = c->bytes_in_flight;
     uint64_t newly_acked = 0;
     crust_sent_pkt *largest_pkt = NULL, *rs_pkt = NULL;

@@ -96,7 +96,7 @@ crust_sent_pkt *crust_rec_slot(crust_rec *r, int eliciting, crust_sent_pkt *scra
 void crust_rec_on_sent(crust_rec *r, uint64_t now, crust_sent_pkt *slot, crust_sent_pkt *info);
 /* An ACK frame (validated by the parser). CRUST_EPROTO when it
  * acknowledges a packet never sent. */
-int crust_rec_on_ack(crust_rec *r, uint64_t now, const crust_frame *ack);
+int crust_rec_on_ack(crust_rec *r, uint64_t now, const crust_ack_frame *ack);
 /* The loss or PTO timer at now. Returns 1 when a PTO fired (the caller
  * sends probes), else 0. */
 int crust_rec_on_timeout(crust_rec *r, uint64_t now);

@@ -123,7 +123,8 @@ static int ack2(crust_rec *r, uint64_t t, uint64_t lo, uint64_t hi, uint64_t lo2
     }
     crust_frame fr;
     CHECK(crust_frame_parse_untrusted(f, n, &fr) == (int)n);
-    return crust_rec_on_ack(r, t, &fr);
+    CHECK(fr.type == CRUST_FT_ACK);
+    return crust_rec_on_ack(r, t, &fr.ack);
 }
 
 static int ack(crust_rec *r, uint64_t t, uint64_t lo, uint64_t hi, uint64_t delay_us)

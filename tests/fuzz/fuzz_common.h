@@ -230,11 +230,12 @@ static inline unsigned fuzz_check_output(const crust_conn *c, const uint8_t *pkt
         int n = crust_frame_parse_untrusted(plain + off, plen - off, &f);
         FUZZ_ASSERT(n > 0);
         if (f.type == CRUST_FT_ACK)
-            FUZZ_ASSERT(f.a < peer_next_pn);
+            FUZZ_ASSERT(f.ack.largest < peer_next_pn);
         if (f.type == CRUST_FT_STREAM)
-            FUZZ_ASSERT(f.a + f.b <= c->ss[f.prio].end || c->state != ST_OPEN);
+            FUZZ_ASSERT(f.stream.off + f.stream.len <= c->ss[f.stream.prio].end ||
+                        c->state != ST_OPEN);
         if (f.type == CRUST_FT_PATH_CHALLENGE && challenge) {
-            memcpy(challenge, f.data, 8);
+            memcpy(challenge, f.path_data, 8);
             *have_challenge = 1;
         }
         off += (size_t)n;
