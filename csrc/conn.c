@@ -43,25 +43,17 @@ const char *crust_strerror(int err)
 void crust_config_default(crust_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->max_message_size = 8u << 20;
-    cfg->send_buffer = 16u << 20;
-    cfg->recv_window = 34u << 20;
-    cfg->initial_mtu = CRUST_MIN_MTU;
-    cfg->max_mtu = 1472;
-    cfg->ack_frequency = 2;
-    cfg->max_ack_delay_us = 25000;
-    cfg->initial_rtt_us = 333000;
-    cfg->idle_timeout_us = 60000000;
-    cfg->keepalive_us = 20000000;
-    cfg->drop_deadline_us = 60000000;
-    cfg->drop_min_prio = 2;
-    cfg->cc = CRUST_CC_BBR;
-    cfg->pacing = 1;
-    cfg->initial_cwnd_pkts = 10;
-    cfg->rekey_interval_us = 120000000;
-    cfg->rekey_packets = UINT64_C(1) << 30;
-    cfg->stream_transport = 0;
-    cfg->lost_timeout_us = 8000000;
+#define DEFAULT(type, name, def, min, max, zero_ok) cfg->name = (type)(def);
+    CRUST_CONFIG_FIELDS(DEFAULT)
+#undef DEFAULT
+}
+
+/* A function, not an expression in the macro below: for min 0 or max
+ * UINT64_MAX a comparison in the field's own type would always hold, and
+ * say so (-Wtype-limits). */
+static int in_range(uint64_t v, uint64_t min, uint64_t max, int zero_ok)
+{
+    return (zero_ok && v == 0) || (v >= min && v <= max);
 }
 
 int crust_config_validate(const crust_config *cfg, const char **field)
@@ -72,54 +64,29 @@ int crust_config_validate(const crust_config *cfg, const char **field)
             *field = name;  \
         return CRUST_EINVAL; \
     } while (0)
-    if (cfg->max_message_size < 1 || cfg->max_message_size > (UINT64_C(1) << 32))
-        BAD("max_message_size");
-    if (cfg->send_buffer < 65536 || cfg->send_buffer > (UINT64_C(1) << 40))
-        BAD("send_buffer");
-    /* Each priority's stream may hold one partly received message; the
-     * window must fit one whole message per priority, or the streams could
-     * fill it with halves and none ever complete (a deadlock). */
-    if (cfg->recv_window < CRUST_INITIAL_MAX_DATA || cfg->recv_window > (UINT64_C(1) << 40) ||
-        cfg->recv_window < CRUST_NUM_PRIO * (cfg->max_message_size + 8))
+    /* Each field alone, in struct order (crust_config_fields.h). */
+#define CHECK_RANGE(type, name, def, min, max, zero_ok) \
+    if (!in_range(cfg->name, (min), (max), (zero_ok)))  \
+        BAD(#name);
+    CRUST_CONFIG_FIELDS(CHECK_RANGE)
+#undef CHECK_RANGE
+    /* Then the rules between fields. Each priority's stream may hold one
+     * partly received message; the window must fit one whole message per
+     * priority, or the streams could fill it with halves and none ever
+     * complete (a deadlock). */
+    if (cfg->recv_window < CRUST_NUM_PRIO * (cfg->max_message_size + 8))
         BAD("recv_window");
-    if (cfg->max_mtu < CRUST_MIN_MTU || cfg->max_mtu > CRUST_MAX_PACKET)
-        BAD("max_mtu");
-    if (cfg->initial_mtu < CRUST_FLOOR_MTU || cfg->initial_mtu > cfg->max_mtu)
+    if (cfg->initial_mtu > cfg->max_mtu)
         BAD("initial_mtu");
-    if (cfg->ack_frequency < 1 || cfg->ack_frequency > 1000)
-        BAD("ack_frequency");
-    if (cfg->max_ack_delay_us > 1000000)
-        BAD("max_ack_delay_us");
-    if (cfg->initial_rtt_us < 1000 || cfg->initial_rtt_us > 10000000)
-        BAD("initial_rtt_us");
-    if (cfg->idle_timeout_us != 0 && cfg->idle_timeout_us < 100000)
-        BAD("idle_timeout_us");
-    if (cfg->keepalive_us != 0 &&
-        (cfg->keepalive_us < 10000 ||
-         (cfg->idle_timeout_us && cfg->keepalive_us >= cfg->idle_timeout_us)))
+    if (cfg->keepalive_us && cfg->idle_timeout_us && cfg->keepalive_us >= cfg->idle_timeout_us)
         BAD("keepalive_us");
-    if (cfg->lost_timeout_us != 0 && cfg->lost_timeout_us < 100000)
-        BAD("lost_timeout_us");
-    if (cfg->drop_min_prio > CRUST_NUM_PRIO)
-        BAD("drop_min_prio");
-    if (cfg->cc >= CRUST_CC_COUNT)
-        BAD("cc");
-    if (cfg->pacing > 1)
-        BAD("pacing");
-    if (cfg->initial_cwnd_pkts < 2 || cfg->initial_cwnd_pkts > 1000)
-        BAD("initial_cwnd_pkts");
-    /* Tiny values would only be capped by the 3-PTO spacing of updates;
-     * refuse them as the mistakes they are. */
-    if (cfg->rekey_interval_us != 0 && cfg->rekey_interval_us < 1000)
-        BAD("rekey_interval_us");
-    if (cfg->rekey_packets != 0 &&
-        (cfg->rekey_packets < 16 || cfg->rekey_packets > (UINT64_C(1) << 62)))
-        BAD("rekey_packets");
-    if (cfg->stream_transport > 1)
-        BAD("stream_transport");
     return CRUST_OK;
 #undef BAD
 }
+
+/* The window a connection starts with is the least recv_window allows. */
+_Static_assert(CRUST_INITIAL_MAX_DATA == 256u * 1024u,
+               "recv_window's minimum in crust_config_fields.h is CRUST_INITIAL_MAX_DATA");
 
 /* ---- what loss recovery reports (recovery.h) ------------------------------ */
 
