@@ -178,28 +178,9 @@ cdef int _raise(int code, str what) except -1:
 
 # ---- configuration -----------------------------------------------------------
 
-# Field name -> width in bits, in crust_config order.
-_CONFIG_FIELDS = {
-    "max_message_size": 64,
-    "send_buffer": 64,
-    "recv_window": 64,
-    "initial_mtu": 32,
-    "max_mtu": 32,
-    "ack_frequency": 32,
-    "max_ack_delay_us": 32,
-    "initial_rtt_us": 64,
-    "idle_timeout_us": 64,
-    "keepalive_us": 64,
-    "lost_timeout_us": 64,
-    "drop_deadline_us": 64,
-    "drop_min_prio": 32,
-    "cc": 32,
-    "pacing": 32,
-    "initial_cwnd_pkts": 32,
-    "rekey_interval_us": 64,
-    "rekey_packets": 64,
-    "stream_transport": 32,
-}
+# The fields (_CONFIG_FIELDS, _config_put, the _ConfigFields properties) are
+# generated from csrc/crust_config_fields.h by scripts/gen_config.py.
+include "_config.pxi"
 
 
 def _config_error(str field, str message):
@@ -229,60 +210,16 @@ cdef uint64_t _coerce_field(str name, object value) except? 0xFFFFFFFFFFFFFFFF:
     return v
 
 
-cdef void _config_put(C.crust_config *c, str name, uint64_t v) noexcept:
-    # Width was checked by _coerce_field, so the uint32_t casts are exact.
-    if name == "max_message_size":
-        c.max_message_size = v
-    elif name == "send_buffer":
-        c.send_buffer = v
-    elif name == "recv_window":
-        c.recv_window = v
-    elif name == "initial_mtu":
-        c.initial_mtu = <uint32_t>v
-    elif name == "max_mtu":
-        c.max_mtu = <uint32_t>v
-    elif name == "ack_frequency":
-        c.ack_frequency = <uint32_t>v
-    elif name == "max_ack_delay_us":
-        c.max_ack_delay_us = <uint32_t>v
-    elif name == "initial_rtt_us":
-        c.initial_rtt_us = v
-    elif name == "idle_timeout_us":
-        c.idle_timeout_us = v
-    elif name == "keepalive_us":
-        c.keepalive_us = v
-    elif name == "lost_timeout_us":
-        c.lost_timeout_us = v
-    elif name == "drop_deadline_us":
-        c.drop_deadline_us = v
-    elif name == "drop_min_prio":
-        c.drop_min_prio = <uint32_t>v
-    elif name == "cc":
-        c.cc = <uint32_t>v
-    elif name == "pacing":
-        c.pacing = <uint32_t>v
-    elif name == "initial_cwnd_pkts":
-        c.initial_cwnd_pkts = <uint32_t>v
-    elif name == "rekey_interval_us":
-        c.rekey_interval_us = v
-    elif name == "rekey_packets":
-        c.rekey_packets = v
-    elif name == "stream_transport":
-        c.stream_transport = <uint32_t>v
-
-
 def _config_from_dict(dict fields):
     return Config(**fields)
 
 
-cdef class Config:
+cdef class Config(_ConfigFields):
     """Tunables of one connection (``crust_config``); sizes in bytes, times
     in microseconds. Every field is a keyword; the defaults are the core's
     (``crust_config_default``). Values are checked by the core's
     ``crust_config_validate``: a bad one raises ConfigError naming the field.
     """
-
-    cdef C.crust_config c
 
     def __cinit__(self):
         C.crust_config_default(&self.c)
@@ -312,158 +249,6 @@ cdef class Config:
             self.c = saved
             raise
         return 0
-
-    @property
-    def max_message_size(self):
-        return self.c.max_message_size
-
-    @max_message_size.setter
-    def max_message_size(self, value):
-        self._set("max_message_size", value)
-
-    @property
-    def send_buffer(self):
-        return self.c.send_buffer
-
-    @send_buffer.setter
-    def send_buffer(self, value):
-        self._set("send_buffer", value)
-
-    @property
-    def recv_window(self):
-        return self.c.recv_window
-
-    @recv_window.setter
-    def recv_window(self, value):
-        self._set("recv_window", value)
-
-    @property
-    def initial_mtu(self):
-        return self.c.initial_mtu
-
-    @initial_mtu.setter
-    def initial_mtu(self, value):
-        self._set("initial_mtu", value)
-
-    @property
-    def max_mtu(self):
-        return self.c.max_mtu
-
-    @max_mtu.setter
-    def max_mtu(self, value):
-        self._set("max_mtu", value)
-
-    @property
-    def ack_frequency(self):
-        return self.c.ack_frequency
-
-    @ack_frequency.setter
-    def ack_frequency(self, value):
-        self._set("ack_frequency", value)
-
-    @property
-    def max_ack_delay_us(self):
-        return self.c.max_ack_delay_us
-
-    @max_ack_delay_us.setter
-    def max_ack_delay_us(self, value):
-        self._set("max_ack_delay_us", value)
-
-    @property
-    def initial_rtt_us(self):
-        return self.c.initial_rtt_us
-
-    @initial_rtt_us.setter
-    def initial_rtt_us(self, value):
-        self._set("initial_rtt_us", value)
-
-    @property
-    def idle_timeout_us(self):
-        return self.c.idle_timeout_us
-
-    @idle_timeout_us.setter
-    def idle_timeout_us(self, value):
-        self._set("idle_timeout_us", value)
-
-    @property
-    def keepalive_us(self):
-        return self.c.keepalive_us
-
-    @keepalive_us.setter
-    def keepalive_us(self, value):
-        self._set("keepalive_us", value)
-
-    @property
-    def lost_timeout_us(self):
-        return self.c.lost_timeout_us
-
-    @lost_timeout_us.setter
-    def lost_timeout_us(self, value):
-        self._set("lost_timeout_us", value)
-
-    @property
-    def drop_deadline_us(self):
-        return self.c.drop_deadline_us
-
-    @drop_deadline_us.setter
-    def drop_deadline_us(self, value):
-        self._set("drop_deadline_us", value)
-
-    @property
-    def drop_min_prio(self):
-        return self.c.drop_min_prio
-
-    @drop_min_prio.setter
-    def drop_min_prio(self, value):
-        self._set("drop_min_prio", value)
-
-    @property
-    def cc(self):
-        return self.c.cc
-
-    @cc.setter
-    def cc(self, value):
-        self._set("cc", value)
-
-    @property
-    def pacing(self):
-        return self.c.pacing
-
-    @pacing.setter
-    def pacing(self, value):
-        self._set("pacing", value)
-
-    @property
-    def initial_cwnd_pkts(self):
-        return self.c.initial_cwnd_pkts
-
-    @initial_cwnd_pkts.setter
-    def initial_cwnd_pkts(self, value):
-        self._set("initial_cwnd_pkts", value)
-
-    @property
-    def rekey_interval_us(self):
-        return self.c.rekey_interval_us
-
-    @rekey_interval_us.setter
-    def rekey_interval_us(self, value):
-        self._set("rekey_interval_us", value)
-
-    @property
-    def rekey_packets(self):
-        return self.c.rekey_packets
-
-    @rekey_packets.setter
-    def rekey_packets(self, value):
-        self._set("rekey_packets", value)
-
-    @property
-    def stream_transport(self):
-        return self.c.stream_transport
-
-    @stream_transport.setter
-    def stream_transport(self, value):
-        self._set("stream_transport", value)
 
     def as_dict(self):
         """Every field, in crust_config order."""

@@ -43,25 +43,17 @@ const char *crust_strerror(int err)
 void crust_config_default(crust_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->max_message_size = 8u << 20;
-    cfg->send_buffer = 16u << 20;
-    cfg->recv_window = 34u << 20;
-    cfg->initial_mtu = CRUST_MIN_MTU;
-    cfg->max_mtu = 1472;
-    cfg->ack_frequency = 2;
-    cfg->max_ack_delay_us = 25000;
-    cfg->initial_rtt_us = 333000;
-    cfg->idle_timeout_us = 60000000;
-    cfg->keepalive_us = 20000000;
-    cfg->drop_deadline_us = 60000000;
-    cfg->drop_min_prio = 2;
-    cfg->cc = CRUST_CC_BBR;
-    cfg->pacing = 1;
-    cfg->initial_cwnd_pkts = 10;
-    cfg->rekey_interval_us = 120000000;
-    cfg->rekey_packets = UINT64_C(1) << 30;
-    cfg->stream_transport = 0;
-    cfg->lost_timeout_us = 8000000;
+#define DEFAULT(type, name, def, min, max, zero_ok) cfg->name = (type)(def);
+    CRUST_CONFIG_FIELDS(DEFAULT)
+#undef DEFAULT
+}
+
+/* A function, not an expression in the macro below: for min 0 or max
+ * UINT64_MAX a comparison in the field's own type would always hold, and
+ * say so (-Wtype-limits). */
+static int in_range(uint64_t v, uint64_t min, uint64_t max, int zero_ok)
+{
+    return (zero_ok && v == 0) || (v >= min && v <= max);
 }
 
 int crust_config_validate(const crust_config *cfg, const char **field)
@@ -72,54 +64,122 @@ int crust_config_validate(const crust_config *cfg, const char **field)
             *field = name;  \
         return CRUST_EINVAL; \
     } while (0)
-    if (cfg->max_message_size < 1 || cfg->max_message_size > (UINT64_C(1) << 32))
-        BAD("max_message_size");
-    if (cfg->send_buffer < 65536 || cfg->send_buffer > (UINT64_C(1) << 40))
-        BAD("send_buffer");
-    /* Each priority's stream may hold one partly received message; the
-     * window must fit one whole message per priority, or the streams could
-     * fill it with halves and none ever complete (a deadlock). */
-    if (cfg->recv_window < CRUST_INITIAL_MAX_DATA || cfg->recv_window > (UINT64_C(1) << 40) ||
-        cfg->recv_window < CRUST_NUM_PRIO * (cfg->max_message_size + 8))
+    /* Each field alone, in struct order (crust_config_fields.h). */
+#define CHECK_RANGE(type, name, def, min, max, zero_ok) \
+    if (!in_range(cfg->name, (min), (max), (zero_ok)))  \
+        BAD(#name);
+    CRUST_CONFIG_FIELDS(CHECK_RANGE)
+#undef CHECK_RANGE
+    /* Then the rules between fields. Each priority's stream may hold one
+     * partly received message; the window must fit one whole message per
+     * priority, or the streams could fill it with halves and none ever
+     * complete (a deadlock). */
+    if (cfg->recv_window < CRUST_NUM_PRIO * (cfg->max_message_size + 8))
         BAD("recv_window");
-    if (cfg->max_mtu < CRUST_MIN_MTU || cfg->max_mtu > CRUST_MAX_PACKET)
-        BAD("max_mtu");
-    if (cfg->initial_mtu < CRUST_FLOOR_MTU || cfg->initial_mtu > cfg->max_mtu)
+    if (cfg->initial_mtu > cfg->max_mtu)
         BAD("initial_mtu");
-    if (cfg->ack_frequency < 1 || cfg->ack_frequency > 1000)
-        BAD("ack_frequency");
-    if (cfg->max_ack_delay_us > 1000000)
-        BAD("max_ack_delay_us");
-    if (cfg->initial_rtt_us < 1000 || cfg->initial_rtt_us > 10000000)
-        BAD("initial_rtt_us");
-    if (cfg->idle_timeout_us != 0 && cfg->idle_timeout_us < 100000)
-        BAD("idle_timeout_us");
-    if (cfg->keepalive_us != 0 &&
-        (cfg->keepalive_us < 10000 ||
-         (cfg->idle_timeout_us && cfg->keepalive_us >= cfg->idle_timeout_us)))
+    if (cfg->keepalive_us && cfg->idle_timeout_us && cfg->keepalive_us >= cfg->idle_timeout_us)
         BAD("keepalive_us");
-    if (cfg->lost_timeout_us != 0 && cfg->lost_timeout_us < 100000)
-        BAD("lost_timeout_us");
-    if (cfg->drop_min_prio > CRUST_NUM_PRIO)
-        BAD("drop_min_prio");
-    if (cfg->cc >= CRUST_CC_COUNT)
-        BAD("cc");
-    if (cfg->pacing > 1)
-        BAD("pacing");
-    if (cfg->initial_cwnd_pkts < 2 || cfg->initial_cwnd_pkts > 1000)
-        BAD("initial_cwnd_pkts");
-    /* Tiny values would only be capped by the 3-PTO spacing of updates;
-     * refuse them as the mistakes they are. */
-    if (cfg->rekey_interval_us != 0 && cfg->rekey_interval_us < 1000)
-        BAD("rekey_interval_us");
-    if (cfg->rekey_packets != 0 &&
-        (cfg->rekey_packets < 16 || cfg->rekey_packets > (UINT64_C(1) << 62)))
-        BAD("rekey_packets");
-    if (cfg->stream_transport > 1)
-        BAD("stream_transport");
     return CRUST_OK;
 #undef BAD
 }
+
+/* The window a connection starts with is the least recv_window allows. */
+_Static_assert(CRUST_INITIAL_MAX_DATA == 256u * 1024u,
+               "recv_window's minimum in crust_config_fields.h is CRUST_INITIAL_MAX_DATA");
+
+/* ---- what loss recovery reports (recovery.h) ------------------------------ */
+
+static void cc_env_fill(const crust_conn *c, crust_cc_env *env)
+{
+    env->mtu = c->mtu;
+    env->initial_cwnd_pkts = c->cfg.initial_cwnd_pkts;
+    env->srtt_us = c->rec.srtt;
+    env->min_rtt_us = c->rec.min_rtt;
+}
+
+static void rec_acked(void *ctx, uint64_t now, uint64_t pn, const crust_sent_pkt *p, int was_lost)
+{
+    crust_conn *c = ctx;
+    for (unsigned i = 0; i < p->nframes; i++)
+        crust_send_stream_ack(&c->ss[p->frames[i].prio], p->frames[i].off, p->frames[i].len);
+    if (was_lost) {
+        c->st.spurious_losses++;
+        return;
+    }
+    if (p->flags & SP_HAS_ACK)
+        crust_rs_remove_below(&c->rx_pns, p->ack_largest + 1);
+    if (p->flags & SP_MTU_PROBE)
+        crust_pmtu_on_acked(c, now, pn);
+    if (p->size > CRUST_FLOOR_MTU) {
+        c->pmtu.large_lost = 0;
+        c->pmtu.small_acked = 0;
+    } else if (p->flags & SP_ACK_ELICITING) {
+        c->pmtu.small_acked = 1;
+    }
+}
+
+static void rec_lost(void *ctx, uint64_t now, uint64_t pn, const crust_sent_pkt *p)
+{
+    crust_conn *c = ctx;
+    c->st.lost_packets++;
+    for (unsigned i = 0; i < p->nframes; i++) {
+        const crust_sframe *f = &p->frames[i];
+        crust_send_stream_lose(&c->ss[f->prio], f->off, f->len);
+        c->st.retransmitted_bytes += f->len;
+    }
+    if (p->flags & SP_MAX_DATA)
+        c->max_data_pending = 1;
+    if ((p->flags & SP_PATH_CHALLENGE) && c->path_challenge_seq)
+        c->path_challenge_pending = 1;
+    if (p->flags & SP_MTU_PROBE)
+        crust_pmtu_on_lost(c, now, pn);
+    else if (p->size > CRUST_FLOOR_MTU)
+        c->pmtu.large_lost++;
+}
+
+static void rec_acks_done(void *ctx, uint64_t now)
+{
+    crust_conn *c = ctx;
+    /* Small packets get through while large ones keep vanishing: a PMTU
+     * black hole (RFC 8899 4.3), not congestion. */
+    if (c->pmtu.large_lost >= CRUST_BLACK_HOLE_LOSSES && c->pmtu.small_acked)
+        crust_pmtu_on_black_hole(c, now);
+}
+
+static void rec_persistent_congestion(void *ctx, uint64_t now)
+{
+    crust_conn *c = ctx;
+    crust_cc_env env;
+    cc_env_fill(c, &env);
+    c->st.persistent_congestion++;
+    c->cc->on_persistent_congestion(c->cc_state, &env, now);
+}
+
+static void rec_loss(void *ctx, uint64_t now, uint64_t lost, uint64_t largest_lost_sent)
+{
+    crust_conn *c = ctx;
+    crust_cc_env env;
+    cc_env_fill(c, &env);
+    c->cc->on_loss(c->cc_state, &env, now, lost, largest_lost_sent, c->rec.bytes_in_flight);
+}
+
+static void rec_ack_sample(void *ctx, uint64_t now, const crust_rate_sample *rs)
+{
+    crust_conn *c = ctx;
+    crust_cc_env env;
+    cc_env_fill(c, &env);
+    c->cc->on_ack(c->cc_state, &env, now, rs);
+}
+
+static const crust_rec_ops rec_ops = {
+    .acked = rec_acked,
+    .lost = rec_lost,
+    .acks_done = rec_acks_done,
+    .persistent_congestion = rec_persistent_congestion,
+    .loss = rec_loss,
+    .ack_sample = rec_ack_sample,
+};
 
 /* ---- life cycle ------------------------------------------------------------ */
 
@@ -146,7 +206,7 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     c->tag_len = CRUST_TAG_LEN; /* until crust_conn_set_keys names the AEAD */
     memcpy(c->local_cid, local_cid, CRUST_CID_LEN);
     memcpy(c->remote_cid, remote_cid, CRUST_CID_LEN);
-    crust_rec_init(c);
+    crust_rec_init(&c->rec, cfg->initial_rtt_us, cfg->max_ack_delay_us, &rec_ops, c);
     crust_pmtu_init(c);
     if (cfg->stream_transport)
         c->mtu = CRUST_STREAM_MAX_PACKET; /* the stream carries any size */
@@ -157,13 +217,13 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     crust_rs_init(&c->rx_pns, CRUST_ACK_RANGES_KEPT);
     c->cc = cfg->cc == CRUST_CC_CUBIC ? &crust_cc_cubic : &crust_cc_bbr;
     crust_cc_env env;
-    crust_cc_env_fill(c, &env);
+    cc_env_fill(c, &env);
     c->cc->init(c->cc_state, &env, now_us);
     crust_pacer_init(&c->pacer, now_us, (uint64_t)cfg->initial_cwnd_pkts * c->mtu);
     c->tx_max_data = CRUST_INITIAL_MAX_DATA;
     c->rx_max_data = cfg->recv_window;
     c->max_data_pending = cfg->recv_window > CRUST_INITIAL_MAX_DATA;
-    c->last_rx_us = c->last_tx_us = c->last_ack_eliciting_sent = now_us;
+    c->last_rx_us = c->last_tx_us = c->rec.last_ack_eliciting_sent = now_us;
     c->key_since_us = now_us;
     c->st.cc = cfg->cc;
     return c;
@@ -187,7 +247,7 @@ void crust_conn_free(crust_conn *c)
         crust_recv_stream_free(&c->rs[p], &c->msg_alloc);
     }
     crust_rs_free(&c->rx_pns);
-    crust_rec_free(c);
+    crust_rec_free(&c->rec);
     free(c->evq);
     for (unsigned i = 0; i < 2; i++) {
         wipe_keys(&c->tx[i]);
@@ -232,11 +292,11 @@ static void switch_tx_keys(crust_conn *c, uint64_t now, int by_peer)
     c->tx_phase ^= 1u;
     c->key_gen++;
     c->key_since_us = now;
-    c->key_first_pn = c->next_pn;
+    c->key_first_pn = c->rec.next_pn;
     c->key_acked = 0;
     wipe_keys(&c->tx[old]); /* never sent with again */
     c->old_keys = c->rx[old].valid;
-    c->old_discard_us = by_peer ? now + 3 * crust_rec_pto(c) : 0;
+    c->old_discard_us = by_peer ? now + 3 * crust_rec_pto(&c->rec) : 0;
     if (by_peer && c->old_keys && c->cfg.stream_transport)
         discard_old_keys(c); /* an ordered stream brings nothing older */
     c->st.key_updates++;
@@ -267,9 +327,9 @@ static int rekey_due(const crust_conn *c, uint64_t now)
     uint64_t limit = c->cfg.rekey_packets;
     if (c->aead_packet_limit && (!limit || limit > c->aead_packet_limit))
         limit = c->aead_packet_limit;
-    int due = (limit && c->next_pn - c->key_first_pn >= limit) ||
+    int due = (limit && c->rec.next_pn - c->key_first_pn >= limit) ||
               (c->cfg.rekey_interval_us && now - c->key_since_us >= c->cfg.rekey_interval_us);
-    return due && now >= c->key_acked_us + 3 * crust_rec_pto(c);
+    return due && now >= c->key_acked_us + 3 * crust_rec_pto(&c->rec);
 }
 
 int crust_conn_update_keys(crust_conn *c, uint64_t now_us)
@@ -282,7 +342,7 @@ int crust_conn_update_keys(crust_conn *c, uint64_t now_us)
 
 /* ---- events --------------------------------------------------------------- */
 
-void crust_conn_push_event(crust_conn *c, const crust_event *ev)
+static void crust_conn_push_event(crust_conn *c, const crust_event *ev)
 {
     if (c->evq_n == c->evq_cap) {
         uint32_t ncap = c->evq_cap ? c->evq_cap * 2 : 8;
@@ -309,7 +369,7 @@ static void begin_close(crust_conn *c, uint64_t now, conn_state st, uint32_t rea
     c->close_reason = reason;
     c->close_code = code;
     c->close_event_pending = 1;
-    c->drain_until = now + 3 * crust_rec_pto(c);
+    c->drain_until = now + 3 * crust_rec_pto(&c->rec);
     if (st == ST_CLOSING) {
         c->close_frame_pending = 1;
         c->closing_tx_budget = CLOSE_REPLIES_MAX;
@@ -346,11 +406,6 @@ static void after_send_progress(crust_conn *c, uint64_t now)
         if (c->graceful_close)
             begin_close(c, now, ST_CLOSING, CRUST_CLOSE_LOCAL, c->close_code);
     }
-}
-
-void crust_conn_on_stream_acked(crust_conn *c, unsigned prio, uint64_t off, uint64_t len)
-{
-    crust_send_stream_ack(&c->ss[prio], off, len);
 }
 
 /* ---- sending messages ----------------------------------------------------- */
@@ -502,17 +557,17 @@ static int count_drop(crust_conn *c, int err)
     return err;
 }
 
-static int on_stream_frame(crust_conn *c, const crust_frame *f)
+static int on_stream_frame(crust_conn *c, const crust_stream_frame *f)
 {
     crust_recv_stream *s = &c->rs[f->prio];
-    uint64_t end = f->a + f->b;
+    uint64_t end = f->off + f->len;
     if (end > s->hi) {
         /* Flow control: total stream bytes may not pass what we allowed. */
         if (c->rx_data + (end - s->hi) > c->rx_max_data)
             return CRUST_EPROTO;
     }
     uint64_t old_hi = s->hi;
-    int rc = crust_recv_stream_write(s, f->a, f->data, f->data_len, &c->msg_alloc);
+    int rc = crust_recv_stream_write(s, f->off, f->data, f->len, &c->msg_alloc);
     if (rc)
         return rc;
     c->rx_data += s->hi - old_hi;
@@ -547,34 +602,34 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
              * anything else would declare a loss, and a resend (which
              * put_stream_from_ring rules out). */
             if (c->cfg.stream_transport &&
-                (f.ack_range_count || f.a - f.ack_first_range > c->sent_lo)) {
+                (f.ack.range_count || f.ack.largest - f.ack.first_range > c->rec.sent_lo)) {
                 rc = CRUST_EPROTO;
                 break;
             }
-            rc = crust_rec_on_ack(c, now, &f);
+            rc = crust_rec_on_ack(&c->rec, now, &f.ack);
             /* The peer opened a packet sealed with our current keys. */
-            if (!rc && !c->key_acked && c->largest_acked_plus1 > c->key_first_pn) {
+            if (!rc && !c->key_acked && c->rec.largest_acked_plus1 > c->key_first_pn) {
                 c->key_acked = 1;
                 c->key_acked_us = now;
             }
             break;
         case CRUST_FT_STREAM:
             *ack_eliciting = 3;
-            rc = on_stream_frame(c, &f);
+            rc = on_stream_frame(c, &f.stream);
             break;
         case CRUST_FT_MAX_DATA:
             *ack_eliciting = 3;
-            if (f.a > c->tx_max_data)
-                c->tx_max_data = f.a;
+            if (f.max_data > c->tx_max_data)
+                c->tx_max_data = f.max_data;
             break;
         case CRUST_FT_PATH_CHALLENGE:
             *ack_eliciting = 3;
-            memcpy(c->path_response, f.data, 8);
+            memcpy(c->path_response, f.path_data, 8);
             c->path_response_pending = 1;
             break;
         case CRUST_FT_PATH_RESPONSE:
             *ack_eliciting = 3;
-            if (c->path_challenge_seq && memcmp(f.data, c->path_challenge, 8) == 0) {
+            if (c->path_challenge_seq && memcmp(f.path_data, c->path_challenge, 8) == 0) {
                 c->path_challenge_seq = 0;
                 c->path_challenge_pending = 0;
                 c->path_validated_pending = 1;
@@ -582,8 +637,9 @@ static int process_frames(crust_conn *c, uint64_t now, const uint8_t *p, size_t 
             break;
         case CRUST_FT_CLOSE:
             begin_close(c, now, ST_DRAINING,
-                        f.a == CRUST_CLOSE_PROTOCOL ? CRUST_CLOSE_PROTOCOL : CRUST_CLOSE_REMOTE,
-                        f.b);
+                        f.close.reason == CRUST_CLOSE_PROTOCOL ? CRUST_CLOSE_PROTOCOL
+                                                               : CRUST_CLOSE_REMOTE,
+                        f.close.code);
             break;
         default:
             return CRUST_EMALFORMED;
@@ -662,10 +718,90 @@ static int check_placement(crust_conn *c, const uint8_t *plain, size_t plen, siz
     int n = crust_frame_parse_untrusted(plain, plen, &f);
     if (n <= 0 || f.type < CRUST_FT_STREAM || f.type > CRUST_FT_STREAM + CRUST_NUM_PRIO - 1)
         return 0;
-    int ok = hdr && f.prio == c->rx_pred_prio && (size_t)(f.data - plain) == hdr &&
-             f.a == c->rs[f.prio].contig && (size_t)n == plen;
-    c->rx_pred_prio = f.prio;
+    const crust_stream_frame *st = &f.stream;
+    int ok = hdr && st->prio == c->rx_pred_prio && (size_t)(st->data - plain) == hdr &&
+             st->off == c->rs[st->prio].contig && (size_t)n == plen;
+    c->rx_pred_prio = st->prio;
     return ok;
+}
+
+/* The effect of an authenticated packet: plain holds its plen bytes of
+ * frames, opened with the keys of `slot`. *processed is set once its frames
+ * were acted on (crust_conn_recv counts placed bytes then). */
+static int recv_opened(crust_conn *c, uint64_t now_us, uint64_t pn, unsigned slot, size_t len,
+                       const uint8_t *plain, size_t plen, int *processed)
+{
+    int has_close = 0;
+    if (validate_frames(plain, plen, &has_close) != CRUST_OK) {
+        /* Authenticated yet malformed: the peer is broken or hostile. */
+        count_drop(c, CRUST_EMALFORMED);
+        protocol_error(c, now_us);
+        return CRUST_EPROTO;
+    }
+    if (slot != c->tx_phase) {
+        /* Authentic under the other slot: the previous generation (a
+         * reordered packet), or the next one, which means the peer started
+         * a key update; we follow it. */
+        if (!c->old_keys)
+            switch_tx_keys(c, now_us, 1);
+    } else if (c->old_keys && !c->old_discard_us) {
+        /* The peer now sends with the keys we switched to. */
+        c->old_discard_us = now_us + 3 * crust_rec_pto(&c->rec);
+        if (c->cfg.stream_transport)
+            discard_old_keys(c); /* an ordered stream brings nothing older */
+    }
+    c->last_rx_us = now_us;
+    /* The peer is alive: whatever we suspected, it answered. */
+    c->unanswered_since = 0;
+    c->unreachable_deadline = 0;
+    c->st.rx_packets++;
+    c->st.rx_bytes += len;
+    if (c->state == ST_CLOSING) {
+        replay_mark(c, pn);
+        if (has_close) {
+            c->state = ST_DRAINING;
+        } else if (c->closing_tx_budget > 0) {
+            c->closing_tx_budget--;
+            c->close_frame_pending = 1;
+        }
+        return CRUST_OK;
+    }
+    int ack_eliciting = 0;
+    *processed = 1;
+    int rc = process_frames(c, now_us, plain, plen, &ack_eliciting);
+    if (rc == CRUST_EPROTO) {
+        protocol_error(c, now_us);
+        return rc;
+    }
+    if (rc)
+        return rc; /* resource limit: dropped unacknowledged, resent later */
+    replay_mark(c, pn);
+    uint64_t prev_largest_plus1 = c->rx_largest_plus1;
+    if (pn + 1 > c->rx_largest_plus1) {
+        c->rx_largest_plus1 = pn + 1;
+        c->rx_largest_time = now_us;
+    }
+    if (crust_rs_add(&c->rx_pns, pn, pn + 1) != CRUST_OK) {
+        crust_rs_pop_lowest(&c->rx_pns);
+        crust_rs_add(&c->rx_pns, pn, pn + 1);
+    }
+    if (ack_eliciting) {
+        c->last_ack_eliciting_rx = now_us;
+        c->ack_pending = 1;
+        c->rx_unacked_eliciting++;
+        /* Acknowledge at once what helps the sender detect loss quickly:
+         * reordering, or a new gap (RFC 9000 13.2.1). */
+        /* So does a bare PING (a keepalive, a probe): nothing else is
+         * coming to share the ACK with, and answering it in the same pass
+         * spares an idle node a timer wakeup per keepalive (issue 22). */
+        if (pn + 1 < prev_largest_plus1 || pn > prev_largest_plus1 ||
+            c->rx_unacked_eliciting >= c->cfg.ack_frequency || ack_eliciting == 1)
+            c->ack_immediate = 1;
+        else if (!c->ack_deadline)
+            c->ack_deadline = now_us + c->cfg.max_ack_delay_us;
+    }
+    after_send_progress(c, now_us);
+    return CRUST_OK;
 }
 
 int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t len)
@@ -713,105 +849,36 @@ int crust_conn_recv(crust_conn *c, uint64_t now_us, const uint8_t *pkt, size_t l
         return count_drop(c, CRUST_EDECRYPT); /* e.g. wiped old keys: never a crash */
     size_t plen = len - hdr - c->tag_len;
     size_t saved_len = 0;
-    uint8_t *plain = open_in_place(c, plen, &saved_len);
+    uint8_t *placed = open_in_place(c, plen, &saved_len);
     unsigned placed_prio = c->rx_pred_prio;
-    uint8_t *placed_buf = plain ? c->rs[placed_prio].dbuf : NULL;
+    uint8_t *placed_buf = placed ? c->rs[placed_prio].dbuf : NULL;
     uint8_t saved[32]; /* a STREAM header: type and two varints */
-    if (plain)
-        memcpy(saved, plain, saved_len);
-    else
-        plain = rx_plain;
+    uint8_t *plain = rx_plain;
+    if (placed) {
+        memcpy(saved, placed, saved_len);
+        plain = placed;
+    }
+    int processed = 0;
     if (crust_aead_open(k, pn, plain, pkt + hdr, len - hdr, pkt, hdr) != CRUST_OK) {
-        if (placed_buf)
-            memcpy(plain, saved, saved_len); /* a failed open may have written */
-        return count_drop(c, CRUST_EDECRYPT);
-    }
-    if (c->cfg.stream_transport && !check_placement(c, plain, plen, saved_len) && placed_buf) {
-        /* Mispredicted: process it from the scratch buffer, where frames
-         * cannot overlap the message they write to. */
-        memcpy(rx_plain, plain, plen);
-        memcpy(plain, saved, saved_len);
-        plain = rx_plain;
-        placed_buf = NULL;
-    }
-    int has_close = 0;
-    if (validate_frames(plain, plen, &has_close) != CRUST_OK) {
-        /* Authenticated yet malformed: the peer is broken or hostile. */
-        if (placed_buf)
-            memcpy(plain, saved, saved_len);
-        count_drop(c, CRUST_EMALFORMED);
-        protocol_error(c, now_us);
-        return CRUST_EPROTO;
-    }
-    if (slot != c->tx_phase) {
-        /* Authentic under the other slot: the previous generation (a
-         * reordered packet), or the next one, which means the peer started
-         * a key update; we follow it. */
-        if (!c->old_keys)
-            switch_tx_keys(c, now_us, 1);
-    } else if (c->old_keys && !c->old_discard_us) {
-        /* The peer now sends with the keys we switched to. */
-        c->old_discard_us = now_us + 3 * crust_rec_pto(c);
-        if (c->cfg.stream_transport)
-            discard_old_keys(c); /* an ordered stream brings nothing older */
-    }
-    c->last_rx_us = now_us;
-    /* The peer is alive: whatever we suspected, it answered. */
-    c->unanswered_since = 0;
-    c->unreachable_deadline = 0;
-    c->st.rx_packets++;
-    c->st.rx_bytes += len;
-    if (c->state == ST_CLOSING) {
-        if (placed_buf)
-            memcpy(plain, saved, saved_len);
-        replay_mark(c, pn);
-        if (has_close) {
-            c->state = ST_DRAINING;
-        } else if (c->closing_tx_budget > 0) {
-            c->closing_tx_budget--;
-            c->close_frame_pending = 1;
+        rc = count_drop(c, CRUST_EDECRYPT); /* a failed open may have written: restored below */
+    } else {
+        if (c->cfg.stream_transport && !check_placement(c, plain, plen, saved_len) && placed) {
+            /* Mispredicted: process it from the scratch buffer, where
+             * frames cannot overlap the message they write to. */
+            memcpy(rx_plain, plain, plen);
+            plain = rx_plain;
         }
-        return CRUST_OK;
+        rc = recv_opened(c, now_us, pn, slot, len, plain, plen, &processed);
     }
-    int ack_eliciting = 0;
-    rc = process_frames(c, now_us, plain, plen, &ack_eliciting);
-    if (placed_buf && c->rs[placed_prio].dbuf == placed_buf) {
-        memcpy(plain, saved, saved_len); /* the body bytes below the data */
-        c->st.rx_placed_bytes += plen - saved_len;
+    /* The one exit once a packet may have been opened in place: give the
+     * message back the body bytes its header was opened over, unless this
+     * packet completed the message and the buffer went to the embedder. */
+    if (placed && c->rs[placed_prio].dbuf == placed_buf) {
+        memcpy(placed, saved, saved_len);
+        if (processed && plain == placed)
+            c->st.rx_placed_bytes += plen - saved_len;
     }
-    if (rc == CRUST_EPROTO) {
-        protocol_error(c, now_us);
-        return rc;
-    }
-    if (rc)
-        return rc; /* resource limit: dropped unacknowledged, resent later */
-    replay_mark(c, pn);
-    uint64_t prev_largest_plus1 = c->rx_largest_plus1;
-    if (pn + 1 > c->rx_largest_plus1) {
-        c->rx_largest_plus1 = pn + 1;
-        c->rx_largest_time = now_us;
-    }
-    if (crust_rs_add(&c->rx_pns, pn, pn + 1) != CRUST_OK) {
-        crust_rs_pop_lowest(&c->rx_pns);
-        crust_rs_add(&c->rx_pns, pn, pn + 1);
-    }
-    if (ack_eliciting) {
-        c->last_ack_eliciting_rx = now_us;
-        c->ack_pending = 1;
-        c->rx_unacked_eliciting++;
-        /* Acknowledge at once what helps the sender detect loss quickly:
-         * reordering, or a new gap (RFC 9000 13.2.1). */
-        /* So does a bare PING (a keepalive, a probe): nothing else is
-         * coming to share the ACK with, and answering it in the same pass
-         * spares an idle node a timer wakeup per keepalive (issue 22). */
-        if (pn + 1 < prev_largest_plus1 || pn > prev_largest_plus1 ||
-            c->rx_unacked_eliciting >= c->cfg.ack_frequency || ack_eliciting == 1)
-            c->ack_immediate = 1;
-        else if (!c->ack_deadline)
-            c->ack_deadline = now_us + c->cfg.max_ack_delay_us;
-    }
-    after_send_progress(c, now_us);
-    return CRUST_OK;
+    return rc;
 }
 
 /* ---- events out ----------------------------------------------------------- */
@@ -1200,7 +1267,7 @@ static void put_control(crust_conn *c, builder *b)
  * different at each end, and the packet number, different every time. */
 static uint64_t keepalive_jitter(const crust_conn *c)
 {
-    uint64_t x = c->next_pn;
+    uint64_t x = c->rec.next_pn;
     for (unsigned i = 0; i < CRUST_CID_LEN; i++)
         x = (x << 8 | x >> 56) ^ c->local_cid[i];
     /* splitmix64's finaliser */
@@ -1213,7 +1280,7 @@ static uint64_t keepalive_jitter(const crust_conn *c)
 
 static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *out)
 {
-    uint64_t pn = c->next_pn;
+    uint64_t pn = c->rec.next_pn;
     size_t hdr = b->hdr;
     unsigned pnlen = (unsigned)(hdr - 1 - CRUST_CID_LEN);
     out[0] = (uint8_t)(FLAGS_FIXED | (c->tx_phase ? FLAGS_KEY_PHASE : 0) | (pnlen - 1));
@@ -1224,48 +1291,28 @@ static size_t finish_packet(crust_conn *c, builder *b, uint64_t now, uint8_t *ou
     if (crust_aead_seal(&c->tx[c->tx_phase], pn, out + hdr, plain, b->len, out, hdr) != CRUST_OK)
         return 0;
     size_t size = hdr + b->len + c->tag_len;
-    /* A packet nothing waits for, with nothing outstanding below it, would
-     * leave the ring at once (sent_lo moves past it below): keep its
-     * record on the stack, so that a connection that only answers (the
-     * quiet end of an idle one: ACKs of keepalives) holds no ring. */
     crust_sent_pkt scratch;
-    crust_sent_pkt *sp = !b->eliciting && c->sent_lo == pn ? &scratch : crust_rec_on_sent(c, pn);
+    crust_sent_pkt *sp = crust_rec_slot(&c->rec, b->eliciting, &scratch);
     if (!sp)
         return 0; /* out of memory: nothing was committed, try again later */
-    c->next_pn++;
     b->info.size = (uint32_t)size;
     b->info.time_sent = now;
-    if (b->eliciting) {
+    if (b->eliciting)
         b->info.flags |= SP_ACK_ELICITING | SP_IN_FLIGHT;
-        if (c->bytes_in_flight == 0) {
-            c->first_sent_time = now;
-            c->delivered_time = now;
-        }
-        b->info.delivered = c->delivered;
-        b->info.delivered_time = c->delivered_time;
-        b->info.first_sent_time = c->first_sent_time;
-        if (c->app_limited_until)
-            b->info.flags |= SP_APP_LIMITED;
-        c->bytes_in_flight += size;
-        c->ack_eliciting_in_flight++;
-        c->last_ack_eliciting_sent = now;
+    crust_rec_on_sent(&c->rec, now, sp, &b->info);
+    if (b->eliciting) {
         c->keepalive_jitter = keepalive_jitter(c);
         if (!c->cfg.stream_transport) {
             crust_cc_env env;
-            crust_cc_env_fill(c, &env);
-            c->cc->on_sent(c->cc_state, &env, now, size, c->bytes_in_flight);
+            cc_env_fill(c, &env);
+            c->cc->on_sent(c->cc_state, &env, now, size, c->rec.bytes_in_flight);
             crust_pacer_on_sent(&c->pacer, size);
         }
-    } else {
-        b->info.done = SP_DONE_ACKED; /* nothing waits for its fate */
     }
-    *sp = b->info;
     /* Message data now waits for an answer; keepalive PINGs and probes
      * alone do not start the clock (quiet links are idle_timeout's). */
     if (b->info.nframes && !c->unanswered_since)
         c->unanswered_since = now ? now : 1;
-    if (!b->eliciting && c->sent_lo == pn)
-        c->sent_lo++;
     c->last_tx_us = now;
     c->st.tx_packets++;
     c->st.tx_bytes += size;
@@ -1288,7 +1335,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         return 0;
     builder b;
     memset(&b, 0, sizeof b);
-    b.hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->next_pn, c->largest_acked_plus1);
+    b.hdr = 1 + CRUST_CID_LEN + crust_pn_encode_len(c->rec.next_pn, c->rec.largest_acked_plus1);
     b.p = out + b.hdr;
     b.cap = budget - b.hdr - c->tag_len;
 
@@ -1306,12 +1353,12 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         switch_tx_keys(c, now, 0);
 
     int probe = c->probes_pending > 0;
-    if (probe && c->pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - c->tag_len)
+    if (probe && c->rec.pto_count >= 2 && b.cap > CRUST_FLOOR_MTU - b.hdr - c->tag_len)
         /* Repeated timeouts: probe with packets any path carries, so a PMTU
          * black hole cannot starve the connection of acknowledgments. */
         b.cap = CRUST_FLOOR_MTU - b.hdr - c->tag_len;
     crust_cc_env env;
-    crust_cc_env_fill(c, &env);
+    cc_env_fill(c, &env);
     uint64_t cwnd = c->cc->cwnd(c->cc_state);
     /* A controller's floor was computed for the MTU of its time; the path
      * MTU may have grown since, and a window below one packet would stall. */
@@ -1320,7 +1367,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
     /* On a stream transport the stream paces, windows and sizes packets:
      * only the send buffer and flow control limit us here. */
     int stream = c->cfg.stream_transport != 0;
-    int cwnd_ok = probe || stream || c->bytes_in_flight + c->mtu <= cwnd;
+    int cwnd_ok = probe || stream || c->rec.bytes_in_flight + c->mtu <= cwnd;
     int want_elicit = has_stream_data(c) || has_control(c) || probe;
     uint32_t mtu_probe = cwnd_ok && !stream ? crust_pmtu_want_probe(c, now) : 0;
     if (mtu_probe > cap)
@@ -1333,7 +1380,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         if (c->cfg.pacing) {
             /* Never pace slower than the minimum window per RTT: a model fed
              * only tiny samples must not starve the connection. */
-            uint64_t floor = CRUST_CC_MIN_CWND(c->mtu) * 1000000u / (c->srtt ? c->srtt : 1);
+            uint64_t floor = CRUST_CC_MIN_CWND(c->mtu) * 1000000u / (c->rec.srtt ? c->rec.srtt : 1);
             rate = c->cc->pacing_rate(c->cc_state, &env);
             if (rate < floor)
                 rate = floor;
@@ -1341,11 +1388,11 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         may_elicit = probe || crust_pacer_can_send(&c->pacer, now, rate, c->mtu,
                                                    pacing_burst(c, rate));
     }
-    if (cwnd_ok && !want_elicit && !c->app_limited_until && !stream) {
+    if (cwnd_ok && !want_elicit && !c->rec.app_limited_until && !stream) {
         /* The window is open and we have nothing to send. */
-        c->app_limited_until = c->delivered + c->bytes_in_flight;
-        if (!c->app_limited_until)
-            c->app_limited_until = 1;
+        c->rec.app_limited_until = c->rec.delivered + c->rec.bytes_in_flight;
+        if (!c->rec.app_limited_until)
+            c->rec.app_limited_until = 1;
         c->cc->on_app_limited(c->cc_state, now);
     }
 
@@ -1357,7 +1404,7 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         b.len = plen;
         b.eliciting = 1;
         b.info.flags |= SP_MTU_PROBE;
-        uint64_t pn = c->next_pn;
+        uint64_t pn = c->rec.next_pn;
         size_t n = finish_packet(c, &b, now, out);
         if (n)
             crust_pmtu_on_probe_sent(c, pn, (uint32_t)n);
@@ -1369,13 +1416,13 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
      * packet repeats the current ACK state once per RTT, so a lost ACK
      * cannot leave the peer without RTT samples while we still talk. */
     int ack_stale = !c->cfg.stream_transport && !crust_rs_empty(&c->rx_pns) &&
-                    now >= c->last_ack_sent_us + c->srtt; /* a stream loses no ACK */
+                    now >= c->last_ack_sent_us + c->rec.srtt; /* a stream loses no ACK */
     if ((c->ack_pending && ack_due) || ((c->ack_pending || ack_stale) && may_elicit && want_elicit))
         put_ack(c, &b, now);
     if (may_elicit && want_elicit) {
         /* On repeated PTOs the last probe is a bare PING: if only small
          * packets get through, its ACK reveals a PMTU black hole. */
-        int bare = probe && c->probes_pending == 1 && c->pto_count >= 2;
+        int bare = probe && c->probes_pending == 1 && c->rec.pto_count >= 2;
         if (!bare) {
             put_control(c, &b);
             /* Over a stream, ACK and control frames go in a small packet
@@ -1411,11 +1458,11 @@ static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
  * while the sender backs off towards the old one. */
 static uint64_t rx_stall_deadline(const crust_conn *c)
 {
-    if (c->last_ack_eliciting_sent >= c->last_rx_us || c->rx_max_data <= c->rx_data)
+    if (c->rec.last_ack_eliciting_sent >= c->last_rx_us || c->rx_max_data <= c->rx_data)
         return UINT64_MAX;
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
         if (c->rs[p].hi > c->rs[p].read) {
-            uint64_t wait = 2 * crust_rec_pto(c);
+            uint64_t wait = 2 * crust_rec_pto(&c->rec);
             if (wait < CRUST_RX_STALL_MIN_US)
                 wait = CRUST_RX_STALL_MIN_US;
             if (wait > CRUST_RX_STALL_MAX_US)
@@ -1442,7 +1489,7 @@ static uint64_t rx_stall_deadline(const crust_conn *c)
 static uint64_t keepalive_at(const crust_conn *c)
 {
     uint64_t k = c->cfg.keepalive_us;
-    uint64_t own = c->last_ack_eliciting_sent + k - c->keepalive_jitter;
+    uint64_t own = c->rec.last_ack_eliciting_sent + k - c->keepalive_jitter;
     if (!c->last_ack_eliciting_rx)
         return own;
     uint64_t heard = c->last_ack_eliciting_rx + k + k / 8 - c->keepalive_jitter;
@@ -1460,9 +1507,9 @@ static uint64_t keepalive_at(const crust_conn *c)
 static uint64_t lost_deadline(const crust_conn *c)
 {
     if (!c->cfg.lost_timeout_us || !c->unanswered_since ||
-        (!c->have_rtt && !c->cfg.stream_transport))
+        (!c->rec.have_rtt && !c->cfg.stream_transport))
         return 0;
-    uint64_t wait = CRUST_LOST_MIN_PTOS * crust_rec_pto(c);
+    uint64_t wait = CRUST_LOST_MIN_PTOS * crust_rec_pto(&c->rec);
     if (wait < c->cfg.lost_timeout_us)
         wait = c->cfg.lost_timeout_us;
     return c->unanswered_since + wait;
@@ -1477,7 +1524,7 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
     if (quiet(c)) /* nothing can go out: only the idle timer runs */
         return c->cfg.idle_timeout_us ? c->last_rx_us + c->cfg.idle_timeout_us : UINT64_MAX;
     /* A stream loses nothing: no loss or PTO timer. */
-    uint64_t t = c->cfg.stream_transport ? UINT64_MAX : crust_rec_timer(c);
+    uint64_t t = c->cfg.stream_transport ? UINT64_MAX : crust_rec_timer(&c->rec);
     if (c->ack_pending)
         t = min64(t, c->ack_immediate ? c->last_rx_us : c->ack_deadline);
     if (c->cfg.idle_timeout_us)
@@ -1499,6 +1546,26 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
     return min64(t, stale_deadline(c));
 }
 
+/* The PTO fired: send two probes. They carry new data when there is some;
+ * otherwise they resend what the oldest outstanding packet carried, or
+ * just PING. */
+static void on_pto(crust_conn *c)
+{
+    c->st.pto_count++;
+    c->probes_pending = 2;
+    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
+        if (c->ss[p].sent_hi < c->ss[p].end)
+            return;
+    const crust_sent_pkt *p = crust_rec_oldest_eliciting(&c->rec);
+    if (p && p->nframes) {
+        for (unsigned i = 0; i < p->nframes; i++)
+            crust_send_stream_lose(&c->ss[p->frames[i].prio], p->frames[i].off,
+                                   p->frames[i].len);
+        return;
+    }
+    c->ping_pending = 1;
+}
+
 void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
 {
     if (c->state == ST_CLOSED)
@@ -1517,8 +1584,8 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         begin_close(c, now, ST_CLOSED, CRUST_CLOSE_UNREACHABLE, 0);
         return;
     }
-    if (!c->cfg.stream_transport)
-        crust_rec_on_timeout(c, now);
+    if (!c->cfg.stream_transport && crust_rec_on_timeout(&c->rec, now))
+        on_pto(c);
     if (lost_deadline(c) && now >= lost_deadline(c)) {
         begin_close(c, now, ST_CLOSED, CRUST_CLOSE_LOST, 0);
         return;
@@ -1574,7 +1641,7 @@ int crust_conn_path_unreachable(crust_conn *c, uint64_t now_us)
 {
     if (c->state != ST_OPEN || c->unreachable_deadline)
         return 0;
-    uint64_t wait = CRUST_UNREACHABLE_PTOS * crust_rec_pto(c);
+    uint64_t wait = CRUST_UNREACHABLE_PTOS * crust_rec_pto(&c->rec);
     if (wait < CRUST_UNREACHABLE_FLOOR_US)
         wait = CRUST_UNREACHABLE_FLOOR_US;
     c->unreachable_deadline = now_us + wait;
@@ -1596,7 +1663,7 @@ int crust_conn_probe_path(crust_conn *c, uint64_t now_us)
     /* The challenge only has to be unpredictable to an off-path attacker
      * who cannot read our packets (they are encrypted); mix state that is
      * secret to the connection rather than needing a random source here. */
-    uint64_t x = ++c->path_challenge_seq * 0x9e3779b97f4a7c15ull ^ now_us ^ c->next_pn;
+    uint64_t x = ++c->path_challenge_seq * 0x9e3779b97f4a7c15ull ^ now_us ^ c->rec.next_pn;
     for (int i = 0; i < 8; i++) {
         x ^= x >> 31;
         x *= 0xbf58476d1ce4e5b9ull;
@@ -1616,21 +1683,21 @@ int crust_conn_path_changed(crust_conn *c, uint64_t now_us)
      * the new path starts with a fresh one, so the data goes again within
      * one PTO. The endpoint holds it to 3x what came from there until the
      * challenge is answered. */
-    c->pto_count = 0;
+    c->rec.pto_count = 0;
     return CRUST_OK;
 }
 
 void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
 {
     *st = c->st;
-    st->srtt_us = c->srtt;
-    st->rttvar_us = c->rttvar;
-    st->min_rtt_us = c->min_rtt == UINT64_MAX ? 0 : c->min_rtt;
-    st->latest_rtt_us = c->latest_rtt;
+    st->srtt_us = c->rec.srtt;
+    st->rttvar_us = c->rec.rttvar;
+    st->min_rtt_us = c->rec.min_rtt == UINT64_MAX ? 0 : c->rec.min_rtt;
+    st->latest_rtt_us = c->rec.latest_rtt;
     st->cwnd = c->cc->cwnd(c->cc_state);
-    st->bytes_in_flight = c->bytes_in_flight;
+    st->bytes_in_flight = c->rec.bytes_in_flight;
     crust_cc_env env;
-    crust_cc_env_fill(c, &env);
+    cc_env_fill(c, &env);
     st->pacing_rate = c->cc->pacing_rate(c->cc_state, &env);
     st->send_buffered = send_buffered(c);
     uint64_t r = 0;
@@ -1645,7 +1712,7 @@ void crust_conn_get_stats(const crust_conn *c, crust_stats *st)
 
 size_t crust_conn_memory(const crust_conn *c)
 {
-    size_t m = sizeof *c + (size_t)c->sent_cap * sizeof(crust_sent_pkt) +
+    size_t m = sizeof *c + crust_rec_memory(&c->rec) +
                crust_rs_memory(&c->rx_pns) + (size_t)c->evq_cap * sizeof(crust_event);
     for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
         m += crust_send_stream_memory(&c->ss[p]) + crust_recv_stream_memory(&c->rs[p]);

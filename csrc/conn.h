@@ -1,8 +1,8 @@
 /*
  * conn.h - the connection state shared by the engine's files (internal).
- * conn.c: packet build/parse and the public API; recovery.c: RTT, sent
- * packets, ACK processing and loss detection (RFC 9002); pmtu.c: path MTU
- * search (RFC 8899); pacer.c: the token-bucket pacer.
+ * conn.c: packet build/parse and the public API; pmtu.c: path MTU search
+ * (RFC 8899); pacer.c: the token-bucket pacer. Loss recovery (recovery.h)
+ * is a part of the connection that does not see the rest of it.
  */
 #ifndef CRUST_CONN_H
 #define CRUST_CONN_H
@@ -14,15 +14,12 @@
 #include "cc.h"
 #include "crust.h"
 #include "ranges.h"
+#include "recovery.h"
 #include "stream.h"
 
-/* STREAM frames one sent packet can carry (and we can requeue if lost). */
-#define CRUST_MAX_SFRAMES 6
 #define CRUST_REPLAY_BITS 8192
 #define CRUST_ACK_RANGES_SENT 32   /* ranges reported in one ACK frame */
 #define CRUST_ACK_RANGES_KEPT 256  /* ranges of received pns remembered */
-#define CRUST_GRANULARITY_US 1000
-#define CRUST_MAX_PTO_US (60ull * 1000000ull)
 /* A receiver waiting for the rest of a message hears nothing for 2 PTO,
  * within these bounds, before it asks for an acknowledgment. Capped: a
  * receiver's RTT estimate rests on the few packets it sends that elicit
@@ -32,26 +29,6 @@
 #define CRUST_RX_STALL_MIN_US 50000ull
 #define CRUST_RX_STALL_MAX_US 200000ull
 #define CRUST_INITIAL_MAX_DATA (256u * 1024u)
-#define CRUST_PERSISTENT_CONGESTION_THRESHOLD 3
-
-enum { SP_ACK_ELICITING = 1, SP_IN_FLIGHT = 2, SP_APP_LIMITED = 4, SP_MTU_PROBE = 8,
-       SP_MAX_DATA = 16, SP_PATH_CHALLENGE = 32, SP_PATH_RESPONSE = 64, SP_HAS_ACK = 128 };
-enum { SP_DONE_ACKED = 1, SP_DONE_LOST = 2 };
-
-typedef struct crust_sframe {
-    uint64_t off;
-    uint32_t len;
-    uint8_t prio;
-} crust_sframe;
-
-typedef struct crust_sent_pkt {
-    uint64_t time_sent;
-    uint64_t delivered, delivered_time, first_sent_time; /* rate sampling */
-    uint64_t ack_largest;       /* largest pn our ACK frame in it reported */
-    uint32_t size;
-    uint8_t flags, done, nframes;
-    crust_sframe frames[CRUST_MAX_SFRAMES];
-} crust_sent_pkt;
 
 typedef enum { ST_OPEN = 0, ST_CLOSING = 1, ST_DRAINING = 2, ST_CLOSED = 3 } conn_state;
 
@@ -106,15 +83,9 @@ struct crust_conn {
     uint32_t key_update_reason; /* 1 we started it, 2 the peer did */
     uint32_t mtu;
 
-    /* sending */
-    uint64_t next_pn;
-    crust_sent_pkt *sent;       /* ring indexed by pn & (sent_cap - 1) */
-    uint64_t sent_cap;
-    uint64_t sent_lo;           /* lowest pn still in the ring */
-    uint64_t largest_acked_plus1; /* 0 = nothing acked yet */
-    uint64_t bytes_in_flight;
-    uint64_t ack_eliciting_in_flight;
-    uint64_t last_ack_eliciting_sent;
+    /* sending; packet numbers, the sent packets, RTT and loss recovery
+     * (RFC 9002) are rec's */
+    crust_rec rec;
     /* When the peer last sent something ack-eliciting (0: never): one side
      * keeps an idle path alive, see keepalive_at() in conn.c. */
     uint64_t last_ack_eliciting_rx;
@@ -131,13 +102,6 @@ struct crust_conn {
     int path_challenge_pending, path_response_pending;
     uint8_t path_challenge[8], path_response[8];
     uint64_t path_challenge_seq;
-
-    /* recovery (RFC 9002) */
-    uint64_t srtt, rttvar, min_rtt, latest_rtt;
-    int have_rtt;
-    uint64_t loss_time;         /* 0 = unset */
-    uint32_t pto_count;
-    uint64_t delivered, delivered_time, first_sent_time, app_limited_until;
 
     /* congestion control */
     const crust_cc_ops *cc;
@@ -191,17 +155,6 @@ struct crust_conn {
      * connection: idle connections stay small. */
 };
 
-/* recovery.c */
-int crust_rec_init(crust_conn *c);
-void crust_rec_free(crust_conn *c);
-crust_sent_pkt *crust_rec_on_sent(crust_conn *c, uint64_t pn);  /* slot for pn */
-int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *ack_frame);
-void crust_rec_on_timeout(crust_conn *c, uint64_t now);
-uint64_t crust_rec_timer(const crust_conn *c);
-uint64_t crust_rec_pto(const crust_conn *c);
-void crust_rec_set_loss_timer(crust_conn *c);
-void crust_cc_env_fill(const crust_conn *c, crust_cc_env *env);
-
 /* pmtu.c */
 void crust_pmtu_init(crust_conn *c);
 uint32_t crust_pmtu_want_probe(const crust_conn *c, uint64_t now); /* size or 0 */
@@ -216,10 +169,6 @@ void crust_pacer_init(crust_pacer *p, uint64_t now, uint64_t burst_bytes);
 int crust_pacer_can_send(crust_pacer *p, uint64_t now, uint64_t rate, uint64_t bytes,
                          uint64_t burst_bytes);
 void crust_pacer_on_sent(crust_pacer *p, uint64_t bytes);
-
-/* conn.c helpers used by recovery.c */
-void crust_conn_on_stream_acked(crust_conn *c, unsigned prio, uint64_t off, uint64_t len);
-void crust_conn_push_event(crust_conn *c, const crust_event *ev);
 
 /* conn.c helper used by endpoint.c: 1 when crust_conn_poll_event would
  * return an event now (it pops nothing). */

@@ -150,54 +150,16 @@ uint64_t crust_aead_packet_limit(crust_aead_id id);
 typedef enum { CRUST_CC_BBR = 0, CRUST_CC_CUBIC = 1, CRUST_CC_COUNT = 2 } crust_cc_id;
 
 /* Tunables with their defaults (crust_config_default). Sizes in bytes,
- * times in microseconds. */
+ * times in microseconds. Each field, its default, its range and what it
+ * means are in crust_config_fields.h, the one list the struct, the
+ * defaults, the checks and the Python binding come from. */
+#include "crust_config_fields.h"
+
+#define CRUST_CONFIG_MEMBER(type, name, def, min, max, zero_ok) type name;
 typedef struct crust_config {
-    uint64_t max_message_size;   /* 8 MiB: larger messages are refused     */
-    uint64_t send_buffer;        /* 16 MiB: queued + unacked bytes cap     */
-    uint64_t recv_window;        /* 34 MiB: connection flow-control window;
-                                    must be >= CRUST_NUM_PRIO x
-                                    (max_message_size + 8) so that one
-                                    message per priority always fits      */
-    uint32_t initial_mtu;        /* 1200: UDP payload bytes we start with
-                                    (>= CRUST_FLOOR_MTU)                   */
-    uint32_t max_mtu;            /* 1472: probing goes no higher           */
-    uint32_t ack_frequency;      /* 2: ack every N ack-eliciting packets   */
-    uint32_t max_ack_delay_us;   /* 25 ms                                  */
-    uint64_t initial_rtt_us;     /* 333 ms (RFC 9002)                      */
-    uint64_t idle_timeout_us;    /* 60 s without hearing from the peer     */
-    uint64_t keepalive_us;       /* 20 s: PING when nothing else was sent  */
-    uint64_t drop_deadline_us;   /* 60 s: unsent messages of priority      */
-    uint32_t drop_min_prio;      /*   >= 2 older than this are dropped     */
-    uint32_t cc;                 /* crust_cc_id, BBR                        */
-    uint32_t pacing;             /* 1: pace transmissions                  */
-    uint32_t initial_cwnd_pkts;  /* 10                                     */
-    /* Automatic key updates (docs/design/0008-rekey.md): the send keys
-     * change once the current key phase has been used this long or for
-     * this many packets. 0 turns a trigger off (both 0: never, for tests). */
-    uint64_t rekey_interval_us;  /* 120 s; 0, or >= 1 ms                   */
-    uint64_t rekey_packets;      /* 2^30; 0, or 16 .. 2^62                 */
-    /* 1: the packets travel over a reliable, ordered byte stream (TCP),
-     * framed by crust_conn_recv_stream/crust_conn_poll_stream. The stream
-     * loses and reorders nothing and does its own congestion control and
-     * pacing, so the engine runs no loss detection, no PTO retransmission,
-     * no congestion window, no pacing and no PMTU probing, and builds
-     * packets of up to CRUST_STREAM_MAX_PACKET bytes (fewer, larger AEAD
-     * calls). ACKs still flow (they release the send buffer), as do
-     * flow control, keepalive, the idle timeout, key updates (the previous
-     * keys are dropped as soon as the peer uses the new ones: nothing
-     * older can follow on a stream) and close. Both ends must agree. */
-    uint32_t stream_transport;   /* 0                                      */
-    /* A peer that stops answering while we send: once a packet carrying
-     * message data went out and nothing at all was heard from the peer for
-     * this long (or CRUST_LOST_MIN_PTOS probe timeouts at the current RTT
-     * estimate, if longer: a slow path gets its probes whatever the value),
-     * the connection closes with CRUST_CLOSE_LOST. Over datagrams this
-     * needs a measured round trip (until the first ACK the PTO is only a
-     * guess). Quiet connections (keepalive PINGs only) are left to
-     * idle_timeout_us. 0: off.
-     * docs/design/0048-dead-peers-noticed.md */
-    uint64_t lost_timeout_us;    /* 8 s; 0, or >= 100 ms                   */
+    CRUST_CONFIG_FIELDS(CRUST_CONFIG_MEMBER)
 } crust_config;
+#undef CRUST_CONFIG_MEMBER
 
 void crust_config_default(crust_config *cfg);
 /* CRUST_OK, or CRUST_EINVAL with *field set to the offending field name. */
@@ -560,16 +522,6 @@ int crust_conn_is_closed(const crust_conn *c);
  * endpoint's demultiplexer). Returns 0 and fills cid, or CRUST_ENOTOURS. */
 int crust_packet_cid(const uint8_t *pkt, size_t len,
                      uint8_t cid[CRUST_CID_LEN]);
-
-/* ---- benchmark helpers (no clocks in the engine; these use one) --------- */
-/* Move `bytes` of messages of size msg_len from a to b over a perfect
- * in-memory link, driving both ends; returns packets carried a->b, or a
- * negative error. *elapsed_ns gets the wall time. */
-int64_t crust_bench_pair(crust_conn *a, crust_conn *b, uint64_t bytes,
-                         size_t msg_len, uint64_t *elapsed_ns);
-/* Seal and open `count` packets of pkt_len bytes with the AEAD alone. */
-int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
-                         uint64_t *elapsed_ns);
 
 #ifdef __cplusplus
 }

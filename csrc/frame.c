@@ -67,18 +67,19 @@ int crust_frame_parse_untrusted(const uint8_t *p, size_t len, crust_frame *f)
     case CRUST_FT_PING:
         break;
     case CRUST_FT_ACK: {
-        GETV(f->a);
-        GETV(f->b);
-        GETV(f->ack_range_count);
-        GETV(f->ack_first_range);
-        if (f->ack_first_range > f->a)
+        crust_ack_frame *a = &f->ack;
+        GETV(a->largest);
+        GETV(a->delay);
+        GETV(a->range_count);
+        GETV(a->first_range);
+        if (a->first_range > a->largest)
             return CRUST_EMALFORMED;
         /* Validate every range now so the iterator cannot fail later. */
-        uint64_t smallest = f->a - f->ack_first_range;
+        uint64_t smallest = a->largest - a->first_range;
         size_t start = off;
-        if (f->ack_range_count > len) /* each range needs >= 2 bytes */
+        if (a->range_count > len) /* each range needs >= 2 bytes */
             return CRUST_EMALFORMED;
-        for (uint64_t i = 0; i < f->ack_range_count; i++) {
+        for (uint64_t i = 0; i < a->range_count; i++) {
             uint64_t gap, rlen;
             GETV(gap);
             GETV(rlen);
@@ -87,38 +88,40 @@ int crust_frame_parse_untrusted(const uint8_t *p, size_t len, crust_frame *f)
                 return CRUST_EMALFORMED;
             smallest = smallest - gap - 2 - rlen;
         }
-        f->data = p + start;
-        f->data_len = off - start;
+        a->ranges = p + start;
+        a->ranges_len = off - start;
         break;
     }
     case CRUST_FT_STREAM:
     case CRUST_FT_STREAM + 1:
     case CRUST_FT_STREAM + 2:
-    case CRUST_FT_STREAM + 3:
+    case CRUST_FT_STREAM + 3: {
+        crust_stream_frame *st = &f->stream;
+        uint64_t slen;
         f->type = CRUST_FT_STREAM;
-        f->prio = (uint8_t)(p[0] - CRUST_FT_STREAM);
-        GETV(f->a);
-        GETV(f->b);
-        if (f->b > len - off || f->a + f->b > CRUST_VARINT_MAX)
+        st->prio = (uint8_t)(p[0] - CRUST_FT_STREAM);
+        GETV(st->off);
+        GETV(slen);
+        if (slen > len - off || st->off + slen > CRUST_VARINT_MAX)
             return CRUST_EMALFORMED;
-        f->data = p + off;
-        f->data_len = (size_t)f->b;
-        off += (size_t)f->b;
+        st->data = p + off;
+        st->len = (size_t)slen;
+        off += (size_t)slen;
         break;
+    }
     case CRUST_FT_MAX_DATA:
-        GETV(f->a);
+        GETV(f->max_data);
         break;
     case CRUST_FT_PATH_CHALLENGE:
     case CRUST_FT_PATH_RESPONSE:
         if (len - off < 8)
             return CRUST_EMALFORMED;
-        f->data = p + off;
-        f->data_len = 8;
+        f->path_data = p + off;
         off += 8;
         break;
     case CRUST_FT_CLOSE:
-        GETV(f->a);
-        GETV(f->b);
+        GETV(f->close.reason);
+        GETV(f->close.code);
         break;
     default:
         return CRUST_EMALFORMED;
@@ -126,14 +129,14 @@ int crust_frame_parse_untrusted(const uint8_t *p, size_t len, crust_frame *f)
     return (int)off;
 }
 
-void crust_ack_iter_init(crust_ack_iter *it, const crust_frame *f)
+void crust_ack_iter_init(crust_ack_iter *it, const crust_ack_frame *f)
 {
-    it->p = f->data;
-    it->len = f->data_len;
-    it->remaining = f->ack_range_count;
-    it->next_hi = f->a;
+    it->p = f->ranges;
+    it->len = f->ranges_len;
+    it->remaining = f->range_count;
+    it->next_hi = f->largest;
     it->first = 1;
-    it->first_range = f->ack_first_range;
+    it->first_range = f->first_range;
 }
 
 int crust_ack_iter_next(crust_ack_iter *it, uint64_t *lo, uint64_t *hi)

@@ -43,16 +43,38 @@ size_t crust_varint_put(uint8_t *p, uint64_t v);
 /* Read a varint; returns bytes consumed or 0 if truncated. */
 size_t crust_varint_get(const uint8_t *p, size_t len, uint64_t *v);
 
-/* A parsed frame. For ACK, the ranges stay in the packet and are walked
- * with crust_ack_iter (already validated by the parser). */
+/* A parsed frame: `type`, then the fields of that type only. For ACK,
+ * the ranges stay in the packet and are walked with crust_ack_iter
+ * (already validated by the parser). */
+typedef struct crust_ack_frame {
+    uint64_t largest;
+    uint64_t delay;          /* in units of 2^CRUST_ACK_DELAY_EXP us */
+    uint64_t range_count;    /* ranges after the first */
+    uint64_t first_range;    /* the first range is [largest - first_range, largest] */
+    const uint8_t *ranges;   /* range_count (gap, length) varint pairs */
+    size_t ranges_len;
+} crust_ack_frame;
+
+typedef struct crust_stream_frame {
+    uint64_t off;
+    size_t len;              /* bytes at data, inside the parsed buffer */
+    const uint8_t *data;
+    uint8_t prio;            /* 0 .. CRUST_NUM_PRIO - 1 */
+} crust_stream_frame;
+
+typedef struct crust_close_frame {
+    uint64_t reason, code;
+} crust_close_frame;
+
 typedef struct crust_frame {
-    uint8_t type;
-    uint8_t prio;            /* STREAM */
-    uint64_t a, b;           /* STREAM: offset, length; MAX_DATA: a;
-                                ACK: largest, delay; CLOSE: reason, code */
-    const uint8_t *data;     /* STREAM data, PATH_* 8 bytes, ACK ranges */
-    size_t data_len;         /* ACK: bytes of range data */
-    uint64_t ack_range_count, ack_first_range;
+    uint8_t type;            /* CRUST_FT_*; every STREAM type is CRUST_FT_STREAM */
+    union {
+        crust_ack_frame ack;             /* ACK */
+        crust_stream_frame stream;       /* STREAM */
+        uint64_t max_data;               /* MAX_DATA */
+        const uint8_t *path_data;        /* PATH_CHALLENGE / PATH_RESPONSE: 8 bytes */
+        crust_close_frame close;         /* CLOSE */
+    };
 } crust_frame;
 
 /* Parse one frame at p. Returns bytes consumed (> 0) or CRUST_EMALFORMED.
@@ -69,7 +91,7 @@ typedef struct crust_ack_iter {
     int first;
     uint64_t first_range;
 } crust_ack_iter;
-void crust_ack_iter_init(crust_ack_iter *it, const crust_frame *f);
+void crust_ack_iter_init(crust_ack_iter *it, const crust_ack_frame *f);
 int crust_ack_iter_next(crust_ack_iter *it, uint64_t *lo, uint64_t *hi);
 
 /* Writers return bytes written, or 0 when the frame does not fit in cap. */

@@ -40,7 +40,7 @@ static uint32_t candidate(const crust_pmtu *p)
 uint32_t crust_pmtu_want_probe(const crust_conn *c, uint64_t now)
 {
     const crust_pmtu *p = &c->pmtu;
-    if (p->probe_size || !c->have_rtt || now < p->next_probe_us)
+    if (p->probe_size || !c->rec.have_rtt || now < p->next_probe_us)
         return 0;
     if (p->high < p->low + PMTU_STEP)
         return 0;

@@ -7,39 +7,56 @@
  * Sent packets live in a ring indexed by packet number. Packets that are not
  * ack-eliciting are finished as soon as they are sent: nothing depends on
  * their fate, and a peer that only receives ACKs never acknowledges them.
+ *
+ * This file sees only its crust_rec: what the packets carried and what
+ * congestion means are the owner's, told through crust_rec_ops (conn.c).
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
-#include "frame.h"
+#include "crust.h"
+#include "recovery.h"
 
 #define PACKET_THRESHOLD 3
 
-int crust_rec_init(crust_conn *c)
+void crust_rec_init(crust_rec *c, uint64_t initial_rtt_us, uint64_t max_ack_delay_us,
+                    const crust_rec_ops *ops, void *ctx)
 {
-    c->srtt = c->cfg.initial_rtt_us;
-    c->rttvar = c->cfg.initial_rtt_us / 2;
+    memset(c, 0, sizeof *c);
+    c->max_ack_delay_us = max_ack_delay_us;
+    c->ops = ops;
+    c->ctx = ctx;
+    c->srtt = initial_rtt_us;
+    c->rttvar = initial_rtt_us / 2;
     c->min_rtt = UINT64_MAX;
-    c->sent = NULL;
-    c->sent_cap = 0;
-    return CRUST_OK;
 }
 
-void crust_rec_free(crust_conn *c)
+void crust_rec_free(crust_rec *c)
 {
     free(c->sent);
     c->sent = NULL;
     c->sent_cap = 0;
 }
 
-static inline crust_sent_pkt *slot(const crust_conn *c, uint64_t pn)
+size_t crust_rec_memory(const crust_rec *c)
+{
+    return (size_t)c->sent_cap * sizeof(crust_sent_pkt);
+}
+
+static inline crust_sent_pkt *slot(const crust_rec *c, uint64_t pn)
 {
     return &c->sent[pn & (c->sent_cap - 1)];
 }
 
-crust_sent_pkt *crust_rec_on_sent(crust_conn *c, uint64_t pn)
+crust_sent_pkt *crust_rec_slot(crust_rec *c, int eliciting, crust_sent_pkt *scratch)
 {
+    uint64_t pn = c->next_pn;
+    /* A packet nothing waits for, with nothing outstanding below it, would
+     * leave the ring at once (sent_lo moves past it): keep its record in
+     * the caller's scratch, so that a connection that only answers (the
+     * quiet end of an idle one: ACKs of keepalives) holds no ring. */
+    if (!eliciting && c->sent_lo == pn)
+        return scratch;
     uint64_t need = pn - c->sent_lo + 1;
     if (need > c->sent_cap) {
         uint64_t ncap = c->sent_cap ? c->sent_cap * 2 : 16;
@@ -59,23 +76,39 @@ crust_sent_pkt *crust_rec_on_sent(crust_conn *c, uint64_t pn)
     return s;
 }
 
-void crust_cc_env_fill(const crust_conn *c, crust_cc_env *env)
+void crust_rec_on_sent(crust_rec *c, uint64_t now, crust_sent_pkt *sp, crust_sent_pkt *info)
 {
-    env->mtu = c->mtu;
-    env->initial_cwnd_pkts = c->cfg.initial_cwnd_pkts;
-    env->srtt_us = c->srtt;
-    env->min_rtt_us = c->min_rtt;
+    uint64_t pn = c->next_pn++;
+    if (info->flags & SP_ACK_ELICITING) {
+        if (c->bytes_in_flight == 0) {
+            c->first_sent_time = now;
+            c->delivered_time = now;
+        }
+        info->delivered = c->delivered;
+        info->delivered_time = c->delivered_time;
+        info->first_sent_time = c->first_sent_time;
+        if (c->app_limited_until)
+            info->flags |= SP_APP_LIMITED;
+        c->bytes_in_flight += info->size;
+        c->ack_eliciting_in_flight++;
+        c->last_ack_eliciting_sent = now;
+    } else {
+        info->done = SP_DONE_ACKED; /* nothing waits for its fate */
+    }
+    *sp = *info;
+    if (!(info->flags & SP_ACK_ELICITING) && c->sent_lo == pn)
+        c->sent_lo++;
 }
 
-uint64_t crust_rec_pto(const crust_conn *c)
+uint64_t crust_rec_pto(const crust_rec *c)
 {
     uint64_t v = 4 * c->rttvar;
     if (v < CRUST_GRANULARITY_US)
         v = CRUST_GRANULARITY_US;
-    return c->srtt + v + c->cfg.max_ack_delay_us;
+    return c->srtt + v + c->max_ack_delay_us;
 }
 
-static void update_rtt(crust_conn *c, uint64_t latest, uint64_t ack_delay)
+static void update_rtt(crust_rec *c, uint64_t latest, uint64_t ack_delay)
 {
     c->latest_rtt = latest;
     if (!c->have_rtt) {
@@ -87,8 +120,8 @@ static void update_rtt(crust_conn *c, uint64_t latest, uint64_t ack_delay)
     }
     if (latest < c->min_rtt)
         c->min_rtt = latest;
-    if (ack_delay > c->cfg.max_ack_delay_us)
-        ack_delay = c->cfg.max_ack_delay_us;
+    if (ack_delay > c->max_ack_delay_us)
+        ack_delay = c->max_ack_delay_us;
     uint64_t adjusted = latest;
     if (latest >= c->min_rtt + ack_delay)
         adjusted = latest - ack_delay;
@@ -97,7 +130,7 @@ static void update_rtt(crust_conn *c, uint64_t latest, uint64_t ack_delay)
     c->srtt = (7 * c->srtt + adjusted) / 8;
 }
 
-static void finish(crust_conn *c, crust_sent_pkt *p)
+static void finish(crust_rec *c, crust_sent_pkt *p)
 {
     if (p->flags & SP_IN_FLIGHT)
         c->bytes_in_flight -= p->size;
@@ -105,7 +138,7 @@ static void finish(crust_conn *c, crust_sent_pkt *p)
         c->ack_eliciting_in_flight--;
 }
 
-static void advance_lo(crust_conn *c)
+static void advance_lo(crust_rec *c)
 {
     while (c->sent_lo < c->next_pn && slot(c, c->sent_lo)->done)
         c->sent_lo++;
@@ -117,29 +150,16 @@ static void advance_lo(crust_conn *c)
         crust_rec_free(c);
 }
 
-static void on_packet_lost(crust_conn *c, uint64_t now, uint64_t pn, crust_sent_pkt *p)
+static void on_packet_lost(crust_rec *c, uint64_t now, uint64_t pn, crust_sent_pkt *p)
 {
     p->done = SP_DONE_LOST;
     finish(c, p);
-    c->st.lost_packets++;
-    for (unsigned i = 0; i < p->nframes; i++) {
-        const crust_sframe *f = &p->frames[i];
-        crust_send_stream_lose(&c->ss[f->prio], f->off, f->len);
-        c->st.retransmitted_bytes += f->len;
-    }
-    if (p->flags & SP_MAX_DATA)
-        c->max_data_pending = 1;
-    if ((p->flags & SP_PATH_CHALLENGE) && c->path_challenge_seq)
-        c->path_challenge_pending = 1;
-    if (p->flags & SP_MTU_PROBE)
-        crust_pmtu_on_lost(c, now, pn);
-    else if (p->size > CRUST_FLOOR_MTU)
-        c->pmtu.large_lost++;
+    c->ops->lost(c->ctx, now, pn, p);
 }
 
 /* Declare lost what the thresholds say is lost; returns bytes lost that
  * count as congestion, and sets *largest_lost_sent. */
-static uint64_t detect_lost(crust_conn *c, uint64_t now, uint64_t *largest_lost_sent)
+static uint64_t detect_lost(crust_rec *c, uint64_t now, uint64_t *largest_lost_sent)
 {
     c->loss_time = 0;
     if (!c->largest_acked_plus1)
@@ -186,31 +206,23 @@ static uint64_t detect_lost(crust_conn *c, uint64_t now, uint64_t *largest_lost_
                 c->loss_time = t;
         }
     }
-    if (persistent) {
-        crust_cc_env env;
-        crust_cc_env_fill(c, &env);
-        c->st.persistent_congestion++;
-        c->cc->on_persistent_congestion(c->cc_state, &env, now);
-    }
+    if (persistent)
+        c->ops->persistent_congestion(c->ctx, now);
     return lost_bytes;
 }
 
-static void report_loss(crust_conn *c, uint64_t now, uint64_t lost, uint64_t largest_lost_sent)
+static void report_loss(crust_rec *c, uint64_t now, uint64_t lost, uint64_t largest_lost_sent)
 {
-    if (!lost)
-        return;
-    crust_cc_env env;
-    crust_cc_env_fill(c, &env);
-    c->cc->on_loss(c->cc_state, &env, now, lost, largest_lost_sent, c->bytes_in_flight);
+    if (lost)
+        c->ops->loss(c->ctx, now, lost, largest_lost_sent);
 }
 
-int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *frame)
+int crust_rec_on_ack(crust_rec *c, uint64_t now, const crust_ack_frame *f)
 {
-    const crust_frame *f = frame;
-    uint64_t largest = f->a;
+    uint64_t largest = f->largest;
     if (largest >= c->next_pn)
         return CRUST_EPROTO; /* acknowledges a packet we never sent */
-    uint64_t ack_delay = f->b << CRUST_ACK_DELAY_EXP;
+    uint64_t ack_delay = f->delay << CRUST_ACK_DELAY_EXP;
     uint64_t prior_in_flight = c->bytes_in_flight;
     uint64_t newly_acked = 0;
     crust_sent_pkt *largest_pkt = NULL, *rs_pkt = NULL;
@@ -227,11 +239,8 @@ int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *frame)
             if (p->done == SP_DONE_ACKED)
                 continue;
             if (p->done == SP_DONE_LOST) {
-                c->st.spurious_losses++;
                 p->done = SP_DONE_ACKED;
-                for (unsigned i = 0; i < p->nframes; i++)
-                    crust_conn_on_stream_acked(c, p->frames[i].prio, p->frames[i].off,
-                                               p->frames[i].len);
+                c->ops->acked(c->ctx, now, pn, p, 1);
                 continue;
             }
             p->done = SP_DONE_ACKED;
@@ -244,25 +253,10 @@ int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *frame)
                 if (!rs_pkt)
                     rs_pkt = p; /* highest pn first: the most recently sent */
             }
-            for (unsigned i = 0; i < p->nframes; i++)
-                crust_conn_on_stream_acked(c, p->frames[i].prio, p->frames[i].off,
-                                           p->frames[i].len);
-            if (p->flags & SP_HAS_ACK)
-                crust_rs_remove_below(&c->rx_pns, p->ack_largest + 1);
-            if (p->flags & SP_MTU_PROBE)
-                crust_pmtu_on_acked(c, now, pn);
-            if (p->size > CRUST_FLOOR_MTU) {
-                c->pmtu.large_lost = 0;
-                c->pmtu.small_acked = 0;
-            } else if (p->flags & SP_ACK_ELICITING) {
-                c->pmtu.small_acked = 1;
-            }
+            c->ops->acked(c->ctx, now, pn, p, 0);
         }
     }
-    /* Small packets get through while large ones keep vanishing: a PMTU
-     * black hole (RFC 8899 4.3), not congestion. */
-    if (c->pmtu.large_lost >= CRUST_BLACK_HOLE_LOSSES && c->pmtu.small_acked)
-        crust_pmtu_on_black_hole(c, now);
+    c->ops->acks_done(c->ctx, now);
     if (!newly_acked && !largest_pkt) {
         advance_lo(c);
         return CRUST_OK;
@@ -299,15 +293,13 @@ int crust_rec_on_ack(crust_conn *c, uint64_t now, const void *frame)
     rs.prior_in_flight = prior_in_flight;
     rs.bytes_in_flight = c->bytes_in_flight;
     rs.delivered_total = c->delivered;
-    crust_cc_env env;
-    crust_cc_env_fill(c, &env);
-    c->cc->on_ack(c->cc_state, &env, now, &rs);
+    c->ops->ack_sample(c->ctx, now, &rs);
     c->pto_count = 0;
     advance_lo(c);
     return CRUST_OK;
 }
 
-uint64_t crust_rec_timer(const crust_conn *c)
+uint64_t crust_rec_timer(const crust_rec *c)
 {
     if (c->loss_time)
         return c->loss_time;
@@ -324,38 +316,30 @@ uint64_t crust_rec_timer(const crust_conn *c)
     return c->last_ack_eliciting_sent + period;
 }
 
-void crust_rec_on_timeout(crust_conn *c, uint64_t now)
+int crust_rec_on_timeout(crust_rec *c, uint64_t now)
 {
     if (c->loss_time) {
         if (now < c->loss_time)
-            return;
+            return 0;
         uint64_t largest_lost_sent = 0;
         uint64_t lost = detect_lost(c, now, &largest_lost_sent);
         report_loss(c, now, lost, largest_lost_sent);
         advance_lo(c);
-        return;
+        return 0;
     }
     uint64_t t = crust_rec_timer(c);
     if (t == UINT64_MAX || now < t)
-        return;
+        return 0;
     c->pto_count++;
-    c->st.pto_count++;
-    c->probes_pending = 2;
-    /* Probes carry new data when there is some; otherwise resend what the
-     * oldest outstanding packet carried, or just PING. */
-    for (unsigned p = 0; p < CRUST_NUM_PRIO; p++)
-        if (c->ss[p].sent_hi < c->ss[p].end)
-            return;
+    return 1;
+}
+
+const crust_sent_pkt *crust_rec_oldest_eliciting(const crust_rec *c)
+{
     for (uint64_t pn = c->sent_lo; pn < c->next_pn; pn++) {
-        crust_sent_pkt *p = slot(c, pn);
-        if (p->done || !(p->flags & SP_ACK_ELICITING))
-            continue;
-        for (unsigned i = 0; i < p->nframes; i++)
-            crust_send_stream_lose(&c->ss[p->frames[i].prio], p->frames[i].off,
-                                   p->frames[i].len);
-        if (p->nframes)
-            return;
-        break;
+        const crust_sent_pkt *p = slot(c, pn);
+        if (!p->done && (p->flags & SP_ACK_ELICITING))
+            return p;
     }
-    c->ping_pending = 1;
+    return NULL;
 }

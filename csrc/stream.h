@@ -97,10 +97,6 @@ static inline uint64_t crust_send_stream_buffered(const crust_send_stream *s)
 {
     return s->end - s->base;
 }
-static inline int crust_send_stream_has_data(const crust_send_stream *s)
-{
-    return s->sent_hi < s->end || !crust_rs_empty(&s->lost);
-}
 size_t crust_send_stream_memory(const crust_send_stream *s);
 
 void crust_recv_stream_init(crust_recv_stream *s);

@@ -19,7 +19,7 @@ MIB = 1 << 20
 MS = 1000
 S = 1000 * MS
 
-# The defaults documented in csrc/crust.h (crust_config).
+# The defaults documented in csrc/crust_config_fields.h (crust_config).
 DOCUMENTED_DEFAULTS = {
     "max_message_size": 8 * MIB,
     "send_buffer": 16 * MIB,

@@ -45,8 +45,9 @@ static void test_frames(void)
     size_t n = crust_frame_put_stream_header(b, sizeof b, 2, 1000, 5);
     memcpy(b + n, "hello", 5);
     CHECK(crust_frame_parse_untrusted(b, n + 5, &f) == (int)(n + 5));
-    CHECK(f.type == CRUST_FT_STREAM && f.prio == 2 && f.a == 1000 && f.b == 5);
-    CHECK(memcmp(f.data, "hello", 5) == 0);
+    CHECK(f.type == CRUST_FT_STREAM && f.stream.prio == 2 && f.stream.off == 1000 &&
+          f.stream.len == 5);
+    CHECK(memcmp(f.stream.data, "hello", 5) == 0);
     /* Every truncation of a valid frame fails cleanly. */
     for (size_t k = 0; k < n + 5; k++)
         CHECK(crust_frame_parse_untrusted(b, k, &f) < 0);
@@ -55,7 +56,7 @@ static void test_frames(void)
     uint8_t a[] = {CRUST_FT_ACK, 0x40, 100, 7, 1, 10, 4, 3};
     CHECK(crust_frame_parse_untrusted(a, sizeof a, &f) == (int)sizeof a);
     crust_ack_iter it;
-    crust_ack_iter_init(&it, &f);
+    crust_ack_iter_init(&it, &f.ack);
     uint64_t lo, hi;
     CHECK(crust_ack_iter_next(&it, &lo, &hi) && lo == 90 && hi == 100);
     CHECK(crust_ack_iter_next(&it, &lo, &hi) && lo == 81 && hi == 84);
@@ -79,7 +80,7 @@ static void test_frames(void)
         int m = crust_frame_parse_untrusted(r, len, &f);
         CHECK(m < 0 || (size_t)m <= len);
         if (m > 0 && f.type == CRUST_FT_ACK) {
-            crust_ack_iter_init(&it, &f);
+            crust_ack_iter_init(&it, &f.ack);
             int guard = 0;
             while (crust_ack_iter_next(&it, &lo, &hi) && guard++ < 100)
                 CHECK(lo <= hi);

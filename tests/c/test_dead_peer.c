@@ -155,9 +155,9 @@ static void test_slow_path_gets_its_probes(void)
     uint64_t t = converse(a, b, 0, 1 * SEC);
     /* The estimator says this path takes 3 s a round trip: PTO ~5 s, so
      * three of them take longer than 8 s. */
-    a->srtt = 3 * SEC;
-    a->rttvar = SEC / 2;
-    uint64_t pto = crust_rec_pto(a);
+    a->rec.srtt = 3 * SEC;
+    a->rec.rttvar = SEC / 2;
+    uint64_t pto = crust_rec_pto(&a->rec);
     uint8_t msg[1000] = {0};
     crust_conn_send(a, t, msg, sizeof msg, 0, NULL);
     pump(a, NULL, t);
@@ -210,7 +210,7 @@ static void test_unreachable_unanswered(void)
     crust_conn *a, *b;
     setup(&a, &b, &cfg);
     uint64_t t = converse(a, b, 0, 1 * SEC);
-    CHECK(crust_rec_pto(a) * CRUST_UNREACHABLE_PTOS < CRUST_UNREACHABLE_FLOOR_US);
+    CHECK(crust_rec_pto(&a->rec) * CRUST_UNREACHABLE_PTOS < CRUST_UNREACHABLE_FLOOR_US);
     CHECK(crust_conn_path_unreachable(a, t) == 1);
     CHECK(crust_conn_path_unreachable(a, t + 1) == 0); /* already probing */
     CHECK(pump(a, NULL, t) >= 1);                      /* the PING, at once */
@@ -285,7 +285,7 @@ static void test_no_rtt_sample_no_lost_timer(void)
     uint8_t msg[1000] = {0};
     crust_conn_send(a, 0, msg, sizeof msg, 0, NULL);
     pump(a, NULL, 0);
-    CHECK(a->unanswered_since && !a->have_rtt);
+    CHECK(a->unanswered_since && !a->rec.have_rtt);
     uint32_t reason;
     uint64_t closed = alone(a, 0, 120 * SEC, &reason);
     CHECK(reason == CRUST_CLOSE_IDLE && closed == cfg.idle_timeout_us);

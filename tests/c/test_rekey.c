@@ -355,7 +355,7 @@ static void test_reorder_across_switch_and_wipe(void)
     CHECK(b.got == 2 && b.bad == 0);
     /* After 3 PTO the old keys are wiped and the next ones asked for. */
     b.auto_install = 0;
-    uint64_t wipe_at = now + 3 * crust_rec_pto(b.c), t = now;
+    uint64_t wipe_at = now + 3 * crust_rec_pto(&b.c->rec), t = now;
     crust_event ev;
     int needed = 0;
     while (!needed && t <= wipe_at) {
@@ -396,8 +396,8 @@ static void test_reorder_across_switch_and_wipe(void)
 static uint64_t run_cut_off(side *a, uint64_t now, uint64_t count)
 {
     uint8_t out[CRUST_MAX_PACKET];
-    uint64_t target = a->c->next_pn + count;
-    while (a->c->next_pn < target) {
+    uint64_t target = a->c->rec.next_pn + count;
+    while (a->c->rec.next_pn < target) {
         while (crust_conn_poll_transmit(a->c, now, out, sizeof out)) {
         }
         drain(a);
@@ -432,7 +432,7 @@ static void test_no_update_before_ack(void)
         settle(&a, &b, now);
         crust_conn_get_stats(a.c, &st);
         if (!a.c->key_acked && st.key_updates == 0)
-            CHECK(a.c->next_pn < 400); /* still waiting for the ACK */
+            CHECK(a.c->rec.next_pn < 400); /* still waiting for the ACK */
     }
     CHECK(st.key_updates == 1 && st.key_phase == 1);
     /* Install generation 2 at once (dropping a's old keys early) and cut
@@ -446,7 +446,7 @@ static void test_no_update_before_ack(void)
     }
     run_cut_off(&a, now, 40);
     crust_conn_get_stats(a.c, &st);
-    CHECK(a.c->next_pn - first >= 40);
+    CHECK(a.c->rec.next_pn - first >= 40);
     CHECK(st.key_updates == 1 && st.key_phase == 1 && !a.c->key_acked);
     teardown(&a, &b);
 }

@@ -120,11 +120,12 @@ static inline size_t fuzz_seal(uint8_t *out, size_t cap, uint64_t gen, uint64_t 
 static inline void fuzz_check_invariants(const crust_conn *c)
 {
     /* Sent-packet ring and in-flight accounting (recovery.c). */
-    FUZZ_ASSERT(c->sent_lo <= c->next_pn);
-    FUZZ_ASSERT(c->next_pn - c->sent_lo <= c->sent_cap);
+    const crust_rec *rec = &c->rec;
+    FUZZ_ASSERT(rec->sent_lo <= rec->next_pn);
+    FUZZ_ASSERT(rec->next_pn - rec->sent_lo <= rec->sent_cap);
     uint64_t in_flight = 0, eliciting = 0;
-    for (uint64_t pn = c->sent_lo; pn < c->next_pn; pn++) {
-        const crust_sent_pkt *p = &c->sent[pn & (c->sent_cap - 1)];
+    for (uint64_t pn = rec->sent_lo; pn < rec->next_pn; pn++) {
+        const crust_sent_pkt *p = &rec->sent[pn & (rec->sent_cap - 1)];
         if (p->done)
             continue;
         if (p->flags & SP_IN_FLIGHT)
@@ -133,9 +134,9 @@ static inline void fuzz_check_invariants(const crust_conn *c)
             eliciting++;
         FUZZ_ASSERT(p->nframes <= CRUST_MAX_SFRAMES);
     }
-    FUZZ_ASSERT(in_flight == c->bytes_in_flight);
-    FUZZ_ASSERT(eliciting == c->ack_eliciting_in_flight);
-    FUZZ_ASSERT(c->largest_acked_plus1 <= c->next_pn);
+    FUZZ_ASSERT(in_flight == rec->bytes_in_flight);
+    FUZZ_ASSERT(eliciting == rec->ack_eliciting_in_flight);
+    FUZZ_ASSERT(rec->largest_acked_plus1 <= rec->next_pn);
 
     /* Streams and flow control. */
     uint64_t rx_hi = 0, held = 0, tx_hi = 0;
@@ -216,7 +217,7 @@ static inline unsigned fuzz_check_output(const crust_conn *c, const uint8_t *pkt
     FUZZ_ASSERT(len > hdr + CRUST_TAG_LEN);
     /* The packet was just built: its number is next_pn - 1 and its key
      * generation the current one. */
-    uint64_t pn = c->next_pn - 1;
+    uint64_t pn = c->rec.next_pn - 1;
     FUZZ_ASSERT(((pkt[0] & 0x04) != 0) == (c->tx_phase == 1));
     crust_keys k;
     fuzz_keys(1, c->key_gen, &k);
@@ -229,11 +230,12 @@ static inline unsigned fuzz_check_output(const crust_conn *c, const uint8_t *pkt
         int n = crust_frame_parse_untrusted(plain + off, plen - off, &f);
         FUZZ_ASSERT(n > 0);
         if (f.type == CRUST_FT_ACK)
-            FUZZ_ASSERT(f.a < peer_next_pn);
+            FUZZ_ASSERT(f.ack.largest < peer_next_pn);
         if (f.type == CRUST_FT_STREAM)
-            FUZZ_ASSERT(f.a + f.b <= c->ss[f.prio].end || c->state != ST_OPEN);
+            FUZZ_ASSERT(f.stream.off + f.stream.len <= c->ss[f.stream.prio].end ||
+                        c->state != ST_OPEN);
         if (f.type == CRUST_FT_PATH_CHALLENGE && challenge) {
-            memcpy(challenge, f.data, 8);
+            memcpy(challenge, f.path_data, 8);
             *have_challenge = 1;
         }
         off += (size_t)n;

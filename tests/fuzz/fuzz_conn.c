@@ -211,7 +211,7 @@ static void drain_events(fuzz_peer *p)
 static void op_ack(fuzz_peer *p)
 {
     uint8_t back = get8(p), first_len = get8(p), shape = get8(p), delay = get8(p);
-    uint64_t next = p->c->next_pn;
+    uint64_t next = p->c->rec.next_pn;
     if (next == 0 || back >= next)
         return;
     uint64_t largest = next - 1 - back;

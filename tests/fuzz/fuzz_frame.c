@@ -18,7 +18,7 @@ static uint64_t load_be(const uint8_t *p, size_t n)
     return v;
 }
 
-static void check_ack(const crust_frame *f)
+static void check_ack(const crust_ack_frame *f)
 {
     crust_ack_iter it;
     crust_ack_iter_init(&it, f);
@@ -27,14 +27,14 @@ static void check_ack(const crust_frame *f)
     while (crust_ack_iter_next(&it, &lo, &hi)) {
         FUZZ_ASSERT(lo <= hi);
         if (first)
-            FUZZ_ASSERT(hi == f->a && hi - lo == f->ack_first_range);
+            FUZZ_ASSERT(hi == f->largest && hi - lo == f->first_range);
         else
             FUZZ_ASSERT(hi + 2 <= prev_lo); /* a gap of at least one */
         prev_lo = lo;
         first = 0;
-        FUZZ_ASSERT(++ranges <= f->ack_range_count + 1);
+        FUZZ_ASSERT(++ranges <= f->range_count + 1);
     }
-    FUZZ_ASSERT(ranges == f->ack_range_count + 1);
+    FUZZ_ASSERT(ranges == f->range_count + 1);
     FUZZ_ASSERT(it.len == 0); /* every range byte consumed, none beyond */
 }
 
@@ -58,17 +58,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(n > 0 && (size_t)n <= size - off);
         switch (f.type) {
         case CRUST_FT_ACK:
-            FUZZ_ASSERT(f.data >= buf + off && f.data + f.data_len <= buf + off + (size_t)n);
-            check_ack(&f);
+            FUZZ_ASSERT(f.ack.ranges >= buf + off &&
+                        f.ack.ranges + f.ack.ranges_len <= buf + off + (size_t)n);
+            check_ack(&f.ack);
             break;
         case CRUST_FT_STREAM:
-            FUZZ_ASSERT(f.prio < CRUST_NUM_PRIO && f.data_len == f.b);
-            FUZZ_ASSERT(f.data >= buf + off && f.data + f.data_len <= buf + off + (size_t)n);
-            FUZZ_ASSERT(f.a + f.b <= CRUST_VARINT_MAX);
+            FUZZ_ASSERT(f.stream.prio < CRUST_NUM_PRIO);
+            FUZZ_ASSERT(f.stream.data >= buf + off &&
+                        f.stream.data + f.stream.len <= buf + off + (size_t)n);
+            FUZZ_ASSERT(f.stream.off + f.stream.len <= CRUST_VARINT_MAX);
             break;
         case CRUST_FT_PATH_CHALLENGE:
         case CRUST_FT_PATH_RESPONSE:
-            FUZZ_ASSERT(f.data_len == 8 && f.data + 8 <= buf + size);
+            FUZZ_ASSERT(f.path_data >= buf + off && f.path_data + 8 <= buf + off + (size_t)n);
             break;
         default:
             break;
