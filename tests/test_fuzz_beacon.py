@@ -36,7 +36,7 @@ def test_plain_fuzz_loop() -> None:
     target = load_target()
     n = 100_000 if CI else 10_000
     done = target.run_plain(
-        n, seed=int.from_bytes(os.urandom(2), "big"), max_seconds=20 if CI else 5
+        n, seed=int.from_bytes(os.urandom(2), "big"), max_seconds=10 if CI else 5
     )
     assert done >= min(n, 2_000)
 
@@ -47,4 +47,4 @@ def test_atheris_fuzz(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(TARGET), "--write-corpus", str(corpus)], check=True, timeout=60
     )
-    run_atheris("fuzz_beacon", corpus, tmp_path, seconds=20 if CI else 5, runs=200_000)
+    run_atheris("fuzz_beacon", corpus, tmp_path, seconds=10 if CI else 5, runs=200_000)

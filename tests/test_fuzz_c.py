@@ -4,7 +4,7 @@ for a bounded time against its seed corpus (tests/data/fuzz_*/).
 Any crash, leak, sanitizer report (ASan, UBSan) or broken engine invariant
 fails the test, naming the input libFuzzer saved; reproduce it with
 ``<binary> <input>``. The run time per target is CRUST_FUZZ_SECONDS, by
-default 60 s under CI and 10 s otherwise. Targets run one after another:
+default 30 s under CI and 10 s otherwise (longer runs by hand). Targets run one after another:
 each keeps one core busy, and CI machines have two.
 
 clang is required under CI (scripts/test.sh installs it when missing);
@@ -52,7 +52,7 @@ pytestmark = pytest.mark.skipif(not CSRC.joinpath("crust.h").exists(), reason="n
 
 
 def _seconds() -> int:
-    default = 60 if os.environ.get("CI") else 10
+    default = 30 if os.environ.get("CI") else 10
     return int(os.environ.get("CRUST_FUZZ_SECONDS", default))
 
 

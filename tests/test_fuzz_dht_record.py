@@ -31,7 +31,7 @@ def test_plain_fuzz_loop() -> None:
     target = load_target()
     n = 50_000 if CI else 5_000
     done = target.run_plain(
-        n, seed=int.from_bytes(os.urandom(2), "big"), max_seconds=15 if CI else 4
+        n, seed=int.from_bytes(os.urandom(2), "big"), max_seconds=8 if CI else 4
     )
     assert done >= min(n, 1_000)
 
@@ -39,4 +39,4 @@ def test_plain_fuzz_loop() -> None:
 def test_atheris_fuzz(tmp_path: Path) -> None:
     require_atheris()
     corpus = seed_corpus(tmp_path, load_target().seeds())
-    run_atheris("fuzz_dht_record", corpus, tmp_path, seconds=15 if CI else 4, runs=300_000)
+    run_atheris("fuzz_dht_record", corpus, tmp_path, seconds=8 if CI else 4, runs=300_000)

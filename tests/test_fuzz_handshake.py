@@ -48,7 +48,7 @@ def test_plain_fuzz_loop() -> None:
         n,
         seed=int.from_bytes(os.urandom(2), "big"),
         corpus=target.load_corpus([CORPUS]),
-        max_seconds=20 if CI else 5,
+        max_seconds=10 if CI else 5,
     )
     assert done >= min(n, 5_000)
 
@@ -57,4 +57,4 @@ def test_atheris_fuzz(tmp_path: Path) -> None:
     require_atheris()
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)  # libFuzzer adds to its first corpus dir
-    run_atheris("fuzz_handshake", corpus, tmp_path, seconds=20 if CI else 5, runs=200_000)
+    run_atheris("fuzz_handshake", corpus, tmp_path, seconds=10 if CI else 5, runs=200_000)
