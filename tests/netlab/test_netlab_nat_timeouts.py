@@ -107,6 +107,9 @@ def test_bindings_kept_through_15_s_nat_timeouts(netlab: Lab) -> None:
     b.ask(f"wait {ida}")
     warm = a.ask(f"ping {idb} 0")
     time.sleep(IDLE)
+    for name, proc in (("a", a), ("b", b)):
+        # A dead agent's last words, rather than a broken pipe.
+        assert proc.popen.poll() is None, (name, proc.stderr_lines[-30:])
     ab = a.ask(f"ping {idb} 1")
     ba = b.ask(f"ping {ida} 2")
     print("\n" + json.dumps({"warm": warm, "a_to_b": ab, "b_to_a": ba}))
