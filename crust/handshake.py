@@ -87,6 +87,8 @@ from crust.admission import source_key
 from crust.errors import HandshakeError, HandshakeTimeout, MalformedPacket
 from crust.identity import Identity, InvalidPeerId, PeerId
 from crust.noise import NoiseError, Pattern
+from crust.wire import CID_LEN, DST_CID, HEADER_LEN, LONG_HEADER_FLAGS, SRC_CID, TAG, long_header
+from crust.wire import Address as Addr
 
 __all__ = [
     "INITIATION_SIZE",
@@ -111,11 +113,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 
 VERSION = 1
-CID_LEN = _core.CID_LEN
-HEADER_LEN = 22
 MAC_LEN = 16
 #: Every initiation is padded to at least this many bytes (see module doc).
 INITIATION_SIZE = 512
@@ -126,7 +125,6 @@ TYPE_RESPONSE = 2
 TYPE_FINISH = 3
 TYPE_COOKIE_REPLY = 4
 TYPE_INITIATION_IK = 5
-_LONG_HEADER = 0xC0
 
 _ZERO_CID = bytes(CID_LEN)
 _ZERO_MAC = bytes(MAC_LEN)
@@ -184,7 +182,7 @@ def _mac(key: bytes, data: bytes) -> bytes:
 
 
 def _header(ptype: int, tag: bytes, dcid: bytes, scid: bytes) -> bytes:
-    return bytes((_LONG_HEADER | ptype, VERSION)) + tag + dcid + scid
+    return long_header(ptype, VERSION, tag, dcid, scid)
 
 
 def _with_macs(body: bytes, mac1_key: bytes, cookie: bytes | None) -> bytes:
@@ -684,10 +682,11 @@ class Initiator:
             return
         if (
             len(data) < HEADER_LEN
-            or data[0] not in (_LONG_HEADER | TYPE_RESPONSE, _LONG_HEADER | TYPE_COOKIE_REPLY)
+            or data[0]
+            not in (LONG_HEADER_FLAGS | TYPE_RESPONSE, LONG_HEADER_FLAGS | TYPE_COOKIE_REPLY)
             or data[1] != VERSION
-            or data[2:6] != self._tag
-            or data[6:14] != self.local_cid
+            or data[TAG] != self._tag
+            or data[DST_CID] != self.local_cid
         ):
             self.stats["ignored"] += 1
             return
@@ -779,7 +778,7 @@ class Initiator:
                 HandshakeError(f"{who} is {payload.identity}, not the expected {self._remote}")
             )
             return
-        remote_cid = data[14:22]
+        remote_cid = data[SRC_CID]
         if payload.cid != remote_cid:
             self._fail(HandshakeError(f"{who} sent a connection id its header contradicts"))
             return
@@ -1053,7 +1052,7 @@ class Responder:
         self._expire(now)
         data = bytes(data)
         n = len(data)
-        if n < _MIN_PACKET or data[0] & 0xC0 != _LONG_HEADER:
+        if n < _MIN_PACKET or data[0] & LONG_HEADER_FLAGS != LONG_HEADER_FLAGS:
             st["malformed"] += 1
             return []
         if data[1] != VERSION:
@@ -1066,13 +1065,13 @@ class Responder:
                     VERSION,
                 )
             return []
-        if data[2:6] != self._tag:
+        if data[TAG] != self._tag:
             st["foreign_network"] += 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "dropped a handshake packet from %s: network tag %s, ours is %s (%r)",
                     addr,
-                    data[2:6].hex(),
+                    data[TAG].hex(),
                     self._tag.hex(),
                     self._network,
                 )
@@ -1107,7 +1106,7 @@ class Responder:
         self, data: bytes, pattern: Pattern, mac1: bytes, addr: Addr, now: int
     ) -> list[tuple[bytes, Addr]]:
         st = self.stats
-        if data[6:14] != _ZERO_CID:
+        if data[DST_CID] != _ZERO_CID:
             st["malformed"] += 1
             return []
         known = self._by_mac1.get(mac1)
@@ -1133,7 +1132,7 @@ class Responder:
             if not self._source_allowed(addr, now):
                 st["rate_limited"] += 1
                 return []
-        remote_cid = data[14:22]
+        remote_cid = data[SRC_CID]
         mac1_at = len(data) - 2 * MAC_LEN
         hs = noise.HandshakeState(
             pattern,
@@ -1230,7 +1229,7 @@ class Responder:
         sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
             cookie, mac1, nonce, self._cookie_keys[pattern]
         )
-        return _header(TYPE_COOKIE_REPLY, self._tag, data[14:22], _ZERO_CID) + nonce + sealed
+        return _header(TYPE_COOKIE_REPLY, self._tag, data[SRC_CID], _ZERO_CID) + nonce + sealed
 
     def _bucket(
         self,
@@ -1278,8 +1277,8 @@ class Responder:
 
     def _on_finish(self, data: bytes, mac1_at: int, addr: Addr, now: int) -> None:
         st = self.stats
-        entry = self._by_cid.get(data[6:14])
-        if entry is None or entry.pattern != "XX" or data[14:22] != entry.remote_cid:
+        entry = self._by_cid.get(data[DST_CID])
+        if entry is None or entry.pattern != "XX" or data[SRC_CID] != entry.remote_cid:
             st["unknown_cid"] += 1
             return
         hs = entry.hs
