@@ -33,8 +33,9 @@ def test_handshake_packets_are_read_by_the_accessors() -> None:
     # The response is addressed to the initiator's id: what udp.py routes on.
     assert wire.dst_cid(response) == b"\xaa" * 8
     assert wire.packet_type(response) == 2
-    assert wire.long_header(2, 1, response[wire.TAG], b"\xaa" * 8, wire.src_cid(response)) == (
-        response[: wire.HEADER_LEN]
+    assert (
+        wire.long_header(2, 1, response[wire.TAG], b"\xaa" * 8, wire.src_cid(response))
+        == (response[: wire.HEADER_LEN])
     )
 
 
