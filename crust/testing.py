@@ -460,10 +460,6 @@ class Network:
         """Live statistics of the direction ``src_host -> dst_host``."""
         return self._link(src_host, dst_host).stats
 
-    def all_stats(self) -> dict[tuple[str, str], LinkStats]:
-        """Statistics of every link used or configured so far, by host pair."""
-        return {pair: link.stats for pair, link in self._links.items()}
-
     def _link(self, src_host: str, dst_host: str) -> _Link:
         link = self._links.get((src_host, dst_host))
         if link is None:

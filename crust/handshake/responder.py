@@ -57,7 +57,6 @@ from crust.wire import Address as Addr
 logger = logging.getLogger("crust.handshake")
 
 
-
 @dataclass(frozen=True)
 class CookiePolicy:
     """When and how a Responder demands cookies (see module doc).
@@ -144,7 +143,7 @@ class Responder:
     """The listening side: one per listener, for any number of peers.
 
     ``receive_datagram`` returns the replies to send (possibly none); each
-    completed handshake is then available from :meth:`next_result`. It
+    completed handshake is then available from :meth:`take_completed`. It
     never raises on input: everything it drops is counted in ``stats``.
     ``new_cid`` makes local connection ids (random by default; an endpoint
     passes its own to keep them unique among its connections).
@@ -217,10 +216,6 @@ class Responder:
     def unfinished(self) -> int:
         """Handshakes held that are still waiting for their finish."""
         return self._unfinished
-
-    def next_result(self) -> HandshakeResult | None:
-        """The oldest completed handshake not yet taken, or None."""
-        return self._results.popleft() if self._results else None
 
     def take_completed(self) -> list[HandshakeResult]:
         """Every completed handshake not yet taken, oldest first."""
