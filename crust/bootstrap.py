@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from crust.events import BootstrapConnect, BootstrapFailed
+from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
@@ -40,7 +41,6 @@ __all__ = ["RETRY_AFTER", "Bootstrapper", "Candidate"]
 
 logger = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 #: Seconds before the same peer id or address is dialled again.
 RETRY_AFTER = 30.0
 _QUEUE = 512

@@ -69,7 +69,7 @@ def _stun_server(text: str) -> str:
     """``--stun HOST[:PORT]`` as a ``stun_servers`` entry (port 3478 by
     default), checked now so a typo is a usage error, not a silent NAT
     that is never classified."""
-    from crust.nat.doctor import parse_server
+    from crust.asyncio.doctor import parse_server
 
     try:
         host, port = parse_server(text)
@@ -501,7 +501,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_send(args) if args.command == "send" else run_recv(args)
     if args.command == "nat":
-        from crust.nat.doctor import run_cli  # deferred, as above
+        from crust.asyncio.doctor import run_cli  # deferred, as above
 
         return run_cli(args)
     if args.command == "node":

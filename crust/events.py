@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from crust.paths import CloseReason, PathName
+from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
@@ -41,8 +42,6 @@ __all__ = [
     "PortMapped",
     "PortMappingFailed",
 ]
-
-Address = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from crust import _core
 from crust.errors import ConnectionClosed, WouldBlock
 from crust.paths import PathName
+from crust.wire import Address as Address  # re-exported: crust.peer.Address is public
 
 if TYPE_CHECKING:
     # Typing only (Python 3.12's collections.abc.Buffer): any object with
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Peer", "PeerStats", "Received"]
 
 logger = logging.getLogger(__name__)
-
-Address = tuple[str, int]
 
 
 class Link(Protocol):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from crust.errors import CrustError
 from crust.events import ContactJoined, ContactLost
+from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
@@ -43,7 +44,6 @@ __all__ = ["FIRST_RETRY", "MAX_RETRY", "STABLE", "Contacts"]
 
 logger = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 #: Seconds after a loss before the first redial: a restarting contact is
 #: usually back within a second or two, and the redial's own handshake
 #: retries cover the rest.

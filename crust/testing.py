@@ -96,6 +96,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from crust.wire import Address as Addr
+from crust.wire import dst_cid, is_long_header
+
 if TYPE_CHECKING:
     # For annotations only: at run time these need the extension, which the
     # simulator itself does not.
@@ -116,8 +119,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Addr = tuple[str, int]
 
 # Bits per byte times microseconds per second: serialization of n bytes at
 # b bit/s takes n * _BIT_US / b microseconds.
@@ -459,10 +460,6 @@ class Network:
         """Live statistics of the direction ``src_host -> dst_host``."""
         return self._link(src_host, dst_host).stats
 
-    def all_stats(self) -> dict[tuple[str, str], LinkStats]:
-        """Statistics of every link used or configured so far, by host pair."""
-        return {pair: link.stats for pair, link in self._links.items()}
-
     def _link(self, src_host: str, dst_host: str) -> _Link:
         link = self._links.get((src_host, dst_host))
         if link is None:
@@ -797,7 +794,6 @@ def connection_pair(
 
 # -- a whole crust node: handshake and engine ---------------------------------
 
-_LONG_HEADER_BIT = 0x80  # byte 0 of every handshake packet (crust/handshake.py)
 _EV_KEYS_NEEDED = 9  # crust._core.EV_KEYS_NEEDED
 
 
@@ -1004,8 +1000,8 @@ class HandshakeNode:
 
     def receive_datagram(self, data: bytes, addr: Addr, now: int) -> None:
         self._now = now
-        if data and data[0] & _LONG_HEADER_BIT:
-            dial = self._dialing.get(data[6:14]) if len(data) >= 14 else None
+        if is_long_header(data):
+            dial = self._dialing.get(dst_cid(data))
             if dial is not None:
                 dial.initiator.receive_datagram(data, addr, now)
                 self._after_initiator(dial, now)

@@ -139,7 +139,7 @@ def test_a_flood_of_probes_gets_no_amplification_and_counts_as_no_junk() -> None
 def test_crust_nat_via_reports_the_contacts_view() -> None:
     """The doctor (`crust nat --via`) asks a node's two ports from a fresh
     socket and reports it where STUN's result goes."""
-    from crust.nat.doctor import diagnose, render
+    from crust.asyncio.doctor import diagnose, render
 
     async def main() -> None:
         async with Service(_cfg()) as contact:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from crust.asyncio.doctor import DoctorReport, _verdict, local_addresses, parse_server, render
 from crust.cli import main
 from crust.nat.classify import Probe, classify
-from crust.nat.doctor import DoctorReport, _verdict, local_addresses, parse_server, render
 from crust.nat.stun import decode, encode_binding_response
 
 

@@ -40,6 +40,7 @@ from crust.discovery.gossip import MAX_CONTACTS, GossipReceiver, encode_gossip
 from crust.errors import CrustError
 from crust.events import BootstrapAccept, LanPeerFound
 from crust.peer import now_us
+from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
@@ -50,7 +51,6 @@ __all__ = ["Discovery"]
 
 logger = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 REQUEST = 1
 ACCEPT = 2
 REFUSE = 3

@@ -30,12 +30,12 @@ from crust.nat.natpmp import (
     MappingGranted,
     PortMapClient,
 )
+from crust.wire import Address
 
 __all__ = ["GatewayMapper", "default_gateway"]
 
 logger = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 
 _RTF_UP = 0x1
 _RTF_GATEWAY = 0x2

@@ -40,6 +40,7 @@ from crust.identity import PeerId
 from crust.nat import relay
 from crust.nat.relay import RelayOp, RelayPolicy, RelayTable
 from crust.peer import Address, Peer, now_us
+from crust.wire import LONG_HEADER as _LONG_HEADER
 
 if TYPE_CHECKING:
     from crust.service import Service
@@ -48,7 +49,6 @@ __all__ = ["REROUTE_WAIT", "Relaying"]
 
 logger = logging.getLogger(__name__)
 
-_LONG_HEADER = 0x80
 _MAX_OFFERS = 1024
 #: Seconds a relayed connection whose relay went away is kept while a new
 #: route is sought (the target waits _TARGET_SLACK longer than the requester).

@@ -18,12 +18,11 @@ from typing import Protocol, cast
 
 from crust.nat.classify import NatBehaviour, Probe, classify
 from crust.nat.stun import BindingFailed, BindingSucceeded, StunClient, StunFailed
+from crust.wire import Address as Addr
 
 __all__ = ["StunDriver", "StunSocket", "mapping_probes", "probe_nat", "route_source"]
 
 logger = logging.getLogger(__name__)
-
-Addr = tuple[str, int]
 
 
 class StunDriver:

@@ -34,6 +34,7 @@ from crust import _core
 from crust.errors import ConnectError, ConnectTimeout
 from crust.paths import PathName
 from crust.peer import Address, now_us
+from crust.wire import LONG_HEADER as _LONG_HEADER
 
 if TYPE_CHECKING:
     from crust.handshake import HandshakeResult, Initiator
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 _LEN = struct.Struct(">H")
 _HDR = _LEN.size
 MAX_FRAME = 65535
-_LONG_HEADER = 0x80
 # Before a stream authenticated, frames are handshake packets, which fit a
 # minimum-MTU datagram: a larger one is an attacker parking buffer space
 # (6,000 streams x 64 KiB partial frames held 390 MB), and ends the stream.

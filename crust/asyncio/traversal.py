@@ -245,13 +245,6 @@ class Traversal:
             if not ask.done.done():
                 ask.done.set_exception(ConnectionError("service closed"))
 
-    def consume_task_errors(self) -> None:
-        """Mark finished background tasks' exceptions as seen."""
-        for t in [t for t in self._tasks if t.done()]:
-            self._tasks.discard(t)
-            if not t.cancelled():
-                t.exception()
-
     # -- addresses ---------------------------------------------------------------
 
     def candidates(self, toward: Address | None) -> tuple[list[Address], int]:

@@ -28,6 +28,7 @@ from crust.nat.stun import StunClient, StunParseError
 from crust.paths import PathName
 from crust.peer import Address, now_us
 from crust.reflection import udp_cost
+from crust.wire import dst_cid, is_long_header, is_stun_shaped
 
 if TYPE_CHECKING:
     from crust.handshake import HandshakeResult, Initiator
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["UdpListener"]
 
 logger = logging.getLogger(__name__)
-
-LONG_HEADER = 0x80
 
 # Coalesced reads (docs/design/0067-coalesced-reads-when-idle.md): a node
 # whose traffic is only keepalives and their ACKs, at more than
@@ -268,7 +267,7 @@ class UdpListener:
     # -- handshakes ------------------------------------------------------
 
     def _on_unrouted(self, data: bytes, addr: Address, now: int) -> None:
-        if data and not data[0] & 0xC0:
+        if is_stun_shaped(data):
             # Only STUN has both top bits clear here (C checked the header).
             if is_binding_request(data):
                 self._answer_probe(data, addr)
@@ -277,7 +276,7 @@ class UdpListener:
                 # of STUN-shaped datagrams costs no parsing otherwise.
                 self.stun.feed(data, addr)
             return
-        if not data or not data[0] & LONG_HEADER:
+        if not is_long_header(data):
             self.service.count_failure(addr, None)
             return
         if self.service.is_blacklisted_address(addr):
@@ -286,7 +285,7 @@ class UdpListener:
             self.service.traversal.on_punch(self, data, addr, now)
             return
         # A reply to one of our handshakes carries our id as destination.
-        dst = data[6:14] if len(data) >= 14 else b""
+        dst = dst_cid(data)
         dialing = self._dialing.get(dst)
         if dialing is not None:
             ini, peer_addr, fut = dialing

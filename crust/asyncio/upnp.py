@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from crust.errors import UpnpError
+from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.asyncio.natpmp import GatewayMapper
@@ -40,7 +41,6 @@ __all__ = ["METHODS", "PortMapper", "UpnpError", "UpnpGateway", "UpnpMapping", "
 
 logger = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 T = TypeVar("T")
 
 

@@ -47,6 +47,7 @@ from crust.handshake import Initiator, long_header_prefix
 from crust.identity import Identity
 from crust.peer import Address, now_us
 from crust.service import Service
+from crust.wire import dst_cid
 
 __all__ = ["idle_connections", "many_connections"]
 
@@ -306,7 +307,7 @@ class _UdpDialer:
         for ep in eps:
             ep.drive(now)
             for data, _ in ep.unrouted():
-                cid = data[6:14]
+                cid = dst_cid(data)
                 entry = self.pending.get(cid)
                 if entry is not None:
                     entry[0].receive_datagram(data, self.server, now)

@@ -40,6 +40,7 @@ import nacl.exceptions
 from crust.dht import bencode
 from crust.errors import RecordError
 from crust.identity import Identity, InvalidPeerId, PeerId
+from crust.wire import Address
 
 __all__ = [
     "MAX_CONTACTS",
@@ -56,7 +57,6 @@ __all__ = [
     "verify",
 ]
 
-Address = tuple[str, int]
 
 #: BEP 44: a value's bencoding is at most 1000 bytes.
 MAX_VALUE = 1000

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+from crust.wire import Address as Endpoint
+
 __all__ = [
     "Endpoint",
     "decode_endpoints",
@@ -18,8 +20,6 @@ __all__ = [
     "is_announceable",
     "resolve_unspecified",
 ]
-
-Endpoint = tuple[str, int]
 
 _V4 = 4
 _V6 = 6

@@ -15,9 +15,10 @@ import functools
 import ipaddress
 from collections.abc import Collection
 
+from crust.wire import Address as Addr
+
 __all__ = ["canonical_ip", "crosses_nat"]
 
-Addr = tuple[str, int]
 _ANY = ("0.0.0.0", "::")
 
 

@@ -26,9 +26,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Behaviour", "NatBehaviour", "Probe", "classify"]
+from crust.wire import Address as Addr
 
-Addr = tuple[str, int]
+__all__ = ["Behaviour", "NatBehaviour", "Probe", "classify"]
 
 
 class Behaviour(enum.Enum):

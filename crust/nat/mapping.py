@@ -53,6 +53,7 @@ from crust.nat.stun import (
     decode,
     encode_binding_response,
 )
+from crust.wire import Address as Addr
 
 __all__ = [
     "GLOBAL_BURST",
@@ -68,7 +69,6 @@ __all__ = [
     "is_binding_request",
 ]
 
-Addr = tuple[str, int]
 
 #: Our probe requests are padded to this many bytes: the largest answer
 #: (IPv6 XOR-MAPPED-ADDRESS and OTHER-ADDRESS: 20 + 24 + 24 = 68 bytes)

@@ -55,6 +55,8 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
+from crust.wire import Address as Addr
+
 __all__ = [
     "PCP_VERSION",
     "SERVER_PORT",
@@ -75,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger("crust.nat.natpmp")
 
-Addr = tuple[str, int]
 
 #: The gateway's port for both protocols (clients send from any port).
 SERVER_PORT = 5351

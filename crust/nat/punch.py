@@ -42,6 +42,9 @@ import random
 import struct
 from dataclasses import dataclass
 
+from crust.wire import DST_CID, LONG_HEADER_FLAGS
+from crust.wire import Address as Addr
+
 __all__ = [
     "PACKET_LEN",
     "TYPE_PUNCH",
@@ -52,11 +55,9 @@ __all__ = [
     "punch_session_id",
 ]
 
-Addr = tuple[str, int]
-
 #: Long-header type of punch packets (handshake.py uses 1..5).
 TYPE_PUNCH = 6
-_FLAGS = 0xC0 | TYPE_PUNCH
+_FLAGS = LONG_HEADER_FLAGS | TYPE_PUNCH
 _HEAD = struct.Struct(">BB4s8sBII")
 _MAC_LEN = 16
 PACKET_LEN = _HEAD.size + _MAC_LEN
@@ -72,7 +73,7 @@ def is_punch(data: bytes) -> bool:
 
 def punch_session_id(data: bytes) -> bytes:
     """The session id of a datagram for which :func:`is_punch` is true."""
-    return bytes(data[6:14])
+    return bytes(data[DST_CID])
 
 
 @dataclass(frozen=True, slots=True)

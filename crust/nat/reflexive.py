@@ -16,10 +16,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from crust.identity import PeerId
+from crust.wire import Address as Addr
 
 __all__ = ["Observation", "ReflexiveTracker"]
 
-Addr = tuple[str, int]
 MAX_ADDRESSES = 64
 MAX_REPORTERS = 32
 

@@ -43,6 +43,7 @@ import nacl.bindings as sodium
 
 from crust.errors import MalformedRendezvous
 from crust.identity import Identity, InvalidPeerId, PeerId
+from crust.wire import Address as Addr
 
 __all__ = [
     "Introducer",
@@ -54,7 +55,6 @@ __all__ = [
     "punch_key",
 ]
 
-Addr = tuple[str, int]
 
 SESSION_LEN = 8
 NONCE_LEN = 16

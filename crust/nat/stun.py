@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from crust.errors import StunFailed
+from crust.wire import Address as Addr
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -54,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger("crust.nat.stun")
 
-Addr = tuple[str, int]
 
 MAGIC_COOKIE = 0x2112A442
 _HEADER = struct.Struct("!HHI12s")

@@ -19,7 +19,7 @@ import socket
 
 import pytest
 
-from crust import LostPeer, PeerMisbehaving, handshake
+from crust import LostPeer, PeerMisbehaving, handshake, wire
 
 from .tools import connect_pair, figure, node, run
 
@@ -98,7 +98,7 @@ def test_junk_is_counted_per_address_and_reported() -> None:
 def _handshake_junk(rng: random.Random, tag: bytes) -> bytes:
     """An initiation of the right version, network tag and size whose mac1
     is wrong: what only someone who is not a peer sends."""
-    first = bytes([handshake._LONG_HEADER | handshake.TYPE_INITIATION, handshake.VERSION])
+    first = bytes([wire.LONG_HEADER_FLAGS | handshake.TYPE_INITIATION, handshake.VERSION])
     body = rng.randbytes(handshake.INITIATION_SIZE - 6 - 8)
     return first + tag + bytes(8) + body
 

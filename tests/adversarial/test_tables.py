@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-from crust import PeerId, bootstrap, handshake
+from crust import PeerId, bootstrap, handshake, wire
 from crust.asyncio import relaying
 from crust.bootstrap import Candidate
 from crust.identity import Identity
@@ -84,7 +84,7 @@ def test_handshake_failure_table_is_bounded() -> None:
     me = Identity.generate()
     resp = handshake.Responder(me, "tables-test")
     tag = handshake.network_tag("tables-test")
-    first = bytes([handshake._LONG_HEADER | handshake.TYPE_INITIATION, handshake.VERSION])
+    first = bytes([wire.LONG_HEADER_FLAGS | handshake.TYPE_INITIATION, handshake.VERSION])
     rng = random.Random(7)
     n = handshake._MAX_FAILED_SOURCES + 500
     for i in range(n):

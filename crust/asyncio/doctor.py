@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crust.nat.classify import NatBehaviour
+from crust.wire import Address as Addr
 
 __all__ = ["DoctorReport", "diagnose", "local_addresses", "parse_server", "render", "run_cli"]
-
-Addr = tuple[str, int]
 
 
 def local_addresses() -> list[tuple[str, str]]:
