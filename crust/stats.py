@@ -165,7 +165,7 @@ def _peer_entry(peer: Peer) -> PeerEntry:
     }
     st = peer.stats
     entry.update({f.name: getattr(st, f.name) for f in dataclasses.fields(st) if f.name != "path"})
-    # Built from PeerStats' fields, which tests/test_stats.py checks
+    # Built from PeerStats' fields, which tests/service/test_stats.py checks
     # against PeerEntry's keys.
     return cast(PeerEntry, entry)
 

@@ -9,7 +9,7 @@
  * through scripts/gen_config.py, the Cython declarations and properties
  * (crust/_crust.pxd, crust/_config.pxi) and the type stub
  * (crust/_core.pyi). Sizes in bytes, times in microseconds. After editing,
- * run `python scripts/gen_config.py` (tests/test_config_fields.py fails
+ * run `python scripts/gen_config.py` (tests/packaging/test_config_fields.py fails
  * while the generated files are out of date).
  */
 #ifndef CRUST_CONFIG_FIELDS_H

@@ -11,7 +11,7 @@ The C header's X-macro list is the one place a config field is spelled
 
 Both .pxd and .pyi keep hand-written text around a marked region; only the
 region is rewritten. ``--check`` writes nothing and exits 1 when a file is
-out of date (tests/test_config_fields.py runs it).
+out of date (tests/packaging/test_config_fields.py runs it).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ section() { printf '\n==== %s ====\n' "$*"; }
 # package is installed when its command is missing. Add to this list
 # rather than writing another install step.
 SYSTEM_TOOLS=(
-    "clang clang"   # libFuzzer targets (tests/test_fuzz_c.py)
+    "clang clang"   # libFuzzer targets (tests/engine/test_fuzz_c.py)
     # The NAT lab (tests/netlab): namespaces, NAT rules, STUN and UPnP
     # servers. miniupnpd-iptables, not the nftables build: the lab's UPnP
     # NAT runs on iptables-legacy (docs/design/0017-nat-lab.md).
@@ -71,8 +71,8 @@ section "ruff"
 # benchmarks/ may not exist yet in every checkout.
 ruff_paths=(crust tests examples docs/_hooks)
 [[ -d benchmarks ]] && ruff_paths+=(benchmarks)
-# The docs are built (mkdocs build --strict) by tests/test_docs.py and the
-# wheel checked end to end by tests/test_wheel.py, inside pytest below.
+# The docs are built (mkdocs build --strict) by tests/packaging/test_docs.py and the
+# wheel checked end to end by tests/packaging/test_wheel.py, inside pytest below.
 "$VENV/bin/ruff" check "${ruff_paths[@]}"
 
 section "mypy (strict, crust/)"
@@ -81,7 +81,7 @@ section "mypy (strict, crust/)"
 section "pytest"
 # Run from outside the source tree so `import crust` finds the installed
 # package with its compiled _core, never the sources next to it.
-# tests/test_build.py checks this when CRUST_TEST_INSTALLED is set.
+# tests/packaging/test_build.py checks this when CRUST_TEST_INSTALLED is set.
 # Paths given relative to the repository root are made absolute; without
 # any, the whole suite runs.
 args=()

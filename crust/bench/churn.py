@@ -23,7 +23,7 @@ Ways of ending (:data:`ENDINGS`):
 - ``duplicate``: both nodes dial each other at once; one of the two
   connections is retired (``crust.retirement``), then the other is closed.
 
-Used by ``tests/test_churn.py`` (bounded) and ``crust bench --churn``.
+Used by ``tests/service/test_churn.py`` (bounded) and ``crust bench --churn``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ priority's messages arrive exactly once, in order: no loss, no duplicate,
 no reordering. At the end the sender says how many it sent per priority
 and the receiver must have had them all.
 
-``tests/test_soak.py`` runs 60 s in CI; ``crust bench --soak SECONDS``
+``tests/service/test_soak.py`` runs 60 s in CI; ``crust bench --soak SECONDS``
 runs it for as long as wanted (figures in docs/testing.md).
 """
 

@@ -16,7 +16,7 @@ measurements, so none can drift from what crust does.
 A page shows one with ``![...](img/NAME.svg)`` (a path relative to the
 page). The SVG is written by hand (a few shapes and text): no plotting
 library to install, and the files stay small and diffable. The functions
-are also used by tests/test_docs.py.
+are also used by tests/packaging/test_docs.py.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ A page asks for generated text with a marker on a line of its own::
 
 An unknown marker, a missing file or an undocumented config field is an
 error, so ``mkdocs build --strict`` fails rather than publishing a gap.
-The functions are also used by tests/test_docs.py.
+The functions are also used by tests/packaging/test_docs.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ path challenge, the node must send it at most 3x what came from it.
 Against 8b6df56: one 32-byte packet "from" the victim made a node sending a
 bulk transfer aim 173 KB there (5,400x). An honest peer that moved answers
 the challenge within a round trip and gets full speed back
-(tests/test_endpoint.py::test_nat_rebinding_mid_transfer).
+(tests/engine/test_endpoint.py::test_nat_rebinding_mid_transfer).
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ the call the network input reaches, and checks the bound and which
 entries stay (the newest: an attacker's flood evicts its own entries).
 
 Bounds proved elsewhere: the handshake responder's tables and the
-misbehaving-source table (tests/test_dos.py, ``assert_bounded``), the
+misbehaving-source table (tests/adversarial/test_dos.py, ``assert_bounded``), the
 endpoint's junk table (tests/adversarial/test_framing.py), connection caps
-(test_connection_caps.py), the send buffer (tests/test_engine_sim.py,
-tests/test_tcp_stream.py), unauthenticated TCP streams (test_tcp_preauth.py),
-receive buffers (test_memory.py, tests/test_back_pressure.py), events and
-held messages (tests/test_receive_api.py).
+(test_connection_caps.py), the send buffer (tests/engine/test_engine_sim.py,
+tests/engine/test_tcp_stream.py), unauthenticated TCP streams (test_tcp_preauth.py),
+receive buffers (test_memory.py, tests/service/test_back_pressure.py), events and
+held messages (tests/service/test_receive_api.py).
 """
 
 from __future__ import annotations

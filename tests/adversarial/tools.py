@@ -1,12 +1,12 @@
 """What the adversarial tests share: a service on loopback and its events
-(from tests/test_dos.py), and the process's resident memory."""
+(from tests/adversarial/test_dos.py), and the process's resident memory."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from test_dos import HOST, Attacker, Recorder, connect_pair, node, run
+from .test_dos import HOST, Attacker, Recorder, connect_pair, node, run
 
 __all__ = ["HOST", "Attacker", "Recorder", "connect_pair", "figure", "node", "rss", "run"]
 

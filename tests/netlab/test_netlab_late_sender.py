@@ -7,7 +7,7 @@ contract (docs/design/0053) the node pruned the idle receiver one prune
 interval after it joined and the send failed with "not connected here".
 The prune interval is shortened for the test through ``CRUST_PRUNE_AFTER``
 (every process reads it: crust/config_sources.py), so the test takes
-seconds, not minutes. tests/test_cli_reach.py is the loopback version.
+seconds, not minutes. tests/service/test_cli_reach.py is the loopback version.
 """
 
 from __future__ import annotations

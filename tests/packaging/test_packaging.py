@@ -1,6 +1,6 @@
 """Packaging promises that need no build: the metadata in pyproject.toml,
 the private PyNaCl interface crust depends on, and what importing crust
-from the source tree says. (tests/test_wheel.py checks the built wheel.)"""
+from the source tree says. (tests/packaging/test_wheel.py checks the built wheel.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 # The combined-mode AEAD signature crust's C core calls through a pointer

@@ -17,7 +17,7 @@ import pytest
 from capability import missing
 from cbuild import build, run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 C_TESTS = sorted((ROOT / "tests" / "c").glob("test_*.c"))
 

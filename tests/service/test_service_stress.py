@@ -21,7 +21,7 @@ import pytest
 import crust
 from crust import Identity, NewMessage, Service, ServiceConfig
 
-CHILD = Path(__file__).with_name("peer_child.py")
+CHILD = Path(__file__).resolve().parents[1] / "helpers" / "peer_child.py"
 GIB = 1 << 30
 
 

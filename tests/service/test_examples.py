@@ -1,6 +1,6 @@
 """Every example in examples/ runs and does what it says.
 
-tests/test_wheel.py runs this file again with the interpreter of a fresh
+tests/packaging/test_wheel.py runs this file again with the interpreter of a fresh
 virtual environment that has only the built wheel installed, so the
 examples are checked against what users install, not the source tree.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from capability import missing
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT = 60
 
 

@@ -1,5 +1,5 @@
 """Finding a peer by id through the Mainline DHT (crust.dht), on a private
-DHT of 50 libtorrent nodes on loopback (tests/dht_lab.py): publication,
+DHT of 50 libtorrent nodes on loopback (tests/helpers/dht_lab.py): publication,
 resolution, connect by id with no mutual peer, a restart with new endpoints,
 replayed records, and publication being off by default.
 

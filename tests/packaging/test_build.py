@@ -52,7 +52,7 @@ def test_compiled_module_imports() -> None:
 
 @pytest.mark.skipif(not os.environ.get("CRUST_TEST_INSTALLED"), reason="only under scripts/test.sh")
 def test_tests_import_the_installed_package() -> None:
-    sources = Path(__file__).resolve().parent.parent / "crust"
+    sources = Path(__file__).resolve().parents[2] / "crust"
     assert Path(crust.__file__).resolve().parent != sources, crust.__file__
 
 

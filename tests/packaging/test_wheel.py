@@ -3,7 +3,7 @@ and, from that sdist alone, a wheel; `auditwheel` finds a manylinux tag
 the wheel satisfies and repairs (retags) it; a fresh virtual environment
 with only that wheel installed (dependencies from wheels too) imports
 crust without a compiler on PATH, prints the version, runs every example
-(tests/test_examples.py, with the fresh interpreter) and `crust demo`.
+(tests/service/test_examples.py, with the fresh interpreter) and `crust demo`.
 
 Takes ~1-2 minutes (one C build, one venv); everything runs once per
 session in the module fixture.
@@ -25,7 +25,7 @@ from capability import missing
 
 from crust._version import __version__
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 600
 
 
@@ -96,7 +96,7 @@ def test_sdist_has_what_the_build_needs(built: Built) -> None:
         "crust/_version.py",
         "crust/py.typed",
         "examples/echo.py",
-        "tests/test_examples.py",
+        "tests/service/test_examples.py",
         "README.md",
     ):
         assert needed in names, f"{needed} missing from {built.sdist.name}"
@@ -172,7 +172,7 @@ def test_examples_run_from_the_wheel(built: Built, tmp_path: Path) -> None:
             str(ROOT),
             "-c",
             str(ROOT / "pyproject.toml"),
-            str(ROOT / "tests" / "test_examples.py"),
+            str(ROOT / "tests" / "service" / "test_examples.py"),
         ],
         cwd=tmp_path,
         env=env,

@@ -23,7 +23,7 @@ import pytest
 from capability import missing
 from cbuild import build, run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 FUZZ = ROOT / "tests" / "fuzz"
 DATA = ROOT / "tests" / "data"
@@ -38,7 +38,7 @@ COMMON = [
     f"-I{CSRC}",
 ]
 # csrc/ gets coverage instrumentation and sanitizers; its warnings are
-# already errors in the gcc builds of tests/test_c_units.py, so a clang-only
+# already errors in the gcc builds of tests/engine/test_c_units.py, so a clang-only
 # warning there does not stop fuzzing. The harnesses themselves are strict.
 CORE_FLAGS = [*COMMON, "-fsanitize=fuzzer-no-link,address,undefined"]
 TARGET_FLAGS = [*COMMON, "-fsanitize=fuzzer,address,undefined", "-Wall", "-Wextra", "-Werror"]

@@ -13,7 +13,7 @@ from types import ModuleType
 from fuzzing import CI, require_atheris, run_atheris
 from fuzzing import load_target as _load
 
-CORPUS = Path(__file__).resolve().parent / "data" / "handshake_corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "handshake_corpus"
 
 
 def load_target() -> ModuleType:

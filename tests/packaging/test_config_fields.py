@@ -13,7 +13,7 @@ import pytest
 
 from crust import _core
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GEN = ROOT / "scripts" / "gen_config.py"
 FIELDS_H = ROOT / "csrc" / "crust_config_fields.h"
 

@@ -16,7 +16,7 @@ from capability import CI, missing
 
 __all__ = ["CI", "FUZZ_DIR", "load_target", "require_atheris", "run_atheris"]
 
-FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
+FUZZ_DIR = Path(__file__).resolve().parents[1] / "fuzz"
 
 
 def load_target(name: str) -> ModuleType:

@@ -1,7 +1,7 @@
 """Back-pressure from the application to the wire (design note 0028).
 
 A peer offers 4 GiB as fast as it can to an application (a child process,
-tests/peer_child.py ``sink``) that reads nothing for 30 s: the receiver's
+tests/helpers/peer_child.py ``sink``) that reads nothing for 30 s: the receiver's
 memory stays within its receive budget, the sender is blocked; then the
 application reads everything and every message arrives, in order per
 priority, hash-checked. Over TCP, reliable UDP, a connection made by
@@ -34,7 +34,7 @@ from test_receive_api import config as quiet_config
 from crust import Service, ServiceConfig
 from crust.peer import Peer
 
-CHILD = Path(__file__).with_name("peer_child.py")
+CHILD = Path(__file__).resolve().parents[1] / "helpers" / "peer_child.py"
 OFFER = int(float(os.environ.get("CRUST_BACKPRESSURE_GIB", "4")) * (1 << 30))
 RELAYED_OFFER = int(float(os.environ.get("CRUST_BACKPRESSURE_RELAYED_GIB", "0.5")) * (1 << 30))
 WAIT = float(os.environ.get("CRUST_BACKPRESSURE_WAIT", "30"))

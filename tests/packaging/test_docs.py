@@ -21,7 +21,7 @@ import crust
 from crust import _core, events
 from crust.config import ServiceConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOOK = ROOT / "docs" / "_hooks" / "reference.py"
 PICTURES = ROOT / "docs" / "_hooks" / "pictures.py"
 

@@ -1,4 +1,4 @@
-"""Compiling C for the tests (tests/test_c_units.py, tests/test_fuzz_c.py):
+"""Compiling C for the tests (tests/engine/test_c_units.py, tests/engine/test_fuzz_c.py):
 many compiler commands at once, and one failure report naming each that
 failed with its output."""
 
