@@ -20,7 +20,7 @@ module, else to ``crust.x``; a parent package's ``__init__`` is not
 counted as imported (every tool that draws import graphs does the same,
 and crust/__init__ imports the facade, which would join everything).
 
-tests/test_layering.py uses this module to hold the layering.
+tests/unit/test_layering.py uses this module to hold the layering.
 """
 
 from __future__ import annotations
