@@ -265,6 +265,31 @@ def test_relayed_connection_survives_its_relay_restarting(netlab: Lab) -> None:
     assert took < 5.0, sent["why"]
 
 
+def cli_transfer(
+    receiver: Node, sender: Node, via: str, src: Path, out: Path, flags: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``crust recv --via`` on ``receiver``, ``crust send --to`` its id on
+    ``sender`` (fresh processes, ``flags`` to both): both exit 0 and the
+    file arrives whole. Returns what send printed (path, seconds)."""
+    out.mkdir()
+    recv = receiver.spawn(
+        sys.executable, "-m", "crust", "recv", "--via", via, "--host", receiver.ip,
+        "--out", str(out), "--json", "--yes", *flags,
+    )  # fmt: skip
+    peer_id = json.loads(recv.readline(30))["ready"]
+    send = sender.spawn(
+        sys.executable, "-m", "crust", "send", "--via", via, "--host", sender.ip,
+        "--to", peer_id, str(src), "--json", *flags,
+    )  # fmt: skip
+    sent: dict[str, Any] = json.loads(send.readline(90))
+    got = json.loads(recv.readline(60))
+    assert send.wait(10) == 0 and recv.wait(10) == 0
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert sent["verified"] and sent["sha256"] == got["sha256"] == digest, (sent, got)
+    assert Path(got["saved"]).read_bytes() == src.read_bytes()
+    return sent
+
+
 def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:
     """The commands, end to end: a file from behind a symmetric NAT to a
     host behind a cone NAT, and between two cones, through the rendezvous
@@ -286,23 +311,7 @@ def test_crust_send_and_recv_across_nats(netlab: Lab, tmp_path: Path) -> None:
     # pair is punched: test_..._punch_a_symmetric_nat_with_only_a_contact.
     for sender, receiver, want in (("s", "c", {"relayed"}), ("c2", "c", {"punched-udp"})):
         out = tmp_path / f"out-{sender}"
-        out.mkdir()
-        rhost, shost = sites[receiver].host, sites[sender].host
-        recv = rhost.spawn(
-            sys.executable, "-m", "crust", "recv", "--via", via, "--host", rhost.ip,
-            "--out", str(out), "--json", "--yes",
-        )  # fmt: skip
-        peer_id = json.loads(recv.readline(30))["ready"]
-        send = shost.spawn(
-            sys.executable, "-m", "crust", "send", "--via", via, "--host", shost.ip,
-            "--to", peer_id, str(src), "--json",
-        )  # fmt: skip
-        sent = json.loads(send.readline(60))
-        got = json.loads(recv.readline(60))
-        assert send.wait(10) == 0 and recv.wait(10) == 0
-        digest = hashlib.sha256(data).hexdigest()
-        assert sent["verified"] and sent["sha256"] == got["sha256"] == digest, (sent, got)
-        assert Path(got["saved"]).read_bytes() == data
+        sent = cli_transfer(sites[receiver].host, sites[sender].host, via, src, out)
         assert sent["path"] in want, sent
         paths[f"{sender}->{receiver}"] = (sent["path"], round(sent["seconds"], 2))
     print("\ncrust send/recv across NATs:", paths)
@@ -330,21 +339,7 @@ def test_crust_send_and_recv_punch_a_symmetric_nat_with_stun(netlab: Lab, tmp_pa
     seconds = []
     for i in range(CLI_TRIALS):
         out = tmp_path / f"out-{i}"
-        out.mkdir()
-        rhost, shost = sites["c"].host, sites["s"].host
-        recv = rhost.spawn(
-            sys.executable, "-m", "crust", "recv", "--via", via, "--host", rhost.ip,
-            "--out", str(out), "--json", "--yes", *flags,
-        )  # fmt: skip
-        peer_id = json.loads(recv.readline(30))["ready"]
-        send = shost.spawn(
-            sys.executable, "-m", "crust", "send", "--via", via, "--host", shost.ip,
-            "--to", peer_id, str(src), "--json", *flags,
-        )  # fmt: skip
-        sent = json.loads(send.readline(90))
-        got = json.loads(recv.readline(60))
-        assert send.wait(10) == 0 and recv.wait(10) == 0
-        assert sent["verified"] and got["sha256"] == hashlib.sha256(data).hexdigest()
+        sent = cli_transfer(sites["c"].host, sites["s"].host, via, src, out, tuple(flags))
         paths[sent["path"]] += 1
         seconds.append(sent["seconds"])
     print(f"\nFIGURE crust send (symmetric, --stun) -> crust recv (cone-fw): {dict(paths)} "
@@ -385,21 +380,7 @@ def test_crust_send_and_recv_punch_a_symmetric_nat_with_only_a_contact(
     for i in range(2 * CONTACT_TRIALS):
         sender, receiver = ("c", "s") if i % 2 == 0 else ("s", "c")
         out = tmp_path / f"out-{i}"
-        out.mkdir()
-        rhost, shost = sites[receiver].host, sites[sender].host
-        recv = rhost.spawn(
-            sys.executable, "-m", "crust", "recv", "--via", via, "--host", rhost.ip,
-            "--out", str(out), "--json", "--yes",
-        )  # fmt: skip
-        peer_id = json.loads(recv.readline(30))["ready"]
-        send = shost.spawn(
-            sys.executable, "-m", "crust", "send", "--via", via, "--host", shost.ip,
-            "--to", peer_id, str(src), "--json",
-        )  # fmt: skip
-        sent = json.loads(send.readline(90))
-        got = json.loads(recv.readline(60))
-        assert send.wait(10) == 0 and recv.wait(10) == 0
-        assert sent["verified"] and got["sha256"] == hashlib.sha256(data).hexdigest()
+        sent = cli_transfer(sites[receiver].host, sites[sender].host, via, src, out)
         paths[f"{sender}->{receiver}"][sent["path"]] += 1
         seconds.append(sent["seconds"])
     total = paths["c->s"] + paths["s->c"]
