@@ -34,25 +34,28 @@ LAB_SETTINGS: dict[str, Any] = {
 }
 
 
-def _free_udp_port() -> int:
+def _free_udp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 class PrivateDht:
-    """``n`` DHT nodes on 127.0.0.1; :attr:`bootstrap` names a few of them
-    as ``"host:port"`` strings for ``ServiceConfig.dht_bootstrap``."""
+    """``n`` DHT nodes on ``host`` (127.0.0.1 by default; the NAT lab puts
+    them on its server's address on the lab "internet", tests/netlab/
+    dht_agent.py); :attr:`bootstrap` names a few of them as ``"host:port"``
+    strings for ``ServiceConfig.dht_bootstrap``."""
 
-    def __init__(self, n: int = 50, *, seed: int = 1) -> None:
+    def __init__(self, n: int = 50, *, seed: int = 1, host: str = "127.0.0.1") -> None:
         self.lt = load_libtorrent()
+        self.host = host
         self.ports: list[int] = []
         self.sessions: list[Any] = []
         rng = random.Random(seed)
         for _ in range(n):
-            port = _free_udp_port()
-            first = [("127.0.0.1", p) for p in self.ports[:4]]
-            pack = settings(self.lt, "127.0.0.1", port, tuple(first))
+            port = _free_udp_port(host)
+            first = [(host, p) for p in self.ports[:4]]
+            pack = settings(self.lt, host, port, tuple(first))
             pack.update(LAB_SETTINGS)
             pack["alert_mask"] = 0  # nobody reads them
             self.sessions.append(self.lt.session(pack))
@@ -62,11 +65,11 @@ class PrivateDht:
         for i, ses in enumerate(self.sessions):
             for j in rng.sample(range(n), min(n, 9)):
                 if j != i:
-                    ses.add_dht_node(("127.0.0.1", self.ports[j]))
+                    ses.add_dht_node((host, self.ports[j]))
 
     @property
     def bootstrap(self) -> tuple[str, ...]:
-        return tuple(f"127.0.0.1:{p}" for p in self.ports[:4])
+        return tuple(f"{self.host}:{p}" for p in self.ports[:4])
 
     def close(self) -> None:
         for ses in self.sessions:
