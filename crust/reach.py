@@ -109,8 +109,19 @@ class Contacts:
             self._kept[address] = _Kept(address, peer.id, peer)
         else:
             kept.peer = peer
+        self._record_changed()
         self.svc._emit(ContactJoined(peer, address, False))
         return peer
+
+    def _record_changed(self) -> None:
+        """A contact joined or rejoined: have our DHT record put again now
+        rather than at the next periodic check (crust.dht.directory.
+        CHECK_EVERY, 10 s), so a node that just joined is findable by id
+        through the DHT within a put's time. (A loss is left to that check:
+        a rejoin usually follows within a second, and the record then
+        needs no change at all.)"""
+        if self.svc.dht is not None:
+            self.svc.dht.changed()
 
     async def _register(self, peer: Peer, address: Address) -> None:
         self.svc.maintain(peer)
@@ -167,6 +178,7 @@ class Contacts:
             kept.rejoins += 1
             after = time.monotonic() - kept.lost_at
             logger.info("rejoined contact %s after %.2f s", peer.id.short, after)
+            self._record_changed()
             self.svc._emit(ContactJoined(peer, kept.address, True, round(after, 3)))
             return
 

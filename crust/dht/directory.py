@@ -173,6 +173,10 @@ class Directory:
         while not self.state.nodes:
             await asyncio.sleep(0.1)
         while True:
+            # Cleared before reading what the record should say, not after
+            # the put: a change signalled while a put is under way (a
+            # contact joined meanwhile) must start another round at once.
+            self._changed.clear()
             endpoints, contacts = self.current()
             now = time.time()
             p = self.published
@@ -190,7 +194,6 @@ class Directory:
                 else:
                     # Nobody took it: try again at the next check.
                     self.published = None
-            self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), CHECK_EVERY)
 

@@ -323,3 +323,33 @@ def test_connect_through_a_home_contact(lab: PrivateDht) -> None:
             figure("dht_connect_via_contact", path=str(peer.path))
 
     asyncio.run(main())
+
+
+def test_joining_a_contact_republishes_at_once(lab: PrivateDht) -> None:
+    """A record stored before the node joined its contact is replaced by
+    one listing the contact as soon as the join is done, not at the next
+    periodic check (CHECK_EVERY, 10 s): a node that just joined is
+    findable through the DHT within a put's time."""
+    from crust.dht.directory import CHECK_EVERY
+
+    async def main() -> None:
+        async with (
+            crust.Service(_config(lab, dht=False)) as c,
+            crust.Service(_config(lab)) as a,
+        ):
+            assert a.dht is not None
+            first = await _published(a)
+            assert a.dht.published is not None and not a.dht.published.contacts
+            t0 = time.monotonic()
+            await a.join(c.endpoints[0])
+            end = t0 + CHECK_EVERY - 2
+            while time.monotonic() < end:
+                s = a.dht.stored
+                if s is not None and s.seq > first and [x.peer_id for x in s.contacts] == [c.id]:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"no record listing the contact: {a.dht.stats()}")
+            figure("dht_republish_after_join_s", seconds=round(time.monotonic() - t0, 3))
+
+    asyncio.run(main())
