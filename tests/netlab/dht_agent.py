@@ -16,7 +16,8 @@ joins (``Service.join``) and lists in the record it publishes. Commands:
 - ``start``: a fresh service (new identity, new ports, empty caches); with
   ``--join`` it joins the contact and waits until the DHT confirmed a record
   that lists it; answers ``{"ev": "started", "id", "seq", "endpoints",
-  "contacts", "start_s"}``.
+  "contacts", "start_s"}`` (``start_s``: from the new service's start to
+  the DHT's confirmation of the put).
 - ``restart``: the same identity in a fresh service (new ports); answers
   like ``start``.
 - ``connect PEER_ID``: ``svc.connect`` by id, send "ping", wait for "pong";
@@ -102,9 +103,9 @@ class Node:
         )  # fmt: skip
 
     async def start(self, *, fresh_identity: bool) -> None:
-        t0 = time.monotonic()
         old = self.svc.dht.published if self.svc is not None and self.svc.dht else None
-        await self.stop()
+        await self.stop()  # the old record withdrawn (up to 2 s): not timed
+        t0 = time.monotonic()
         if fresh_identity:
             self.identity = Identity.generate()
         svc = self.svc = Service(self.config())

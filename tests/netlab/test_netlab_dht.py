@@ -106,6 +106,7 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "max_resolve_s": round(max(resolve), 3) if resolve else None,
         "median_connect_s": round(statistics.median(r["connect_s"] for r in ok), 3) if ok else None,
         "median_publish_s": round(statistics.median(r["b"]["start_s"] for r in results), 3),
+        "publish_s": [round(r["b"]["start_s"], 2) for r in results],
         "errors": [r.get("error") for r in results if not r["ok"]][:3],
     }
 
