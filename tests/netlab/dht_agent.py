@@ -5,7 +5,7 @@ on stdin, answering one JSON line each on stdout.
     python dht_agent.py serve IP PORT       # C: a public crust node, no DHT
     python dht_agent.py node IP BOOTS [--join IP:PORT] [--stun IP:PORT,...]
 
-``dht`` runs :class:`dht_lab.PrivateDht` (tests/dht_lab.py: bootstrap lists
+``dht`` runs :class:`dht_lab.PrivateDht` (tests/helpers/dht_lab.py: bootstrap lists
 set to lab nodes only, UPnP/NAT-PMP/LSD off) bound to IP, answers
 ``{"ev": "dht", "bootstrap": [...]}`` and runs until stdin closes.
 
@@ -43,8 +43,8 @@ from crust import Identity, NewMessage, PeerId, Service, ServiceConfig
 from crust.dht.directory import Directory
 from crust.dht.record import Record
 
-# tests/dht_lab.py, one directory up.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# tests/helpers/dht_lab.py (the agent runs outside pytest, which puts it on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "helpers"))
 from dht_lab import LAB_SETTINGS, PrivateDht
 
 NETWORK = "dht-netlab"

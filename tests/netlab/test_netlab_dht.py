@@ -2,7 +2,7 @@
 issue 20.
 
 A private Mainline DHT of 50 libtorrent nodes runs in one process on the
-lab server (one address, many ports: tests/dht_lab.py's settings; every
+lab server (one address, many ports: tests/helpers/dht_lab.py's settings; every
 bootstrap list names lab nodes only, so no DHT packet is ever addressed
 outside the lab, whose 11/8 "internet" exists only on its veths). B, behind
 one NAT, joins the public crust node C (``Service.join``) and publishes its
