@@ -119,7 +119,11 @@ class Node:
             # The record is put once the routing table has a node, and again
             # when the contacts change: wait for one the DHT stored that
             # lists the contact (and is newer than the last service's).
-            end = time.monotonic() + 30
+            # Up to two puts: the first (before the join) and the one that
+            # lists the contact; libtorrent confirms each after its lookup,
+            # 15 s when a closed node of an earlier trial is among the
+            # closest, hence 60 s.
+            end = time.monotonic() + 60
             while time.monotonic() < end:
                 r = svc.dht.stored
                 if r is not None and any(c.peer_id == contact.id for c in r.contacts):

@@ -60,7 +60,7 @@ class Agent:
                 if msg.get("ev") == ev:
                     return msg
 
-    def cmd(self, line: str, ev: str, timeout: float = 40.0) -> dict[str, Any]:
+    def cmd(self, line: str, ev: str, timeout: float = 90.0) -> dict[str, Any]:
         self.proc.write(line + "\n")
         return self.wait(ev, timeout)
 
