@@ -104,6 +104,8 @@ class Directory:
         self.published_on = 0
         #: The last record the DHT confirmed it stored (None before).
         self.stored: Record | None = None
+        #: Set by :meth:`close` when the DHT confirmed our withdrawal in time.
+        self.withdrawal_confirmed = False
         host = next((h for h in cfg.hosts if ":" not in h), cfg.hosts[0])
         self.node = DhtNode(
             host,
@@ -143,8 +145,17 @@ class Directory:
                 await self._task
         if self.published is not None and not self.published.withdrawn:
             empty = Record((), (), self.seqs.next(), int(time.time()), TTL)
-            with contextlib.suppress(asyncio.TimeoutError):
+            try:
                 await asyncio.wait_for(self._put(empty), _WITHDRAW_WAIT)
+                self.withdrawal_confirmed = True
+            except asyncio.TimeoutError:
+                # libtorrent confirms a put once every node asked answered
+                # or timed out: ~15 s when one of the closest is silent. A
+                # bounded close wins; the record then lives out its TTL.
+                logger.info(
+                    "DHT withdrawal not confirmed within %.0f s: the record expires by its TTL",
+                    _WITHDRAW_WAIT,
+                )
         await self.node.close()
 
     def changed(self) -> None:

@@ -234,6 +234,17 @@ class Proc:
             if text.startswith("{"):
                 return json.loads(text)  # type: ignore[no-any-return]
 
+    def wait_event(self, ev: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The next JSON object line whose ``"ev"`` is ``ev`` (the agents'
+        protocol: other lines are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.readline(max(0.1, deadline - time.monotonic()))
+            if text.startswith("{"):
+                msg: dict[str, Any] = json.loads(text)
+                if msg.get("ev") == ev:
+                    return msg
+
     def stderr(self) -> str:
         return "\n".join(self.stderr_lines)
 

@@ -53,12 +53,7 @@ class Agent:
         self.wait("ready", 30)
 
     def wait(self, ev: str, timeout: float = 30.0) -> dict[str, Any]:
-        while True:
-            line = self.proc.readline(timeout)
-            if line.startswith("{"):
-                msg = json.loads(line)
-                if msg.get("ev") == ev:
-                    return msg
+        return self.proc.wait_event(ev, timeout)
 
     def cmd(self, line: str, ev: str, timeout: float = 90.0) -> dict[str, Any]:
         self.proc.write(line + "\n")

@@ -123,12 +123,24 @@ def test_publication_is_off_by_default() -> None:
 
 
 def test_withdrawn_at_clean_shutdown(lab: PrivateDht) -> None:
+    """A clean shutdown withdraws the record, within a bounded close: the
+    DHT confirms a put in tens of milliseconds, or, when one of the nodes
+    asked stays silent, after libtorrent's ~15 s timeout (seen in 2 of 8
+    runs here); close() waits 2 s at most, and then the record lives out
+    its TTL (logged)."""
+
     async def main() -> None:
         async with crust.Service(_config(lab, dht_publish=False)) as b:
-            async with crust.Service(_config(lab)) as a:
+            a = crust.Service(_config(lab))
+            async with a:
                 await _published(a)
                 pid = a.id
                 assert (await b.resolve(pid)).endpoints
+                closing = time.monotonic()
+            assert time.monotonic() - closing < 4.0
+            assert a.dht is not None
+            if not a.dht.withdrawal_confirmed:
+                return  # bounded close won; nothing more to see
             # The DHT is eventually consistent: a lookup takes the newest
             # record among the answers that came within its grace, and the
             # nodes holding the withdrawal may answer after that. It must
