@@ -37,6 +37,27 @@ BULK_MSG = 1 << 20
 _YIELD_EVERY = 256
 
 
+class _Slowdown:
+    """``CRUST_BENCH_SLOWDOWN=F`` (tests only): the sending application
+    burns F times the CPU time it spent since its last burn, so crust's
+    side of bulk and small-message cases does (1 + F) times the work; the
+    baselines are untouched. It exists to show the CI gate
+    (``crust.bench.gate``) fails when a ratio regresses."""
+
+    def __init__(self) -> None:
+        self.factor = float(os.environ.get("CRUST_BENCH_SLOWDOWN", "0") or 0)
+        self._mark = time.thread_time()
+
+    def __call__(self) -> None:
+        if self.factor <= 0:
+            return
+        now = time.thread_time()
+        until = now + (now - self._mark) * self.factor
+        while time.thread_time() < until:
+            pass
+        self._mark = time.thread_time()
+
+
 def service_config(transport: str, **overrides: Any) -> ServiceConfig:
     """One transport only (no racing), a fresh identity, no backup port.
     The cookie threshold and the per-source and total caps are lifted: the
@@ -156,9 +177,11 @@ def bulk(transport: str, nbytes: int) -> dict[str, Any]:
         try:
             data = os.urandom(BULK_MSG)
             sent = 0
+            slow = _Slowdown()
             while sent < nbytes:
                 await peer.send(data, 1)
                 sent += len(data)
+                slow()
             got, _, first_len, ns = await _finish(pipe)
             out = {
                 "bytes": got,
@@ -193,12 +216,14 @@ def small_messages(transport: str, count: int, size: int = 64) -> dict[str, Any]
         svc, peer = await _connect(transport, addr)
         try:
             msg = bytes(size)
+            slow = _Slowdown()
             for i in range(count):
                 try:
                     peer.send_nowait(msg)
                 except WouldBlock:
                     await peer.send(msg)
                 if i % _YIELD_EVERY == 0:
+                    slow()
                     await asyncio.sleep(0)
             _, msgs, _, ns = await _finish(pipe)
             return {
