@@ -143,11 +143,14 @@ def _parser() -> argparse.ArgumentParser:
         help="benchmark crust on loopback against raw sockets and aioquic",
         description="Measure crust (UDP and TCP) on loopback beside raw sendmmsg/recvmmsg UDP, "
         "raw kernel TCP, the AEAD alone and aioquic, all in this run; print a table of "
-        "figures and ratios and save pytest-benchmark JSON. About 5 minutes; --smoke "
-        "runs every case at tiny sizes in seconds (figures meaningless).",
+        "figures (min, median and max over the rounds, and their spread) and ratios (each "
+        "baseline runs just before each round it is compared with; median of the "
+        "per-round ratios) and save pytest-benchmark JSON. About 6 minutes; --smoke "
+        "runs every case at tiny sizes in seconds (figures meaningless); --compare "
+        "prints each ratio's change against an earlier run.",
     )
     bench.add_argument("--smoke", action="store_true", help="tiny sizes, one round")
-    bench.add_argument("--rounds", type=int, help="rounds per case, median taken (default 3)")
+    bench.add_argument("--rounds", type=int, help="rounds per case (default 3)")
     bench.add_argument(
         "--json", default="crust-bench.json", help="JSON output (default crust-bench.json)"
     )

@@ -52,7 +52,10 @@ def rawudp_binary(cache: Path | None = None) -> Path:
 
 def raw_udp(binary: Path, payload: int, seconds: float, gso: bool = False) -> dict[str, float]:
     """One raw run: a C sender floods ``payload``-byte datagrams for
-    ``seconds``; the C receiver counts them, first to last."""
+    ``seconds``; the C receiver counts them, first to last. The CPU both
+    programs used (sender and receiver, from start to exit) per datagram
+    and byte delivered is the baseline of crust's figures per CPU second."""
+    cpu0 = _children_cpu()
     with subprocess.Popen(
         [str(binary), "recv", str(payload), str(_BATCH), str(int(gso))],
         stdout=subprocess.PIPE,
@@ -87,11 +90,19 @@ def raw_udp(binary: Path, payload: int, seconds: float, gso: bool = False) -> di
     dgrams, nbytes, ns = int(fields[1]), int(fields[3]), int(fields[5])
     if ns <= 0:
         raise BenchError(f"rawudp received {dgrams} datagrams: too few to time")
+    cpu = max(_children_cpu() - cpu0, 1e-9)  # both programs have been waited for
     return {
         "dgrams_per_s": dgrams / ns * 1e9,
         "bytes_per_s": nbytes / ns * 1e9,
+        "dgrams_per_cpu_s": dgrams / cpu,
+        "bytes_per_cpu_s": nbytes / cpu,
         "seconds": ns / 1e9,
     }
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def cpu_seconds() -> float:
@@ -144,6 +155,7 @@ def raw_tcp(nbytes: int, chunk: int = _MIB) -> dict[str, float]:
         "bytes": got,
         "ns": ns,
         "bytes_per_s": counted / ns * 1e9,
+        "bytes_per_cpu_s": got / max(tx_cpu + rx_cpu, 1e-9),
         "tx_cpu_ns_per_byte": tx_cpu / got * 1e9,
         "rx_cpu_ns_per_byte": rx_cpu / got * 1e9,
     }

@@ -4,11 +4,13 @@ fall more than 30 % below the committed reference figures.
     python -m crust.bench.gate check benchmarks/reference.json
     python -m crust.bench.gate write benchmarks/reference.json   # after a deliberate change
 
+(with the package installed, from outside the source tree, as the tests run).
+
 Only ratios are gated, each the median of ``GATE.rounds`` per-round-pair
 ratios (a baseline round just before each crust round, both ends pinned to
-separate cores), and only figures whose ratio stays put on a shared 2-core
-machine: bulk goodput and 64-byte messages against the raw kernel paths
-(design note 0072 has the spreads measured). A gated figure that falls
+separate cores), and only ratios that stay put on a shared 2-core
+machine: bulk goodput and 64-byte messages per CPU second of both ends,
+against the raw kernel paths' (design note 0072 has the spreads measured). A gated figure that falls
 below ``1 - TOLERANCE`` of its reference is measured once more, afresh; the
 gate fails only when both measurements are below. A real regression
 persists, a burst of someone else's work rarely lasts through both.
@@ -59,12 +61,16 @@ GATE = dataclasses.replace(
     small=50_000,
 )
 
-# (case, figure key, baseline) of every gated ratio.
+# (case, figure key, baseline) of every gated ratio: work per CPU second
+# of both ends against the kernel path's, not per wall second. Under the
+# load of a shared 2-core machine (load average 4-6, measured for design
+# note 0072) the wall-time ratios of single gate runs ranged over 30-90 %,
+# the CPU-time ones over 3-30 %: a 30 % gate on wall time fails on noise.
 GATED: tuple[tuple[str, str, str], ...] = (
-    ("crust UDP bulk", "bytes_per_s", "raw UDP 1200 B/bytes_per_s"),
-    ("crust TCP bulk", "bytes_per_s", "crust TCP bulk/raw_tcp_bytes_per_s"),
-    ("crust UDP 64 B messages", "messages_per_s", "raw UDP 64 B/dgrams_per_s"),
-    ("crust TCP 64 B messages", "messages_per_s", "raw UDP 64 B/dgrams_per_s"),
+    ("crust UDP bulk", "bytes_per_cpu_s", "raw UDP 1200 B/bytes_per_cpu_s"),
+    ("crust TCP bulk", "bytes_per_cpu_s", "crust TCP bulk/raw_tcp_bytes_per_cpu_s"),
+    ("crust UDP 64 B messages", "messages_per_cpu_s", "raw UDP 64 B/dgrams_per_cpu_s"),
+    ("crust TCP 64 B messages", "messages_per_cpu_s", "raw UDP 64 B/dgrams_per_cpu_s"),
 )
 
 
@@ -164,7 +170,7 @@ def write(path: Path, runs: int) -> dict[str, Any]:
         }
     doc = {
         "what": "crust bench CI gate reference ratios (crust.bench.gate)",
-        "command": f"python -m crust.bench.gate write {path.name} --runs {runs}",
+        "command": f"python -m crust.bench.gate write benchmarks/{path.name} --runs {runs}",
         "tolerance": TOLERANCE,
         "sizes": dataclasses.asdict(GATE),
         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
