@@ -129,6 +129,10 @@ def changes(old: Figures, new: Figures) -> list[Change]:
     return out
 
 
+def _fig(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.0f}%"
 
@@ -158,8 +162,8 @@ def text(old: Figures, new: Figures) -> str:
         ]
         for c in absolute:
             lines.append(
-                f"  {c.case:<34}{c.label[:39]:<40}{c.before / c.scale:>10.4g}"
-                f"{c.after / c.scale:>10.4g}{100 * c.change:>+7.0f}%{_pct(c.noise):>7}  {c.unit}"
+                f"  {c.case:<34}{c.label[:39]:<40}{_fig(c.before / c.scale):>10}"
+                f"{_fig(c.after / c.scale):>10}{100 * c.change:>+7.0f}%{_pct(c.noise):>7}  {c.unit}"
             )
     if not cs:
         lines.append("  (no figure in both files)")

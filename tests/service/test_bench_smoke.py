@@ -86,7 +86,11 @@ def test_ratios_divide_by_the_baseline_of_the_same_run() -> None:
     suite.outcomes["crust UDP 64 B messages"] = _outcome(
         [{"messages_per_s": 50.0}, {"messages_per_s": 70.0}, {"messages_per_s": 10.0}]
     )
-    (row,) = [r for r in suite.rows() if r["case"] == "crust UDP 64 B messages"]
+    (row,) = [
+        r
+        for r in suite.rows()
+        if (r["case"], r["key"]) == ("crust UDP 64 B messages", "messages_per_s")
+    ]
     # Medians (200 and 50), not means or the last round.
     assert row["value"] == 50.0 and row["ratio"] == 0.25
     assert row["met"] is False and row["target"] == ">= 0.5x"

@@ -37,8 +37,8 @@ def _suite(crust: list[float], raw: list[float], seconds: float = 5.0) -> Suite:
     return suite
 
 
-def _row(suite: Suite, case: str) -> dict[str, Any]:
-    (row,) = [r for r in suite.rows() if r["case"] == case]
+def _row(suite: Suite, case: str, key: str = "messages_per_s") -> dict[str, Any]:
+    (row,) = [r for r in suite.rows() if (r["case"], r["key"]) == (case, key)]
     return row
 
 
@@ -111,12 +111,17 @@ def test_compare_prints_each_ratio_before_after_and_the_change(
     new = _write(tmp_path, "new.json", _suite([60.0, 61.0, 62.0], [200.0, 200.0, 200.0]))
     doc = json.loads(new.read_text())
     # What --compare needs is in the file: rounds, ratios, spreads, machine.
-    (row,) = [r for r in doc["crust"]["rows"] if r["case"] == "crust UDP 64 B messages"]
+    (row,) = [
+        r
+        for r in doc["crust"]["rows"]
+        if (r["case"], r["key"]) == ("crust UDP 64 B messages", "messages_per_s")
+    ]
     assert row["ratios"] == [0.3, 0.305, 0.31] and row["ratio_spread"] is not None
     assert {"pinning", "cpu_model", "load_average_at_start", "rounds_seen"} <= set(doc["crust"])
     assert "machine_info" in doc and "commit_info" in doc
 
     (c,) = [c for c in compare.changes(compare.load(old), compare.load(new)) if c.is_ratio]
+    assert (c.case, c.key) == ("crust UDP 64 B messages", "messages_per_s")
     assert (c.before, c.after) == (0.5, 0.305)
     assert c.change == pytest.approx(-0.39)
     assert c.verdict == "worse"
