@@ -1563,6 +1563,13 @@ static void on_pto(crust_conn *c)
                                    p->frames[i].len);
         return;
     }
+    /* Only PINGs outstanding (a keepalive, an earlier probe): one probe.
+     * The second guards data against a lost datagram doubling the next
+     * wait (RFC 9002 6.2.4); a keepalive has none, and a peer slow to
+     * answer would be sent two datagrams per timeout (issue 22: a node
+     * with 100,000 idle peers on a loaded machine). */
+    if (!has_control(c))
+        c->probes_pending = 1;
     c->ping_pending = 1;
 }
 
