@@ -59,7 +59,7 @@ from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.pruning import Pruner
 from crust.reflection import SendBudget
 from crust.retirement import Retirements
-from crust.stats import ServiceCounters
+from crust.stats import ServiceCounters, UdpCounters
 from crust.subscriptions import EventHub, Inbound
 
 if TYPE_CHECKING:
@@ -136,16 +136,10 @@ class Listener(Protocol):
     def address(self) -> Address: ...
 
 
-class UdpPort(Listener, Protocol):
+class UdpPort(Listener, UdpCounters, Protocol):
     """A UDP listener (crust.asyncio.udp.UdpListener), as the core, the
     stats and the benchmarks read it."""
 
-    @property
-    def connections(self) -> int: ...
-    @property
-    def dials(self) -> int: ...
-    @property
-    def endpoint(self) -> _core.Endpoint: ...
     def close(self) -> None: ...
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "ServiceCounters",
     "ServiceStats",
     "StatsSource",
+    "UdpCounters",
     "live_objects",
     "snapshot",
 ]
@@ -162,7 +163,9 @@ class ServiceCounters:
             self.connections["messages_dropped"] += 1
 
 
-class _UdpPort(Protocol):
+class UdpCounters(Protocol):
+    """What the stats read of a UDP listener (crust.asyncio.udp)."""
+
     @property
     def connections(self) -> int: ...
     @property
@@ -186,7 +189,7 @@ class StatsSource(Protocol):
     @property
     def peers(self) -> list[Peer]: ...
     @property
-    def udp_ports(self) -> Sequence[_UdpPort]: ...
+    def udp_ports(self) -> Sequence[UdpCounters]: ...
     @property
     def tcp_ports(self) -> Sequence[object]: ...
     @property
