@@ -143,16 +143,26 @@ def _parser() -> argparse.ArgumentParser:
         help="benchmark crust on loopback against raw sockets and aioquic",
         description="Measure crust (UDP and TCP) on loopback beside raw sendmmsg/recvmmsg UDP, "
         "raw kernel TCP, the AEAD alone and aioquic, all in this run; print a table of "
-        "figures and ratios and save pytest-benchmark JSON. About 5 minutes; --smoke "
-        "runs every case at tiny sizes in seconds (figures meaningless).",
+        "figures (min, median and max over the rounds, and their spread) and ratios (each "
+        "baseline runs just before each round it is compared with; median of the "
+        "per-round ratios) and save pytest-benchmark JSON. About 6 minutes; --smoke "
+        "runs every case at tiny sizes in seconds (figures meaningless); --compare "
+        "prints each ratio's change against an earlier run.",
     )
     bench.add_argument("--smoke", action="store_true", help="tiny sizes, one round")
-    bench.add_argument("--rounds", type=int, help="rounds per case, median taken (default 3)")
+    bench.add_argument("--rounds", type=int, help="rounds per case (default 3)")
     bench.add_argument(
         "--json", default="crust-bench.json", help="JSON output (default crust-bench.json)"
     )
     bench.add_argument(
         "--only", action="append", metavar="TEXT", help="run cases whose name contains TEXT"
+    )
+    bench.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="JSON",
+        help="OLD.json: run, then print each ratio before and after and the change in %%; "
+        "OLD.json NEW.json: compare two earlier runs without running",
     )
     bench.add_argument(
         "--soak",
@@ -333,6 +343,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from crust.bench import compare
     from crust.bench.report import json_document, table  # deferred: heavy imports
     from crust.bench.suite import FULL, SMOKE, Suite
 
@@ -341,6 +352,20 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.rounds is not None and not 1 <= args.rounds <= 100:
         print(f"crust bench: --rounds must be in 1..100, got {args.rounds}", file=sys.stderr)
         return 2
+    old = None
+    if args.compare is not None:
+        if len(args.compare) > 2:
+            print("crust bench: --compare takes OLD.json [NEW.json]", file=sys.stderr)
+            return 2
+        try:
+            old = compare.load(args.compare[0])
+            new = compare.load(args.compare[1]) if len(args.compare) == 2 else None
+        except (OSError, ValueError, KeyError) as e:
+            print(f"crust bench: --compare: {e}", file=sys.stderr)
+            return 2
+        if new is not None:
+            print(compare.text(old, new))
+            return 0
     suite = Suite(SMOKE if args.smoke else FULL, args.rounds)
     suite.run_all(
         args.only, progress=lambda name: print(f"measuring {name}", file=sys.stderr, flush=True)
@@ -351,6 +376,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     print(table(suite), flush=True)
     Path(args.json).write_text(json.dumps(json_document(suite), indent=1) + "\n")
     print(f"\nJSON (pytest-benchmark format): {args.json}", file=sys.stderr)
+    if old is not None:
+        print("\n" + compare.text(old, compare.load(args.json)), flush=True)
     failed = [n for n, o in suite.outcomes.items() if o.error and o.error.startswith("failed")]
     return 1 if failed else 0
 

@@ -136,10 +136,14 @@ class ServiceConfig:
     nor uses is closed (0.1..1e7); peers that joined through this node
     (``Service.join``, accepted bootstrap requests) are kept while their
     link lives."""
-    keepalive: float = 20.0
+    keepalive: float = 30.0
     """Seconds of silence after which a PING goes out (0: never); less than
     ``idle_timeout``. Only one end of an idle connection sends them: a PING
-    heard holds ours back (design note 0050)."""
+    heard holds ours back (design note 0050). Half the idle timeout: on a
+    path with no NAT the PING only has to beat ``idle_timeout`` and the
+    stateful firewalls on it, which keep a two-way UDP flow 60 s (pf) to
+    120-180 s (Linux, RFC 4787); paths through a NAT use the shorter
+    ``nat_keepalive`` (design note 0073)."""
     nat_keepalive: float = 8.0
     """The keepalive of a UDP connection whose path crosses a NAT: the peer
     saw us at another address than our own, or the path was punched. Short

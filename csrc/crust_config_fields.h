@@ -36,8 +36,8 @@
     X(uint64_t, initial_rtt_us, 333000, 1000, 10000000, 0)                              \
     /* 60 s without hearing from the peer closes; 0: never. */                         \
     X(uint64_t, idle_timeout_us, 60000000, 100000, UINT64_MAX, 1)                       \
-    /* 20 s: PING when nothing else was sent; 0: none; < idle_timeout_us. */            \
-    X(uint64_t, keepalive_us, 20000000, 10000, UINT64_MAX, 1)                           \
+    /* 30 s: PING when nothing else was sent; 0: none; < idle_timeout_us. */            \
+    X(uint64_t, keepalive_us, 30000000, 10000, UINT64_MAX, 1)                           \
     /* 60 s: unsent messages of priority >= drop_min_prio older than this               \
      * are dropped. */                                                                  \
     X(uint64_t, drop_deadline_us, 60000000, 0, UINT64_MAX, 0)                           \

@@ -21,9 +21,9 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 
 from crust import _core
-from crust.bench.procs import BenchError, child
+from crust.bench.procs import BenchError, child, pin_child
 
-__all__ = ["aead_alone", "cpu_seconds", "raw_tcp", "raw_udp", "rawudp_binary"]
+__all__ = ["aead_alone", "cpu_seconds", "raw_tcp", "raw_udp", "rawudp_binary", "x25519"]
 
 _SOURCE = Path(__file__).with_name("rawudp.c")
 _BATCH = 32
@@ -52,7 +52,10 @@ def rawudp_binary(cache: Path | None = None) -> Path:
 
 def raw_udp(binary: Path, payload: int, seconds: float, gso: bool = False) -> dict[str, float]:
     """One raw run: a C sender floods ``payload``-byte datagrams for
-    ``seconds``; the C receiver counts them, first to last."""
+    ``seconds``; the C receiver counts them, first to last. The CPU both
+    programs used (sender and receiver, from start to exit) per datagram
+    and byte delivered is the baseline of crust's figures per CPU second."""
+    cpu0 = _children_cpu()
     with subprocess.Popen(
         [str(binary), "recv", str(payload), str(_BATCH), str(int(gso))],
         stdout=subprocess.PIPE,
@@ -60,6 +63,9 @@ def raw_udp(binary: Path, payload: int, seconds: float, gso: bool = False) -> di
     ) as recv:
         assert recv.stdout is not None
         try:
+            # The receiver on the far core (it has only bound its socket by
+            # now); the sender below inherits the measuring side's.
+            pin_child(recv.pid)
             port = int(recv.stdout.readline().split()[1])
             subprocess.run(
                 [
@@ -84,11 +90,19 @@ def raw_udp(binary: Path, payload: int, seconds: float, gso: bool = False) -> di
     dgrams, nbytes, ns = int(fields[1]), int(fields[3]), int(fields[5])
     if ns <= 0:
         raise BenchError(f"rawudp received {dgrams} datagrams: too few to time")
+    cpu = max(_children_cpu() - cpu0, 1e-9)  # both programs have been waited for
     return {
         "dgrams_per_s": dgrams / ns * 1e9,
         "bytes_per_s": nbytes / ns * 1e9,
+        "dgrams_per_cpu_s": dgrams / cpu,
+        "bytes_per_cpu_s": nbytes / cpu,
         "seconds": ns / 1e9,
     }
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def cpu_seconds() -> float:
@@ -141,6 +155,7 @@ def raw_tcp(nbytes: int, chunk: int = _MIB) -> dict[str, float]:
         "bytes": got,
         "ns": ns,
         "bytes_per_s": counted / ns * 1e9,
+        "bytes_per_cpu_s": got / max(tx_cpu + rx_cpu, 1e-9),
         "tx_cpu_ns_per_byte": tx_cpu / got * 1e9,
         "rx_cpu_ns_per_byte": rx_cpu / got * 1e9,
     }
@@ -158,4 +173,36 @@ def aead_alone(aead: int, pkt_len: int, count: int) -> dict[str, float]:
         "ns_per_packet": ns / count,
         "packets_per_s": count / ns * 1e9,
         "bytes_per_s": count * pkt_len / ns * 1e9,
+    }
+
+
+# Diffie-Hellman operations a responder does per handshake (XX: e·e, e·s,
+# s·e on each side, of which the responder's share bounds its rate):
+# issue #19 takes the responder's bound as X25519 ops/s / 4.
+DH_PER_RESPONDER_HANDSHAKE = 4
+
+
+def x25519(seconds: float) -> dict[str, float]:
+    """X25519 operations per second from Python (PyNaCl's
+    ``crypto_scalarmult``, the call crust's handshake makes) for
+    ``seconds``, and the handshake rate that bounds at one responder."""
+    import nacl.bindings  # deferred: the only baseline that needs it
+
+    scalarmult = nacl.bindings.crypto_scalarmult
+    private = os.urandom(32)
+    public = nacl.bindings.crypto_scalarmult_base(os.urandom(32))
+    ops = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while True:
+        for _ in range(200):
+            scalarmult(private, public)
+        ops += 200
+        now = time.perf_counter()
+        if now >= end:
+            break
+    per_s = ops / (now - t0)
+    return {
+        "ops_per_s": per_s,
+        "responder_bound_per_s": per_s / DH_PER_RESPONDER_HANDSHAKE,
     }

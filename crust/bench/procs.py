@@ -7,16 +7,85 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 from crust.errors import BenchError
 
-__all__ = ["BenchError", "ChildPipe", "child"]
+__all__ = ["BenchError", "ChildPipe", "Pinning", "child", "pin_child", "pinned", "pinning"]
 
 _CTX = mp.get_context("fork")
 _SPAWN = mp.get_context("spawn")
+
+
+class Pinning:
+    """Which core the measuring process and which its far end run on.
+
+    With two cores or more the measuring side (the parent, and the sender
+    of the raw baselines) runs on ``near`` and every child process on
+    ``far``: the scheduler then cannot put both ends on one core for part
+    of a round and on two for the rest, which made rounds differ by tens
+    of percent. With one core (or ``CRUST_BENCH_PIN=0``) nothing is
+    pinned and ``why_not`` says so."""
+
+    def __init__(self) -> None:
+        self.cpus = sorted(os.sched_getaffinity(0))
+        wanted = os.environ.get("CRUST_BENCH_PIN", "1") != "0"
+        self.why_not: str | None = None
+        if not wanted:
+            self.why_not = "CRUST_BENCH_PIN=0"
+        elif len(self.cpus) < 2:
+            self.why_not = f"only {len(self.cpus)} CPU available"
+        self.near: int | None = None if self.why_not else self.cpus[0]
+        self.far: int | None = None if self.why_not else self.cpus[1]
+
+    def describe(self) -> str:
+        if self.why_not:
+            return f"not pinned ({self.why_not})"
+        return f"measuring side on CPU {self.near}, far end on CPU {self.far}"
+
+
+_PINNING: Pinning | None = None
+
+
+def pinning() -> Pinning:
+    """This process's pinning plan (decided once, from the CPUs it may use
+    when first asked)."""
+    global _PINNING
+    if _PINNING is None:
+        _PINNING = Pinning()
+    return _PINNING
+
+
+def pin_child(pid: int = 0) -> None:
+    """Put process ``pid`` (0: this one) on the far end's core, if pinning."""
+    plan = pinning()
+    if plan.far is not None:
+        os.sched_setaffinity(pid, {plan.far})
+
+
+@contextlib.contextmanager
+def pinned() -> Iterator[None]:
+    """This process on the measuring side's core for the ``with`` body;
+    its former CPU set is restored after."""
+    plan = pinning()
+    if plan.near is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {plan.near})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _pinned_target(pipe: Pipe, far: int | None, target: Callable[..., None], *args: Any) -> None:
+    if far is not None:
+        os.sched_setaffinity(0, {far})
+    target(pipe, *args)
 
 
 class ChildPipe:
@@ -58,7 +127,11 @@ def child(
     the free heap it inherited, which hides its growth from RSS."""
     ctx = _SPAWN if fresh else _CTX
     parent, theirs = ctx.Pipe()
-    proc = ctx.Process(target=target, args=(theirs, *args), daemon=True)
+    # The far end pins itself before it does anything (the plan is passed
+    # in: a spawned child has not inherited the parent's).
+    proc = ctx.Process(
+        target=_pinned_target, args=(theirs, pinning().far, target, *args), daemon=True
+    )
     proc.start()
     theirs.close()
     try:

@@ -1,7 +1,9 @@
-"""The suite's output: a plain-text table of absolute figures and ratios,
-and JSON in pytest-benchmark's format (``pytest-benchmark compare`` reads
-it; the figures and ratios are in each entry's ``extra_info``, the
-``stats`` are the rounds' wall times)."""
+"""The suite's output: a plain-text table of absolute figures (min, median,
+max over the rounds) and ratios, and JSON in pytest-benchmark's format
+(``pytest-benchmark compare`` reads it; the figures and ratios are in
+each entry's ``extra_info``, the ``stats`` are the rounds' wall times).
+The JSON's ``crust`` section holds every round, paired baseline round and
+ratio, what ``crust bench --compare`` reads (``crust.bench.compare``)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from crust._version import __version__
-from crust.bench.suite import CASES, Suite
+from crust.bench.procs import pinning
+from crust.bench.suite import CASES, STABLE, Suite
 
-__all__ = ["baseline_name", "json_document", "table"]
+__all__ = ["FORMAT", "baseline_name", "commit_info", "cpu_model", "json_document", "table"]
+
+# The version of the "crust" section of the JSON.
+FORMAT = 1
 
 
 def _num(v: float) -> str:
@@ -37,68 +43,106 @@ def baseline_name(case: str, baseline: str) -> str:
     return "raw TCP run just before" if "raw_tcp" in baseline else "same case"
 
 
+def _ratio_text(r: dict[str, Any]) -> str:
+    if r["ratio"] is None:
+        return ""
+    text = f"{r['ratio']:6.2f}x {baseline_name(r['case'], r['baseline'])}"
+    if r.get("ratio_spread") is not None:
+        text += f" ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}, {100 * r['ratio_spread']:.0f}%)"
+    return text
+
+
 def table(suite: Suite) -> str:
-    """The whole run as a table: one line per figure."""
+    """The whole run as a table: one line per figure, its min, median and
+    max over the rounds, their spread, and its ratio to the baseline (the
+    median of the per-round-pair ratios, with their range and spread);
+    then why any spread is above 15 %."""
+    load = ", ".join(f"{x:.2f}" for x in suite.load_at_start)
     head = (
-        f"crust bench ({suite.sizes.name}: median of {suite.rounds} round"
-        f"{'s' if suite.rounds > 1 else ''}; loopback, {os.cpu_count()} CPUs; "
+        f"crust bench ({suite.sizes.name}: {suite.rounds} round"
+        f"{'s' if suite.rounds > 1 else ''} per case, min/median/max; loopback, "
+        f"{os.cpu_count()} CPUs, {pinning().describe()}; load average at start {load}; "
         f"crust {__version__})"
     )
     lines = [head, ""]
-    w = 46
+    w = 44
     lines.append(
-        f"{'':<11}{'benchmark':<{w}}{'figure':>12} {'unit':<10}{'spread':>7}  "
-        "vs baseline (same run)"
+        f"{'':<11}{'benchmark':<{w}}{'min':>9}{'median':>9}{'max':>9} {'unit':<10}"
+        f"{'spread':>7}  vs baseline (same run): median ratio (min-max, spread)"
     )
     group = None
-    for r in suite.rows():
+    rows = suite.rows()
+    for r in rows:
         g = r["group"] if r["group"] != group else ""
         group = r["group"]
         label = r["label"] + (f" [{r['aead']}]" if r.get("aead") and r["label"][0] != " " else "")
         if r["shown"] is None:
-            lines.append(f"{g:<11}{label:<{w}}{'-':>12} {r['unit']:<10}{'':>7}  {r['error'] or ''}")
+            lines.append(
+                f"{g:<11}{label:<{w}}{'':>18}{'-':>9} {r['unit']:<10}{'':>7}  {r['error'] or ''}"
+            )
             continue
-        vs = ""
-        if r["ratio"] is not None:
-            vs = f"{r['ratio']:6.2f}x {baseline_name(r['case'], r['baseline'])}"
+        vs = _ratio_text(r)
         if "target" in r:
             verdict = {True: "met", False: "MISSED", None: "?"}[r["met"]]
             vs += f"{'  ' if vs else ''}target {r['target']}: {verdict}"
-        spread = "" if r["spread"] is None or r["rounds"] < 2 else f"{100 * r['spread']:.0f}%"
-        lines.append(f"{g:<11}{label:<{w}}{_num(r['shown']):>12} {r['unit']:<10}{spread:>7}  {vs}")
+        spread = "" if r["spread"] is None else f"{100 * r['spread']:.0f}%"
+        if r["why_unstable"]:
+            spread = "*" + spread
+        lo = "" if r["rounds"] < 2 else _num(r["min"] / r["scale"])
+        hi = "" if r["rounds"] < 2 else _num(r["max"] / r["scale"])
+        lines.append(
+            f"{g:<11}{label:<{w}}{lo:>9}{_num(r['shown']):>9}{hi:>9} {r['unit']:<10}"
+            f"{spread:>7}  {vs}"
+        )
     lines.append("")
     for t in suite.extra_targets():
         got = "-" if t["ratio"] is None else f"{t['ratio']:.1f}x"
         verdict = {True: "met", False: "MISSED", None: "?"}[t["met"]]
         lines.append(
-            f"{'ratio':<11}{t['what']:<{w}}{got:>12} {'':<10}{'':>7}  "
+            f"{'ratio':<11}{t['what']:<{w}}{'':>18}{got:>9} {'':<10}{'':>7}  "
             f"target {t['target']}: {verdict}"
         )
+    unstable = [r for r in rows if r["why_unstable"]]
+    if unstable:
+        lines += ["", f"* spread above {100 * STABLE:.0f} % (figure or ratio), and what was seen:"]
+        for r in unstable:
+            rs = "" if r.get("ratio_spread") is None else f", ratio {100 * r['ratio_spread']:.0f}%"
+            lines.append(
+                f"  {r['case']}: {r['label'].strip()} ({100 * (r['spread'] or 0):.0f}%{rs}): "
+                f"{r['why_unstable']}"
+            )
     return "\n".join(lines)
 
 
-def _commit_info() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {"error": "not a git checkout"}
-    return {"id": rev, "dirty": dirty, "project": "crust"}
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(where), *args],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=True,
+    ).stdout.strip()
+
+
+def commit_info() -> dict[str, Any]:
+    """The git revision measured: the checkout the package was imported
+    from (an editable install or the source tree), else the current
+    directory's (an installed wheel run from its checkout)."""
+    for where in (Path(__file__).resolve().parents[2], Path.cwd()):
+        try:
+            rev = _git(where, "rev-parse", "HEAD")
+            dirty = bool(_git(where, "status", "--porcelain", "--untracked-files=no"))
+            branch = _git(where, "rev-parse", "--abbrev-ref", "HEAD")
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return {
+            "id": rev,
+            "dirty": dirty,
+            "branch": branch,
+            "project": "crust",
+            "where": str(where),
+        }
+    return {"error": "not a git checkout (package directory nor current directory)"}
 
 
 def _stats(seconds: list[float]) -> dict[str, Any]:
@@ -139,8 +183,12 @@ def json_document(suite: Suite) -> dict[str, Any]:
         extra: dict[str, Any] = {"sizes": suite.sizes.name}
         for r in mine:
             extra[r["key"]] = r["value"]
+            extra[f"{r['key']}_min"] = r["min"]
+            extra[f"{r['key']}_max"] = r["max"]
+            extra[f"{r['key']}_spread"] = r["spread"]
             if r["ratio"] is not None:
                 extra[f"{r['key']}_ratio_vs_{r['baseline']}"] = r["ratio"]
+                extra[f"{r['key']}_ratio_spread"] = r["ratio_spread"]
             if "met" in r:
                 extra[f"{r['key']}_target"] = f"{r['target']}: {r['met']}"
         if mine and mine[0].get("aead"):
@@ -179,9 +227,38 @@ def json_document(suite: Suite) -> dict[str, Any]:
             "system": uname.system,
             "cpu": {"count": os.cpu_count()},
         },
-        "commit_info": _commit_info(),
+        "commit_info": commit_info(),
         "benchmarks": benches,
         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "version": "5.1.0",
         "crust_extra_targets": suite.extra_targets(),
+        # What `crust bench --compare` reads (pytest-benchmark ignores it):
+        # every figure's rounds, its baseline's paired rounds, the ratios.
+        "crust": {
+            "format": FORMAT,
+            "version": __version__,
+            "sizes": suite.sizes.name,
+            "rounds": suite.rounds,
+            "pinning": pinning().describe(),
+            "load_average_at_start": list(suite.load_at_start),
+            "load_average_at_end": list(os.getloadavg()),
+            "cpus": sorted(os.sched_getaffinity(0)),
+            "cpu_model": cpu_model(),
+            "rows": rows,
+            "rounds_seen": {
+                name: {"seconds": out.seconds, "load": out.load, "error": out.error}
+                for name, out in suite.outcomes.items()
+            },
+        },
     }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

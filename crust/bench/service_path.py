@@ -18,6 +18,7 @@ import statistics
 import time
 from typing import Any
 
+from crust.bench.baselines import cpu_seconds
 from crust.bench.procs import BenchError, ChildPipe, child
 from crust.config import ServiceConfig
 from crust.errors import WouldBlock
@@ -35,6 +36,27 @@ BULK_MSG = 1 << 20
 # messages, as any producer that does other work would: the transport then
 # sends while the producer produces.
 _YIELD_EVERY = 256
+
+
+class _Slowdown:
+    """``CRUST_BENCH_SLOWDOWN=F`` (tests only): the sending application
+    burns F times the CPU time it spent since its last burn, so crust's
+    side of bulk and small-message cases does (1 + F) times the work; the
+    baselines are untouched. It exists to show the CI gate
+    (``crust.bench.gate``) fails when a ratio regresses."""
+
+    def __init__(self) -> None:
+        self.factor = float(os.environ.get("CRUST_BENCH_SLOWDOWN", "0") or 0)
+        self._mark = time.thread_time()
+
+    def __call__(self) -> None:
+        if self.factor <= 0:
+            return
+        now = time.thread_time()
+        until = now + (now - self._mark) * self.factor
+        while time.thread_time() < until:
+            pass
+        self._mark = time.thread_time()
 
 
 def service_config(transport: str, **overrides: Any) -> ServiceConfig:
@@ -95,6 +117,7 @@ async def _serve(pipe: Any, transport: str, mode: str, target: int) -> None:
         async def consume() -> None:
             got = msgs = first_len = 0
             first = last = 0
+            cpu0 = 0.0
             reported = False
             async for ev in svc.events():
                 if isinstance(ev, NewPeer):
@@ -106,12 +129,16 @@ async def _serve(pipe: Any, transport: str, mode: str, target: int) -> None:
                     last = time.perf_counter_ns()
                     if not first:
                         first, first_len = last, len(ev.data)
+                        cpu0 = cpu_seconds()
                     got += len(ev.data)
                     msgs += 1
                     done = got >= target if target >= 0 else msgs >= -target
                     if done and not reported:
                         reported = True
-                        pipe.send((got, msgs, first_len, last - first))
+                        # The CPU this process spent receiving, for the
+                        # figures per CPU second (steadier than per wall
+                        # second on a shared machine: design note 0072).
+                        pipe.send((got, msgs, first_len, last - first, cpu_seconds() - cpu0))
 
         task = asyncio.ensure_future(consume())
         await asyncio.wait({stop, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -156,13 +183,22 @@ def bulk(transport: str, nbytes: int) -> dict[str, Any]:
         try:
             data = os.urandom(BULK_MSG)
             sent = 0
+            slow = _Slowdown()
+            cpu0 = cpu_seconds()
             while sent < nbytes:
                 await peer.send(data, 1)
                 sent += len(data)
-            got, _, first_len, ns = await _finish(pipe)
+                slow()
+            got, _, first_len, ns, rx_cpu = await _finish(pipe)
+            tx_cpu = cpu_seconds() - cpu0
             out = {
                 "bytes": got,
                 "bytes_per_s": (got - first_len) / ns * 1e9 if ns else 0.0,
+                # Both ends' CPU (this process's sending, the far end's
+                # receiving) per byte delivered.
+                "bytes_per_cpu_s": got / (tx_cpu + rx_cpu) if tx_cpu + rx_cpu > 0 else 0.0,
+                "tx_cpu_ns_per_byte": tx_cpu / got * 1e9 if got else 0.0,
+                "rx_cpu_ns_per_byte": rx_cpu / got * 1e9 if got else 0.0,
                 "aead": peer_aead(peer),
                 "mtu": peer.stats.mtu,
                 "lost_packets": peer.stats.lost_packets,
@@ -193,17 +229,22 @@ def small_messages(transport: str, count: int, size: int = 64) -> dict[str, Any]
         svc, peer = await _connect(transport, addr)
         try:
             msg = bytes(size)
+            slow = _Slowdown()
+            cpu0 = cpu_seconds()
             for i in range(count):
                 try:
                     peer.send_nowait(msg)
                 except WouldBlock:
                     await peer.send(msg)
                 if i % _YIELD_EVERY == 0:
+                    slow()
                     await asyncio.sleep(0)
-            _, msgs, _, ns = await _finish(pipe)
+            _, msgs, _, ns, rx_cpu = await _finish(pipe)
+            cpu = cpu_seconds() - cpu0 + rx_cpu
             return {
                 "messages": msgs,
                 "messages_per_s": (msgs - 1) / ns * 1e9 if ns else 0.0,
+                "messages_per_cpu_s": msgs / cpu if cpu > 0 else 0.0,
                 "aead": peer_aead(peer),
             }
         finally:

@@ -1,17 +1,24 @@
 """The benchmark suite: which cases run, at which sizes, and what each
 figure is divided by.
 
-Every case runs ``rounds`` times and each figure is the median over the
-rounds (the machine is shared: single runs mislead). Every ratio divides
-by a baseline measured in the same run, never by a remembered number.
+Every case runs ``rounds`` times; each figure is shown as the min, median
+and max over the rounds with its spread ((max - min) / median). Every
+ratio divides by a baseline measured in the same run, never by a
+remembered number: a case's baselines run one round just before each of
+its rounds (baseline, case, baseline, case, ...), so noise from the rest
+of the machine lands on both, and the ratio is the median of the
+per-round-pair ratios (design note 0072). Both ends of every measurement
+are pinned to separate cores where there are two (``procs.pinned``).
 ``Suite`` is driven by ``crust bench`` (all cases, then the table and the
-JSON) and by ``benchmarks/bench_suite.py`` (one pytest-benchmark test per
-case).
+JSON), by ``benchmarks/bench_suite.py`` (one pytest-benchmark test per
+case) and by the CI gate (``crust.bench.gate``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -20,9 +27,25 @@ from typing import Any
 
 from crust import _core
 from crust.bench import baselines, many, quic, service_path
-from crust.bench.procs import BenchError
+from crust.bench.procs import BenchError, pinned, pinning
 
-__all__ = ["CASES", "FULL", "SMOKE", "Case", "Figure", "Outcome", "Sizes", "Suite", "Target"]
+__all__ = [
+    "CASES",
+    "FULL",
+    "SMOKE",
+    "STABLE",
+    "Case",
+    "Figure",
+    "Outcome",
+    "Sizes",
+    "Suite",
+    "Target",
+    "spread",
+]
+
+# The spread (max - min) / median across rounds above which the table
+# says why a figure is not stable (issue #19).
+STABLE = 0.15
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +71,7 @@ class Sizes:
     many_msg_seconds: float
     quic_bulk: int
     quic_seconds: float
+    x25519_seconds: float
 
 
 MIB = 1 << 20
@@ -56,9 +80,11 @@ FULL = Sizes(
     rounds=3,
     raw_seconds=2.0,
     aead_packets=300_000,
-    udp_bulk=400 * MIB,
-    tcp_bulk=1024 * MIB,
-    raw_tcp=2048 * MIB,
+    # ~1 s or more per round at the speeds of issue 19's table: shorter
+    # rounds let start-up and one scheduler hiccup weigh in the spread.
+    udp_bulk=1024 * MIB,
+    tcp_bulk=2048 * MIB,
+    raw_tcp=4096 * MIB,
     small=400_000,
     rr_seconds=2.0,
     connects=50,
@@ -68,6 +94,7 @@ FULL = Sizes(
     many_msg_seconds=2.0,
     quic_bulk=50 * MIB,
     quic_seconds=2.0,
+    x25519_seconds=1.0,
 )
 SMOKE = Sizes(
     name="smoke",
@@ -86,6 +113,7 @@ SMOKE = Sizes(
     many_msg_seconds=0.2,
     quic_bulk=1 * MIB,
     quic_seconds=0.2,
+    x25519_seconds=0.1,
 )
 
 
@@ -162,6 +190,7 @@ def _tcp_bulk_paired(s: Sizes) -> dict[str, Any]:
     raw = baselines.raw_tcp(s.raw_tcp)
     r = service_path.bulk("tcp", s.tcp_bulk)
     r["raw_tcp_bytes_per_s"] = raw["bytes_per_s"]
+    r["raw_tcp_bytes_per_cpu_s"] = raw["bytes_per_cpu_s"]
     return r
 
 
@@ -172,9 +201,20 @@ def _transport_cases(t: str) -> list[Case]:
     bulk_figures = [
         Figure("one-connection bulk goodput", "bytes_per_s", "MB/s", 1e6, raw_bulk, bulk_target),
     ]
+    # Per CPU second of both ends: what the CI gate compares, since CPU
+    # time moves far less than wall time when others share the cores.
+    raw_cpu = (
+        "raw UDP 1200 B/bytes_per_cpu_s" if t == "udp" else "crust TCP bulk/raw_tcp_bytes_per_cpu_s"
+    )
+    bulk_figures.append(
+        Figure("  goodput per CPU second, both ends", "bytes_per_cpu_s", "MB/cpu-s", 1e6, raw_cpu)
+    )
     if t == "tcp":
         bulk_figures.append(
             Figure("  raw kernel TCP, run just before", "raw_tcp_bytes_per_s", "MB/s", 1e6)
+        )
+        bulk_figures.append(
+            Figure("    per CPU second, both ends", "raw_tcp_bytes_per_cpu_s", "MB/cpu-s", 1e6)
         )
     if t == "udp":
         bulk_figures += [
@@ -208,6 +248,13 @@ def _transport_cases(t: str) -> list[Case]:
                     "raw UDP 64 B/dgrams_per_s",
                     Target("ratio", 0.5),
                 ),
+                Figure(
+                    "  per CPU second, both ends",
+                    "messages_per_cpu_s",
+                    "k msg/cpu-s",
+                    1e3,
+                    "raw UDP 64 B/dgrams_per_cpu_s",
+                ),
             ),
         ),
         Case(
@@ -236,7 +283,7 @@ def _many(t: str) -> Case:
             "handshakes_per_s",
             "/s",
             1.0,
-            None,
+            "X25519 alone/responder_bound_per_s",
             Target("value", 2000),
         ),
         Figure(
@@ -287,6 +334,7 @@ CASES: tuple[Case, ...] = (
         (
             Figure("raw UDP sendmmsg->recvmmsg 1200 B", "bytes_per_s", "MB/s", 1e6),
             Figure("  datagrams", "dgrams_per_s", "k dgram/s", 1e3),
+            Figure("  per CPU second, both programs", "bytes_per_cpu_s", "MB/cpu-s", 1e6),
         ),
     ),
     Case(
@@ -299,13 +347,25 @@ CASES: tuple[Case, ...] = (
         "raw UDP 64 B",
         "baseline",
         _raw_udp(64),
-        (Figure("raw UDP sendmmsg->recvmmsg 64 B", "dgrams_per_s", "k dgram/s", 1e3),),
+        (
+            Figure("raw UDP sendmmsg->recvmmsg 64 B", "dgrams_per_s", "k dgram/s", 1e3),
+            Figure("  per CPU second, both programs", "dgrams_per_cpu_s", "k dgram/cpu-s", 1e3),
+        ),
     ),
     Case(
         "raw TCP",
         "baseline",
         lambda s: baselines.raw_tcp(s.raw_tcp),
         (Figure("raw kernel TCP, one stream", "bytes_per_s", "MB/s", 1e6),),
+    ),
+    Case(
+        "X25519 alone",
+        "baseline",
+        lambda s: baselines.x25519(s.x25519_seconds),
+        (
+            Figure("X25519 from Python (PyNaCl)", "ops_per_s", "k op/s", 1e3),
+            Figure("  responder's bound: ops/s / 4", "responder_bound_per_s", "/s"),
+        ),
     ),
     Case(
         "AEAD alone",
@@ -370,11 +430,57 @@ EXTRA_TARGETS = (
 
 @dataclass
 class Outcome:
-    """Every round of one case (or why it did not run)."""
+    """Every round of one case (or why it did not run): its results, wall
+    times, the baselines' rounds run just before each of its rounds, and
+    what the rest of the machine did meanwhile."""
 
     runs: list[dict[str, Any]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     error: str | None = None
+    # Per round: baseline case name -> that baseline's round run just before.
+    paired: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    # Per round: "others" (CPUs used by processes not of this run), "steal"
+    # (CPUs the hypervisor withheld), "load" (1-minute load average after).
+    load: list[dict[str, float]] = field(default_factory=list)
+
+
+def _machine_sample() -> tuple[float, float, float, float]:
+    """(monotonic s, busy CPU s of the whole machine, its steal s, CPU s
+    of this process and its reaped children)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = steal = 0.0
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal ...
+        busy = (sum(fields[:3]) + sum(fields[5:8])) / hz
+        steal = fields[7] / hz if len(fields) > 7 else 0.0
+    except (OSError, ValueError):
+        pass  # not Linux: the load figures stay 0
+    ours = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        ours += ru.ru_utime + ru.ru_stime
+    return time.monotonic(), busy, steal, ours
+
+
+def _machine_load(a: tuple[float, float, float, float]) -> dict[str, float]:
+    b = _machine_sample()
+    wall = max(b[0] - a[0], 1e-9)
+    steal = (b[2] - a[2]) / wall
+    # What the machine did minus what this run did. Kernel work done for
+    # the run outside its processes' accounting (loopback softirqs) lands
+    # here too, so a small figure is not necessarily someone else.
+    others = max(0.0, (b[1] - a[1]) - (b[2] - a[2]) - (b[3] - a[3])) / wall
+    return {"others": others, "steal": steal, "load": os.getloadavg()[0]}
+
+
+def spread(values: list[float]) -> float | None:
+    """(max - min) / median; None for fewer than two values or a zero median."""
+    if len(values) < 2:
+        return None
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / mid if mid else None
 
 
 class Suite:
@@ -385,6 +491,7 @@ class Suite:
         self.rounds = rounds or sizes.rounds
         self.outcomes: dict[str, Outcome] = {}
         self.started = time.time()
+        self.load_at_start = os.getloadavg()
 
     def case(self, name: str) -> Case:
         for c in CASES:
@@ -392,13 +499,40 @@ class Suite:
                 return c
         raise KeyError(f"no benchmark case {name!r}; cases: {[c.name for c in CASES]}")
 
-    def run_round(self, case: Case) -> dict[str, Any]:
-        """One round of ``case``, recorded."""
+    def paired_baselines(self, case: Case) -> list[str]:
+        """The baseline cases whose round runs just before each of
+        ``case``'s (those it divides by, other than itself)."""
+        names: list[str] = []
+        for f in case.figures:
+            if f.baseline:
+                name = f.baseline.rpartition("/")[0]
+                if name != case.name and name not in names:
+                    names.append(name)
+        return names
+
+    def _timed_round(self, case: Case) -> dict[str, Any]:
         out = self.outcomes.setdefault(case.name, Outcome())
+        before = _machine_sample()
         t0 = time.perf_counter()
-        r = case.run(self.sizes)
+        with pinned():
+            r = case.run(self.sizes)
         out.seconds.append(time.perf_counter() - t0)
+        out.load.append(_machine_load(before))
         out.runs.append(r)
+        return r
+
+    def run_round(self, case: Case, pair: bool = True) -> dict[str, Any]:
+        """One round of ``case``, recorded; with ``pair``, a round of each
+        of its baselines first (recorded in the baseline's outcome too)."""
+        out = self.outcomes.setdefault(case.name, Outcome())
+        before: dict[str, dict[str, Any]] = {}
+        if pair:
+            for name in self.paired_baselines(case):
+                base = self.case(name)
+                if base.needs() is None:
+                    before[name] = self._timed_round(base)
+        r = self._timed_round(case)
+        out.paired.append(before)
         return r
 
     def measure(self, case: Case) -> Outcome:
@@ -421,12 +555,22 @@ class Suite:
     def run_all(
         self, only: list[str] | None = None, progress: Callable[[str], None] | None = None
     ) -> None:
-        for case in CASES:
-            if only and not any(o.lower() in case.name.lower() for o in only):
+        chosen = [c for c in CASES if not only or any(o.lower() in c.name.lower() for o in only)]
+        # A baseline another chosen case divides by gets its rounds paired
+        # with that case's (one before each); it runs on its own only when
+        # none of them ran (skipped or failed before any round).
+        paired = {b for c in chosen if c.needs() is None for b in self.paired_baselines(c)}
+        for case in chosen:
+            if case.name in paired:
                 continue
             if progress:
                 progress(case.name)
             self.measure(case)
+        for case in chosen:
+            if case.name in paired and not self.outcomes.get(case.name, Outcome()).runs:
+                if progress:
+                    progress(case.name)
+                self.measure(case)
 
     def value(self, ref: str) -> float | None:
         """The median of ``"case/key"`` over its rounds, None if not measured."""
@@ -446,8 +590,61 @@ class Suite:
             self.measure(self.case(name))
         return self.value(ref)
 
+    def ratios(self, case: Case, figure: Figure) -> tuple[list[float], list[float]]:
+        """Per round of ``case``: the baseline's value of the round run just
+        before it (or in it), and the figure / that value."""
+        out = self.outcomes.get(case.name)
+        if out is None or figure.baseline is None:
+            return [], []
+        name, _, key = figure.baseline.rpartition("/")
+        bases: list[float] = []
+        ratios: list[float] = []
+        for i, r in enumerate(out.runs):
+            if name == case.name:
+                base = r.get(key)
+            else:
+                base = out.paired[i].get(name, {}).get(key) if i < len(out.paired) else None
+            if base and figure.key in r:
+                bases.append(float(base))
+                ratios.append(float(r[figure.key]) / float(base))
+        return bases, ratios
+
+    def why_unstable(self, case: Case, row: dict[str, Any]) -> str | None:
+        """Why a figure's (or its ratio's) spread across rounds is above
+        ``STABLE``, from what was seen while it ran; None when it is not."""
+        fs, rs = row["spread"], row.get("ratio_spread")
+        judged = rs if rs is not None else fs
+        if judged is None or judged <= STABLE:
+            if fs is None or fs <= STABLE:
+                return None
+        out = self.outcomes[case.name]
+        why: list[str] = []
+        if rs is not None and rs <= STABLE and fs is not None and fs > STABLE:
+            why.append(
+                f"the baseline moved with it (ratio spread {100 * rs:.0f} %): "
+                "the machine's speed changed between rounds"
+            )
+        others = max((x["others"] for x in out.load), default=0.0)
+        if others > 0.25:
+            why.append(f"other work took up to {others:.1f} of {os.cpu_count()} CPUs")
+        steal = max((x["steal"] for x in out.load), default=0.0)
+        if steal > 0.05:
+            why.append(f"the hypervisor withheld {100 * steal:.0f} % of a CPU (steal)")
+        short = min(out.seconds, default=0.0)
+        if short < 1.0:
+            why.append(f"rounds as short as {short:.2f} s")
+        plan = pinning()
+        if plan.why_not:
+            why.append(f"not pinned: {plan.why_not}")
+        if case.group == "baseline" and len(out.runs) > self.rounds:
+            why.append(f"{len(out.runs)} rounds spread over the whole run, paired with others")
+        if not why:
+            why.append("no cause seen (load, steal, pinning, round length): try more --rounds")
+        return "; ".join(why)
+
     def rows(self) -> list[dict[str, Any]]:
-        """Every figure of every case run, with its ratio and target."""
+        """Every figure of every case run: min, median and max over the
+        rounds, spread, ratio to its baseline, target."""
         rows = []
         for case in CASES:
             out = self.outcomes.get(case.name)
@@ -456,22 +653,40 @@ class Suite:
             for f in case.figures:
                 vals = self.values(f"{case.name}/{f.key}")
                 v = statistics.median(vals) if vals else None
-                base = self.value(f.baseline) if f.baseline else None
-                ratio = v / base if v is not None and base else None
+                bases, ratios = self.ratios(case, f)
+                method: str | None
+                if ratios:
+                    ratio: float | None = statistics.median(ratios)
+                    method = "median of per-round-pair ratios"
+                else:
+                    # No pairs (the baseline was measured apart): medians.
+                    base = self.value(f.baseline) if f.baseline else None
+                    ratio = v / base if v is not None and base else None
+                    method = "median / baseline's median" if ratio is not None else None
                 row: dict[str, Any] = {
                     "group": case.group,
                     "case": case.name,
                     "label": f.label,
                     "key": f.key,
                     "unit": f.unit,
+                    "scale": f.scale,
                     "value": v,
                     "shown": None if v is None else v / f.scale,
+                    "min": min(vals) if vals else None,
+                    "max": max(vals) if vals else None,
+                    "values": vals,
                     "baseline": f.baseline,
+                    "baseline_values": bases,
                     "ratio": ratio,
+                    "ratios": ratios,
+                    "ratio_min": min(ratios) if ratios else None,
+                    "ratio_max": max(ratios) if ratios else None,
+                    "ratio_spread": spread(ratios),
+                    "ratio_method": method,
                     "error": out.error if v is None else None,
-                    "rounds": len(out.runs),
+                    "rounds": len(vals),
                     # (max - min) / median over the rounds: how far to trust it.
-                    "spread": (max(vals) - min(vals)) / v if v else None,
+                    "spread": spread(vals),
                 }
                 aead = out.runs[0].get("aead") if out.runs else None
                 if aead:
@@ -480,6 +695,7 @@ class Suite:
                     got = ratio if f.target.kind == "ratio" else (row["shown"])
                     row["target"] = str(f.target)
                     row["met"] = None if got is None else f.target.met(got)
+                row["why_unstable"] = self.why_unstable(case, row) if vals else None
                 rows.append(row)
         return rows
 

@@ -30,7 +30,7 @@ DOCUMENTED_DEFAULTS = {
     "max_ack_delay_us": 25 * MS,
     "initial_rtt_us": 333 * MS,
     "idle_timeout_us": 60 * S,
-    "keepalive_us": 20 * S,
+    "keepalive_us": 30 * S,
     "lost_timeout_us": 8 * S,
     "drop_deadline_us": 60 * S,
     "drop_min_prio": 2,
