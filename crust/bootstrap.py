@@ -34,8 +34,8 @@ from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
+    from crust.node import Node
     from crust.peer import Peer
-    from crust.service import Service
 
 __all__ = ["RETRY_AFTER", "Bootstrapper", "Candidate"]
 
@@ -66,7 +66,7 @@ class Bootstrapper:
 
     def __init__(
         self,
-        service: Service,
+        service: Node,
         request: Callable[[Peer], Awaitable[bool]],
         connected: Mapping[PeerId, Peer],
         on_failed: Callable[[Candidate], None] | None = None,
@@ -208,7 +208,7 @@ class Bootstrapper:
             if self.first_success is None:
                 self.first_success = time.monotonic() - self.started_at
             logger.info("bootstrap: connected to %s (%s)", peer.id.short, cand.source)
-            self.svc._emit(BootstrapConnect(peer, cand.source))
+            self.svc.emit(BootstrapConnect(peer, cand.source))
         finally:
             self._sem.release()
             if not self._queue and not self._inflight - {asyncio.current_task()}:
@@ -224,7 +224,7 @@ class Bootstrapper:
             if self.svc.is_blacklisted_address(addr):
                 continue
             try:
-                peer = await self.svc._connect(
+                peer = await self.svc.dial(
                     addr, peer_id=cand.peer_id, timeout=timeout, charge=cand.charge
                 )
                 break
@@ -294,4 +294,4 @@ class Bootstrapper:
         self._reported = True
         reason = "; ".join(self.errors) or "no node found"
         logger.warning("bootstrap failed after %d candidates: %s", self.tried, reason)
-        self.svc._emit(BootstrapFailed(self.tried, reason))
+        self.svc.emit(BootstrapFailed(self.tried, reason))

@@ -241,6 +241,13 @@ class Peer:
         return f"<Peer {self.id.short} {self.path} {self.address[0]}:{self.address[1]} {state}>"
 
     @property
+    def link(self) -> Link:
+        """The transport's link carrying the connection now (for crust's
+        transports and node core; it changes when the path does: a relayed
+        connection upgraded to a punched one, a duplicate replaced)."""
+        return self._link
+
+    @property
     def path(self) -> PathName:
         """How the connection travels: ``direct-tcp``, ``direct-udp``,
         ``punched-udp``, ``punched-tcp`` or ``relayed`` (it can change, from

@@ -37,8 +37,8 @@ from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
+    from crust.node import Node
     from crust.peer import Peer
-    from crust.service import Service
 
 __all__ = ["FIRST_RETRY", "MAX_RETRY", "STABLE", "Contacts"]
 
@@ -79,7 +79,7 @@ class Contacts:
     """The contacts one service joined; ``ask(peer)`` asks a connected
     peer to let us join (bootstrap off it) and says whether it agreed."""
 
-    def __init__(self, service: Service, ask: Callable[[Peer], Awaitable[bool]]) -> None:
+    def __init__(self, service: Node, ask: Callable[[Peer], Awaitable[bool]]) -> None:
         self.svc = service
         self._ask = ask
         self._kept: dict[Address, _Kept] = {}
@@ -110,7 +110,7 @@ class Contacts:
         else:
             kept.peer = peer
         self._record_changed()
-        self.svc._emit(ContactJoined(peer, address, False))
+        self.svc.emit(ContactJoined(peer, address, False))
         return peer
 
     def _record_changed(self) -> None:
@@ -144,7 +144,7 @@ class Contacts:
                 first = min(kept.base * 2, MAX_RETRY) if kept.base else FIRST_RETRY
                 kept.base = first
                 logger.info("contact %s lost (%s): rejoining", peer.id.short, reason)
-                self.svc._emit(ContactLost(kept.address, reason, 0, first))
+                self.svc.emit(ContactLost(kept.address, reason, 0, first))
                 kept.task = asyncio.create_task(self._rejoin(kept))
                 return
 
@@ -167,7 +167,7 @@ class Contacts:
                 delay = base * (1 + self._rng.uniform(-0.2, 0.2))
                 why = str(exc) or type(exc).__name__
                 logger.info("rejoining %s failed (%s): retry in %.1f s", kept.address, why, delay)
-                self.svc._emit(ContactLost(kept.address, why, attempts, delay))
+                self.svc.emit(ContactLost(kept.address, why, attempts, delay))
                 continue
             if not peer.is_connected:
                 continue  # lost again before it was recorded: nobody else retries it
@@ -179,7 +179,7 @@ class Contacts:
             after = time.monotonic() - kept.lost_at
             logger.info("rejoined contact %s after %.2f s", peer.id.short, after)
             self._record_changed()
-            self.svc._emit(ContactJoined(peer, kept.address, True, round(after, 3)))
+            self.svc.emit(ContactJoined(peer, kept.address, True, round(after, 3)))
             return
 
     async def close(self) -> None:

@@ -19,17 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import resource
 import socket
-import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from crust import _core, control
-from crust.admission import AcceptLogLimiter, PreAuthTcp
+from crust.admission import AcceptLogLimiter
 from crust.asyncio.discovery import Discovery
 from crust.asyncio.mapping import ContactNat
 from crust.asyncio.stun import probe_listener
@@ -37,7 +32,6 @@ from crust.asyncio.tcp import TcpLink, TcpListener, dial_tcp
 from crust.asyncio.traversal import PeerNotFound, Traversal
 from crust.asyncio.udp import UdpListener
 from crust.asyncio.upnp import PortMapper, UpnpStatus
-from crust.capacity import make_room
 from crust.config import ServiceConfig, parse_host_port
 from crust.errors import (
     Attempt,
@@ -50,41 +44,25 @@ from crust.errors import (
 )
 from crust.events import (
     ConnectFailed,
-    Event,
     LanPeerFound,
     ListenerFailed,
     ListenerStarted,
-    LostPeer,
-    MessageDropped,
     NatDetected,
-    NewMessage,
-    NewPeer,
-    PeerMisbehaving,
     PortMapped,
     PortMappingFailed,
 )
-from crust.handshake import (
-    CIPHERS,
-    CookiePolicy,
-    HandshakeResult,
-    Initiator,
-    Responder,
-    TransportParams,
-)
-from crust.identity import Identity, PeerId
+from crust.identity import PeerId
 
 if TYPE_CHECKING:
     from crust.dht.directory import Directory
     from crust.dht.record import Record
 from crust.nat.classify import Behaviour, NatBehaviour
-from crust.nat.mapping import ProbeAnswerer
-from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
-from crust.pruning import Pruner
+from crust.node import CODE_SHUTDOWN, Node
+from crust.peer import Address, Peer
 from crust.reach import Contacts
-from crust.reflection import SendBudget, syn_cost
-from crust.retirement import Retirements
-from crust.stats import ServiceCounters, ServiceStats, snapshot
-from crust.subscriptions import EventHub, Inbound, Subscription
+from crust.reflection import syn_cost
+from crust.stats import ServiceStats, snapshot
+from crust.subscriptions import Inbound, Subscription
 
 __all__ = ["ListenerError", "Service", "UnknownPeer"]
 
@@ -95,46 +73,6 @@ _SYNS_PER_DIAL = 4
 #: Seconds a charged dial may take: SYNs leave at 0, 1 and 3 s within it.
 _CHARGED_DIAL_LIMIT = 5.0
 
-_CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
-
-# An old connection the peer lost (it re-dialled: same transport and
-# initiator) is closed once the peer used the new one, checked every
-# _RETIRE_POLL seconds, or after _RETIRE_WAIT at the latest. Other
-# duplicates are retired by the RETIRE exchange (crust.retirement).
-_RETIRE_POLL = 0.02
-_RETIRE_WAIT = 5.0
-
-_RETIRE_KIND = bytes((control.ControlKind.RETIRE,))
-
-# Application close codes the service itself uses.
-CODE_DISCONNECT = 0
-CODE_DUPLICATE = 1
-CODE_BLACKLISTED = 2
-CODE_PRUNED = 3
-CODE_SHUTDOWN = 4
-CODE_FULL = 5
-
-_CLOSE_REASONS = {
-    _core.CLOSE_LOCAL: "closed by us",
-    _core.CLOSE_REMOTE: "closed by the peer",
-    _core.CLOSE_IDLE: "idle timeout: nothing heard from the peer",
-    _core.CLOSE_PROTOCOL: "protocol violation",
-    _core.CLOSE_UNREACHABLE: "peer unreachable: probes unanswered after an ICMP error",
-    _core.CLOSE_LOST: "peer stopped answering: data unacknowledged",
-}
-_CODE_REASONS = {
-    CODE_DUPLICATE: "duplicate connection replaced",
-    CODE_BLACKLISTED: "blacklisted",
-    CODE_PRUNED: "pruned: neither maintained nor used",
-    CODE_SHUTDOWN: "service shut down",
-    CODE_FULL: "connection limit: made room for another peer",
-}
-_MISBEHAVING_SOURCES = 4096
-# Addresses of peers we dialled, kept for connect(peer_id).
-_KNOWN_ADDRESSES = 4096
-# Ended peers whose unread messages (no reader took them) are kept for a
-# later events() subscription.
-_UNCLAIMED_ENDED_PEERS = 256
 #: Seconds :meth:`Service.close` waits for peers to take what was queued
 #: for them before closing them at once.
 CLOSE_WAIT = 2.0
@@ -176,14 +114,6 @@ def _bind_pair(host: str, port: int, tries: int = 50) -> tuple[socket.socket, so
     raise ListenerError(f"cannot listen on {host} port {port or 'random'}: {last}")
 
 
-def _descriptor_share() -> int:
-    """A quarter of the process's descriptor limit (16 at least): what
-    unauthenticated TCP streams may hold, so a flood never takes the node
-    to its limit, where accept() fails for everyone."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 1 << 30 if soft == resource.RLIM_INFINITY else max(16, soft // 4)
-
-
 def _connect_error(message: str, cause: BaseException) -> ConnectError:
     """What ``connect`` raises for ``cause``: its attempts kept (or the
     cause as the one attempt), a :class:`ConnectTimeout` when the deadline
@@ -198,90 +128,36 @@ def _connect_error(message: str, cause: BaseException) -> ConnectError:
     return ConnectError(message, attempts)
 
 
-class Service:
-    """A crust node. Use as ``async with Service(config) as svc``."""
+class Service(Node):
+    """A crust node. Use as ``async with Service(config) as svc``.
+
+    The user's facade over the node core (:class:`crust.node.Node`, which
+    holds the peers and their bookkeeping) and the assembly of the parts:
+    the listeners, discovery, traversal, contacts, the NAT probes."""
 
     def __init__(self, config: ServiceConfig | None = None, **overrides: Any) -> None:
-        base = config if config is not None else ServiceConfig()
-        self.config = base.replace(**overrides) if overrides else base
-        self.identity: Identity = self.config.identity or Identity.load_or_create(
-            self.config.identity_path
-        )
-        # Every events() call is a subscription (crust.subscriptions).
-        self._hub = EventHub(self.config.event_backlog)
-        # accept(): once the application asked, new peers it did not dial
-        # itself wait here, read directly (never as NewMessage events).
-        self._accepting = False
-        self._accept_queue: deque[Peer] = deque()
-        self._accept_waiter: asyncio.Future[None] | None = None
-        # Peer ids the application is connecting to by id right now: the
-        # peer goes to it, not to accept().
-        self._app_dialling: set[PeerId] = set()
-        # Peers (connected or not) holding messages no reader took yet.
-        self._unclaimed: set[Peer] = set()
-        # Of those, the ones that ended (oldest first): kept for a later
-        # subscription, but only so many (_UNCLAIMED_ENDED_PEERS).
-        self._unclaimed_ended: deque[Peer] = deque()
+        super().__init__(config, **overrides)
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
-        self._peers: dict[PeerId, Peer] = {}
-        self._by_link: dict[int, Peer] = {}
-        # Connections closing (ours lost, or duplicates retired) until their
-        # transport reports them done (on_link_done).
-        self._retired: dict[int, Link] = {}
-        # Duplicate connections on their way out (crust.retirement).
-        self._retiring = Retirements(self._retire)
-        # Where each peer we dialled was (connect(peer_id) dials it again):
-        # the most recent _KNOWN_ADDRESSES, as gossip can make us dial
-        # any number of ids over a node's life.
-        self._addresses: OrderedDict[PeerId, Address] = OrderedDict()
-        self._blacklist_ids: set[PeerId] = set()
-        self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        self._failures: OrderedDict[Address, int] = OrderedDict()
-        self._engine_configs: dict[tuple[tuple[str, Any], ...], _core.Config] = {}
-        # Before the parts below, which register their control handlers.
-        self._control_handlers: dict[int, Callable[[Peer, bytes], None]] = {}
-        #: What peers may make us send to addresses nobody verified
-        #: (traversal candidates, gossip and beacon dials): crust.reflection.
-        self.reflection = SendBudget()
+        self.udp_ports = self._udp
+        self.tcp_ports = self._tcp
         #: LAN beacon, bootstrap cache, bootstrapping and contact gossip.
-        self.discovery = Discovery(self)
+        self.discovery: Discovery = Discovery(self)
         if self.config.blacklist:
             self.blacklist(*self.config.blacklist)
         #: NAT traversal: connect by id through mutual peers, introduce, relay.
-        self.traversal = Traversal(self)
+        self.traversal: Traversal = Traversal(self, self._udp)
         #: Contacts joined with :meth:`join`: kept, and rejoined when lost.
-        self.contacts = Contacts(self, self.discovery._ask_bootstrap)
+        self.contacts: Contacts = Contacts(self, self.discovery._ask_bootstrap)
         #: Port mapper (``config.upnp``/``config.natpmp``); ``upnp.status``
         #: says what it got and ``upnp.status.method`` by which protocol.
         self.upnp: PortMapper | None = None
-        #: What the STUN servers (``config.stun_servers``) showed for the live
-        #: UDP port: reflexive address and mapping behaviour; when they did
-        #: not classify the mapping (or none is configured), what the
-        #: contacts we joined showed (``nat.source``, design note 0062);
-        #: None until known.
-        self.nat: NatBehaviour | None = None
         self._stun_task: asyncio.Task[None] | None = None
-        #: Answers to Binding requests on our UDP ports: where we see the
-        #: asker, within budgets (crust.nat.mapping).
-        self.probe_answers = ProbeAnswerer()
         #: Our NAT as the contacts we joined see it (crust.asyncio.mapping).
-        self.contact_nat = ContactNat(self)
-        # Idle unmaintained connections are closed: one timer for all.
-        self._pruner = Pruner(self.config.prune_after, self._prune)
-        #: Open TCP streams (handshaking or connected), closed with the service.
-        self.tcp_links: set[TcpLink] = set()
-        #: Inbound TCP streams not yet authenticated: capped, with a deadline.
-        self.tcp_preauth = PreAuthTcp(
-            self.config.tcp_unauthenticated_per_source,
-            min(self.config.tcp_unauthenticated_max, _descriptor_share()),
-        )
+        self.contact_nat: ContactNat = ContactNat(self, self._udp)
         self._accept_log_limiter = AcceptLogLimiter(self._count_accept_error)
-        self._counters = ServiceCounters()
         #: The DHT (``config.dht``): our record, and others' (crust.dht).
         self.dht: Directory | None = None
-        self._started = False
-        self._closing = False
 
     # -- life cycle ----------------------------------------------------------
 
@@ -307,7 +183,7 @@ class Service:
                 try:
                     udp, tcp = _bind_pair(host, port)
                 except ListenerError as e:
-                    self._emit(ListenerFailed("udp+tcp", (host, port), str(e)))
+                    self.emit(ListenerFailed("udp+tcp", (host, port), str(e)))
                     if role == "live":
                         await self.close()
                         raise
@@ -315,13 +191,13 @@ class Service:
                 if self.config.udp:
                     ul = UdpListener(self, udp, role)
                     self._udp.append(ul)
-                    self._emit(ListenerStarted("udp", ul.address, role))
+                    self.emit(ListenerStarted("udp", ul.address, role))
                 else:
                     udp.close()
                 if self.config.tcp:
                     tl = await TcpListener.start(self, tcp, role)
                     self._tcp.append(tl)
-                    self._emit(ListenerStarted("tcp", tl.address, role))
+                    self.emit(ListenerStarted("tcp", tl.address, role))
                 else:
                     tcp.close()
         await self.discovery.start()
@@ -343,11 +219,6 @@ class Service:
             await self.close()
             raise
         self.dht = dht
-
-    @property
-    def closing(self) -> bool:
-        """True once :meth:`close` started: no new peer is accepted."""
-        return self._closing
 
     async def close(self) -> None:
         """Close every connection gracefully (bounded wait), then stop.
@@ -394,7 +265,8 @@ class Service:
         for tl in self._tcp:
             await tl.close()
         for link in list(self.tcp_links):
-            link.close_transport()
+            if isinstance(link, TcpLink):  # (all are: the TCP transport adds them)
+                link.close_transport()
         await asyncio.sleep(0)  # let the transports finish closing
         self._udp.clear()
         self._tcp.clear()
@@ -427,19 +299,7 @@ class Service:
             return
         self.nat = nat
         if nat.mapped is not None:
-            self._emit(NatDetected(nat.reflexive, nat.kind, nat.mapping.value))
-
-    def on_contact_nat(self, nat: NatBehaviour) -> None:
-        """What the contacts' answers showed (crust.asyncio.mapping): our
-        :attr:`nat` unless STUN classified the mapping."""
-        old = self.nat
-        if old is not None and old.source == "stun" and old.mapping is not Behaviour.UNKNOWN:
-            return
-        self.nat = nat
-        if old is None or (old.kind, old.mapping, old.reflexive) != (
-            nat.kind, nat.mapping, nat.reflexive,
-        ):  # fmt: skip
-            self._emit(NatDetected(nat.reflexive, nat.kind, nat.mapping.value, "contacts"))
+            self.emit(NatDetected(nat.reflexive, nat.kind, nat.mapping.value))
 
     def _start_upnp(self) -> None:
         # Only the live listeners are mapped: the backup port exists for
@@ -467,31 +327,11 @@ class Service:
 
     def _on_upnp_ready(self, status: UpnpStatus) -> None:
         for m in status.mappings:
-            self._emit(PortMapped(m.protocol, m.internal, m.external, m.lease, m.method))
+            self.emit(PortMapped(m.protocol, m.internal, m.external, m.lease, m.method))
         if not status.mappings:
-            self._emit(PortMappingFailed(status.error or "no mapping"))
+            self.emit(PortMappingFailed(status.error or "no mapping"))
 
     # -- what the application sees ------------------------------------------
-
-    @property
-    def id(self) -> PeerId:
-        """This node's peer id."""
-        return self.identity.peer_id
-
-    @property
-    def endpoints(self) -> list[Address]:
-        """Listening addresses (each serves both TCP and UDP)."""
-        seen: list[Address] = []
-        listeners: list[UdpListener | TcpListener] = [*self._udp, *self._tcp]
-        for listener in listeners:
-            if listener.address not in seen:
-                seen.append(listener.address)
-        return seen
-
-    @property
-    def peers(self) -> list[Peer]:
-        """The peers connected now."""
-        return [p for p in self._peers.values() if p.is_connected]
 
     @property
     def reflexive_addresses(self) -> list[Address]:
@@ -596,18 +436,6 @@ class Service:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _wake_accept(self) -> None:
-        w = self._accept_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def maintain(self, peer: Peer) -> None:
-        """Keep this connection even while idle (never pruned)."""
-        peer.maintained = True
-        # Out of the pruner now rather than when its entry comes due: a
-        # node that maintains 100,000 peers does no per-peer work for them.
-        self._pruner.forget(peer)
-
     async def join(self, target: Address | str, *, timeout: float | None = None) -> Peer:
         """Stay reachable through the node at ``target`` (``(host, port)`` or
         ``"host:port"``): connect, maintain the connection and ask it to
@@ -620,12 +448,6 @@ class Service:
         if isinstance(target, str):
             target = parse_host_port(target)
         return await self.contacts.join(target, timeout)
-
-    async def disconnect(self, peer: Peer, *, timeout: float = 5.0) -> None:
-        """Close gracefully: queued messages are delivered first."""
-        self._close_peer(peer, CODE_DISCONNECT, graceful=True)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(peer.wait_closed(), timeout)
 
     async def connect(
         self,
@@ -644,6 +466,17 @@ class Service:
         time, :class:`~crust.errors.UnknownPeer` for a peer id nobody could
         introduce us to."""
         return await self._connect(target, peer_id=peer_id, timeout=timeout, for_app=True)
+
+    async def dial(
+        self,
+        target: Address | PeerId | str,
+        *,
+        peer_id: PeerId | None = None,
+        timeout: float | None = None,
+        charge: Callable[[int], bool] | None = None,
+    ) -> Peer:
+        # (crust.node.Node.dial: the node's own connections.)
+        return await self._connect(target, peer_id=peer_id, timeout=timeout, charge=charge)
 
     async def _connect(
         self,
@@ -691,7 +524,7 @@ class Service:
             )
         except (ConnectionError, OSError, asyncio.TimeoutError) as e:
             why = str(e) or f"no answer within {limit} s"
-            self._emit(ConnectFailed(f"{addr[0]}:{addr[1]}", why))
+            self.emit(ConnectFailed(f"{addr[0]}:{addr[1]}", why))
             raise _connect_error(f"connect to {addr[0]}:{addr[1]} failed: {why}", e) from None
         if for_app:
             # The application picked this address: a rendezvous peer it
@@ -716,444 +549,23 @@ class Service:
 
                 return await asyncio.wait_for(connect_by_record(self, pid, limit), limit + 1.0)
         except PeerNotFound as e:
-            self._emit(ConnectFailed(str(pid), str(e)))
+            self.emit(ConnectFailed(str(pid), str(e)))
             raise UnknownPeer(f"no known address for peer {pid}: {e}") from None
         except (ConnectionError, OSError, asyncio.TimeoutError) as e:
             why = str(e) or f"no path within {limit} s"
-            self._emit(ConnectFailed(str(pid), why))
+            self.emit(ConnectFailed(str(pid), why))
             raise _connect_error(f"connect to {pid.short} failed: {why}", e) from None
-
-    # -- blacklist -------------------------------------------------------------
-
-    def blacklist(self, *targets: PeerId | str) -> None:
-        """Blacklist peer ids and/or addresses and networks
-        (``"192.0.2.7"``, ``"2001:db8::/32"``). Matching connections are
-        dropped at once; blacklisted sources get no answer."""
-        for t in targets:
-            if isinstance(t, PeerId):
-                self._blacklist_ids.add(t)
-                continue
-            try:
-                self._blacklist_nets.append(ipaddress.ip_network(t, strict=False))
-            except ValueError:
-                self._blacklist_ids.add(PeerId.parse(t))
-        for p in list(self._peers.values()):
-            if p.id in self._blacklist_ids or self.is_blacklisted_address(p.address):
-                self._close_peer(p, CODE_BLACKLISTED, graceful=False)
-
-    def is_blacklisted_id(self, peer_id: PeerId) -> bool:
-        return peer_id in self._blacklist_ids
 
     def peers_on_lan(self) -> list[LanPeerFound]:
         """Nodes of our network the LAN beacon heard recently (their ids
         and listening endpoints)."""
         return self.discovery.peers_on_lan()
 
-    def is_blacklisted_address(self, addr: Address) -> bool:
-        if not self._blacklist_nets:
-            return False
-        try:
-            ip = ipaddress.ip_address(addr[0])
-        except ValueError:
-            return False
-        return any(ip in net for net in self._blacklist_nets)
-
     def stats(self) -> ServiceStats:
         """A structured snapshot for monitoring (JSON-serialisable): peers,
         connection counters, traffic totals, handshake and socket counters,
         per-peer stats. Keys: ``crust.stats.STATS_DOC``."""
         return snapshot(self, self._counters)
-
-    # -- used by the transports ---------------------------------------------
-
-    def _params(self) -> TransportParams:
-        cfg = self.config.engine_config()
-        return TransportParams(
-            max_message_size=cfg.max_message_size,
-            recv_window=cfg.recv_window,
-            aeads=self.config.aeads(),
-        )
-
-    def make_responder(self) -> Responder:
-        responder = Responder(
-            self.identity,
-            self.config.network,
-            params=self._params(),
-            cookie_policy=CookiePolicy(rate=self.config.cookie_rate),
-            # Remember each handshake for as long as a dialler with our
-            # timeout may repeat its initiation: a copy arriving after the
-            # record expired would complete a second, orphaned connection.
-            pending_timeout_us=int(max(15.0, self.config.connect_timeout) * 1e6),
-        )
-        self._counters.responders.append(responder)
-        return responder
-
-    def make_initiator(
-        self, remote: PeerId | None, cid: bytes, addr: Address, timeout: float
-    ) -> Initiator:
-        return Initiator(
-            self.identity,
-            self.config.network,
-            remote=remote,
-            local_cid=cid,
-            params=self._params(),
-            now=now_us(),
-            addr=addr,
-            timeout_us=int(timeout * 1e6),
-        )
-
-    def make_connection(self, result: HandshakeResult, **engine: Any) -> _core.Connection:
-        # One engine Config per set of overrides (the core copies it into
-        # each connection): building it was a per-handshake cost.
-        key = tuple(sorted(engine.items()))
-        cfg = self._engine_configs.get(key)
-        if cfg is None:
-            cfg = self._engine_configs[key] = self.config.engine_config(**engine)
-        conn = _core.Connection(result.local_cid, result.remote_cid, now_us(), cfg)
-        # Messages stay charged to the window until the application has
-        # them; at most MESSAGES_HELD are handed up ahead of it.
-        conn.set_manual_credit(True)
-        conn.set_message_budget(MESSAGES_HELD)
-        k = result.keys
-        conn.set_keys(0, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
-        nxt = result.keys_for_generation(1)
-        conn.set_keys(1, nxt.aead, nxt.tx_key, nxt.tx_iv, nxt.rx_key, nxt.rx_iv)
-        return conn
-
-    def on_established(
-        self, link: Link, result: HandshakeResult, *, incoming: bool, for_app: bool = False
-    ) -> Peer | None:
-        """A handshake completed and its engine connection exists: hand the
-        peer up, or resolve a duplicate by a rule both ends agree on.
-        ``for_app``: the application's own connect() dialled it."""
-        pid = result.peer_id
-        if self._closing:
-            # A handshake that completed while we shut down (a dial in
-            # flight, or a peer that reconnected): no new peer now.
-            self._close_link(link, CODE_SHUTDOWN, graceful=False)
-            return None
-        if pid in self._blacklist_ids or self.is_blacklisted_address(link.address):
-            self._close_link(link, CODE_BLACKLISTED, graceful=False)
-            return None
-        if pid == self.id:
-            self._close_link(link, CODE_DUPLICATE, graceful=False)
-            return None
-        self.traversal.on_established(link, result)
-        initiator = pid if incoming else self.id
-        existing = self._peers.get(pid)
-        if existing is not None and existing.is_connected:
-            old_init = existing.id if existing.incoming else self.id
-            new_key = (not link.path.endswith("-tcp"), bytes(initiator))
-            old_key = (not existing.path.endswith("-tcp"), bytes(old_init))
-            # Same transport and initiator: the peer dialled again, because
-            # its copy of the old connection is gone (the answer to its
-            # first try was lost). The old one never heard a packet then; a
-            # replayed handshake, by contrast, must not evict a live one.
-            orphan = existing._link.conn.stats()["rx_packets"] == 0
-            if new_key < old_key or (new_key == old_key and orphan):
-                old, old_result = existing._link, existing.extra
-                existing._link = link
-                existing.incoming = incoming
-                existing.extra = result
-                self._by_link[id(link)] = existing
-                if new_key != old_key and isinstance(old_result, HandshakeResult):
-                    # Both ends chose: each may have sent on the old one.
-                    self._by_link.pop(id(old), None)
-                    self._retiring.begin(old, existing, old_result)
-                else:
-                    # The peer lost its copy of the old one: nothing comes
-                    # on it, but closed too early our close could reach
-                    # the peer before its copy of the new one exists.
-                    self._retire_when_confirmed(old, link)
-                existing._on_writable()  # a sender blocked on the old one retries
-                existing.why = _path_why(link, incoming) + " (replaced a duplicate connection)"
-                self.discovery.on_link_replaced(existing)
-            elif new_key != old_key:
-                # The peer may have sent on this one (its first) already.
-                self._retiring.begin(link, existing, result)
-            else:
-                # A replayed handshake (or a second dial while the first
-                # lives): nothing was sent on it.
-                self._retire(link)
-            return existing
-        if not self._make_room(link):
-            return None
-        peer = Peer(pid, link, incoming=incoming, extra=result, owner=self)
-        # Connect by id replaces it with the story of the race (traversal).
-        peer.why = _path_why(link, incoming)
-        peer._publish = self._hub.publish_message
-        peer._credit_batch = credit_batch(self.config.receive_window())
-        peer.cipher = _CIPHER_NAMES.get(result.keys.aead, str(result.keys.aead))
-        self._peers[pid] = peer
-        self._by_link[id(link)] = peer
-        self._pruner.watch(peer)
-        if not incoming:
-            self._remember_address(pid, link.address)
-        peer._dialled = for_app or pid in self._app_dialling
-        if self._accepting and not peer._dialled:
-            # Read directly from birth: none of its messages becomes an event.
-            peer._direct = True
-            self._accept_queue.append(peer)
-            self._wake_accept()
-        self._emit(NewPeer(peer, incoming, link.path))
-        self.discovery.on_new_peer(peer)
-        return peer
-
-    def _make_room(self, link: Link) -> bool:
-        """Apply the connection caps to a new connection (crust.capacity):
-        evict who gives way, or refuse it when nobody can."""
-        cfg = self.config
-        room, evict = make_room(
-            self._peers.values(),
-            link.address[0],
-            total=cfg.max_connections,
-            per_source=cfg.max_connections_per_source,
-        )
-        if not room:
-            self._counters.connections["refused_full"] += 1
-            self._close_link(link, CODE_FULL, graceful=False)
-            self._retired[id(link)] = link
-            return False
-        for peer in evict:
-            logger.info("evicting %r: connection limit", peer)
-            self._counters.connections["evicted_full"] += 1
-            self._close_peer(peer, CODE_FULL, graceful=False)
-        return True
-
-    # -- control messages (the service's own traffic between peers) --------------
-
-    def on_control(self, kind: int, handler: Callable[[Peer, bytes], None]) -> None:
-        """Route received control messages of ``kind`` (a
-        :class:`~crust.control.ControlKind`) to ``handler(peer, payload)``.
-        One handler per kind; a handler that raises counts as the peer
-        misbehaving."""
-        if kind in self._control_handlers:
-            raise ValueError(f"control kind {kind} already has a handler")
-        self._control_handlers[kind] = handler
-
-    def requester_host(self, peer: Peer) -> str:
-        """The IP address a peer's messages reach us from: its own, or the
-        relay's for a relayed connection (whose far end is unknown)."""
-        via = getattr(peer._link, "via", None)
-        addr = via.address if via is not None else peer.address
-        return str(addr[0])
-
-    def charge_to(self, peer: Peer) -> Callable[[int], bool]:
-        """A charge for sends to unverified addresses that ``peer`` asked
-        for: credits what its connection brought since last time, then
-        spends from its source's budget (crust.reflection)."""
-        host = self.requester_host(peer)
-
-        def charge(nbytes: int) -> bool:
-            now = now_us()
-            conn = peer._link.conn
-            if peer.closed_reason is None and not conn.is_closed:
-                rx = int(conn.stats()["rx_bytes"])
-                # A new connection (moved path) counts from zero again.
-                fresh = rx - peer._rx_credited if rx >= peer._rx_credited else rx
-                peer._rx_credited = rx
-                self.reflection.received(host, fresh, now)
-            ok = self.reflection.spend(host, nbytes, now)
-            if not ok:
-                logger.debug("send for %s refused: over its reflection budget", host)
-            return ok
-
-        return charge
-
-    def send_control(self, peer: Peer, kind: int, payload: bytes) -> None:
-        """Queue a control message to ``peer`` at priority 0. It never
-        surfaces as :class:`NewMessage` and does not count as use of the
-        connection for pruning. Raises :class:`ConnectionClosed` once the
-        peer is gone and :class:`~crust.errors.WouldBlock` when its send
-        buffer is full."""
-        if peer.closed_reason is not None:
-            raise ConnectionClosed(f"peer {peer.id.short} is disconnected: {peer.closed_reason}")
-        link = peer._link
-        link.conn.send(control.encode(kind, payload), 0, now=now_us(), control=True)
-        link.kick()
-
-    def _on_control(self, peer: Peer, message: bytes) -> None:
-        try:
-            kind, payload = control.decode(message)
-        except ValueError as exc:
-            logger.debug("bad control message from %s: %s", peer.id.short, exc)
-            self.count_failure(peer.address, peer.id)
-            return
-        handler = self._control_handlers.get(kind)
-        if handler is None:
-            # A newer peer may speak kinds we do not know: not misbehaviour.
-            logger.debug("control kind %d from %s has no handler", kind, peer.id.short)
-            return
-        try:
-            handler(peer, payload)
-        except Exception:
-            logger.warning(
-                "control handler for kind %d failed on a message from %s",
-                kind,
-                peer.id.short,
-                exc_info=True,
-            )
-            self.count_failure(peer.address, peer.id)
-
-    def on_conn_events(self, link: Link, events: Iterable[tuple[Any, ...]]) -> None:
-        peer = self._by_link.get(id(link))
-        result = peer.extra if peer is not None else None
-        retiring = self._retiring.get(link)
-        if retiring is not None:
-            # A duplicate on its way out: what the peer sent on it before
-            # it switched is still the peer's; its keys are its own.
-            peer = retiring.peer if retiring.peer.is_connected else None
-            result = retiring.result
-        delivered = False
-        for typ, prio, payload, msg_id, reason, code in events:
-            if typ == _core.EV_MESSAGE:
-                # code: the message's charge to the window, until the
-                # application has it (manual credit, design note 0028).
-                if peer is not None:
-                    seq = next(self._hub.seq)
-                    peer._deliver(Inbound(NewMessage(peer, payload, prio), code, link, peer, seq))
-                    delivered = True
-                elif link.conn.release(code):
-                    link.kick()  # nobody to read it: do not hold the window
-            elif typ == _core.EV_CONTROL:
-                if payload[:1] == _RETIRE_KIND:
-                    self._retiring.on_retire(link)
-                elif peer is not None:
-                    self._on_control(peer, payload)
-            elif typ == _core.EV_ALL_ACKED:
-                if retiring is not None:
-                    self._retiring.on_all_acked(link)
-            elif typ == _core.EV_SEND_READY:
-                if peer is not None and retiring is None:
-                    peer._on_writable()
-            elif typ == _core.EV_MESSAGE_DROPPED:
-                if peer is not None:
-                    self._emit(MessageDropped(peer, msg_id, prio, code))
-            elif typ == _core.EV_KEYS_NEEDED:
-                if isinstance(result, HandshakeResult):
-                    k = result.keys_for_generation(code)
-                    link.conn.set_keys(prio, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
-            elif typ == _core.EV_CLOSED:
-                if reason == _core.CLOSE_PROTOCOL and peer is not None:
-                    self._report_violation(link, peer)
-                why = _CODE_REASONS.get(code) if code else None
-                self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
-        if delivered and peer is not None:
-            peer.last_used = time.monotonic()
-            if peer._inbox and not peer._direct:
-                self._unclaimed.add(peer)
-            if link.conn.message_budget == 0:
-                peer._stalled = link
-                self.resume_messages(peer, link)
-
-    # -- the peers' side of receiving (crust.peer.PeerOwner) -----------------------
-
-    def note_unclaimed(self, peer: Peer) -> None:
-        if not peer._direct:
-            self._unclaimed.add(peer)
-
-    def resume_messages(self, peer: Peer, link: Link) -> None:
-        """``link`` stopped handing up messages (``MESSAGES_HELD``); once
-        the application has taken half of those, let it go on."""
-        conn = link.conn
-        if conn.message_budget != 0 or peer._held > MESSAGES_HELD // 2 or conn.is_closed:
-            return  # the peer resumes it (Peer._credit) once it holds fewer
-        peer._stalled = None
-        conn.set_message_budget(MESSAGES_HELD - peer._held)
-        asyncio.get_running_loop().call_soon(self._poll_link, link)
-
-    def _drain_held(self, link: Link) -> None:
-        """Messages a connection kept back (``MESSAGES_HELD``) when it ends
-        are the peer's all the same: hand them up before the end."""
-        conn = link.conn
-        if conn.message_budget == 0:
-            conn.set_message_budget(-1)
-            events = conn.poll_events()
-            if events:
-                self.on_conn_events(link, events)
-
-    def _poll_link(self, link: Link) -> None:
-        conn = link.conn
-        if conn.is_closed:
-            return
-        events = conn.poll_events()
-        if events:
-            self.on_conn_events(link, events)
-        link.kick()
-
-    def on_link_lost(self, link: Link, reason: str) -> None:
-        self._drain_held(link)
-        if self._retiring.forget(link) is not None:
-            self._retired[id(link)] = link  # closed by the peer: drain, forget
-        peer = self._by_link.pop(id(link), None)
-        if peer is None or peer._link is not link:
-            return
-        if self._peers.get(peer.id) is peer:
-            del self._peers[peer.id]
-        self._pruner.forget(peer)
-        peer._on_closed(reason)
-        if peer in self._unclaimed:
-            self._keep_unclaimed(peer)
-        self._emit(LostPeer(peer, reason))
-        self.discovery.on_lost_peer(peer)
-        self.contacts.on_lost_peer(peer, reason)
-        self.traversal.on_peer_lost(peer)
-        # The transport forgets the connection once it finished draining.
-        self._retired[id(link)] = link
-
-    def _keep_unclaimed(self, peer: Peer) -> None:
-        """An ended peer's messages nobody took wait for a later reader, but
-        a node whose application never reads must not keep every ended
-        peer's: past _UNCLAIMED_ENDED_PEERS the oldest are let go, loudly."""
-        ended = self._unclaimed_ended
-        ended.append(peer)
-        while len(ended) > _UNCLAIMED_ENDED_PEERS:
-            old = ended.popleft()
-            if old in self._unclaimed:
-                self._unclaimed.discard(old)
-                if old._inbox and not old._direct:
-                    logger.warning(
-                        "%d messages from %s, which disconnected, were never read "
-                        "(no events() subscription took them): dropped",
-                        len(old._inbox),
-                        old.id.short,
-                    )
-                    old._inbox.clear()
-
-    def on_link_done(self, link: Link, reason: str) -> None:
-        """The transport is done with ``link``: its connection finished
-        closing, or its carrier (a TCP stream) is gone, so nothing more can
-        come or go on it. Report the peer lost if it still was ours, then
-        forget the link everywhere and let the transport free it."""
-        if id(link) in self._by_link:
-            self.on_link_lost(link, reason)
-        self._retiring.forget(link)
-        self._retired.pop(id(link), None)
-        link.close()
-
-    def note_refused(self, link: Link, seen: int) -> int:
-        """Count the datagrams ``link``'s connection refused (failed
-        authentication or parsing) since ``seen`` of them against its
-        source, and return the new total for the next call. The transports
-        call it after input (a UDP endpoint lists such a connection as
-        ready), so no scan of the connections is needed."""
-        refused = link.conn.refused
-        if refused != seen:
-            peer = self._by_link.get(id(link))
-            self.count_failure(link.address, peer.id if peer is not None else None, refused - seen)
-        return refused
-
-    def replace_link(self, peer: Peer, link: Link) -> None:
-        """``peer``'s engine connection moved to ``link`` (a relayed
-        connection upgraded to a punched path): same connection, new carrier."""
-        self._by_link.pop(id(peer._link), None)
-        peer._link = link
-        self._by_link[id(link)] = peer
-
-    def abort_link(self, link: Link, reason: str) -> None:
-        """Drop a connection at once and report why."""
-        self._close_link(link, CODE_DISCONNECT, graceful=False)
-        self.on_link_lost(link, reason)
 
     async def resolve(self, peer_id: PeerId | str, *, fresh: bool = False) -> Record:
         """``peer_id``'s endpoint record from the DHT (``config.dht``):
@@ -1165,49 +577,10 @@ class Service:
         pid = peer_id if isinstance(peer_id, PeerId) else PeerId.parse(peer_id)
         return await self.dht.resolve(pid, self.config.connect_timeout, fresh=fresh)
 
-    def known_address(self, pid: PeerId) -> Address | None:
-        """Where we last dialled ``pid`` (None: never, or forgotten)."""
-        return self._addresses.get(pid)
-
-    def _remember_address(self, pid: PeerId, addr: Address) -> None:
-        known = self._addresses
-        known.pop(pid, None)
-        known[pid] = addr
-        if len(known) > _KNOWN_ADDRESSES:
-            known.popitem(last=False)
-
-    def count_failure(self, addr: Address, peer_id: PeerId | None, n: int = 1) -> None:
-        """Count datagrams from ``addr`` that failed authentication or
-        parsing; past the threshold tell the application (once per source),
-        and blacklist it when configured. The table is bounded (LRU)."""
-        f = self._failures
-        count = f.pop(addr, 0) + n
-        f[addr] = count
-        if len(f) > _MISBEHAVING_SOURCES:
-            f.popitem(last=False)
-        limit = self.config.misbehaving_threshold
-        if count >= limit and count - n < limit:
-            blacklisted = self.config.auto_blacklist
-            if blacklisted:
-                self.blacklist(peer_id or addr[0])
-            self._emit(PeerMisbehaving(addr, peer_id, count, blacklisted))
-
     def _count_accept_error(self) -> None:
         self.tcp_preauth.counts["accept_errors"] += 1
 
-    def _report_violation(self, link: Link, peer: Peer) -> None:
-        """The engine closed ``link`` because an authenticated packet broke
-        the protocol (past the flow-control window, malformed): the peer
-        itself did it, so it is reported at once, not after a threshold. A
-        peer's CLOSE accusing us (same close reason) is not counted."""
-        if link.conn.stats()["protocol_errors"]:
-            self.count_failure(peer.address, peer.id, self.config.misbehaving_threshold)
-
     # -- internals -------------------------------------------------------------
-
-    def _emit(self, ev: Event) -> None:
-        self._counters.observe(ev)
-        self._hub.publish(ev)
 
     def _resolve(
         self, target: Address | PeerId | str, peer_id: PeerId | None
@@ -1308,58 +681,3 @@ class Service:
             if (":" in ul.address[0]) == want_v6:
                 return ul
         return None
-
-    def _close_link(self, link: Link, code: int, *, graceful: bool) -> None:
-        with contextlib.suppress(CrustError):
-            link.conn.close(now_us(), code, graceful)
-        link.kick()
-
-    def _retire_when_confirmed(self, old: Link, new: Link, waited: float = 0.0) -> None:
-        """Retire ``old`` once the peer has shown, by a packet on ``new``,
-        that it holds the new connection too. Closed earlier, the close
-        could reach the peer before its own copy of the new connection
-        exists (another socket, or a lost finish), and it would report us
-        lost and hand its application a second Peer. Until then what still
-        arrives on ``old`` is delivered as before."""
-        if id(old) not in self._by_link or self._closing:
-            return  # gone meanwhile
-        if new.conn.is_closed or new.conn.stats()["rx_packets"] or waited >= _RETIRE_WAIT:
-            self._retire(old)
-            return
-        asyncio.get_running_loop().call_later(
-            _RETIRE_POLL, self._retire_when_confirmed, old, new, waited + _RETIRE_POLL
-        )
-
-    def _retire(self, link: Link) -> None:
-        """A connection replaced by a better one: close it gracefully (its
-        queued messages still go out) without reporting a lost peer."""
-        self._by_link.pop(id(link), None)
-        self._close_link(link, CODE_DUPLICATE, graceful=True)
-        self._retired[id(link)] = link
-
-    def _close_peer(self, peer: Peer, code: int, *, graceful: bool) -> None:
-        if not peer.is_connected:
-            return
-        link = peer._link
-        self._close_link(link, code, graceful=graceful)
-        if not graceful:
-            self.on_link_lost(link, _CODE_REASONS.get(code, "disconnected by us"))
-
-    def _prune(self, peer: Peer) -> None:
-        logger.info("pruning %r: idle and not maintained", peer)
-        self._close_peer(peer, CODE_PRUNED, graceful=True)
-
-
-def _path_why(link: Link, incoming: bool) -> str:
-    """``Peer.why`` of a new connection: its path and how it came about."""
-    host, port = link.address[:2]
-    where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    via = getattr(link, "via", None)
-    if link.path == "relayed" and via is not None:
-        who = "the peer dialled" if incoming else "we dialled"
-        return f"relayed through {via.id.short}, which introduced us ({who} through it)"
-    if link.path.startswith("punched-"):
-        return f"{link.path} {'from' if incoming else 'to'} {where}, punched after a rendezvous"
-    if incoming:
-        return f"{link.path}: the peer dialled us from {where}"
-    return f"{link.path}: we dialled {where}"

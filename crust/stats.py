@@ -12,19 +12,31 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from collections.abc import Sequence, Sized
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 from crust import _core
 from crust.events import ConnectFailed, LostPeer, MessageDropped, NewPeer, PeerMisbehaving
 from crust.paths import PathName
 
 if TYPE_CHECKING:
+    from crust.admission import PreAuthTcp
     from crust.events import Event
     from crust.handshake import Responder
-    from crust.peer import Peer
-    from crust.service import Service
+    from crust.identity import PeerId
+    from crust.peer import Address, Peer
+    from crust.reflection import SendBudget
 
-__all__ = ["STATS_DOC", "PeerEntry", "ServiceCounters", "ServiceStats", "live_objects", "snapshot"]
+__all__ = [
+    "STATS_DOC",
+    "PeerEntry",
+    "ServiceCounters",
+    "ServiceStats",
+    "StatsSource",
+    "UdpCounters",
+    "live_objects",
+    "snapshot",
+]
 
 # Engine counters summed over connections, under the names PeerStats uses.
 _TRAFFIC = {
@@ -151,8 +163,48 @@ class ServiceCounters:
             self.connections["messages_dropped"] += 1
 
 
+class UdpCounters(Protocol):
+    """What the stats read of a UDP listener (crust.asyncio.udp)."""
+
+    @property
+    def connections(self) -> int: ...
+    @property
+    def dials(self) -> int: ...
+    @property
+    def endpoint(self) -> _core.Endpoint: ...
+
+
+class _Discovery(Protocol):
+    def stats(self) -> dict[str, Any]: ...
+
+
+class StatsSource(Protocol):
+    """What :func:`snapshot` reads of a node (crust.node.Node is one):
+    named here, as the node core imports this module for its counters."""
+
+    @property
+    def id(self) -> PeerId: ...
+    @property
+    def endpoints(self) -> list[Address]: ...
+    @property
+    def peers(self) -> list[Peer]: ...
+    @property
+    def udp_ports(self) -> Sequence[UdpCounters]: ...
+    @property
+    def tcp_ports(self) -> Sequence[object]: ...
+    @property
+    def tcp_links(self) -> Sized: ...
+    @property
+    def tcp_preauth(self) -> PreAuthTcp: ...
+    @property
+    def reflection(self) -> SendBudget: ...
+    @property
+    def discovery(self) -> _Discovery: ...
+    def bookkeeping(self) -> dict[str, int]: ...
+
+
 def _traffic(peer: Peer) -> dict[str, int]:
-    st = peer._link.conn.stats()
+    st = peer.link.conn.stats()
     return {name: int(st[key]) for key, name in _TRAFFIC.items()}
 
 
@@ -170,7 +222,7 @@ def _peer_entry(peer: Peer) -> PeerEntry:
     return cast(PeerEntry, entry)
 
 
-def _tcp_stats(svc: Service) -> dict[str, int]:
+def _tcp_stats(svc: StatsSource) -> dict[str, int]:
     keys = (
         "accepted", "refused_per_source", "evicted", "handshake_timeouts",
         "oversized_frames", "accept_errors",
@@ -181,22 +233,18 @@ def _tcp_stats(svc: Service) -> dict[str, int]:
     return out
 
 
-def live_objects(svc: Service) -> dict[str, int]:
+def live_objects(svc: StatsSource) -> dict[str, int]:
     """How many of each per-connection object ``svc`` holds now."""
     return {
-        "peers": len(svc._peers),
-        "links": len(svc._by_link),
-        "closing": len(svc._retired),
-        "retiring": len(svc._retiring),
-        "prune_watch": len(svc._pruner),
+        **svc.bookkeeping(),
         "tcp_streams": len(svc.tcp_links),
-        "udp_connections": sum(ul.connections for ul in svc._udp),
-        "udp_dials": sum(ul.dials for ul in svc._udp),
+        "udp_connections": sum(ul.connections for ul in svc.udp_ports),
+        "udp_dials": sum(ul.dials for ul in svc.udp_ports),
         "engine_connections": _core.live_connections(),
     }
 
 
-def snapshot(svc: Service, counters: ServiceCounters) -> ServiceStats:
+def snapshot(svc: StatsSource, counters: ServiceCounters) -> ServiceStats:
     """The structured stats of ``svc`` (plain dicts, lists, str, int, float
     and bool only, so ``json.dumps`` takes it as is)."""
     peers = svc.peers
@@ -218,7 +266,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> ServiceStats:
         "id": str(svc.id),
         "uptime": round(time.monotonic() - counters.started, 3),
         "endpoints": [list(e) for e in svc.endpoints],
-        "listeners": len(svc._udp) + len(svc._tcp),
+        "listeners": len(svc.udp_ports) + len(svc.tcp_ports),
         "peers": len(peers),
         "connections": connections,
         "lost_reasons": dict(counters.lost_reasons),
@@ -226,7 +274,7 @@ def snapshot(svc: Service, counters: ServiceCounters) -> ServiceStats:
         "handshake": dict(handshake),
         "tcp": _tcp_stats(svc),
         "reflection": {**svc.reflection.stats, "sources": len(svc.reflection)},
-        "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc._udp],
+        "udp": [{k: int(v) for k, v in ul.endpoint.stats().items()} for ul in svc.udp_ports],
         "per_peer": {str(p.id): _peer_entry(p) for p in peers},
         "live": live_objects(svc),
         "discovery": svc.discovery.stats(),

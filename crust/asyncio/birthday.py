@@ -30,7 +30,7 @@ from crust.nat.punch import PunchConfig, PunchSession, PunchState, is_punch
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
-    from crust.service import Service
+    from crust.node import Node
 
 __all__ = ["HardSide"]
 
@@ -44,7 +44,7 @@ class HardSide:
 
     def __init__(
         self,
-        service: Service,
+        service: Node,
         *,
         key: bytes,
         session: bytes,

@@ -44,8 +44,8 @@ from crust.wire import Address
 
 if TYPE_CHECKING:
     from crust.identity import PeerId
+    from crust.node import Node
     from crust.peer import Peer
-    from crust.service import Service
 
 __all__ = ["Discovery"]
 
@@ -84,7 +84,7 @@ class Discovery:
     """Owned by the service: ``start`` after the listeners are up, ``close``
     before the connections close."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Node) -> None:
         self.svc = service
         cfg = service.config
         self.cache: BootstrapCache | None = None
@@ -243,7 +243,7 @@ class Discovery:
         self.svc.reflection.received(host, nbytes, now_us())
 
     def _on_lan_peer(self, ev: LanPeerFound, source: str) -> None:
-        self.svc._emit(ev)
+        self.svc.emit(ev)
         # A beacon is signed by a key anyone can make, and its source can
         # be forged: the dial it causes is charged to its source address.
         budget = self.svc.reflection
@@ -299,7 +299,7 @@ class Discovery:
             # (crust.capacity): a request anyone can send must not make a
             # connection untouchable (design note 0053).
             peer.joined = True
-            self.svc._emit(BootstrapAccept(peer))
+            self.svc.emit(BootstrapAccept(peer))
 
     # -- gossip ----------------------------------------------------------------------------
 

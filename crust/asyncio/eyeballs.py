@@ -15,20 +15,29 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from crust.nat.eyeballs import HEAD_START_US, Race, family_name
 from crust.peer import now_us
-
-if TYPE_CHECKING:
-    from crust.asyncio.traversal import _PunchJob
 
 __all__ = ["PunchRace"]
 
 logger = logging.getLogger(__name__)
 
 
-class PunchRace:
+class _Job(Protocol):
+    """A punch session as the race sees it (crust.asyncio.traversal's
+    ``_PunchJob``): named by what is used, so this module need not import
+    the traversal that imports it."""
+
+    @property
+    def done(self) -> asyncio.Future[Any]: ...
+
+
+_PunchJob = TypeVar("_PunchJob", bound=_Job)
+
+
+class PunchRace(Generic[_PunchJob]):
     """The punch sessions of one rendezvous, raced across families.
 
     ``done`` resolves to the winning session's job, or fails with the

@@ -32,7 +32,7 @@ from crust.peer import Address
 
 if TYPE_CHECKING:
     from crust.asyncio.udp import UdpListener
-    from crust.service import Service
+    from crust.node import Node
 
 __all__ = ["ContactNat", "probe_contacts"]
 
@@ -97,8 +97,10 @@ class ContactNat:
     """The contact probes of one service, and what they showed
     (:attr:`behaviour`, also ``Service.nat`` when STUN had no say)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Node, udp: list[UdpListener]) -> None:
         self.svc = service
+        # The service's UDP listeners (it opens and closes them).
+        self._udp = udp
         self._probes: dict[Address, ContactProbes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: The latest classification (None: no contact answered yet).
@@ -124,7 +126,7 @@ class ContactNat:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     def _listener(self, contact: Address) -> UdpListener | None:
-        for listener in self.svc._udp:
+        for listener in self._udp:
             if listener.role == "live" and _family(listener.address) == _family(contact):
                 return listener
         return None

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from crust.asyncio.upnp import UpnpMapping, UpnpStatus
+from crust.asyncio.portmap import UpnpMapping, UpnpStatus
 from crust.nat.natpmp import (
     SERVER_PORT,
     MappingDeleted,

@@ -29,8 +29,8 @@ from crust.paths import PathName
 from crust.peer import Address, now_us
 
 if TYPE_CHECKING:
+    from crust.node import Node
     from crust.peer import Peer
-    from crust.service import Service
 
 __all__ = ["RelayLink"]
 
@@ -44,7 +44,7 @@ class RelayLink:
 
     def __init__(
         self,
-        service: Service,
+        service: Node,
         via: Peer,
         session: bytes,
         address: Address,

@@ -43,7 +43,7 @@ from crust.peer import Address, Peer, now_us
 from crust.wire import LONG_HEADER as _LONG_HEADER
 
 if TYPE_CHECKING:
-    from crust.service import Service
+    from crust.node import Node
 
 __all__ = ["REROUTE_WAIT", "Relaying"]
 
@@ -78,7 +78,7 @@ class _Dial:
 class Relaying:
     """The service's relay sessions, as relay and as endpoint."""
 
-    def __init__(self, service: Service, policy: RelayPolicy) -> None:
+    def __init__(self, service: Node, policy: RelayPolicy) -> None:
         self.svc = service
         self.policy = policy
         #: Sessions we relay for others.
@@ -113,7 +113,7 @@ class Relaying:
         loop = asyncio.get_running_loop()
         if delay:
             await asyncio.sleep(delay)
-        existing = self.svc._peers.get(target)
+        existing = self.svc.find_peer(target)
         if existing is not None and existing.is_connected:
             return existing
         link = RelayLink(self.svc, via, session, via.address, dialled=True)
@@ -165,7 +165,7 @@ class Relaying:
                 to = self.table.forward(peer.id, session, len(body), now)
             else:
                 to = self.table.close(session, peer.id)
-            target = self.svc._peers.get(to) if to is not None else None
+            target = self.svc.find_peer(to) if to is not None else None
             if target is not None and target.is_connected:
                 target.last_used = peer.last_used
                 # A full queue towards the target drops the datagram: the
@@ -205,7 +205,7 @@ class Relaying:
     def on_peer_lost(self, peer: Peer) -> None:
         """``peer`` is gone: end the sessions through or of it."""
         for session, other in self.table.close_peer(peer.id):
-            target = self.svc._peers.get(other)
+            target = self.svc.find_peer(other)
             if target is not None:
                 self._send(target, RelayOp.CLOSE, session, b"relay peer left")
         for session, link in list(self._links.items()):
@@ -240,16 +240,16 @@ class Relaying:
         return True
 
     def _link_of(self, pid: PeerId) -> RelayLink | None:
-        peer = self.svc._peers.get(pid)
-        link = peer._link if peer is not None and peer.is_connected else None
+        peer = self.svc.find_peer(pid)
+        link = peer.link if peer is not None and peer.is_connected else None
         return link if isinstance(link, RelayLink) else None
 
     def _orphan(self, link: RelayLink, reason: str) -> None:
         """Keep ``link``'s connection while a new route is sought."""
         self._links.pop(link.session, None)
         self._offers.pop(link.session, None)
-        peer = self.svc._by_link.get(id(link))
-        if peer is None or peer._link is not link:
+        peer = self.svc.peer_of(link)
+        if peer is None or peer.link is not link:
             link.close()
             return
         link.orphan(reason)
@@ -265,7 +265,7 @@ class Relaying:
             def give_up() -> None:
                 if timer is not None:
                     self._timers.discard(timer)
-                if peer._link is link and peer.is_connected:
+                if peer.link is link and peer.is_connected:
                     self.svc.abort_link(link, _gave_up(reason))
 
             timer = loop.call_later(REROUTE_WAIT + _TARGET_SLACK, give_up)
@@ -282,7 +282,7 @@ class Relaying:
         cur = lost
         tried: list[str] = []
         while loop.time() < deadline:
-            if peer._link is not cur or not peer.is_connected:
+            if peer.link is not cur or not peer.is_connected:
                 return  # upgraded to a direct path, or closed, meanwhile
             try:
                 reply, via, session, _ = await self.svc.traversal.ask(peer.id, deadline)
@@ -290,7 +290,7 @@ class Relaying:
                 tried.append(str(e))
                 await asyncio.sleep(0.25)
                 continue
-            if peer._link is not cur or not peer.is_connected:
+            if peer.link is not cur or not peer.is_connected:
                 return
             if not reply.relay:
                 tried.append(f"{via.id.short} does not relay")
@@ -310,7 +310,7 @@ class Relaying:
                 logger.info("%r re-routed through %s in %.2f s", peer, via.id.short, took)
                 return
             tried.append(f"{via.id.short}: no answer through it")
-        if peer._link is cur and peer.is_connected:
+        if peer.link is cur and peer.is_connected:
             logger.info("%r: no other route: %s", peer, "; ".join(tried[-3:]))
             self.svc.abort_link(cur, _gave_up(reason))
 
@@ -335,7 +335,9 @@ class Relaying:
                 self.svc.count_failure(link.via.address, link.via.id, conn.refused - old._refused)
                 old._refused = conn.refused
             return
-        peer = self.svc._peers[offer.requester]
+        peer = self.svc.find_peer(offer.requester)
+        if peer is None:  # as the registry's lookup always did
+            raise KeyError(offer.requester)
         reason = old.orphaned
         self._move(peer, old, link)
         link.received += 1

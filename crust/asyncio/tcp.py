@@ -38,7 +38,7 @@ from crust.wire import LONG_HEADER as _LONG_HEADER
 
 if TYPE_CHECKING:
     from crust.handshake import HandshakeResult, Initiator
-    from crust.service import Service
+    from crust.node import Node
 
 __all__ = ["TcpLink", "TcpListener"]
 
@@ -82,7 +82,7 @@ class TcpLink(asyncio.BufferedProtocol):
 
     path: PathName = "direct-tcp"
 
-    def __init__(self, service: Service, *, responder: Any = None) -> None:
+    def __init__(self, service: Node, *, responder: Any = None) -> None:
         self.service = service
         self.responder = responder
         self.initiator: Initiator | None = None
@@ -430,14 +430,14 @@ class TcpListener:
 
     transport = "tcp"
 
-    def __init__(self, service: Service, server: asyncio.Server, role: str) -> None:
+    def __init__(self, service: Node, server: asyncio.Server, role: str) -> None:
         self.service = service
         self.server = server
         self.role = role
         self.address: Address = server.sockets[0].getsockname()[:2]
 
     @classmethod
-    async def start(cls, service: Service, sock: Any, role: str) -> TcpListener:
+    async def start(cls, service: Node, sock: Any, role: str) -> TcpListener:
         responder = service.make_responder()
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: TcpLink(service, responder=responder), sock=sock)
@@ -454,7 +454,7 @@ class TcpListener:
 
 
 async def dial_tcp(
-    service: Service, addr: Address, remote: Any, timeout: float
+    service: Node, addr: Address, remote: Any, timeout: float
 ) -> tuple[TcpLink, HandshakeResult]:
     """Connect a TCP stream to ``addr`` and run the handshake over it."""
     loop = asyncio.get_running_loop()

@@ -66,7 +66,7 @@ from crust.reflection import syn_cost, udp_cost
 
 if TYPE_CHECKING:
     from crust.asyncio.udp import UdpListener
-    from crust.service import Service
+    from crust.node import Listener, Node
 
 __all__ = ["PeerNotFound", "Traversal"]
 
@@ -151,8 +151,10 @@ class Traversal:
     #: (crust.nat.eyeballs.HEAD_START_US, design note 0063).
     eyeballs_head_start = eyeballs.HEAD_START_US / 1e6
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Node, udp: list[UdpListener]) -> None:
         self.svc = service
+        # The service's UDP listeners (it opens and closes them).
+        self._udp = udp
         cfg = service.config
         self.reflexive = ReflexiveTracker()
         #: Seconds before the first try of a direct path under a relayed
@@ -170,7 +172,7 @@ class Traversal:
         #: Punch sessions by (session id, address family): a Happy Eyeballs
         #: race runs one per family under one session id (crust.nat.eyeballs).
         self._jobs: dict[tuple[bytes, int], _PunchJob] = {}
-        self._races: set[PunchRace] = set()
+        self._races: set[PunchRace[_PunchJob]] = set()
         self._repunch_asks: dict[bytes, tuple[PeerId, bytes]] = {}
         self._punched: dict[tuple[PeerId, int], tuple[Address, PathName]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -340,7 +342,7 @@ class Traversal:
         cands = list(reply.candidates)
         local = frozenset(cands[: reply.local])
         attempts: dict[asyncio.Task[Peer], str] = {}
-        job: _PunchJob | PunchRace | None = None
+        job: _PunchJob | PunchRace[_PunchJob] | None = None
         # Candidates from a rendezvous peer we did not choose may name
         # anyone: no birthday punching then, and the punches are charged
         # to that peer (crust.reflection).
@@ -417,7 +419,7 @@ class Traversal:
                 t.cancel()
             # The punch keeps running under a relayed connection (to upgrade it);
             # otherwise it has served its purpose.
-            now_peer = self.svc._peers.get(target)
+            now_peer = self.svc.find_peer(target)
             if job is not None and (now_peer is None or now_peer.path != "relayed"):
                 if isinstance(job, PunchRace):
                     job.cancel("another path won")
@@ -425,13 +427,13 @@ class Traversal:
                     job.session.cancel("another path won")
 
     async def _udp_attempt(
-        self, punch: _PunchJob | PunchRace, target: PeerId, deadline: float
+        self, punch: _PunchJob | PunchRace[_PunchJob], target: PeerId, deadline: float
     ) -> Peer:
         loop = asyncio.get_running_loop()
         # A race: dial over the family that punched first, only that one.
         job = await asyncio.shield(punch.done) if isinstance(punch, PunchRace) else punch
         addr = await asyncio.shield(job.done)
-        existing = self.svc._peers.get(target)
+        existing = self.svc.find_peer(target)
         if existing is not None and existing.is_connected:
             return existing
         listener = job.listener
@@ -458,7 +460,7 @@ class Traversal:
         logger.debug("TCP punch with %s in %.3f s", target.short, delay)
         if delay:
             await asyncio.sleep(delay)
-        mine = [tl.address for tl in self.svc._tcp]
+        mine = [tl.address for tl in self.svc.tcp_ports]
         may_send = None
         if charge is not None:
             # One connect attempt waits up to a second: the SYN and the
@@ -518,6 +520,8 @@ class Traversal:
         """The accepted, still silent stream from ``remote`` to ``local``,
         turned from responder into initiator."""
         for link in self.svc.tcp_links:
+            if not isinstance(link, TcpLink):
+                continue  # (every stream is one: the TCP transport adds them)
             tr = link.transport
             if tr is None or tr.is_closing() or link.initiator is not None or link._conn:
                 continue
@@ -610,7 +614,7 @@ class Traversal:
         (of ``family`` only, when given: crust.nat.eyeballs numbers)."""
         if not self.svc.config.udp or self._closed:
             return None
-        for listener in self.svc._udp:
+        for listener in self._udp:
             fam = _family_of(listener.address)
             if family is not None and _eyeball(fam) != family:
                 continue
@@ -662,12 +666,12 @@ class Traversal:
         extra_us: int,
         spray: list[Address] | None = None,
         charge: Callable[[int], bool] | None = None,
-    ) -> _PunchJob | PunchRace | None:
+    ) -> _PunchJob | PunchRace[_PunchJob] | None:
         """The punch of a rendezvous. When both sides have candidates in
         both families the requester races them, IPv6 first (a PunchRace,
         design note 0063), and the target punches on both at once: it only
         answers, and the requester's choice is the one that counts."""
-        ours = {_eyeball(_family_of(lst.address)) for lst in self.svc._udp}
+        ours = {_eyeball(_family_of(lst.address)) for lst in self._udp}
         families = eyeballs.preferred(ours, {_eyeball(_family_of(c)) for c in cands})
         start = functools.partial(
             self._start_punch, peer, session, key, cands, local, responder=responder,
@@ -743,9 +747,9 @@ class Traversal:
         responder: bool,
     ) -> HardSide | None:
         """Open the birthday sockets when only we are hard."""
-        if peer.hard or not self.is_hard() or not self.svc._udp:
+        if peer.hard or not self.is_hard() or not self._udp:
             return None
-        host = self.svc._udp[0].address[0]
+        host = self._udp[0].address[0]
         targets = [c for c in cands[peer.local :] if _family_of(c) == _family_of((host, 0))][:4]
         if not targets:
             return None
@@ -779,7 +783,7 @@ class Traversal:
         self._listeners.append(listener)
         self._punched[(requester, _family_of(addr))] = (addr, "punched-udp")
 
-    def on_punch(self, listener: UdpListener, data: bytes, addr: Address, now: int) -> None:
+    def on_punch(self, listener: Listener, data: bytes, addr: Address, now: int) -> None:
         """A punch packet arrived at ``listener`` (from UdpListener)."""
         job = self._jobs.get((punch_session_id(data), _family_of(listener.address)))
         if job is None or job.listener is not listener:
@@ -826,9 +830,9 @@ class Traversal:
         self._punched[(job.peer, _family_of(addr))] = (addr, job.label)
         while len(self._punched) > _MAX_PUNCHED:
             del self._punched[next(iter(self._punched))]
-        peer = self.svc._peers.get(job.peer)
-        if peer is not None and peer.is_connected and isinstance(peer._link, RelayLink):
-            self._upgrade(peer, peer._link, job)
+        peer = self.svc.find_peer(job.peer)
+        if peer is not None and peer.is_connected and isinstance(peer.link, RelayLink):
+            self._upgrade(peer, peer.link, job)
 
     def _upgrade(self, peer: Peer, old: RelayLink, job: _PunchJob) -> None:
         """Move a relayed connection to the punched path, in place."""
@@ -883,7 +887,7 @@ class Traversal:
             if self._has_session(msg.session) or not self._admit(peer, msg):
                 return
             nonce = os.urandom(16)
-            via = peer._link.via.address if isinstance(peer._link, RelayLink) else None
+            via = peer.link.via.address if isinstance(peer.link, RelayLink) else None
             cands, local = self.candidates(via)
             reply = RendezvousMessage(
                 Op.REPLY, msg.session, self.svc.id, nonce, _rtt_us(peer), False, tuple(cands),
@@ -928,7 +932,7 @@ class Traversal:
             self._on_request(peer, msg)
             return
         for to, out in self.introducer.on_message(peer.id, msg, now_us()):
-            target = self.svc._peers.get(to)
+            target = self.svc.find_peer(to)
             if target is not None and target.is_connected:
                 with contextlib.suppress(CrustError):
                     self.svc.send_control(target, ControlKind.RENDEZVOUS, _encode(out))
@@ -939,7 +943,7 @@ class Traversal:
     # -- policy --------------------------------------------------------------------
 
     def _is_connected(self, pid: PeerId) -> bool:
-        p = self.svc._peers.get(pid)
+        p = self.svc.find_peer(pid)
         return p is not None and p.is_connected
 
     def _relay_allowed(self, a: PeerId, b: PeerId) -> bool:
@@ -995,11 +999,11 @@ def _fmt(addr: Address) -> str:
 
 
 def _relayed(peer: Peer) -> RelayLink | None:
-    link = peer._link
+    link = peer.link
     return link if peer.is_connected and isinstance(link, RelayLink) else None
 
 
-def _tcp_link(svc: Service, responder: Responder, path: PathName) -> TcpLink:
+def _tcp_link(svc: Node, responder: Responder, path: PathName) -> TcpLink:
     link = TcpLink(svc, responder=responder)
     link.path = path
     return link
@@ -1022,7 +1026,7 @@ def _decode(payload: bytes) -> RendezvousMessage:
 
 
 def _rtt_us(peer: Peer) -> int:
-    link = peer._link
+    link = peer.link
     if isinstance(link, TcpLink) and link.transport is not None:
         rtt = kernel_rtt_us(link.transport.get_extra_info("socket"))
         if rtt is not None:

@@ -32,7 +32,7 @@ from crust.wire import dst_cid, is_long_header, is_stun_shaped
 
 if TYPE_CHECKING:
     from crust.handshake import HandshakeResult, Initiator
-    from crust.service import Service
+    from crust.node import Node
 
 __all__ = ["UdpListener"]
 
@@ -74,7 +74,7 @@ class UdpListener:
 
     transport = "udp"
 
-    def __init__(self, service: Service, sock: socket.socket, role: str) -> None:
+    def __init__(self, service: Node, sock: socket.socket, role: str) -> None:
         self.service = service
         self.sock = sock
         self.role = role
@@ -320,7 +320,7 @@ class UdpListener:
         other = next(
             (
                 lst.address
-                for lst in self.service._udp
+                for lst in self.service.udp_ports
                 if lst is not self
                 and lst.address[0] == self.address[0]
                 and lst.address[1] != self.address[1]

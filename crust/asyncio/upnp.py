@@ -28,9 +28,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from crust.asyncio.portmap import UpnpMapping, UpnpStatus
 from crust.errors import UpnpError
 from crust.wire import Address
 
@@ -42,38 +42,6 @@ __all__ = ["METHODS", "PortMapper", "UpnpError", "UpnpGateway", "UpnpMapping", "
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class UpnpMapping:
-    """A port forward on the gateway: ``external`` (the gateway's WAN
-    address and port) reaches ``internal``; ``lease`` in seconds (0: the
-    gateway's "permanent"); ``protocol`` is "udp" or "tcp"."""
-
-    protocol: str
-    internal: Address
-    external: Address
-    lease: int
-    method: str = "upnp"
-    """Which protocol made it: "upnp", "pcp" or "natpmp"."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpnpStatus:
-    """What the mapper knows: ``state`` is "discovering", "mapped",
-    "unavailable" (no gateway / refused; ``error`` says why) or "closed";
-    ``method`` which protocol mapped ("upnp", "pcp", "natpmp"; None while
-    nothing is mapped). For PCP/NAT-PMP ``control_url`` is
-    ``"pcp://GATEWAY:5351"`` (or ``natpmp://``)."""
-
-    state: str
-    control_url: str | None = None
-    lan_address: str | None = None
-    external_ip: str | None = None
-    mappings: tuple[UpnpMapping, ...] = ()
-    error: str | None = None
-    discovery_seconds: float | None = None
-    method: str | None = None
 
 
 async def _in_thread(fn: Callable[[], T], timeout: float, what: str) -> T:

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from crust.asyncio.tcp import TcpLink
 from crust.bench.service_path import service_config
 from crust.config import ServiceConfig
 from crust.errors import ConnectionClosed
@@ -134,10 +135,10 @@ async def _drain(svc: Service) -> None:
 def _vanish(svc: Service) -> None:
     """Drop ``svc``'s sockets without a close on any connection: to its
     peers it is simply gone."""
-    for ul in svc._udp:
+    for ul in svc.udp_ports:
         ul.close()
     for link in list(svc.tcp_links):
-        if link.transport is not None:
+        if isinstance(link, TcpLink) and link.transport is not None:
             link.transport.abort()
 
 

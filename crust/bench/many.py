@@ -181,7 +181,7 @@ async def _idle(svc: Service, seconds: float) -> dict[str, Any]:
         "rss": _rss(),
         "rates": rates,
         # Why peers ended, since the start (none should have).
-        "lost": dict(svc._counters.lost_reasons),
+        "lost": svc.stats()["lost_reasons"],
     }
 
 
@@ -190,7 +190,7 @@ _COUNTED = ("rx_datagrams", "tx_datagrams", "rx_batches", "tx_batches", "drives"
 
 def _endpoint_counts(svc: Service) -> dict[str, int]:
     # The endpoint's own counters: svc.stats() would build every peer's.
-    st = svc._udp[0].endpoint.stats()
+    st = svc.udp_ports[0].endpoint.stats()
     return {k: int(st[k]) for k in _COUNTED}
 
 
@@ -210,7 +210,7 @@ async def _wait_peers(svc: Service, counts: _Counts, goal: int) -> dict[str, Any
         "peers": len(svc.peers),
         "rss": _rss(),
         # The C core's own accounting of every connection's heap.
-        "c_bytes": sum(p._link.conn.memory() for p in svc.peers),
+        "c_bytes": sum(p.link.conn.memory() for p in svc.peers),
         "last_ns": counts.last_peer,
         # Cookie replies: the listener judged itself under load (see _UdpDialer).
         "cookies": svc.stats()["handshake"].get("cookie_replies", 0),

@@ -23,8 +23,8 @@ from crust.identity import PeerId
 
 if TYPE_CHECKING:
     from crust.dht.record import Record
+    from crust.node import Node
     from crust.peer import Address, Peer
-    from crust.service import Service
 
 __all__ = ["connect_by_record"]
 
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 _DIRECT_WAIT = 3.0
 
 
-async def connect_by_record(svc: Service, pid: PeerId, limit: float) -> Peer:
+async def connect_by_record(svc: Node, pid: PeerId, limit: float) -> Peer:
     """The peer, reached through its DHT record; :class:`PeerNotFound`
     without a usable record, :class:`ConnectError` when nothing it lists
     worked."""
@@ -65,7 +65,7 @@ async def connect_by_record(svc: Service, pid: PeerId, limit: float) -> Peer:
         return await _try_record(svc, pid, newer, deadline)
 
 
-async def _try_record(svc: Service, pid: PeerId, record: Record, deadline: float) -> Peer:
+async def _try_record(svc: Node, pid: PeerId, record: Record, deadline: float) -> Peer:
     loop = asyncio.get_running_loop()
     attempts: list[Attempt] = []
     if record.endpoints:
@@ -81,7 +81,7 @@ async def _try_record(svc: Service, pid: PeerId, record: Record, deadline: float
         if contact.peer_id in (svc.id, pid):
             continue
         try:
-            await svc._connect(contact.address, peer_id=contact.peer_id, timeout=left)
+            await svc.dial(contact.address, peer_id=contact.peer_id, timeout=left)
             return await svc.traversal.connect(pid, max(0.1, deadline - loop.time()))
         except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
             attempts.append(Attempt(f"via contact {contact.peer_id.short}", exc))
@@ -92,12 +92,11 @@ async def _try_record(svc: Service, pid: PeerId, record: Record, deadline: float
     )
 
 
-async def _first(svc: Service, pid: PeerId, endpoints: tuple[Address, ...], wait: float) -> Peer:
+async def _first(svc: Node, pid: PeerId, endpoints: tuple[Address, ...], wait: float) -> Peer:
     """Dial every endpoint at once, pinned to ``pid``; the first to finish
     its handshake wins and the others are cancelled."""
     tasks = {
-        asyncio.create_task(svc._connect(addr, peer_id=pid, timeout=wait)): addr
-        for addr in endpoints
+        asyncio.create_task(svc.dial(addr, peer_id=pid, timeout=wait)): addr for addr in endpoints
     }
     attempts: list[Attempt] = []
     try:

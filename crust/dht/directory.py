@@ -44,7 +44,7 @@ from crust.errors import RecordNotFound
 from crust.identity import PeerId
 
 if TYPE_CHECKING:
-    from crust.service import Service
+    from crust.node import Node
 
 __all__ = ["CHECK_EVERY", "REFRESH", "TTL", "Directory", "RecordNotFound", "SeqStore"]
 
@@ -92,7 +92,7 @@ class SeqStore:
 class Directory:
     """Publication and resolution of endpoint records for one service."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Node) -> None:
         self.svc = service
         cfg = service.config
         self.salt = network_salt(cfg.network)

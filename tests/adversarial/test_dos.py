@@ -45,7 +45,7 @@ from crust import (
     noise,
 )
 from crust.handshake import MAC_LEN, Initiator, Responder, _labelled_key, _mac
-from crust.service import _MISBEHAVING_SOURCES
+from crust.node import _MISBEHAVING_SOURCES
 
 T = TypeVar("T")
 NET = "dos-test"

@@ -21,7 +21,7 @@ from crust.asyncio import relaying
 from crust.bootstrap import Candidate
 from crust.identity import Identity
 from crust.nat import reflexive
-from crust.service import _KNOWN_ADDRESSES
+from crust.node import _KNOWN_ADDRESSES
 
 from .tools import node, run
 

@@ -90,9 +90,9 @@ def test_connect_errors_carry_each_attempt() -> None:
 
 
 def test_close_reasons_are_named() -> None:
-    from crust import service
+    from crust import node
 
-    words = [*service._CLOSE_REASONS.values(), *service._CODE_REASONS.values()]
+    words = [*node._CLOSE_REASONS.values(), *node._CODE_REASONS.values()]
     for text in words:
         assert CloseReason.of(text) is not CloseReason.OTHER, text
         assert CloseReason.of(text).value == text

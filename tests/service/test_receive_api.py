@@ -382,12 +382,12 @@ def test_ended_peers_unread_messages_are_kept_within_a_bound(
     """A node whose application never reads keeps the unread messages of
     at most _UNCLAIMED_ENDED_PEERS ended peers (for a later subscription),
     and says so when it lets older ones go."""
-    from crust import service as service_mod
+    from crust import node as node_mod
     from crust.peer import Peer
     from crust.subscriptions import Inbound
 
     svc = Service(config())
-    bound = service_mod._UNCLAIMED_ENDED_PEERS
+    bound = node_mod._UNCLAIMED_ENDED_PEERS
     peers = []
     for i in range(bound + 3):
         peer = Peer(Identity.generate().peer_id, None, incoming=True)  # type: ignore[arg-type]
