@@ -94,6 +94,7 @@ class Dial:
     connection: Connection | None = None
     established: bool = False
     confirmed: bool = False
+    seq: int = 0  # order of connect() calls: the order dials send in
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,6 +203,11 @@ class HandshakeDriver:
                 new_cid=self._new_cid,
             )
         self._dials: dict[bytes, Dial] = {}
+        # Dials that may have queued datagrams since the last
+        # datagrams_to_send (started, fed or timed since): only these are
+        # asked, so a datagram costs O(1) however many dials are running.
+        self._touched: dict[bytes, Dial] = {}
+        self._seq = 0
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[DriverEvent] = deque()
         #: Dials refused because ``max_dials`` were in progress.
@@ -266,8 +272,10 @@ class HandshakeDriver:
             addr=addr,
             timeout_us=timeout_us,
         )
-        dial = Dial(ini.local_cid, addr, ini, charge)
+        self._seq += 1
+        dial = Dial(ini.local_cid, addr, ini, charge, seq=self._seq)
         self._dials[dial.cid] = dial
+        self._touched[dial.cid] = dial
         return dial
 
     def abandon(self, dial: Dial) -> None:
@@ -275,6 +283,7 @@ class HandshakeDriver:
         no event comes."""
         if self._dials.get(dial.cid) is dial:
             del self._dials[dial.cid]
+            self._touched.pop(dial.cid, None)
 
     def confirm(self, dial: Dial, now: int) -> None:
         """The peer sent under the new keys: it has our XX finish."""
@@ -289,6 +298,7 @@ class HandshakeDriver:
         dial = self._dials.get(dst_cid(data))
         if dial is not None:
             dial.initiator.receive_datagram(data, addr, now)
+            self._touched[dial.cid] = dial
             self._settle(dial, now)
             return
         if not self._accept or (self._admit is not None and not self._admit(addr)):
@@ -308,7 +318,10 @@ class HandshakeDriver:
     def datagrams_to_send(self, now: int) -> list[tuple[bytes, Addr]]:
         """What to send, in order: replies first, then every dial's."""
         out, self._outbox = self._outbox, []
-        for dial in list(self._dials.values()):
+        touched, self._touched = self._touched, {}
+        for dial in sorted(touched.values(), key=_by_seq) if len(touched) > 1 else touched.values():
+            if self._dials.get(dial.cid) is not dial:
+                continue  # let go meanwhile (what it had left is in the outbox)
             ini = dial.initiator
             sent = ini.datagrams_to_send(now)
             if not sent:
@@ -343,6 +356,7 @@ class HandshakeDriver:
             t = ini.get_timer()
             if t is not None and t <= now:
                 ini.handle_timer(now)
+                self._touched[dial.cid] = dial
                 self._settle(dial, now)
 
     def next_event(self) -> DriverEvent | None:
@@ -393,6 +407,10 @@ class HandshakeDriver:
             if any(cid) and cid not in self._dials:
                 return cid
         raise RuntimeError("new_cid() keeps returning connection ids already in use")
+
+
+def _by_seq(dial: Dial) -> int:
+    return dial.seq
 
 
 def _random_cid() -> bytes:
