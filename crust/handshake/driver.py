@@ -220,14 +220,6 @@ class HandshakeDriver:
         """The responder (with its ``stats``), once there is one."""
         return self._responder
 
-    @property
-    def accepting(self) -> bool:
-        return self._accept
-
-    @accepting.setter
-    def accepting(self, value: bool) -> None:
-        self._accept = value
-
     def __len__(self) -> int:
         """Outgoing handshakes in progress (an XX one until its finish is
         confirmed)."""
