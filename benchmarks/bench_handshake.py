@@ -49,13 +49,17 @@ from crust.handshake import (
     _labelled_key,
     _mac,
 )
+from crust.handshake.driver import Established, HandshakeDriver
 
 N_HANDSHAKES = int(os.environ.get("CRUST_BENCH_HANDSHAKES", 2000))
 N_JUNK = int(os.environ.get("CRUST_BENCH_JUNK", 200_000))
 NET = "bench"
 ADDR = ("127.0.0.1", 40000)
 
-DH_PER_HANDSHAKE = {"XX": 6, "XX-new-peers": 6, "IK": 8}
+# The "-driver" cases run the same handshakes through two HandshakeDrivers
+# (crust.handshake.driver: what the transports use), so the ratio shows what
+# the driver adds over the bare state machines.
+DH_PER_HANDSHAKE = {"XX": 6, "XX-new-peers": 6, "IK": 8, "XX-driver": 6, "IK-driver": 8}
 
 
 def _dh_seconds(n: int) -> float:
@@ -69,8 +73,31 @@ def _dh_seconds(n: int) -> float:
     return time.perf_counter() - t0
 
 
+def _driver_handshakes(case: str, n: int) -> float:
+    """Seconds for n complete handshakes of ``case`` between two drivers."""
+    server = Identity.generate()
+    remote = server.peer_id if case.startswith("IK") else None
+    resp = HandshakeDriver(server, NET, cookie_policy=CookiePolicy(rate=1e9))
+    # A reliable carrier: the XX finish needs no confirmation (the bare
+    # loop never confirms either).
+    dialer = HandshakeDriver(Identity.generate(), NET, accept=False, reliable=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        dialer.connect(ADDR, remote, now=i, cid=i.to_bytes(8, "big"))
+        for _ in range(2):
+            for d, _ in dialer.datagrams_to_send(i):
+                resp.receive_datagram(d, ADDR, i)
+            for d, _ in resp.datagrams_to_send(i):
+                dialer.receive_datagram(d, ADDR, i)
+        a, b = dialer.next_event(), resp.next_event()
+        assert isinstance(a, Established) and isinstance(b, Established)
+    return time.perf_counter() - t0
+
+
 def _handshakes(case: str, n: int) -> float:
     """Seconds for n complete handshakes of ``case``."""
+    if case.endswith("-driver"):
+        return _driver_handshakes(case, n)
     server = Identity.generate()
     client = Identity.generate()
     fresh = case == "XX-new-peers"

@@ -48,10 +48,10 @@ from crust.handshake import (
     CIPHERS,
     CookiePolicy,
     HandshakeResult,
-    Initiator,
     Responder,
     TransportParams,
 )
+from crust.handshake.driver import HandshakeDriver, install_keys
 from crust.identity import Identity, PeerId
 from crust.nat.classify import Behaviour, NatBehaviour
 from crust.nat.mapping import ProbeAnswerer
@@ -438,36 +438,54 @@ class Node(abc.ABC):
         self._counters.responders.append(responder)
         return responder
 
-    def make_initiator(
-        self, remote: PeerId | None, cid: bytes, addr: Address, timeout: float
-    ) -> Initiator:
-        return Initiator(
+    def make_driver(
+        self,
+        *,
+        responder: Responder | Callable[[], Responder] | None = None,
+        accept: bool = True,
+        reliable: bool = False,
+        admit: Callable[[Address], bool] | None = None,
+        **engine: Any,
+    ) -> HandshakeDriver:
+        """A handshake driver for one transport endpoint: our identity,
+        network and parameters, ``responder`` (default: a new one from
+        :meth:`make_responder`, made when the first stranger's handshake
+        arrives) and engine connections from :meth:`make_connection` with
+        the ``engine`` overrides."""
+        if responder is None and accept:
+            responder = self.make_responder
+        return HandshakeDriver(
             self.identity,
             self.config.network,
-            remote=remote,
-            local_cid=cid,
-            params=self._params(),
-            now=now_us(),
-            addr=addr,
-            timeout_us=int(timeout * 1e6),
+            # A shared responder's parameters are ours already (a TCP
+            # stream's driver then costs no engine Config to build).
+            params=responder.params if isinstance(responder, Responder) else self._params(),
+            responder=responder,
+            accept=accept,
+            make_connection=lambda result, now: self._new_connection(result, now, engine),
+            reliable=reliable,
+            admit=admit,
         )
 
     def make_connection(self, result: HandshakeResult, **engine: Any) -> _core.Connection:
+        """The engine connection of a completed handshake, keys installed
+        (what a :meth:`make_driver` driver reports)."""
+        return install_keys(self._new_connection(result, now_us(), engine), result)
+
+    def _new_connection(
+        self, result: HandshakeResult, now: int, engine: dict[str, Any]
+    ) -> _core.Connection:
         # One engine Config per set of overrides (the core copies it into
         # each connection): building it was a per-handshake cost.
         key = tuple(sorted(engine.items()))
         cfg = self._engine_configs.get(key)
         if cfg is None:
             cfg = self._engine_configs[key] = self.config.engine_config(**engine)
-        conn = _core.Connection(result.local_cid, result.remote_cid, now_us(), cfg)
+        conn = _core.Connection(result.local_cid, result.remote_cid, now, cfg)
         # Messages stay charged to the window until the application has
         # them; at most MESSAGES_HELD are handed up ahead of it.
         conn.set_manual_credit(True)
         conn.set_message_budget(MESSAGES_HELD)
-        k = result.keys
-        conn.set_keys(0, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
-        nxt = result.keys_for_generation(1)
-        conn.set_keys(1, nxt.aead, nxt.tx_key, nxt.tx_iv, nxt.rx_key, nxt.rx_iv)
         return conn
 
     # -- connections: made, fed, lost, forgotten ---------------------------------

@@ -97,13 +97,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crust.wire import Address as Addr
-from crust.wire import dst_cid, is_long_header
+from crust.wire import is_long_header
 
 if TYPE_CHECKING:
     # For annotations only: at run time these need the extension, which the
     # simulator itself does not.
     from crust import _core
     from crust.handshake import CookiePolicy, HandshakeError, HandshakeResult, Initiator
+    from crust.handshake.driver import Dial, HandshakeDriver
     from crust.identity import Identity, PeerId
 
 __all__ = [
@@ -797,18 +798,6 @@ def connection_pair(
 _EV_KEYS_NEEDED = 9  # crust._core.EV_KEYS_NEEDED
 
 
-class _Dial:
-    """An outgoing handshake of a :class:`HandshakeNode`, kept while it
-    still sends (retransmissions, the repeated XX finish)."""
-
-    __slots__ = ("addr", "established", "initiator")
-
-    def __init__(self, initiator: Initiator, addr: Addr) -> None:
-        self.initiator = initiator
-        self.addr = addr
-        self.established = False
-
-
 class _Session:
     """One engine connection of a :class:`HandshakeNode`: the peer's
     address, the result later keys come from and, while an XX finish is
@@ -817,7 +806,7 @@ class _Session:
     __slots__ = ("addr", "conn", "dial", "result")
 
     def __init__(
-        self, conn: _core.Connection, result: HandshakeResult, addr: Addr, dial: _Dial | None
+        self, conn: _core.Connection, result: HandshakeResult, addr: Addr, dial: Dial | None
     ) -> None:
         self.conn = conn
         self.result = result
@@ -828,22 +817,25 @@ class _Session:
 class HandshakeNode:
     """A whole crust node, handshake and engine, on the simulated network.
 
-    It owns an :class:`~crust.identity.Identity` and a network name, answers
-    incoming handshakes with one :class:`~crust.handshake.Responder`, starts
-    outgoing ones with :meth:`dial` (IK when the remote :class:`PeerId` is
-    given, XX otherwise), and turns every completed handshake into a
-    :class:`crust._core.Connection` exactly as ``Service.make_connection``
-    does: generation 0 keys into phase 0, generation 1 into phase 1, and
-    generation ``code`` into slot ``prio`` when the engine reports
-    ``EV_KEYS_NEEDED``.
+    It owns an :class:`~crust.identity.Identity` and a network name, and
+    runs its handshakes with the same
+    :class:`~crust.handshake.driver.HandshakeDriver` as crust's transports:
+    it answers incoming handshakes with the driver's
+    :class:`~crust.handshake.Responder`, starts outgoing ones with
+    :meth:`dial` (IK when the remote :class:`PeerId` is given, XX
+    otherwise), and every completed handshake becomes a
+    :class:`crust._core.Connection` with its keys installed as the service
+    installs them (``crust.handshake.driver.install_keys``: generation 0
+    into phase 0, generation 1 into phase 1), and generation ``code`` into
+    slot ``prio`` when the engine reports ``EV_KEYS_NEEDED``.
 
     Datagrams are routed as ``crust.asyncio.udp`` routes them: a long header
-    goes to the initiator whose connection id it names (responses, cookie
-    replies), else to the responder (initiations, XX finishes); a short
-    header goes by destination connection id (``crust._core.packet_cid``)
-    to its engine connection. An XX initiator is confirmed once its
-    connection authenticates a packet from the peer, which stops the
-    repeated finish.
+    goes to the driver (to the dial whose connection id it names: responses,
+    cookie replies; else to the responder: initiations, XX finishes); a
+    short header goes by destination connection id
+    (``crust._core.packet_cid``) to its engine connection. An XX dial is
+    confirmed once its connection authenticates a packet from the peer,
+    which stops the repeated finish.
 
     What a test reads: :attr:`connections` (peer id -> the newest
     connection with that peer), :attr:`received` (peer id -> ``(priority,
@@ -895,7 +887,8 @@ class HandshakeNode:
     ) -> None:
         from crust import _core  # deferred: the simulator itself needs no extension
         from crust.errors import WouldBlock
-        from crust.handshake import Responder, TransportParams
+        from crust.handshake import TransportParams
+        from crust.handshake.driver import HandshakeDriver
 
         self.identity = identity
         self.network = network
@@ -910,7 +903,7 @@ class HandshakeNode:
         self._packet_cid = _core.packet_cid
         self._connection = _core.Connection
         self._would_block = WouldBlock
-        self.responder = Responder(
+        self._driver: HandshakeDriver = HandshakeDriver(
             identity,
             network,
             params=self._params,
@@ -920,7 +913,11 @@ class HandshakeNode:
             # dialler with our timeout may still repeat its initiation, or
             # a late copy would complete a second, orphaned connection.
             pending_timeout_us=max(15_000_000, handshake_timeout_us),
+            make_connection=self._make_connection,
         )
+        responder = self._driver.responder
+        assert responder is not None
+        self.responder = responder
         self.connections: dict[PeerId, _core.Connection] = {}
         self.results: dict[PeerId, HandshakeResult] = {}
         self.established_at: dict[PeerId, int] = {}
@@ -932,9 +929,7 @@ class HandshakeNode:
         self.addr: Addr | None = None
         self._net: Network | None = None
         self._now = 0
-        self._dialing: dict[bytes, _Dial] = {}
         self._sessions: dict[bytes, _Session] = {}
-        self._replies: list[tuple[bytes, Addr]] = []
         self._outboxes: dict[PeerId, list[tuple[bytes, int]]] = {}
 
     def __repr__(self) -> str:
@@ -966,21 +961,11 @@ class HandshakeNode:
         its peer id, else XX. The initiation goes out when the network next
         polls this node (:meth:`Network.run`, or :meth:`Network.wake`).
         ``now`` defaults to the attached network's clock."""
-        from crust.handshake import Initiator
-
-        ini = Initiator(
-            self.identity,
-            self.network,
-            remote=remote,
-            local_cid=self._new_cid(),
-            params=self._params,
-            now=self._clock(now),
-            addr=addr,
-            timeout_us=self.handshake_timeout_us,
+        dial = self._driver.connect(
+            addr, remote, now=self._clock(now), timeout_us=self.handshake_timeout_us
         )
-        self._dialing[ini.local_cid] = _Dial(ini, addr)
-        self.dials.append(ini)
-        return ini
+        self.dials.append(dial.initiator)
+        return dial.initiator
 
     def send(self, peer_id: PeerId, data: bytes, prio: int = 0) -> None:
         """Queue a message for ``peer_id``. It waits in an outbox until a
@@ -1001,14 +986,8 @@ class HandshakeNode:
     def receive_datagram(self, data: bytes, addr: Addr, now: int) -> None:
         self._now = now
         if is_long_header(data):
-            dial = self._dialing.get(dst_cid(data))
-            if dial is not None:
-                dial.initiator.receive_datagram(data, addr, now)
-                self._after_initiator(dial, now)
-                return
-            self._replies.extend(self.responder.receive_datagram(data, addr, now))
-            for result in self.responder.take_completed():
-                self._establish(result, result.peer_addr, None, now)
+            self._driver.receive_datagram(data, addr, now)
+            self._take_events(now)
             return
         cid = self._packet_cid(data)
         session = self._sessions.get(cid) if cid is not None else None
@@ -1020,17 +999,15 @@ class HandshakeNode:
         rc = session.conn.receive_datagram(data, now)
         if rc == 0 and session.dial is not None:
             # The peer sends under the new keys, so it has our finish.
-            session.dial.initiator.confirm()
-            self._after_initiator(session.dial, now)
+            self._driver.confirm(session.dial, now)
+            self._take_events(now)
             session.dial = None
         self._drain(session, now)
 
     def datagrams_to_send(self, now: int) -> Iterable[tuple[bytes, Addr]]:
         self._now = now
-        out, self._replies = self._replies, []
-        for dial in list(self._dialing.values()):
-            out.extend((d, dial.addr) for d in dial.initiator.datagrams_to_send(now))
-            self._after_initiator(dial, now)
+        out = self._driver.datagrams_to_send(now)
+        self._take_events(now)
         for session in list(self._sessions.values()):
             peer = session.result.peer_id
             conn = session.conn
@@ -1042,11 +1019,7 @@ class HandshakeNode:
         return out
 
     def get_timer(self) -> int | None:
-        best: int | None = None
-        for dial in self._dialing.values():
-            t = dial.initiator.get_timer()
-            if t is not None and (best is None or t < best):
-                best = t
+        best = self._driver.get_timer()
         for session in self._sessions.values():
             t = session.conn.get_timer()
             if t is not None and (best is None or t < best):
@@ -1055,11 +1028,8 @@ class HandshakeNode:
 
     def handle_timer(self, now: int) -> None:
         self._now = now
-        for dial in list(self._dialing.values()):
-            t = dial.initiator.get_timer()
-            if t is not None and t <= now:
-                dial.initiator.handle_timer(now)
-                self._after_initiator(dial, now)
+        self._driver.handle_timer(now)
+        self._take_events(now)
         for cid, session in list(self._sessions.items()):
             conn = session.conn
             t = conn.get_timer()
@@ -1075,32 +1045,41 @@ class HandshakeNode:
     def _new_cid(self) -> bytes:
         while True:
             cid = self._rng.randbytes(8)
-            if any(cid) and cid not in self._sessions and cid not in self._dialing:
+            if any(cid) and cid not in self._sessions and self._driver.dial_for(cid) is None:
                 return cid
 
-    def _after_initiator(self, dial: _Dial, now: int) -> None:
-        """Take up what an Initiator call changed: a result becomes a
-        connection, an error is recorded, a finished handshake is let go."""
-        ini = dial.initiator
-        if ini.result is not None and not dial.established:
-            dial.established = True
-            # An XX finish is repeated until the peer's first packet.
-            waiting = dial if ini.get_timer() is not None else None
-            self._establish(ini.result, dial.addr, waiting, now)
-        if ini.error is not None:
-            self.handshake_errors.append((dial.addr, ini.error))
-            self._dialing.pop(ini.local_cid, None)
-        elif ini.result is not None and ini.get_timer() is None:
-            self._dialing.pop(ini.local_cid, None)
+    def _make_connection(self, result: HandshakeResult, now: int) -> _core.Connection:
+        # The driver installs generations 0 and 1 (as for the service);
+        # later ones come when the engine asks for them (_drain).
+        return self._connection(result.local_cid, result.remote_cid, now, self.config)
 
-    def _establish(self, result: HandshakeResult, addr: Addr, dial: _Dial | None, now: int) -> None:
-        # As Service.make_connection: generations 0 and 1 now, later ones
-        # when the engine asks for them (_drain).
-        conn = self._connection(result.local_cid, result.remote_cid, now, self.config)
-        k = result.keys
-        conn.set_keys(0, k.aead, k.tx_key, k.tx_iv, k.rx_key, k.rx_iv)
-        nxt = result.keys_for_generation(1)
-        conn.set_keys(1, nxt.aead, nxt.tx_key, nxt.tx_iv, nxt.rx_key, nxt.rx_iv)
+    def _take_events(self, now: int) -> None:
+        """Take up what the driver reports: a finished handshake becomes a
+        session, a failed dial is recorded."""
+        from crust.errors import HandshakeError
+        from crust.handshake.driver import DialFailed, Established
+
+        while (ev := self._driver.next_event()) is not None:
+            if isinstance(ev, Established):
+                assert ev.connection is not None
+                # An XX finish is repeated until the peer's first packet.
+                dial = ev.dial
+                waiting = (
+                    dial if dial is not None and dial.initiator.get_timer() is not None else None
+                )
+                self._establish(ev.result, ev.connection, ev.addr, waiting, now)
+            elif isinstance(ev, DialFailed):
+                assert isinstance(ev.error, HandshakeError)  # no charge: never a ConnectError
+                self.handshake_errors.append((ev.dial.addr, ev.error))
+
+    def _establish(
+        self,
+        result: HandshakeResult,
+        conn: _core.Connection,
+        addr: Addr,
+        dial: Dial | None,
+        now: int,
+    ) -> None:
         peer = result.peer_id
         self._sessions[result.local_cid] = _Session(conn, result, addr, dial)
         self.connections[peer] = conn

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,12 +34,14 @@ from crust import _core
 from crust.asyncio.relay_link import RelayLink
 from crust.control import ControlKind
 from crust.errors import CrustError
-from crust.handshake import HandshakeResult, Initiator, Responder
+from crust.handshake import HandshakeResult
+from crust.handshake.driver import Dial, DialFailed, Established, HandshakeDriver
 from crust.identity import PeerId
 from crust.nat import relay
 from crust.nat.relay import RelayOp, RelayPolicy, RelayTable
 from crust.peer import Address, Peer, now_us
 from crust.wire import LONG_HEADER as _LONG_HEADER
+from crust.wire import dst_cid
 
 if TYPE_CHECKING:
     from crust.node import Node
@@ -70,9 +71,8 @@ class _Offer:
 
 @dataclass(eq=False)
 class _Dial:
-    initiator: Initiator
-    done: asyncio.Future[HandshakeResult]
-    timer: asyncio.TimerHandle | None = None
+    dial: Dial
+    done: asyncio.Future[tuple[HandshakeResult, _core.Connection]]
 
 
 class Relaying:
@@ -86,7 +86,14 @@ class Relaying:
         self._offers: dict[bytes, _Offer] = {}
         self._links: dict[bytes, RelayLink] = {}
         self._dials: dict[bytes, _Dial] = {}
-        self._responder: Responder | None = None
+        # Every relayed handshake, by session (its pseudo address); the
+        # responder is made when the first one for an offer arrives. The
+        # relay's control channel loses nothing: no XX finish repeats.
+        self._handshakes: HandshakeDriver = service.make_driver(
+            reliable=True, max_mtu=_relay_mtu(), lost_timeout_us=0
+        )
+        self._hs_timer: asyncio.TimerHandle | None = None
+        self._hs_timer_at: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         #: (peer, unknown session) -> when we last said so (_unknown).
@@ -118,25 +125,26 @@ class Relaying:
             return existing
         link = RelayLink(self.svc, via, session, via.address, dialled=True)
         self._links[session] = link
-        ini = self.svc.make_initiator(
-            target,
-            os.urandom(_core.CID_LEN),
-            _pseudo_addr(session),
-            max(0.5, deadline - loop.time()),
+        dial = _Dial(
+            self._handshakes.connect(
+                _pseudo_addr(session),
+                target,
+                now=now_us(),
+                timeout_us=int(max(0.5, deadline - loop.time()) * 1e6),
+            ),
+            loop.create_future(),
         )
-        dial = _Dial(ini, loop.create_future())
         self._dials[session] = dial
         try:
-            self._pump(link, dial)
-            result = await dial.done
+            self._pump()
+            result, conn = await dial.done
         except BaseException:
+            self._handshakes.abandon(dial.dial)
             self.drop(session)
             raise
         finally:
-            if dial.timer is not None:
-                dial.timer.cancel()
             self._dials.pop(session, None)
-        link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu(), lost_timeout_us=0))
+        link.attach(conn)
         peer = self.svc.on_established(link, result, incoming=False)
         if peer is None:
             raise ConnectionError("refused (blacklisted)")
@@ -219,6 +227,9 @@ class Relaying:
             task.cancel()
         for timer in self._timers:
             timer.cancel()
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
         for session in list(self._links):
             self.drop(session)
 
@@ -381,48 +392,66 @@ class Relaying:
     # -- internals -------------------------------------------------------------------
 
     def _handshake(self, link: RelayLink, data: bytes, now: int) -> None:
-        pseudo = _pseudo_addr(link.session)
         dial = self._dials.get(link.session)
         if dial is not None:
-            dial.initiator.receive_datagram(data, pseudo, now)
-            self._pump(link, dial)
+            # Only our own handshake's replies on a session we dialled.
+            if dst_cid(data) != dial.dial.cid:
+                return
+        elif link.session not in self._offers:
             return
-        offer = self._offers.get(link.session)
-        if offer is None:
-            return
-        if self._responder is None:
-            self._responder = self.svc.make_responder()
-        for reply, _ in self._responder.receive_datagram(data, pseudo, now):
-            link.send_datagram(reply)
-        for result in self._responder.take_completed():
-            if result.peer_id != offer.requester or link.established:
-                continue  # only the introduced peer may come through here
-            link.attach(self.svc.make_connection(result, max_mtu=_relay_mtu(), lost_timeout_us=0))
-            self.svc.on_established(link, result, incoming=True)
+        self._handshakes.receive_datagram(data, _pseudo_addr(link.session), now)
+        self._pump(now)
 
-    def _pump(self, link: RelayLink, dial: _Dial) -> None:
-        ini = dial.initiator
-        now = now_us()
-        t = ini.get_timer()
+    def _pump(self, now: int | None = None) -> None:
+        """Run the relayed handshakes' timers, send what they have to send
+        through their sessions, and act on what finished."""
+        hs = self._handshakes
+        if now is None:
+            now = now_us()
+        t = hs.get_timer()
         if t is not None and t <= now:
-            ini.handle_timer(now)
-        for d in ini.datagrams_to_send(now):
-            link.send_datagram(d)
-        if dial.done.done():
+            hs.handle_timer(now)
+        for d, addr in hs.datagrams_to_send(now):
+            link = self._links.get(_session_of(addr))
+            if link is not None:
+                link.send_datagram(d)
+        while (ev := hs.next_event()) is not None:
+            if isinstance(ev, Established):
+                assert ev.connection is not None
+                session = _session_of(ev.addr)
+                if not ev.incoming:
+                    dial = self._dials.get(session)
+                    if dial is not None and not dial.done.done():
+                        dial.done.set_result((ev.result, ev.connection))
+                    continue
+                offer = self._offers.get(session)
+                link = self._links.get(session)
+                if offer is None or link is None or link.established:
+                    continue
+                if ev.result.peer_id != offer.requester:
+                    continue  # only the introduced peer may come through here
+                link.attach(ev.connection)
+                self.svc.on_established(link, ev.result, incoming=True)
+            elif isinstance(ev, DialFailed):
+                dial = self._dials.get(_session_of(ev.dial.addr))
+                if dial is not None and not dial.done.done():
+                    dial.done.set_exception(ConnectionError(f"relayed handshake: {ev.error}"))
+            # Misbehaved: what a relayed stranger sends is the relay's to
+            # police (its session caps); Unconfirmed cannot happen (reliable).
+        t = hs.get_timer()
+        if t is None or (self._hs_timer is not None and self._hs_timer_at == t):
             return
-        if ini.result is not None:
-            ini.confirm()
-            dial.done.set_result(ini.result)
-        elif ini.error is not None:
-            dial.done.set_exception(ConnectionError(f"relayed handshake: {ini.error}"))
-        else:
-            t = ini.get_timer()
-            if t is not None:
-                if dial.timer is not None:
-                    dial.timer.cancel()
-                dial.timer = asyncio.get_running_loop().call_later(
-                    max(0.0, (t - now_us()) / 1e6), self._pump, link, dial
-                )
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+        self._hs_timer_at = t
+        self._hs_timer = asyncio.get_running_loop().call_later(
+            max(0.0, (t - now_us()) / 1e6), self._on_hs_timer
+        )
+
+    def _on_hs_timer(self) -> None:
+        self._hs_timer = None
+        self._hs_timer_at = None
+        self._pump()
 
     def _send(self, peer: Peer, op: RelayOp, session: bytes, body: bytes) -> None:
         with contextlib.suppress(CrustError):
@@ -454,3 +483,8 @@ def _pseudo_addr(session: bytes) -> Address:
     handshake keys its replay and rate checks by it, and it is no IP
     literal, so no observed address is echoed for it."""
     return (f"relay-{session.hex()}", 0)
+
+
+def _session_of(addr: Address) -> bytes:
+    """The session of a :func:`_pseudo_addr`."""
+    return bytes.fromhex(addr[0][len("relay-") :])

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import struct
 import threading
@@ -32,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from crust import _core
 from crust.errors import ConnectError, ConnectTimeout
+from crust.handshake.driver import Dial, DialFailed, Established, Misbehaved
 from crust.paths import PathName
 from crust.peer import Address, now_us
 from crust.wire import LONG_HEADER as _LONG_HEADER
 
 if TYPE_CHECKING:
     from crust.handshake import HandshakeResult, Initiator
+    from crust.handshake.driver import HandshakeDriver
     from crust.node import Node
 
 __all__ = ["TcpLink", "TcpListener"]
@@ -85,7 +86,13 @@ class TcpLink(asyncio.BufferedProtocol):
     def __init__(self, service: Node, *, responder: Any = None) -> None:
         self.service = service
         self.responder = responder
-        self.initiator: Initiator | None = None
+        # The stream's handshakes (crust.handshake.driver): made by
+        # start_dial, or by the first frame of an accepted stream, around
+        # the listener's shared responder.
+        self._handshakes: HandshakeDriver | None = None
+        self._dial: Dial | None = None
+        # A completed dial's engine connection, until establish() takes it.
+        self._dialled: _core.Connection | None = None
         self.handshake: asyncio.Future[HandshakeResult] | None = None
         self._conn: _core.Connection | None = None
         self.address: Address = ("", 0)
@@ -107,6 +114,11 @@ class TcpLink(asyncio.BufferedProtocol):
         self._preauth_timer: asyncio.TimerHandle | None = None
         self._refused = 0  # datagrams the connection refused, as last reported
         self._loop = asyncio.get_running_loop()
+
+    @property
+    def initiator(self) -> Initiator | None:
+        """The outgoing handshake, until its connection is established."""
+        return self._dial.initiator if self._dial is not None else None
 
     @property
     def conn(self) -> _core.Connection:
@@ -230,8 +242,7 @@ class TcpLink(asyncio.BufferedProtocol):
         """An engine packet before our connection exists: the handshake
         completed (its result is on its way to ``establish``), so keep the
         packet, and stop reading until then. Anything else is dropped."""
-        ini = self.initiator
-        if ini is None or ini.result is None:
+        if self._dialled is None:
             return False
         if not self._held and self.transport is not None:
             self._held = True
@@ -251,71 +262,88 @@ class TcpLink(asyncio.BufferedProtocol):
         if self._conn is not None and frame and not frame[0] & _LONG_HEADER:
             self._conn.receive_datagram(frame, now)
             return
-        if self.initiator is not None and self.handshake is not None:
-            self.initiator.receive_datagram(frame, self.address, now)
-            self._pump_initiator(now)
+        hs = self._handshakes
+        if self._dial is not None and hs is not None:
+            hs.receive_datagram(frame, self.address, now)
+            self._handshake_io(now)
             return
         if self.responder is not None and self._conn is None:
             if self.service.closing:
                 self.close_transport()  # shutting down: no new peer
                 return
-            replies = self.responder.receive_datagram(frame, self.address, now)
-            self._write([r for r, _ in replies])
-            for source, n in self.responder.take_failures():
-                self.service.count_failure(source, None, n)
-            for result in self.responder.take_completed():
-                self._established(result, incoming=True)
+            if hs is None:
+                hs = self._handshakes = self.service.make_driver(
+                    responder=self.responder, reliable=True, pacing=0, stream_transport=1
+                )
+            hs.receive_datagram(frame, self.address, now)
+            self._handshake_io(now)
             return
         self.service.count_failure(self.address, None)
 
     # -- handshake -------------------------------------------------------
 
     def start_dial(self, remote: Any, timeout: float) -> asyncio.Future[HandshakeResult]:
-        self.initiator = self.service.make_initiator(
-            remote, os.urandom(_core.CID_LEN), self.address, timeout
+        # A stream loses nothing: the XX finish is sent once (reliable).
+        hs = self._handshakes = self.service.make_driver(
+            accept=False, reliable=True, pacing=0, stream_transport=1
         )
+        now = now_us()
+        self._dial = hs.connect(self.address, remote, now=now, timeout_us=int(timeout * 1e6))
         self.handshake = self._loop.create_future()
-        self._pump_initiator(now_us())
+        self._handshake_io(now)
         return self.handshake
 
-    def _pump_initiator(self, now: int) -> None:
-        ini = self.initiator
-        fut = self.handshake
-        if ini is None or fut is None:
+    def _handshake_io(self, now: int) -> None:
+        """Write what the stream's handshake driver has to send (all of it
+        to the far end of this stream); act on its events."""
+        hs = self._handshakes
+        if hs is None:
             return
-        self._write(ini.datagrams_to_send(now))
-        if fut.done():
-            return
-        if ini.result is not None:
-            fut.set_result(ini.result)
-        elif ini.error is not None:
-            # A ConnectionError still (callers catch that), and a
-            # TimeoutError when the handshake timed out.
-            kind = ConnectTimeout if isinstance(ini.error, TimeoutError) else ConnectError
-            fut.set_exception(kind(str(ini.error)))
-        else:
-            t = ini.get_timer()
+        self._write([d for d, _ in hs.datagrams_to_send(now)])
+        while (ev := hs.next_event()) is not None:
+            fut = self.handshake
+            if isinstance(ev, Established):
+                assert ev.connection is not None
+                if ev.incoming:
+                    self._established(ev.result, ev.connection, incoming=True)
+                elif fut is not None and not fut.done():
+                    self._dialled = ev.connection
+                    fut.set_result(ev.result)
+            elif isinstance(ev, DialFailed):
+                if fut is not None and not fut.done():
+                    # A ConnectionError still (callers catch that), and a
+                    # TimeoutError when the handshake timed out.
+                    kind = ConnectTimeout if isinstance(ev.error, TimeoutError) else ConnectError
+                    fut.set_exception(kind(str(ev.error)))
+            elif isinstance(ev, Misbehaved):
+                self.service.count_failure(ev.addr, None, ev.count)
+        if self._conn is None and not self._closed:
+            t = hs.get_timer()
             if t is not None:
-                self._arm(t, self._initiator_timer)
+                self._arm(t, self._handshake_timer)
 
-    def _initiator_timer(self) -> None:
+    def _handshake_timer(self) -> None:
         self._timer = None
-        if self.initiator is not None and not self._closed:
+        if self._handshakes is not None and not self._closed:
             now = now_us()
-            self.initiator.handle_timer(now)
-            self._pump_initiator(now)
+            self._handshakes.handle_timer(now)
+            self._handshake_io(now)
 
     def establish(self, result: HandshakeResult) -> TcpLink:
         """Create the engine connection of a completed outgoing handshake."""
-        return self._established(result, incoming=False)
+        conn = self._dialled
+        if conn is None:
+            conn = self.service.make_connection(result, pacing=0, stream_transport=1)
+        return self._established(result, conn, incoming=False)
 
-    def _established(self, result: HandshakeResult, *, incoming: bool) -> TcpLink:
-        if self.initiator is not None:
-            self.initiator.confirm()  # a stream loses nothing: the finish arrived
-            self._write(self.initiator.datagrams_to_send(now_us()))
-        self.initiator = None
+    def _established(
+        self, result: HandshakeResult, conn: _core.Connection, *, incoming: bool
+    ) -> TcpLink:
+        self._dial = None
+        self._dialled = None
+        self._handshakes = None
         self._cancel_timer()
-        self._conn = self.service.make_connection(result, pacing=0, stream_transport=1)
+        self._conn = conn
         self._authenticated_or_gone()
         if incoming:
             self.service.on_established(self, result, incoming=True)

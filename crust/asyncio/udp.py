@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from crust.asyncio.netif import interfaces
 from crust.asyncio.stun import StunDriver
 from crust.errors import ConnectError, ConnectTimeout
 from crust.handshake import long_header_prefix
+from crust.handshake.driver import DialFailed, Established, Misbehaved, Unconfirmed
 from crust.nat.binding import canonical_ip, crosses_nat
 from crust.nat.mapping import is_binding_request
 from crust.nat.punch import is_punch
@@ -28,10 +29,10 @@ from crust.nat.stun import StunClient, StunParseError
 from crust.paths import PathName
 from crust.peer import Address, now_us
 from crust.reflection import udp_cost
-from crust.wire import dst_cid, is_long_header, is_stun_shaped
+from crust.wire import is_long_header, is_stun_shaped
 
 if TYPE_CHECKING:
-    from crust.handshake import HandshakeResult, Initiator
+    from crust.handshake import HandshakeResult
     from crust.node import Node
 
 __all__ = ["UdpListener"]
@@ -49,6 +50,9 @@ COALESCE_RATE = 400.0
 COALESCE_QUIET_US = 1_000_000
 COALESCE_MAX_US = 10_000  # the longest a datagram waits to be read
 COALESCE_BATCH = 64  # datagrams a tick aims to read at once
+# Engine connections of completed dials that establish() has not taken yet
+# (a dial whose caller moved on leaves one): the oldest go beyond this.
+_MAX_UNCLAIMED = 256
 
 
 class UdpLink:
@@ -90,10 +94,14 @@ class UdpListener:
         )
         self.stun = StunDriver(StunClient(rto=0.2, rc=4, rm=4), self.endpoint.send_raw)
         self.responder = service.make_responder()
-        # Outgoing handshakes, by our connection id (their replies carry it).
-        self._dialing: dict[bytes, tuple[Initiator, Address, asyncio.Future[HandshakeResult]]] = {}
-        #: Dials to unverified addresses: their charge (crust.reflection).
-        self._charges: dict[bytes, Callable[[int], bool]] = {}
+        # Every handshake on this socket, in and out (crust.handshake.driver);
+        # none answered while the service shuts down.
+        self.handshakes = service.make_driver(
+            responder=self.responder, admit=lambda _: not service.closing
+        )
+        # Outgoing handshakes waited for, by our connection id.
+        self._dialing: dict[bytes, asyncio.Future[HandshakeResult]] = {}
+        self._unclaimed: OrderedDict[bytes, _core.Connection] = OrderedDict()
         self._links: dict[bytes, UdpLink] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None  # the deadline the timer is for
@@ -123,7 +131,7 @@ class UdpListener:
     @property
     def dials(self) -> int:
         """Outgoing handshakes in progress."""
-        return len(self._dialing)
+        return len(self.handshakes)
 
     # -- the loop's entry points -----------------------------------------
 
@@ -152,7 +160,8 @@ class UdpListener:
             return
         now = now_us()
         deadline = self.endpoint.drive(now)
-        busy = bool(self._dialing)
+        handshakes = self.handshakes
+        busy = bool(len(handshakes))
         for data, addr in self.endpoint.unrouted():
             busy = True
             self._on_unrouted(data, addr[:2], now)
@@ -180,13 +189,12 @@ class UdpListener:
             if conn.is_closed:
                 # Listed once when it finished closing: free it now.
                 self.service.on_link_done(link, "connection closed")
-        # Handshake retransmissions share the listener's one timer.
-        for cid, (ini, addr, fut) in list(self._dialing.items()):
-            t = ini.get_timer()
-            if t is not None and t <= now:
-                ini.handle_timer(now)
-            self._pump_initiator(cid, ini, addr, fut, now)
-            t = ini.get_timer()
+        # Handshake retransmissions share the listener's one timer (and
+        # finishes the peer answered are confirmed at once).
+        if busy:
+            handshakes.handle_timer(now)
+            self._handshake_io(now)
+            t = handshakes.get_timer()
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
         self._coalesce(now, busy)
@@ -295,22 +303,8 @@ class UdpListener:
         if is_punch(data):
             self.service.traversal.on_punch(self, data, addr, now)
             return
-        # A reply to one of our handshakes carries our id as destination.
-        dst = dst_cid(data)
-        dialing = self._dialing.get(dst)
-        if dialing is not None:
-            ini, peer_addr, fut = dialing
-            ini.receive_datagram(data, addr, now)
-            self._pump_initiator(dst, ini, peer_addr, fut, now)
-            return
-        if self.service.closing:
-            return  # shutting down: no answer, no new peer
-        for reply, to in self.responder.receive_datagram(data, addr, now):
-            self.endpoint.send_raw(reply, to)
-        for source, n in self.responder.take_failures():
-            self.service.count_failure(source, None, n)
-        for result in self.responder.take_completed():
-            self._established(result, addr, incoming=True)
+        self.handshakes.receive_datagram(data, addr, now)
+        self._handshake_io(now)
 
     def _answer_probe(self, data: bytes, addr: Address) -> None:
         """Where we see ``addr``, and our other port (crust.nat.mapping):
@@ -335,52 +329,42 @@ class UdpListener:
         if reply is not None:
             self.endpoint.send_raw(reply, addr)
 
-    def _pump_initiator(
-        self,
-        cid: bytes,
-        ini: Initiator,
-        addr: Address,
-        fut: asyncio.Future[HandshakeResult],
-        now: int,
-    ) -> None:
-        if ini.result is not None and ini.get_timer() is not None:
-            # XX: the finish message is repeated until the peer's first
-            # packet under the new keys shows it arrived.
-            link = self._links.get(cid)
-            if link is not None and link.conn.stats()["rx_packets"] > 0:
-                ini.confirm()
-        # Until the peer answered, the address is unverified: a dial that a
-        # peer suggested (gossip, beacon) is charged to it.
-        charge = self._charges.get(cid) if ini.result is None else None
-        for d in ini.datagrams_to_send(now):
-            if charge is not None and not charge(udp_cost(addr[0], len(d))):
-                del self._dialing[cid]
-                del self._charges[cid]
-                if not fut.done():
-                    fut.set_exception(
-                        ConnectError("the reflection budget of who named it is spent")
+    def _handshake_io(self, now: int) -> None:
+        """Send what the handshake driver has to send; act on its events."""
+        hs = self.handshakes
+        for d, to in hs.datagrams_to_send(now):
+            self.endpoint.send_raw(d, to)
+        while (ev := hs.next_event()) is not None:
+            if isinstance(ev, Established):
+                assert ev.connection is not None
+                if ev.incoming:
+                    self._established(ev.result, ev.connection, ev.addr, incoming=True)
+                    continue
+                assert ev.dial is not None
+                fut = self._dialing.pop(ev.dial.cid, None)
+                if fut is not None and not fut.done():
+                    self._unclaimed[ev.dial.cid] = ev.connection
+                    while len(self._unclaimed) > _MAX_UNCLAIMED:
+                        self._unclaimed.popitem(last=False)
+                    fut.set_result(ev.result)
+            elif isinstance(ev, DialFailed):
+                fut = self._dialing.pop(ev.dial.cid, None)
+                if fut is not None and not fut.done():
+                    # A ConnectionError still (callers catch that), and a
+                    # TimeoutError when the handshake timed out.
+                    kind = ConnectTimeout if isinstance(ev.error, TimeoutError) else ConnectError
+                    fut.set_exception(kind(str(ev.error)))
+            elif isinstance(ev, Unconfirmed):
+                self._unclaimed.pop(ev.dial.cid, None)
+                link = self._links.get(ev.dial.cid)
+                if link is not None and link.conn.stats()["rx_packets"] == 0:
+                    # XX: every copy of our finish message was lost, so the
+                    # peer has no keys; fail loudly rather than idle out.
+                    self.service.abort_link(
+                        link, "handshake not confirmed: the peer never answered under the new keys"
                     )
-                return
-            self.endpoint.send_raw(d, addr)
-        if ini.error is not None or (ini.result is not None and ini.get_timer() is None):
-            del self._dialing[cid]
-            self._charges.pop(cid, None)
-            link = self._links.get(cid)
-            if ini.result is not None and link is not None and link.conn.stats()["rx_packets"] == 0:
-                # XX: every copy of our finish message was lost, so the peer
-                # has no keys; fail loudly rather than idle out in a minute.
-                self.service.abort_link(
-                    link, "handshake not confirmed: the peer never answered under the new keys"
-                )
-        if fut.done():
-            return
-        if ini.result is not None:
-            fut.set_result(ini.result)
-        elif ini.error is not None:
-            # A ConnectionError still (callers catch that), and a
-            # TimeoutError when the handshake timed out.
-            kind = ConnectTimeout if isinstance(ini.error, TimeoutError) else ConnectError
-            fut.set_exception(kind(str(ini.error)))
+            elif isinstance(ev, Misbehaved):
+                self.service.count_failure(ev.addr, None, ev.count)
 
     async def dial(
         self,
@@ -391,28 +375,35 @@ class UdpListener:
     ) -> HandshakeResult:
         """Run a handshake with ``addr`` (IK when ``remote`` is known).
         ``charge``: asked for every datagram before ``addr`` answered."""
-        cid = os.urandom(_core.CID_LEN)
-        ini = self.service.make_initiator(remote, cid, addr, timeout)
+        host = addr[0]
+        dial = self.handshakes.connect(
+            addr,
+            remote,
+            now=now_us(),
+            timeout_us=int(timeout * 1e6),
+            charge=(lambda n: charge(udp_cost(host, n))) if charge is not None else None,
+        )
         fut: asyncio.Future[HandshakeResult] = self._loop.create_future()
-        self._dialing[cid] = (ini, addr, fut)
-        if charge is not None:
-            self._charges[cid] = charge
-        self._pump_initiator(cid, ini, addr, fut, now_us())
+        self._dialing[dial.cid] = fut
         self._drive()
         try:
             return await fut
         except BaseException:
-            self._dialing.pop(cid, None)
+            self._dialing.pop(dial.cid, None)
+            self._unclaimed.pop(dial.cid, None)
+            self.handshakes.abandon(dial)
             raise
-        finally:
-            self._charges.pop(cid, None)
 
     def establish(self, result: HandshakeResult, addr: Address) -> UdpLink:
         """Create the engine connection of a completed outgoing handshake."""
-        return self._established(result, addr, incoming=False)
+        conn = self._unclaimed.pop(result.local_cid, None)
+        if conn is None:
+            conn = self.service.make_connection(result)
+        return self._established(result, conn, addr, incoming=False)
 
-    def _established(self, result: HandshakeResult, addr: Address, *, incoming: bool) -> UdpLink:
-        conn = self.service.make_connection(result)
+    def _established(
+        self, result: HandshakeResult, conn: _core.Connection, addr: Address, *, incoming: bool
+    ) -> UdpLink:
         if crosses_nat(result.observed_addr, self.address, self._local_ips()):
             self._nat_keepalive(conn)
         if incoming and result.pattern == "IK":
@@ -482,10 +473,11 @@ class UdpListener:
             self._loop.remove_reader(self.sock.fileno())
         if self._writing:
             self._loop.remove_writer(self.sock.fileno())
-        for _, _, fut in self._dialing.values():
+        for fut in self._dialing.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("service closed"))
         self._dialing.clear()
+        self._unclaimed.clear()
         for link in list(self._links.values()):
             self.forget(link)
         self.endpoint.close()

@@ -43,11 +43,11 @@ from crust.bench.service_path import NETWORK, service_config
 from crust.config import ServiceConfig
 from crust.errors import WouldBlock
 from crust.events import NewMessage, NewPeer
-from crust.handshake import Initiator, long_header_prefix
+from crust.handshake import long_header_prefix
+from crust.handshake.driver import DialFailed, Established, HandshakeDriver, Unconfirmed
 from crust.identity import Identity
 from crust.peer import Address, now_us
 from crust.service import Service
-from crust.wire import dst_cid
 
 __all__ = ["idle_connections", "many_connections"]
 
@@ -238,16 +238,8 @@ def _prepare_identities(n: int) -> None:
     _IDENTITIES.extend(Identity.generate() for _ in range(n - len(_IDENTITIES)))
 
 
-def _initiator(server: Address, now: int, cid: bytes | None = None) -> Initiator:
-    return Initiator(
-        _IDENTITIES.pop() if _IDENTITIES else Identity.generate(),
-        NETWORK,
-        remote=None,
-        local_cid=cid or os.urandom(_core.CID_LEN),
-        now=now,
-        addr=server,
-        timeout_us=_HANDSHAKE_TIMEOUT_US,
-    )
+def _identity() -> Identity:
+    return _IDENTITIES.pop() if _IDENTITIES else Identity.generate()
 
 
 class _UdpDialer:
@@ -278,14 +270,18 @@ class _UdpDialer:
             sock.setblocking(False)
             self.eps.append(_core.Endpoint(sock, long_header_prefix=prefix))
         self._by_fd = {s.fileno(): ep for s, ep in zip(self.socks, self.eps, strict=True)}
-        # Never started: it only turns handshake results into engine
-        # connections configured as a service's would be.
+        # Never started: its handshake drivers (one per endpoint, dialling
+        # only) make engine connections configured as a service's would be.
         self.maker = Service(service_config("udp", **overrides))
-        self.pending: dict[bytes, tuple[Initiator, _core.Endpoint]] = {}
+        self.drivers = [self.maker.make_driver(accept=False) for _ in self.eps]
+        self._index = {id(ep): i for i, ep in enumerate(self.eps)}
+        # Dials without a result yet (XX ones then wait, in their driver,
+        # for the service's first packet under the new keys: the finish is
+        # repeated until then, as crust's UDP transport does: a listener
+        # behind on its socket loses some, and a dialler that sent each
+        # once left thousands of connections the service never had).
+        self.pending = 0
         self.conns: list[_core.Connection] = []
-        # Handshakes done at our end whose finish the service has not
-        # confirmed yet (its first packet under the new keys).
-        self.finishing: dict[bytes, tuple[Initiator, _core.Endpoint, _core.Connection]] = {}
         self.failures = 0
         self.unconfirmed = 0
         self._next_all = 0
@@ -306,73 +302,55 @@ class _UdpDialer:
             eps = self.eps
         for ep in eps:
             ep.drive(now)
+            i = self._index[id(ep)]
             for data, _ in ep.unrouted():
-                cid = dst_cid(data)
-                entry = self.pending.get(cid)
-                if entry is not None:
-                    entry[0].receive_datagram(data, self.server, now)
-                    self._advance(cid, now)
+                self.drivers[i].receive_datagram(data, self.server, now)
+                self._io(i, now)
             for c in ep.ready():
                 c.poll_events()
 
-    def _advance(self, cid: bytes, now: int) -> None:
-        ini, ep = self.pending[cid]
-        for d in ini.datagrams_to_send(now):
-            ep.send_raw(d, self.server)
-        if ini.result is not None:
-            del self.pending[cid]
-            conn = self.maker.make_connection(ini.result)
-            ep.add(conn, self.server)
-            self.conns.append(conn)
-            # XX: the finish message is repeated (on the initiator's own
-            # schedule) until the service's first packet under the new keys
-            # shows it arrived, as crust's UDP transport does: a listener
-            # behind on its socket loses some, and a dialler that sent each
-            # once left thousands of connections the service never had.
-            self.finishing[cid] = (ini, ep, conn)
-        elif ini.error is not None:
-            # A listener under load may let a handshake time out (its
-            # table of recent handshakes full); a real peer dials again.
-            del self.pending[cid]
-            self.failures += 1
-            if self.failures > 1000:
-                raise BenchError(f"{self.failures} handshakes failed, the last: {ini.error}")
-
-    def _finish(self, now: int) -> None:
-        """Repeat due finish messages; forget confirmed ones."""
-        for cid, (ini, ep, conn) in list(self.finishing.items()):
-            if conn.stats()["rx_packets"] > 0:
-                ini.confirm()
-            else:
-                t = ini.get_timer()
-                if t is not None and t <= now:
-                    ini.handle_timer(now)
-                for d in ini.datagrams_to_send(now):
-                    ep.send_raw(d, self.server)
-            if ini.get_timer() is None:
-                del self.finishing[cid]
-                if conn.stats()["rx_packets"] == 0:
-                    self.unconfirmed += 1  # every copy lost: the service has no such peer
+    def _io(self, i: int, now: int) -> None:
+        """Send what endpoint ``i``'s driver has to send; count what ended."""
+        ep, hs = self.eps[i], self.drivers[i]
+        for d, to in hs.datagrams_to_send(now):
+            ep.send_raw(d, to)
+        while (ev := hs.next_event()) is not None:
+            if isinstance(ev, Established):
+                assert ev.connection is not None
+                self.pending -= 1
+                ep.add(ev.connection, self.server)
+                self.conns.append(ev.connection)
+            elif isinstance(ev, DialFailed):
+                # A listener under load may let a handshake time out (its
+                # table of recent handshakes full); a real peer dials again.
+                self.pending -= 1
+                self.failures += 1
+                if self.failures > 1000:
+                    raise BenchError(f"{self.failures} handshakes failed, the last: {ev.error}")
+            elif isinstance(ev, Unconfirmed):
+                self.unconfirmed += 1  # every copy lost: the service has no such peer
 
     def dial(self, n: int) -> None:
         goal = len(self.conns) + n
         next_timers = 0
         give_up = time.monotonic() + 120 + n / _SLOWEST_RATE
-        while len(self.conns) < goal or self.finishing:
+        while len(self.conns) < goal or any(len(hs) for hs in self.drivers):
             now = now_us()
-            while len(self.conns) + len(self.pending) < goal and len(self.pending) < WINDOW:
-                cid = os.urandom(_core.CID_LEN)
-                ep = self.eps[(len(self.conns) + len(self.pending)) % len(self.eps)]
-                self.pending[cid] = (_initiator(self.server, now, cid), ep)
-                self._advance(cid, now)
+            while len(self.conns) + self.pending < goal and self.pending < WINDOW:
+                i = (len(self.conns) + self.pending) % len(self.eps)
+                self.drivers[i].connect(
+                    self.server, now=now, timeout_us=_HANDSHAKE_TIMEOUT_US, identity=_identity()
+                )
+                self.pending += 1
+                self._io(i, now)
             if now >= next_timers:
+                # Retransmissions, repeated finishes, and finishes the
+                # service confirmed (its first packet) let go.
                 next_timers = now + 20_000
-                for cid, (ini, _) in list(self.pending.items()):
-                    t = ini.get_timer()
-                    if t is not None and t <= now:
-                        ini.handle_timer(now)
-                        self._advance(cid, now)
-                self._finish(now)
+                for i, hs in enumerate(self.drivers):
+                    if len(hs):
+                        hs.handle_timer(now)
+                        self._io(i, now)
             if time.monotonic() > give_up:
                 raise BenchError(f"dialled only {len(self.conns)} of {goal} connections")
             self._service(now_us(), 0.002)
@@ -411,7 +389,9 @@ class _TcpHandshake(asyncio.Protocol):
     def __init__(self, server: Address, done: asyncio.Future[None]) -> None:
         self.server = server
         self.done = done
-        self.ini = _initiator(server, now_us())
+        # A stream loses nothing: the finish goes once (reliable).
+        self.hs = HandshakeDriver(_identity(), NETWORK, accept=False, reliable=True)
+        self.hs.connect(server, now=now_us(), timeout_us=_HANDSHAKE_TIMEOUT_US)
         self.transport: asyncio.Transport | None = None
         self.buf = b""
 
@@ -422,28 +402,26 @@ class _TcpHandshake(asyncio.Protocol):
 
     def _write(self) -> None:
         assert self.transport is not None
-        out = [_FRAME.pack(len(d)) + d for d in self.ini.datagrams_to_send(now_us())]
+        out = [_FRAME.pack(len(d)) + d for d, _ in self.hs.datagrams_to_send(now_us())]
         if out:
             self.transport.write(b"".join(out))
+        while (ev := self.hs.next_event()) is not None:
+            if self.done.done():
+                continue
+            if isinstance(ev, DialFailed):
+                self.done.set_exception(BenchError(f"handshake failed: {ev.error}"))
+            elif isinstance(ev, Established):
+                self.done.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        ini = self.ini
-        while len(self.buf) >= _FRAME.size and ini.result is None and ini.error is None:
+        while len(self.buf) >= _FRAME.size and not self.done.done():
             (n,) = _FRAME.unpack_from(self.buf)
             if len(self.buf) < _FRAME.size + n:
                 return
             frame, self.buf = self.buf[_FRAME.size : _FRAME.size + n], self.buf[_FRAME.size + n :]
-            ini.receive_datagram(frame, self.server, now_us())
+            self.hs.receive_datagram(frame, self.server, now_us())
             self._write()  # a cookie retry, or the finish message
-        if self.done.done():
-            return
-        if ini.error is not None:
-            self.done.set_exception(BenchError(f"handshake failed: {ini.error}"))
-        elif ini.result is not None:
-            ini.confirm()  # a stream loses nothing: no repeats of the finish
-            self._write()
-            self.done.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():

@@ -208,6 +208,11 @@ class Responder:
         self._failed: OrderedDict[Addr, int] = OrderedDict()
 
     @property
+    def params(self) -> TransportParams:
+        """The transport parameters it announces."""
+        return self._params
+
+    @property
     def pending(self) -> int:
         """Handshakes held (in progress, or recently completed)."""
         return len(self._by_mac1)
