@@ -277,7 +277,11 @@ def cli_transfer(
         "--to", peer_id, str(src), "--json", *flags,
     )  # fmt: skip
     sent: dict[str, Any] = json.loads(send.readline(90))
-    got = json.loads(recv.readline(60))
+    try:
+        got = json.loads(recv.readline(60))
+    except (EOFError, TimeoutError) as e:
+        # What the sender saw tells a lost path from a lost transfer.
+        raise AssertionError(f"{e}\nsender printed {sent}; stderr: {send.stderr()[-2000:]}") from e
     assert send.wait(10) == 0 and recv.wait(10) == 0
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     assert sent["verified"] and sent["sha256"] == got["sha256"] == digest, (sent, got)
