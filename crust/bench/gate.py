@@ -66,11 +66,15 @@ GATE = dataclasses.replace(
 # load of a shared 2-core machine (load average 4-6, measured for design
 # note 0072) the wall-time ratios of single gate runs ranged over 30-90 %,
 # the CPU-time ones over 3-30 %: a 30 % gate on wall time fails on noise.
+#
+# The 64 B message figures are not gated: their work per message depends on
+# how many messages each wakeup finds, so on how busy the machine is. Against
+# a reference written under load 3-6, a quiet fresh clone measured crust TCP
+# 64 B at 0.65 and 0.62 of it (the same code had passed an hour before): a
+# gate on them fails on the machine, not on crust. They stay in `crust bench`.
 GATED: tuple[tuple[str, str, str], ...] = (
     ("crust UDP bulk", "bytes_per_cpu_s", "raw UDP 1200 B/bytes_per_cpu_s"),
     ("crust TCP bulk", "bytes_per_cpu_s", "crust TCP bulk/raw_tcp_bytes_per_cpu_s"),
-    ("crust UDP 64 B messages", "messages_per_cpu_s", "raw UDP 64 B/dgrams_per_cpu_s"),
-    ("crust TCP 64 B messages", "messages_per_cpu_s", "raw UDP 64 B/dgrams_per_cpu_s"),
 )
 
 
