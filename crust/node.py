@@ -58,7 +58,7 @@ from crust.nat.mapping import ProbeAnswerer
 from crust.peer import MESSAGES_HELD, Address, Link, Peer, credit_batch, now_us
 from crust.pruning import Pruner
 from crust.reflection import SendBudget
-from crust.retirement import Retirements
+from crust.retirement import RETIRE_WAIT, Retirements
 from crust.stats import ServiceCounters, UdpCounters
 from crust.subscriptions import EventHub, Inbound
 
@@ -86,12 +86,14 @@ logger = logging.getLogger("crust.service")
 
 _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 
-# An old connection the peer lost (it re-dialled: same transport and
-# initiator) is closed once the peer used the new one, checked every
-# _RETIRE_POLL seconds, or after _RETIRE_WAIT at the latest. Other
-# duplicates are retired by the RETIRE exchange (crust.retirement).
-_RETIRE_POLL = 0.02
-_RETIRE_WAIT = 5.0
+# A second connection with the same initiator (design note 0075): the
+# initiator decides which one it uses; the other end holds the newcomer as
+# the peer's standby (one per peer) until a message on it shows the choice,
+# and lets it go after _STANDBY_WAIT seconds if none comes (a replayed
+# handshake never sends one). Longer than the initiator's RETIRE_WAIT: an
+# initiator that switched to the new one but sends nothing closes the old
+# one by then, and that promotes the standby here.
+_STANDBY_WAIT = RETIRE_WAIT + 5.0
 
 _RETIRE_KIND = bytes((control.ControlKind.RETIRE,))
 
@@ -245,6 +247,10 @@ class Node(abc.ABC):
         self._retired: dict[int, Link] = {}
         # Duplicate connections on their way out (crust.retirement).
         self._retiring = Retirements(self._retire)
+        # A peer's second connection from the same initiator, until the
+        # initiator shows which one it uses (on_established): at most one
+        # per peer, by id(peer): (link, its handshake, its expiry timer).
+        self._standby: dict[int, tuple[Link, HandshakeResult, asyncio.TimerHandle]] = {}
         # Where each peer we dialled was (connect(peer_id) dials it again):
         # the most recent _KNOWN_ADDRESSES, as gossip can make us dial
         # any number of ids over a node's life.
@@ -326,6 +332,7 @@ class Node(abc.ABC):
             "links": len(self._by_link),
             "closing": len(self._retired),
             "retiring": len(self._retiring),
+            "standby": len(self._standby),
             "prune_watch": len(self._pruner),
         }
 
@@ -515,26 +522,30 @@ class Node(abc.ABC):
             old_init = existing.id if existing.incoming else self.id
             new_key = (not link.path.endswith("-tcp"), bytes(initiator))
             old_key = (not existing.path.endswith("-tcp"), bytes(old_init))
-            # Same transport and initiator: the peer dialled again, because
-            # its copy of the old connection is gone (the answer to its
-            # first try was lost). The old one never heard a packet then; a
-            # replayed handshake, by contrast, must not evict a live one.
+            # Same transport and initiator: one side dialled twice (a gossip
+            # dial while the application's own was in flight, or a redial
+            # because its copy of the old one is gone). The initiator
+            # decides: the new one when the old never heard a packet, else
+            # the old one. The other end cannot tell what the initiator saw,
+            # so it follows what the initiator does (design note 0075).
+            same = new_key == old_key
+            if same and incoming:
+                self._hold_standby(existing, link, result)
+                return existing
             orphan = existing.link.conn.stats()["rx_packets"] == 0
-            if new_key < old_key or (new_key == old_key and orphan):
+            if new_key < old_key or (same and orphan):
                 old, old_result = existing.link, existing.extra
                 existing._link = link
                 existing.incoming = incoming
                 existing.extra = result
                 self._by_link[id(link)] = existing
-                if new_key != old_key and isinstance(old_result, HandshakeResult):
-                    # Both ends chose: each may have sent on the old one.
+                if isinstance(old_result, HandshakeResult):
+                    # Each may have sent on the old one: the RETIRE
+                    # exchange delivers what is in flight there first.
                     self._by_link.pop(id(old), None)
                     self._retiring.begin(old, existing, old_result)
                 else:
-                    # The peer lost its copy of the old one: nothing comes
-                    # on it, but closed too early our close could reach
-                    # the peer before its copy of the new one exists.
-                    self._retire_when_confirmed(old, link)
+                    self._retire(old)
                 existing._on_writable()  # a sender blocked on the old one retries
                 existing.why = _path_why(link, incoming) + " (replaced a duplicate connection)"
                 self.discovery.on_link_replaced(existing)
@@ -710,6 +721,10 @@ class Node(abc.ABC):
                     self._report_violation(link, peer)
                 why = _CODE_REASONS.get(code) if code else None
                 self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
+        if peer is not None and retiring is None and peer.link is not link:
+            entry = self._standby.get(id(peer))
+            if entry is not None and entry[0] is link and link.conn.stats()["rx_msgs"]:
+                self._promote(peer, retire_old=True)
         if delivered and peer is not None:
             peer.last_used = time.monotonic()
             if peer._inbox and not peer._direct:
@@ -756,7 +771,18 @@ class Node(abc.ABC):
         if self._retiring.forget(link) is not None:
             self._retired[id(link)] = link  # closed by the peer: drain, forget
         peer = self._by_link.pop(id(link), None)
-        if peer is None or peer.link is not link:
+        if peer is None:
+            return
+        entry = self._standby.get(id(peer))
+        if entry is not None and entry[0] is link:
+            del self._standby[id(peer)]
+            entry[2].cancel()
+            return
+        if peer.link is not link:
+            return
+        if self._promote(peer, retire_old=False):
+            # The old one ended while the peer's second connection stood by.
+            self._retired[id(link)] = link
             return
         if self._peers.get(peer.id) is peer:
             del self._peers[peer.id]
@@ -874,21 +900,60 @@ class Node(abc.ABC):
             link.conn.close(now_us(), code, graceful)
         link.kick()
 
-    def _retire_when_confirmed(self, old: Link, new: Link, waited: float = 0.0) -> None:
-        """Retire ``old`` once the peer has shown, by a packet on ``new``,
-        that it holds the new connection too. Closed earlier, the close
-        could reach the peer before its own copy of the new connection
-        exists (another socket, or a lost finish), and it would report us
-        lost and hand its application a second Peer. Until then what still
-        arrives on ``old`` is delivered as before."""
-        if id(old) not in self._by_link or self._closing:
-            return  # gone meanwhile
-        if new.conn.is_closed or new.conn.stats()["rx_packets"] or waited >= _RETIRE_WAIT:
-            self._retire(old)
-            return
-        asyncio.get_running_loop().call_later(
-            _RETIRE_POLL, self._retire_when_confirmed, old, new, waited + _RETIRE_POLL
-        )
+    # -- a second connection from the same initiator (design note 0075) ---------
+
+    def _hold_standby(self, peer: Peer, link: Link, result: HandshakeResult) -> None:
+        """Keep ``link`` (the peer dialled us again) beside the peer's link:
+        what arrives on it is the peer's, and the first message on it
+        makes it the peer's link (:meth:`_promote`)."""
+        old = self._standby.pop(id(peer), None)
+        if old is not None:
+            old[2].cancel()
+            self._retire(old[0])
+        timer = asyncio.get_running_loop().call_later(_STANDBY_WAIT, self._standby_expired, peer)
+        self._standby[id(peer)] = (link, result, timer)
+        self._by_link[id(link)] = peer
+        if result.pattern == "XX":
+            # The dialler counts an XX finish lost until it hears a packet
+            # under the new keys; the peer's link would have sent one.
+            with contextlib.suppress(CrustError):
+                link.conn.probe_path(now_us())
+            link.kick()
+
+    def _standby_expired(self, peer: Peer) -> None:
+        entry = self._standby.pop(id(peer), None)
+        if entry is not None:
+            self._retire(entry[0])
+
+    def _drop_standby(self, peer: Peer, code: int) -> None:
+        """The peer is closing: its standby goes with it."""
+        entry = self._standby.pop(id(peer), None)
+        if entry is not None:
+            entry[2].cancel()
+            self._by_link.pop(id(entry[0]), None)
+            self._close_link(entry[0], code, graceful=False)
+            self._retired[id(entry[0])] = entry[0]
+
+    def _promote(self, peer: Peer, *, retire_old: bool) -> bool:
+        """Make the peer's standby its link (the initiator uses it, or the
+        old one is gone); True when there was one."""
+        entry = self._standby.pop(id(peer), None)
+        if entry is None:
+            return False
+        link, result, timer = entry
+        timer.cancel()
+        old, old_result = peer.link, peer.extra
+        peer._link = link
+        peer.extra = result
+        if retire_old:
+            self._by_link.pop(id(old), None)
+            if isinstance(old_result, HandshakeResult):
+                self._retiring.begin(old, peer, old_result)
+            else:
+                self._retire(old)
+        peer._on_writable()  # a sender blocked on the old one retries
+        self.discovery.on_link_replaced(peer)
+        return True
 
     def _retire(self, link: Link) -> None:
         """A connection replaced by a better one: close it gracefully (its
@@ -900,6 +965,7 @@ class Node(abc.ABC):
     def _close_peer(self, peer: Peer, code: int, *, graceful: bool) -> None:
         if not peer.is_connected:
             return
+        self._drop_standby(peer, code)
         link = peer.link
         self._close_link(link, code, graceful=graceful)
         if not graceful:

@@ -77,8 +77,9 @@ STATS_DOC: dict[str, str] = {
     "every `PeerStats` field (RTT in seconds, cwnd, bytes, messages, losses, MTU)",
     "live": "objects held now, per kind (a leak check: each returns to 0 once every "
     "connection ended): `peers`, `links` (connections in use), `closing` (ended, "
-    "draining), `retiring` (duplicates being retired), `prune_watch` (peers watched for "
-    "pruning), `tcp_streams`, "
+    "draining), `retiring` (duplicates being retired), `standby` (second connections "
+    "from the same initiator, waiting for it to use one: at most one per peer), "
+    "`prune_watch` (peers watched for pruning), `tcp_streams`, "
     "`udp_connections`, `udp_dials` (outgoing UDP handshakes), "
     "`engine_connections` (C connections alive in the whole process)",
     "discovery": "`beacon` (null when not running): datagrams `rx`, `malformed`, `foreign`, "

@@ -123,18 +123,30 @@ def test_hundred_nodes_all_to_all() -> None:
             for p, (a, _b) in zip(peers, pairs, strict=True):
                 p.send_nowait(a.id.short.encode())
             counts = [0] * n
+            index = {s.id: i for i, s in enumerate(nodes)}
+            senders: list[set[int]] = [set() for _ in range(n)]
 
             async def count(i: int, s: Service) -> None:
                 async for ev in s.events():
                     if isinstance(ev, NewMessage):
                         counts[i] += 1
+                        senders[i].add(index[ev.peer.id])
                         if counts[i] == i:
                             return
 
             # Node i receives one message from each of the i nodes before it.
-            await asyncio.wait_for(
-                asyncio.gather(*(count(i, s) for i, s in enumerate(nodes) if i)), 60
-            )
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(count(i, s) for i, s in enumerate(nodes) if i)), 60
+                )
+            except TimeoutError:
+                missing = [
+                    f"{index[a.id]}->{index[b.id]}: {p!r} {p.stats}, receiver has "
+                    f"{[q for q in b.peers if q.id == a.id]}"
+                    for p, (a, b) in zip(peers, pairs, strict=True)
+                    if index[a.id] not in senders[index[b.id]]
+                ]
+                pytest.fail(f"{len(missing)} messages not delivered in 60 s: {missing[:5]}")
             assert counts == list(range(n))
             assert all(len(s.peers) == n - 1 for s in nodes)
         finally:

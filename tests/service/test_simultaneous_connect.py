@@ -1,5 +1,6 @@
 """Two nodes dialling each other at once end with one connection each way
 that both sides keep: the Peer objects connect() returned stay connected."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +33,6 @@ def test_simultaneous_connects_keep_the_returned_peers(only: dict[str, bool]) ->
                         break
 
     asyncio.run(asyncio.wait_for(main(), 120))
-
 
 
 @pytest.mark.parametrize("only", [{"udp": False}, {"tcp": False}], ids=["tcp", "udp"])
@@ -79,3 +79,129 @@ def test_messages_sent_while_duplicates_resolve_all_arrive(only: dict[str, bool]
                 assert sorted(done[1]) == sorted(b"a%d" % i for i in range(20))
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_one_node_dialling_a_peer_twice_at_once_keeps_one_connection() -> None:
+    """A node that dials the same peer twice at once (by address, XX, and by
+    id, IK: what a gossip dial does while the application's own is in
+    flight) makes two connections with the same initiator. Each end
+    completes them in its own order; both must end up using the same one,
+    and no side may lose the peer when the other retires the spare (seen in
+    the 100-node mesh: both ends lost each other, a message never came)."""
+
+    async def main() -> None:
+        for trial in range(12):
+            async with Service(_cfg(tcp=False)) as a, Service(_cfg(tcp=False)) as b:
+                lost: list[LostPeer] = []
+                got: dict[str, list[bytes]] = {"a": [], "b": []}
+
+                async def watch(
+                    svc: Service, into: list[bytes], lost: list[LostPeer] = lost
+                ) -> None:
+                    async for ev in svc.events():
+                        if isinstance(ev, LostPeer):
+                            lost.append(ev)
+                        elif isinstance(ev, NewMessage):
+                            into.append(ev.data)
+
+                watchers = [
+                    asyncio.create_task(watch(a, got["a"])),
+                    asyncio.create_task(watch(b, got["b"])),
+                ]
+                by_addr = a.connect(b.endpoints[0])
+                by_id = a.connect(b.endpoints[0], peer_id=b.id)
+                first, second = (by_addr, by_id) if trial % 2 else (by_id, by_addr)
+                p1, p2 = await asyncio.gather(first, second)
+                assert p1 is p2, (p1, p2)
+                # Past every retirement timer (crust.node._RETIRE_WAIT,
+                # crust.retirement.RETIRE_WAIT) and the XX finish linger.
+                await asyncio.sleep(0.5 if trial else 11.0)
+                assert p1.is_connected, (trial, p1.closed_reason)
+                assert len(a.peers) == 1 and len(b.peers) == 1, (trial, a.peers, b.peers)
+                pb = b.peers[0]
+                assert pb.is_connected, (trial, pb)
+                await p1.send(b"to b")
+                await pb.send(b"to a")
+                for _ in range(500):
+                    if got["a"] and got["b"]:
+                        break
+                    await asyncio.sleep(0.01)
+                assert got == {"a": [b"to a"], "b": [b"to b"]}, (trial, got, p1, pb)
+                assert not lost, (trial, lost)
+                for w in watchers:
+                    w.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+
+
+class _Recorder(asyncio.DatagramProtocol):
+    """A UDP relay between one client and a server that keeps the first
+    datagram the client sent (its handshake initiation) for replaying."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.client: tuple[str, int] | None = None
+        self.first: bytes | None = None
+        self.inside: asyncio.DatagramTransport | None = None
+        self.outside: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inside = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.client = addr
+        if self.first is None:
+            self.first = data
+        if self.outside is not None:
+            self.outside.sendto(data, self.server)
+
+
+def test_a_replayed_initiation_cannot_take_over_a_live_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An attacker on the path replays a peer's IK initiation once the
+    responder forgot it (15 s): the responder completes a second handshake
+    with the same initiator. It stands by beside the live connection (at
+    most one per peer) and, since no message can come on it, is let go
+    after the standby wait; the live connection carries on untouched."""
+    import crust.node
+
+    monkeypatch.setattr(crust.node, "_STANDBY_WAIT", 1.0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with Service(_cfg(tcp=False)) as a, Service(_cfg(tcp=False)) as b:
+            _, rec = await loop.create_datagram_endpoint(
+                lambda: _Recorder(b.endpoints[0]), local_addr=("127.0.0.1", 0)
+            )
+
+            class Back(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                    if rec.client is not None and rec.inside is not None:
+                        rec.inside.sendto(data, rec.client)
+
+            rec.outside, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
+            assert rec.inside is not None
+            proxy = rec.inside.get_extra_info("sockname")
+            pa = await a.connect(proxy[:2], peer_id=b.id)
+            a.maintain(pa)
+            pb = b.peers[0]
+            b.maintain(pb)
+            assert rec.first is not None
+            await asyncio.sleep(15.5)  # past the responder's memory of it
+            rec.outside.sendto(rec.first, b.endpoints[0])  # the replay
+            for _ in range(100):
+                if b.stats()["live"]["standby"]:
+                    break
+                await asyncio.sleep(0.01)
+            assert b.stats()["live"]["standby"] == 1, b.stats()["live"]
+            assert b.peers == [pb] and pb.is_connected
+            await asyncio.sleep(1.5)  # past the (shortened) standby wait
+            assert b.stats()["live"]["standby"] == 0
+            assert b.peers == [pb] and pb.is_connected and pa.is_connected
+            await pa.send(b"still here")
+            assert (await asyncio.wait_for(pb.recv(), 5)).data == b"still here"
+            rec.outside.close()
+            rec.inside.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
