@@ -310,9 +310,8 @@ class Node(abc.ABC):
         succeeds, :class:`~crust.errors.ConnectTimeout` when they ran out of
         time, :class:`~crust.errors.UnknownPeer` for a peer id nobody could
         introduce us to."""
-        return await self._connect(
-            target, peer_id, timeout or self.config.connect_timeout, True, None
-        )
+        limit = timeout or self.config.connect_timeout
+        return await self._connect(target, peer_id, limit, for_app=True, charge=None)
 
     async def dial(
         self,
@@ -326,9 +325,8 @@ class Node(abc.ABC):
         :meth:`connect`, but the peer is not the application's (it goes to
         ``accept``). ``charge``: a peer named the address, so what is sent
         before it answers is charged to that peer (crust.reflection)."""
-        return await self._connect(
-            target, peer_id, timeout or self.config.connect_timeout, False, charge
-        )
+        limit = timeout or self.config.connect_timeout
+        return await self._connect(target, peer_id, limit, for_app=False, charge=charge)
 
     @abc.abstractmethod
     async def _connect(

@@ -143,10 +143,10 @@ _MAX_FAILED_SOURCES = 1024
 # receive, so it never holds more than one; the room is for a caller that
 # feeds a whole receive batch first. Past it the oldest reply is dropped,
 # not the new one: every reply answers an initiation its sender repeats
-# until answered (a lost reply costs it one retransmission), and the
-# oldest replies are the likeliest to have been asked for again since,
-# while the newest answer initiators most likely still waiting. Dropping only
-# ever sends less: the 3x rule holds for each reply as before.
+# until answered (a lost reply costs it one retransmission), the oldest
+# replies are the likeliest to have been asked for again since, and the
+# newest answer initiators most likely still waiting. Dropping only ever
+# sends less: the 3x rule holds for each reply as before.
 _MAX_QUEUED_REPLIES = 64
 
 
