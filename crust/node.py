@@ -13,8 +13,9 @@ It imports no transport: the parts it calls back (traversal, discovery,
 contacts...) are named here by the few methods the core and the
 transports use (the ``*Part`` protocols below), and the listeners by what
 is read of them. :class:`crust.Service` is the user's facade and the
-assembly: it opens the listeners, makes the parts and implements
-:meth:`Node.connect` / :meth:`Node.dial` over them (design note 0070).
+assembly: it opens the listeners, makes the parts and does the work of
+:meth:`Node.connect` / :meth:`Node.dial` over them (design note 0070): the
+one hook ``Node._connect`` (design note 0074).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from crust.nat.rendezvous import RendezvousMessage
 
 __all__ = [
+    "Charge",
     "ContactNatPart",
     "ContactsPart",
     "DirectoryPart",
@@ -76,6 +78,7 @@ __all__ = [
     "Listener",
     "MapperPart",
     "Node",
+    "Target",
     "TraversalPart",
     "UdpPort",
 ]
@@ -126,6 +129,13 @@ _KNOWN_ADDRESSES = 4096
 # Ended peers whose unread messages (no reader took them) are kept for a
 # later events() subscription.
 _UNCLAIMED_ENDED_PEERS = 256
+
+#: Whom :meth:`Node.connect` and :meth:`Node.dial` take: ``(host, port)``,
+#: ``"host:port"``, or a peer id (or its string).
+Target = Address | PeerId | str
+#: Asked before each datagram sent to an address a peer named, with its
+#: size (crust.reflection); None: nobody is charged.
+Charge = Callable[[int], bool] | None
 
 
 # -- what the core and the transports see of the parts -------------------------
@@ -202,8 +212,8 @@ class MapperPart(Protocol):
 
 class Node(abc.ABC):
     """The node core (see the module's docstring). Not made directly: a
-    :class:`crust.Service` is one (it implements :meth:`connect` and
-    :meth:`dial` over its transports)."""
+    :class:`crust.Service` is one (it implements ``_connect``, the work of
+    :meth:`connect` and :meth:`dial`, over its transports)."""
 
     #: The parts the facade makes (crust.Service), named here by what the
     #: core and the transports call of them.
@@ -288,9 +298,8 @@ class Node(abc.ABC):
         self._started = False
         self._closing = False
 
-    # -- what the facade implements over the transports ------------------------------
+    # -- connecting: the two verbs here, the work in the facade (_connect) ----------
 
-    @abc.abstractmethod
     async def connect(
         self,
         target: Address | PeerId | str,
@@ -298,9 +307,18 @@ class Node(abc.ABC):
         peer_id: PeerId | None = None,
         timeout: float | None = None,
     ) -> Peer:
-        """Connect for the application (:meth:`crust.Service.connect`)."""
+        """Connect to ``target``: a ``(host, port)`` address, ``"host:port"``,
+        or the :class:`PeerId` (or its string) of a peer whose address is
+        known. ``peer_id`` pins the expected identity (and enables the 1-RTT
+        IK handshake). Returns the :class:`Peer` (an existing connection to
+        the same peer is reused). Raises :class:`~crust.errors.ConnectError`
+        (a ``ConnectionError``) carrying every attempt's failure when none
+        succeeds, :class:`~crust.errors.ConnectTimeout` when they ran out of
+        time, :class:`~crust.errors.UnknownPeer` for a peer id nobody could
+        introduce us to."""
+        limit = timeout or self.config.connect_timeout
+        return await self._connect(target, peer_id, limit, for_app=True, charge=None)
 
-    @abc.abstractmethod
     async def dial(
         self,
         target: Address | PeerId | str,
@@ -313,6 +331,18 @@ class Node(abc.ABC):
         :meth:`connect`, but the peer is not the application's (it goes to
         ``accept``). ``charge``: a peer named the address, so what is sent
         before it answers is charged to that peer (crust.reflection)."""
+        limit = timeout or self.config.connect_timeout
+        return await self._connect(target, peer_id, limit, for_app=False, charge=charge)
+
+    @abc.abstractmethod
+    async def _connect(
+        self, target: Target, peer_id: PeerId | None, limit: float, for_app: bool, charge: Charge
+    ) -> Peer:
+        """What :meth:`connect` and :meth:`dial` do, over the facade's
+        transports, within ``limit`` seconds. ``for_app``: the peer goes to
+        the caller, not to :meth:`accept`. ``charge`` (None: free): a peer
+        named the address (gossip, beacon), so what is sent before it
+        answers is charged to that peer (crust.reflection)."""
 
     # -- the registry, for the transports ---------------------------------------
 

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from crust.dht.directory import Directory
     from crust.dht.record import Record
 from crust.nat.classify import Behaviour, NatBehaviour
-from crust.node import CODE_SHUTDOWN, Node
+from crust.node import CODE_SHUTDOWN, Charge, Node, Target
 from crust.peer import Address, Peer
 from crust.reach import Contacts
 from crust.reflection import syn_cost
@@ -449,48 +449,15 @@ class Service(Node):
             target = parse_host_port(target)
         return await self.contacts.join(target, timeout)
 
-    async def connect(
-        self,
-        target: Address | PeerId | str,
-        *,
-        peer_id: PeerId | None = None,
-        timeout: float | None = None,
-    ) -> Peer:
-        """Connect to ``target``: a ``(host, port)`` address, ``"host:port"``,
-        or the :class:`PeerId` (or its string) of a peer whose address is
-        known. ``peer_id`` pins the expected identity (and enables the 1-RTT
-        IK handshake). Returns the :class:`Peer` (an existing connection to
-        the same peer is reused). Raises :class:`~crust.errors.ConnectError`
-        (a ``ConnectionError``) carrying every attempt's failure when none
-        succeeds, :class:`~crust.errors.ConnectTimeout` when they ran out of
-        time, :class:`~crust.errors.UnknownPeer` for a peer id nobody could
-        introduce us to."""
-        return await self._connect(target, peer_id=peer_id, timeout=timeout, for_app=True)
-
-    async def dial(
-        self,
-        target: Address | PeerId | str,
-        *,
-        peer_id: PeerId | None = None,
-        timeout: float | None = None,
-        charge: Callable[[int], bool] | None = None,
-    ) -> Peer:
-        # (crust.node.Node.dial: the node's own connections.)
-        return await self._connect(target, peer_id=peer_id, timeout=timeout, charge=charge)
+    # connect() and dial() are the node core's (crust.node.Node): the facade
+    # does their work here, over its transports.
 
     async def _connect(
-        self,
-        target: Address | PeerId | str,
-        *,
-        peer_id: PeerId | None = None,
-        timeout: float | None = None,
-        for_app: bool = False,
-        charge: Callable[[int], bool] | None = None,
+        self, target: Target, peer_id: PeerId | None, limit: float, for_app: bool, charge: Charge
     ) -> Peer:
-        """:meth:`connect`; ``for_app``: the peer goes to the caller, not to
-        :meth:`accept` (bootstrapping connects for the node instead).
-        ``charge``: a peer named the address (gossip, beacon), so what is
-        sent before it answers is charged to that peer (crust.reflection)."""
+        """:meth:`connect` and :meth:`dial` (crust.node.Node._connect): by
+        address, racing TCP and UDP, or by peer id through a rendezvous
+        (traversal) or the peer's DHT record."""
         if not self._started or self._closing:
             raise CrustError("the service is not running: use `async with Service(...)`")
         try:
@@ -499,10 +466,10 @@ class Service(Node):
             # No address: rendezvous through a mutual peer (crust.asyncio.traversal).
             pid = target if isinstance(target, PeerId) else PeerId.parse(str(target))
             if not for_app:
-                return await self._connect_by_id(pid, timeout or self.config.connect_timeout)
+                return await self._connect_by_id(pid, limit)
             self._app_dialling.add(pid)
             try:
-                return await self._connect_by_id(pid, timeout or self.config.connect_timeout)
+                return await self._connect_by_id(pid, limit)
             finally:
                 self._app_dialling.discard(pid)
         if remote is not None:
@@ -511,7 +478,6 @@ class Service(Node):
                 return existing
         if self.is_blacklisted_address(addr) or (remote and remote in self._blacklist_ids):
             raise ConnectError(f"{target} is blacklisted")
-        limit = timeout or self.config.connect_timeout
         if charge is not None:
             # Bounded, so that TCP's SYN retransmissions stay within what
             # was charged for them (_SYNS_PER_DIAL).

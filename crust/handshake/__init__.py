@@ -64,6 +64,9 @@ Denial of service:
   initiation gets the stored response again, with no new DH, but only at
   the address the initiation first came from (copies from elsewhere are
   replays: silence).
+- Both roles queue their output, drained by ``datagrams_to_send(now)``
+  (design note 0074); the responder holds at most 64 replies not taken
+  (the oldest dropped first), a driver taking them after every datagram.
 
 Modules, one concept each (this package re-exports their public names, so
 ``from crust.handshake import ...`` is unchanged):

@@ -300,7 +300,10 @@ class HandshakeDriver:
             if self._make_responder is None:
                 return
             responder = self._responder = self._make_responder()
-        self._outbox.extend(responder.receive_datagram(data, addr, now))
+        responder.receive_datagram(data, addr, now)
+        # Taken at once: the responder holds few (_MAX_QUEUED_REPLIES), and
+        # replies go out before any dial's (datagrams_to_send).
+        self._outbox.extend(responder.datagrams_to_send(now))
         for source, n in responder.take_failures():
             self._events.append(Misbehaved(source, n))
         for result in responder.take_completed():

@@ -126,6 +126,7 @@ _RESPONDER_STATS = (
     "duplicate_finish",  # finish for a handshake already complete
     "evicted",  # handshakes dropped because the table was full
     "amplification",  # a reply over 3x the request (never expected)
+    "replies_dropped",  # queued replies pushed out unsent (datagrams_to_send not called)
     "completed",
 )
 
@@ -137,14 +138,31 @@ _RESPONDER_STATS = (
 _JUNK_STATS = ("malformed", "short_initiation", "mac1", "noise", "payload", "identity")
 # Distinct addresses kept between two take_failures calls.
 _MAX_FAILED_SOURCES = 1024
+# Replies held between two datagrams_to_send calls. A received datagram
+# makes at most one reply and HandshakeDriver drains them after every
+# receive, so it never holds more than one; the room is for a caller that
+# feeds a whole receive batch first. Past it the oldest reply is dropped,
+# not the new one: every reply answers an initiation its sender repeats
+# until answered (a lost reply costs it one retransmission), the oldest
+# replies are the likeliest to have been asked for again since, and the
+# newest answer initiators most likely still waiting. Dropping only ever
+# sends less: the 3x rule holds for each reply as before.
+_MAX_QUEUED_REPLIES = 64
 
 
 class Responder:
     """The listening side: one per listener, for any number of peers.
 
-    ``receive_datagram`` returns the replies to send (possibly none); each
-    completed handshake is then available from :meth:`take_completed`. It
-    never raises on input: everything it drops is counted in ``stats``.
+    Driven like the :class:`~crust.handshake.Initiator` (and an aioquic
+    connection): feed it every handshake datagram with
+    ``receive_datagram``, then send what ``datagrams_to_send`` returns
+    (``(bytes, addr)`` pairs: responses and cookie replies, at most one per
+    datagram received). Each completed handshake is then available from
+    :meth:`take_completed`, and the addresses that sent junk from
+    :meth:`take_failures`. It never raises on input: everything it drops
+    is counted in ``stats``. Replies not taken are held up to 64
+    (``_MAX_QUEUED_REPLIES``); past that the oldest is dropped and counted
+    (``replies_dropped``), so a flood cannot grow the queue.
     ``new_cid`` makes local connection ids (random by default; an endpoint
     passes its own to keep them unique among its connections).
     """
@@ -191,6 +209,9 @@ class Responder:
         self._by_mac1: OrderedDict[bytes, _Handshake] = OrderedDict()
         self._by_cid: dict[bytes, _Handshake] = {}
         self._results: deque[HandshakeResult] = deque()
+        # Replies not yet taken: bounded, the oldest dropped first (see
+        # _MAX_QUEUED_REPLIES).
+        self._outbox: deque[tuple[bytes, Addr]] = deque()
         self._tokens = self._policy.rate
         self._tokens_at: int | None = None
         self._secret = os.urandom(32)
@@ -236,18 +257,35 @@ class Responder:
         self._failed.clear()
         return out
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: int) -> list[tuple[bytes, Addr]]:
+    # -- the aioquic-like interface -------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: int) -> None:
+        """Handle one handshake datagram from ``addr``; its reply, if any,
+        leaves with the next :meth:`datagrams_to_send`."""
         st = self.stats
         before = sum(st[k] for k in _JUNK_STATS)
-        out = self._receive(data, addr, now)
+        reply = self._receive(data, addr, now)
         if sum(st[k] for k in _JUNK_STATS) != before:
             failed = self._failed
             failed[addr] = failed.pop(addr, 0) + 1
             if len(failed) > _MAX_FAILED_SOURCES:
                 failed.popitem(last=False)
+        if reply is not None:
+            outbox = self._outbox
+            if len(outbox) >= _MAX_QUEUED_REPLIES:
+                outbox.popleft()
+                st["replies_dropped"] += 1
+            outbox.append((reply, addr))
+
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Addr]]:
+        """The replies not yet taken, oldest first, as ``(bytes, addr)``."""
+        out = list(self._outbox)
+        self._outbox.clear()
         return out
 
-    def _receive(self, data: bytes, addr: Addr, now: int) -> list[tuple[bytes, Addr]]:
+    # -- internals -------------------------------------------------------------------
+
+    def _receive(self, data: bytes, addr: Addr, now: int) -> bytes | None:
         st = self.stats
         st["datagrams"] += 1
         self._expire(now)
@@ -255,7 +293,7 @@ class Responder:
         n = len(data)
         if n < _MIN_PACKET or data[0] & LONG_HEADER_FLAGS != LONG_HEADER_FLAGS:
             st["malformed"] += 1
-            return []
+            return None
         if data[1] != VERSION:
             st["version"] += 1
             if logger.isEnabledFor(logging.DEBUG):
@@ -265,7 +303,7 @@ class Responder:
                     data[1],
                     VERSION,
                 )
-            return []
+            return None
         if data[TAG] != self._tag:
             st["foreign_network"] += 1
             if logger.isEnabledFor(logging.DEBUG):
@@ -276,40 +314,40 @@ class Responder:
                     self._tag.hex(),
                     self._network,
                 )
-            return []
+            return None
         ptype = data[0] & 0x3F
         pattern: Pattern
         if ptype == TYPE_INITIATION or ptype == TYPE_INITIATION_IK:
             if n < INITIATION_SIZE:
                 st["short_initiation"] += 1
-                return []
+                return None
             pattern = "IK" if ptype == TYPE_INITIATION_IK else "XX"
         elif ptype == TYPE_FINISH:
             pattern = "XX"
         else:
             st["malformed"] += 1
-            return []
+            return None
         mac1_at = n - 2 * MAC_LEN
         mac1 = data[mac1_at : mac1_at + MAC_LEN]
         h = self._mac1_hashers[pattern].copy()
         h.update(memoryview(data)[:mac1_at])
         if not hmac.compare_digest(mac1, h.digest()):
             st["mac1"] += 1
-            return []
+            return None
         if ptype == TYPE_FINISH:
             self._on_finish(data, mac1_at, addr, now)
-            return []
+            return None
         return self._on_initiation(data, pattern, mac1, addr, now)
 
     # -- initiations -----------------------------------------------------------------
 
     def _on_initiation(
         self, data: bytes, pattern: Pattern, mac1: bytes, addr: Addr, now: int
-    ) -> list[tuple[bytes, Addr]]:
+    ) -> bytes | None:
         st = self.stats
         if data[DST_CID] != _ZERO_CID:
             st["malformed"] += 1
-            return []
+            return None
         known = self._by_mac1.get(mac1)
         if known is not None:
             if known.addr != addr:
@@ -318,21 +356,21 @@ class Responder:
                 # to an address that never initiated; a real initiator
                 # whose NAT moved it meanwhile times out and starts over.
                 st["replayed"] += 1
-                return []
+                return None
             st["retransmits"] += 1
-            return self._reply(known.response, data, addr)
+            return self._reply(known.response, data)
         # A source past its share is under load on its own, without taking
         # the listener's tokens (which would put everyone under load).
         if self._source_busy(addr, now) or self._under_load(now):
             if not self._mac2_valid(data, addr, now):
                 if not self._cookie_due(addr, now):
                     st["cookie_limited"] += 1
-                    return []
+                    return None
                 st["cookie_replies"] += 1
-                return self._reply(self._cookie_reply(data, pattern, mac1, addr, now), data, addr)
+                return self._reply(self._cookie_reply(data, pattern, mac1, addr, now), data)
             if not self._source_allowed(addr, now):
                 st["rate_limited"] += 1
-                return []
+                return None
         remote_cid = data[SRC_CID]
         mac1_at = len(data) - 2 * MAC_LEN
         hs = noise.HandshakeState(
@@ -346,19 +384,19 @@ class Responder:
             raw = hs.read_message(data[HEADER_LEN:mac1_at])
         except NoiseError:
             st["noise"] += 1
-            return []
+            return None
         peer: Payload | None = None
         if pattern == "IK":
             peer = self._check_payload(raw, hs, remote_cid)
             if peer is None:
-                return []
+                return None
         local_cid = self._fresh_cid()
         ours = Payload(self._identity.peer_id, local_cid, self._params, addr)
         try:
             msg2 = hs.write_message(encode_payload(ours))
         except NoiseError:
             st["noise"] += 1  # e.g. a low-order ephemeral key in XX
-            return []
+            return None
         response = _with_macs(
             _header(TYPE_RESPONSE, self._tag, remote_cid, local_cid) + msg2,
             self._mac1_keys[pattern],
@@ -377,7 +415,7 @@ class Responder:
         self._store(mac1, entry)
         if peer is not None:
             self._complete(entry, hs, peer, addr)
-        return self._reply(response, data, addr)
+        return self._reply(response, data)
 
     def _under_load(self, now: int) -> bool:
         policy = self._policy
@@ -546,7 +584,7 @@ class Responder:
             )
         )
 
-    def _reply(self, reply: bytes, request: bytes, addr: Addr) -> list[tuple[bytes, Addr]]:
+    def _reply(self, reply: bytes, request: bytes) -> bytes | None:
         # Initiations are padded so this never triggers; it is the last
         # line of the anti-amplification rule, not the mechanism.
         if len(reply) > AMPLIFICATION_LIMIT * len(request):
@@ -554,8 +592,8 @@ class Responder:
             logger.warning(
                 "handshake reply of %d bytes to a %d-byte packet withheld", len(reply), len(request)
             )
-            return []
-        return [(reply, addr)]
+            return None
+        return reply
 
     def _fresh_cid(self) -> bytes:
         for _ in range(64):

@@ -89,11 +89,45 @@ def test_handshake_failure_table_is_bounded() -> None:
     n = handshake._MAX_FAILED_SOURCES + 500
     for i in range(n):
         junk = first + tag + bytes(8) + rng.randbytes(handshake.INITIATION_SIZE - 14)
-        assert resp.receive_datagram(junk, (f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 9), i) == []
+        resp.receive_datagram(junk, (f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 9), i)
+        assert resp.datagrams_to_send(i) == []
     failed = resp.take_failures()
     assert len(failed) == handshake._MAX_FAILED_SOURCES
     assert failed[-1] == ((f"10.0.{(n - 1) >> 8}.{(n - 1) & 255}", 9), 1)
     assert resp.take_failures() == []
+
+
+def test_handshake_reply_queue_keeps_the_newest() -> None:
+    """Replies wait in the responder until ``datagrams_to_send``: a flood
+    between two drains (the driver drains after each datagram; a library
+    user may drain less) keeps the newest replies, one per datagram, within
+    3x, and counts the rest."""
+    from crust.handshake.responder import _MAX_QUEUED_REPLIES
+
+    me = Identity.generate()
+    # Under load from the first initiation: every one gets a cookie reply.
+    resp = handshake.Responder(me, "tables-test", cookie_policy=handshake.CookiePolicy(rate=1e-3))
+    initiation = handshake.Initiator(
+        Identity.generate(), "tables-test", remote=None, local_cid=b"\x01" * 8, now=0
+    ).datagrams_to_send(0)[0]
+    n = _MAX_QUEUED_REPLIES + 500
+    addrs = [(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 9) for i in range(n)]
+    for i, addr in enumerate(addrs):
+        resp.receive_datagram(initiation, addr, i)
+        assert len(resp._outbox) <= _MAX_QUEUED_REPLIES
+    assert resp.stats["cookie_replies"] == n
+    assert resp.stats["replies_dropped"] == n - _MAX_QUEUED_REPLIES
+    replies = resp.datagrams_to_send(n)
+    assert [a for _, a in replies] == addrs[-_MAX_QUEUED_REPLIES:]
+    assert all(r[0] == 0xC4 and len(r) <= 3 * len(initiation) for r, _ in replies)
+    assert resp.datagrams_to_send(n) == []
+    # Drained after each datagram, as the driver does: one reply each, none lost.
+    for i in range(3):
+        addr = ("10.200.0.1", 100 + i)
+        resp.receive_datagram(initiation, addr, n + i)
+        [(reply, to)] = resp.datagrams_to_send(n + i)
+        assert to == addr and reply[0] == 0xC4
+    assert resp.stats["replies_dropped"] == n - _MAX_QUEUED_REPLIES
 
 
 def test_bootstrap_candidates_are_bounded() -> None:

@@ -56,7 +56,8 @@ def handshake(
     )
     for _ in range(4):
         for d in ini.datagrams_to_send(0):
-            for reply, _addr in resp.receive_datagram(d, A_ADDR, 0):
+            resp.receive_datagram(d, A_ADDR, 0)
+            for reply, _addr in resp.datagrams_to_send(0):
                 ini.receive_datagram(reply, B_ADDR, 0)
     return ini, resp
 

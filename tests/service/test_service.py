@@ -221,6 +221,38 @@ def test_misuse_gives_precise_errors() -> None:
     run(main())
 
 
+def test_connect_and_dial_are_the_node_cores_over_one_hook() -> None:
+    """Node.connect and Node.dial take the one signature and hand the facade
+    its hook: the application's peer or the node's, the default time limit,
+    the reflection charge (design note 0074)."""
+    from crust.node import Charge, Node, Target
+
+    calls: list[tuple[Any, ...]] = []
+
+    class Recording(Node):
+        async def _connect(
+            self, target: Target, peer_id: Any, limit: float, for_app: bool, charge: Charge
+        ) -> Any:
+            calls.append((target, peer_id, limit, for_app, charge))
+            return None
+
+    def charge(n: int) -> bool:
+        return True
+
+    rec = Recording(ServiceConfig(identity=Identity.generate(), connect_timeout=7.0))
+    pid = Identity.generate().peer_id
+    asyncio.run(rec.connect(("192.0.2.1", 1), peer_id=pid))
+    asyncio.run(rec.dial("192.0.2.2:2", timeout=3.0, charge=charge))
+    asyncio.run(rec.dial(pid))
+    assert calls == [
+        (("192.0.2.1", 1), pid, 7.0, True, None),
+        ("192.0.2.2:2", None, 3.0, False, charge),
+        (pid, None, 7.0, False, None),
+    ]
+    assert Service.connect is Node.connect and Service.dial is Node.dial
+    assert Service._connect is not Node._connect
+
+
 def test_connect_by_peer_id_after_first_contact() -> None:
     async def main() -> None:
         async with node() as a, node() as b:

@@ -38,7 +38,8 @@ def test_seed_corpus_matches_the_wire_format() -> None:
         assert corpus[name][0] == first, name
     responder = target.handshake.Responder(target.BOB, target.NET)
     for name in ("xx_initiation", "ik_initiation"):
-        assert len(responder.receive_datagram(corpus[name], target.A_ADDR, 0)) == 1, name
+        responder.receive_datagram(corpus[name], target.A_ADDR, 0)
+        assert len(responder.datagrams_to_send(0)) == 1, name
 
 
 def test_plain_fuzz_loop() -> None:

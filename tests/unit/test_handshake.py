@@ -35,6 +35,7 @@ from crust.handshake import (
     network_tag,
 )
 from crust.identity import Identity, IdentityError, InvalidPeerId, PeerId
+from crust.wire import Address as Addr
 
 ALICE = Identity.from_seed(b"\x01" * 32)
 BOB = Identity.from_seed(b"\x02" * 32)
@@ -45,6 +46,13 @@ B_ADDR = ("198.51.100.2", 5000)
 CID = b"\xaa" * 8
 
 Drop = Callable[[bytes], bool]
+
+
+def answer(resp: Responder, data: bytes, addr: Addr, now: int) -> list[tuple[bytes, Addr]]:
+    """One datagram in, the replies out: receive, then drain (as the
+    driver does after every datagram)."""
+    resp.receive_datagram(data, addr, now)
+    return resp.datagrams_to_send(now)
 
 
 def initiator(remote: PeerId | None = None, network: str = NET, now: int = 0) -> Initiator:
@@ -74,7 +82,7 @@ class Wire:
                 if self.drop is not None and self.drop(d):
                     continue
                 self.from_a += len(d)
-                for reply, addr in self.resp.receive_datagram(d, A_ADDR, now):
+                for reply, addr in answer(self.resp, d, A_ADDR, now):
                     assert addr == A_ADDR
                     assert len(reply) <= 3 * len(d)
                     self.to_a += len(reply)
@@ -285,7 +293,7 @@ def test_other_protocol_version_is_dropped(caplog: pytest.LogCaptureFixture) -> 
     resp = Responder(BOB, NET)
     packet = bytearray(initiator().datagrams_to_send(0)[0])
     packet[1] = 2
-    assert resp.receive_datagram(bytes(packet), A_ADDR, 0) == []
+    assert answer(resp, bytes(packet), A_ADDR, 0) == []
     assert resp.stats["version"] == 1
     assert "protocol version 2, ours is 1" in caplog.text
 
@@ -322,7 +330,7 @@ def test_random_datagrams_get_silence_and_cost_no_dh(dh_calls: Counter[str]) -> 
     n = 100_000
     for i in range(n):
         addr = (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 1000 + i % 50000)
-        assert resp.receive_datagram(junk(rng, tag), addr, i * 10) == []
+        assert answer(resp, junk(rng, tag), addr, i * 10) == []
     assert sum(dh_calls.values()) == 0
     assert resp.pending == 0 and resp.take_completed() == [] and not resp._sources
     st = resp.stats
@@ -373,7 +381,7 @@ def test_mutated_handshake_packets_get_silence(dh_calls: Counter[str]) -> None:
     rng = random.Random(2)
     for i in range(10_000):
         mutant = mutate(rng, rng.choice(packets))
-        assert resp.receive_datagram(mutant, A_ADDR, 1 + i) == [], mutant.hex()
+        assert answer(resp, mutant, A_ADDR, 1 + i) == [], mutant.hex()
     assert sum(dh_calls.values()) == 0
     assert resp.pending == 1 and resp.take_completed() == []
     assert resp.stats["datagrams"] - before["datagrams"] == 10_000
@@ -387,9 +395,9 @@ def test_mutated_handshake_packets_get_silence(dh_calls: Counter[str]) -> None:
         base, key = (finish, xx_key) if i % 2 else (ik_initiation, ik_key)
         data = bytearray(base)
         data[rng.randrange(22, len(data) - 32)] ^= 1 << rng.randrange(8)
-        assert resp.receive_datagram(remac(bytes(data), key), A_ADDR, 20_000) == []
+        assert answer(resp, remac(bytes(data), key), A_ADDR, 20_000) == []
     assert resp.stats["noise"] == 300 and resp.pending == 1
-    resp.receive_datagram(finish, A_ADDR, 30_000)
+    answer(resp, finish, A_ADDR, 30_000)
     assert len(resp.take_completed()) == 1
 
 
@@ -416,11 +424,11 @@ def test_amplification_stays_under_3x_with_cookies_loss_and_retransmits() -> Non
     # A spoofed victim gets at most 3x what the attacker spent, per packet.
     victim = ("203.0.113.9", 53)
     for packet in valid_packets():
-        for reply, _ in resp.receive_datagram(packet, victim, 10):
+        for reply, _ in answer(resp, packet, victim, 10):
             assert len(reply) <= 3 * len(packet)
     # Initiations below the padded size are not answered at all.
     short = initiator().datagrams_to_send(0)[0][: INITIATION_SIZE - 1]
-    assert resp.receive_datagram(short, A_ADDR, 10) == []
+    assert answer(resp, short, A_ADDR, 10) == []
     assert resp.stats["short_initiation"] == 1
 
 
@@ -444,7 +452,7 @@ def test_flood_gets_cookie_replies_without_dh(dh_calls: Counter[str]) -> None:
     for i in range(5_000):
         now = i * 100  # 10,000 initiations/s for 0.5 s
         addr = (f"10.9.{i >> 8 & 255}.{i & 255}", 1024 + i)
-        for reply, _ in resp.receive_datagram(flood_initiation(template, i), addr, now):
+        for reply, _ in answer(resp, flood_initiation(template, i), addr, now):
             if reply[0] == 0xC4:
                 cookie_replies += 1
                 assert len(reply) == 78
@@ -457,7 +465,7 @@ def test_flood_gets_cookie_replies_without_dh(dh_calls: Counter[str]) -> None:
     # A legitimate initiator, arriving in the flood, still gets through.
     ini = Initiator(ALICE, NET, remote=None, local_cid=CID, now=now, addr=B_ADDR)
     for _ in range(rate * 2):  # keep the responder under load
-        resp.receive_datagram(flood_initiation(template, 9_999), ("10.8.0.1", 1), now)
+        answer(resp, flood_initiation(template, 9_999), ("10.8.0.1", 1), now)
     wire = Wire(ini, resp)
     wire.exchange(now)
     assert ini.stats["cookie_replies"] == 1
@@ -480,7 +488,7 @@ def test_completed_handshakes_do_not_put_the_responder_under_load() -> None:
     assert resp.stats["cookie_replies"] == 0 and len(resp.take_completed()) == 60
     template = initiator().datagrams_to_send(0)[0]
     for i in range(48):  # initiations never finished: 3/4 of the table
-        resp.receive_datagram(flood_initiation(template, i), (f"10.7.0.{i}", 1), 0)
+        answer(resp, flood_initiation(template, i), (f"10.7.0.{i}", 1), 0)
     assert resp.unfinished == 48
     ini = Initiator(ALICE, NET, remote=None, local_cid=CID, now=0, addr=B_ADDR)
     Wire(ini, resp).exchange(0)
@@ -491,7 +499,7 @@ def test_cookie_replies_cannot_make_the_initiator_chatty() -> None:
     busy = Responder(BOB, NET, cookie_policy=CookiePolicy(rate=1e-3))
     ini = initiator()
     initiation = ini.datagrams_to_send(0)[0]
-    replies = [busy.receive_datagram(initiation, (f"10.6.0.{n}", n), 0)[0][0] for n in range(5)]
+    replies = [answer(busy, initiation, (f"10.6.0.{n}", n), 0)[0][0] for n in range(5)]
     for reply in replies:  # five different cookies (one per address)
         ini.receive_datagram(reply, B_ADDR, 0)
     assert ini.stats["cookie_replies"] == 5
@@ -507,10 +515,10 @@ def test_retransmitted_initiation_gets_the_same_response(dh_calls: Counter[str])
         resp = Responder(BOB, NET)
         initiation = initiator(remote).datagrams_to_send(0)[0]
         dh_calls.clear()
-        first = resp.receive_datagram(initiation, A_ADDR, 0)
-        again = resp.receive_datagram(initiation, A_ADDR, 400_000)
+        first = answer(resp, initiation, A_ADDR, 0)
+        again = answer(resp, initiation, A_ADDR, 400_000)
         # A copy from another address is a replay: no answer there.
-        moved = resp.receive_datagram(initiation, ("192.0.2.77", 4001), 800_000)
+        moved = answer(resp, initiation, ("192.0.2.77", 4001), 800_000)
         assert first[0][0] == again[0][0] and again[0][1] == A_ADDR and moved == []
         assert dh_calls["dh"] == dh_per_handshake and dh_calls["keygen"] == 1
         assert resp.stats["retransmits"] == 1 and resp.stats["replayed"] == 1
@@ -522,10 +530,10 @@ def test_pending_table_is_bounded_and_expires() -> None:
     resp = Responder(BOB, NET, max_pending=64, pending_timeout_us=1_000_000)
     template = initiator().datagrams_to_send(0)[0]
     for i in range(500):
-        resp.receive_datagram(flood_initiation(template, i), (f"10.7.0.{i % 250}", i), i)
+        answer(resp, flood_initiation(template, i), (f"10.7.0.{i % 250}", i), i)
     # Past three quarters full, new initiations must bring a cookie.
     assert resp.pending == 48 and resp.stats["cookie_replies"] == 500 - 48
-    resp.receive_datagram(b"", A_ADDR, 2_000_000)
+    answer(resp, b"", A_ADDR, 2_000_000)
     assert resp.pending == 0 and not resp._by_cid
 
 

@@ -29,7 +29,9 @@ def test_handshake_packets_are_read_by_the_accessors() -> None:
     assert initiation[1:6] == long_header_prefix(NET)
     assert wire.dst_cid(initiation) == bytes(8)  # not yet known
     assert wire.src_cid(initiation) == b"\xaa" * 8
-    [(response, _)] = Responder(BOB, NET).receive_datagram(initiation, ("192.0.2.1", 1), 0)
+    resp = Responder(BOB, NET)
+    resp.receive_datagram(initiation, ("192.0.2.1", 1), 0)
+    [(response, _)] = resp.datagrams_to_send(0)
     # The response is addressed to the initiator's id: what udp.py routes on.
     assert wire.dst_cid(response) == b"\xaa" * 8
     assert wire.packet_type(response) == 2
