@@ -257,10 +257,10 @@ class Node(abc.ABC):
         self._retired: dict[int, Link] = {}
         # Duplicate connections on their way out (crust.retirement).
         self._retiring = Retirements(self._retire)
-        # A peer's second connection from the same initiator, until the
-        # initiator shows which one it uses (on_established): at most one
-        # per peer, by id(peer): (link, its handshake, its expiry timer).
-        self._standby: dict[int, tuple[Link, HandshakeResult, asyncio.TimerHandle]] = {}
+        # A peer's second connection, until its dialler shows what it does
+        # with it (_hold_standby): at most one per peer, by id(peer):
+        # (link, its handshake, same initiator as the peer's link, expiry).
+        self._standby: dict[int, tuple[Link, HandshakeResult, bool, asyncio.TimerHandle]] = {}
         # Where each peer we dialled was (connect(peer_id) dials it again):
         # the most recent _KNOWN_ADDRESSES, as gossip can make us dial
         # any number of ids over a node's life.
@@ -546,46 +546,16 @@ class Node(abc.ABC):
             self._close_link(link, CODE_DUPLICATE, graceful=False)
             return None
         self.traversal.on_established(link, result)
-        initiator = pid if incoming else self.id
         existing = self._peers.get(pid)
         if existing is not None and existing.is_connected:
-            old_init = existing.id if existing.incoming else self.id
-            new_key = (not link.path.endswith("-tcp"), bytes(initiator))
-            old_key = (not existing.path.endswith("-tcp"), bytes(old_init))
-            # Same transport and initiator: one side dialled twice (a gossip
-            # dial while the application's own was in flight, or a redial
-            # because its copy of the old one is gone). The initiator
-            # decides: the new one when the old never heard a packet, else
-            # the old one. The other end cannot tell what the initiator saw,
-            # so it follows what the initiator does (design note 0075).
-            same = new_key == old_key
-            if same and incoming:
-                self._hold_standby(existing, link, result)
-                return existing
-            orphan = existing.link.conn.stats()["rx_packets"] == 0
-            if new_key < old_key or (same and orphan):
-                old, old_result = existing.link, existing.extra
-                existing._link = link
-                existing.incoming = incoming
-                existing.extra = result
-                self._by_link[id(link)] = existing
-                if isinstance(old_result, HandshakeResult):
-                    # Each may have sent on the old one: the RETIRE
-                    # exchange delivers what is in flight there first.
-                    self._by_link.pop(id(old), None)
-                    self._retiring.begin(old, existing, old_result)
-                else:
-                    self._retire(old)
-                existing._on_writable()  # a sender blocked on the old one retries
-                existing.why = _path_why(link, incoming) + " (replaced a duplicate connection)"
-                self.discovery.on_link_replaced(existing)
-            elif new_key != old_key:
-                # The peer may have sent on this one (its first) already.
-                self._retiring.begin(link, existing, result)
+            if incoming and result.pattern == "IK" and not link.conn.stats()["rx_packets"]:
+                # An IK responder's connection exists before its dialler's,
+                # which may yet give it up (its dial timed out, or was
+                # refused a retransmission): decide once it is heard from.
+                same = self._same_key(existing, link, incoming)
+                self._hold_standby(existing, link, result, same=same)
             else:
-                # A replayed handshake (or a second dial while the first
-                # lives): nothing was sent on it.
-                self._retire(link)
+                self._resolve_duplicate(existing, link, result, incoming)
             return existing
         if not self._make_room(link):
             return None
@@ -753,8 +723,8 @@ class Node(abc.ABC):
                 self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
         if peer is not None and retiring is None and peer.link is not link:
             entry = self._standby.get(id(peer))
-            if entry is not None and entry[0] is link and link.conn.stats()["rx_msgs"]:
-                self._promote(peer, retire_old=True)
+            if entry is not None and entry[0] is link:
+                self._standby_heard(peer, link, entry[1], same=entry[2])
         if delivered and peer is not None:
             peer.last_used = time.monotonic()
             if peer._inbox and not peer._direct:
@@ -806,7 +776,7 @@ class Node(abc.ABC):
         entry = self._standby.get(id(peer))
         if entry is not None and entry[0] is link:
             del self._standby[id(peer)]
-            entry[2].cancel()
+            entry[3].cancel()
             return
         if peer.link is not link:
             return
@@ -930,18 +900,74 @@ class Node(abc.ABC):
             link.conn.close(now_us(), code, graceful)
         link.kick()
 
-    # -- a second connection from the same initiator (design note 0075) ---------
+    # -- duplicate connections (design notes 0025, 0075) --------------------------
 
-    def _hold_standby(self, peer: Peer, link: Link, result: HandshakeResult) -> None:
-        """Keep ``link`` (the peer dialled us again) beside the peer's link:
-        what arrives on it is the peer's, and the first message on it
-        makes it the peer's link (:meth:`_promote`)."""
+    def _same_key(self, existing: Peer, link: Link, incoming: bool) -> bool:
+        """Whether ``link`` and the peer's link have the same transport
+        class and initiator (the rule of 0025 cannot tell them apart)."""
+        return link.path.endswith("-tcp") == existing.path.endswith("-tcp") and (
+            incoming == existing.incoming
+        )
+
+    def _resolve_duplicate(
+        self, existing: Peer, link: Link, result: HandshakeResult, incoming: bool
+    ) -> None:
+        """A second connection to a connected peer, both ends holding it:
+        keep one by a rule both ends agree on, retire the other."""
+        initiator = existing.id if incoming else self.id
+        old_init = existing.id if existing.incoming else self.id
+        new_key = (not link.path.endswith("-tcp"), bytes(initiator))
+        old_key = (not existing.path.endswith("-tcp"), bytes(old_init))
+        # Same transport and initiator: one side dialled twice (a gossip
+        # dial while the application's own was in flight, or a redial
+        # because its copy of the old one is gone). The initiator decides:
+        # the new one when the old never heard a packet, else the old one.
+        # The other end cannot tell what the initiator saw, so it follows
+        # what the initiator does (a standby, design note 0075).
+        same = new_key == old_key
+        if same and incoming:
+            self._hold_standby(existing, link, result, same=True)
+            return
+        orphan = existing.link.conn.stats()["rx_packets"] == 0
+        if new_key < old_key or (same and orphan):
+            old, old_result = existing.link, existing.extra
+            existing._link = link
+            existing.incoming = incoming
+            existing.extra = result
+            self._by_link[id(link)] = existing
+            if isinstance(old_result, HandshakeResult):
+                # Each may have sent on the old one: the RETIRE exchange
+                # delivers what is in flight there first.
+                self._by_link.pop(id(old), None)
+                self._retiring.begin(old, existing, old_result)
+            else:
+                self._retire(old)
+            existing._on_writable()  # a sender blocked on the old one retries
+            existing.why = _path_why(link, incoming) + " (replaced a duplicate connection)"
+            self.discovery.on_link_replaced(existing)
+        elif not same:
+            # The peer may have sent on this one (its first) already.
+            self._by_link.pop(id(link), None)
+            self._retiring.begin(link, existing, result)
+        else:
+            # A second dial of ours while the first lives: nothing was
+            # sent on it.
+            self._retire(link)
+
+    def _hold_standby(
+        self, peer: Peer, link: Link, result: HandshakeResult, *, same: bool
+    ) -> None:
+        """Keep ``link`` beside the peer's link until its dialler shows what
+        it does: what arrives on it is the peer's. ``same`` (the peer
+        dialled us twice): the first message on it makes it the peer's link.
+        Otherwise (an IK connection not heard from yet) the first packet
+        on it shows the dialler holds it, and the rule of 0025 decides."""
         old = self._standby.pop(id(peer), None)
         if old is not None:
-            old[2].cancel()
+            old[3].cancel()
             self._retire(old[0])
         timer = asyncio.get_running_loop().call_later(_STANDBY_WAIT, self._standby_expired, peer)
-        self._standby[id(peer)] = (link, result, timer)
+        self._standby[id(peer)] = (link, result, same, timer)
         self._by_link[id(link)] = peer
         if result.pattern == "XX":
             # The dialler counts an XX finish lost until it hears a packet
@@ -949,6 +975,20 @@ class Node(abc.ABC):
             with contextlib.suppress(CrustError):
                 link.conn.probe_path(now_us())
             link.kick()
+
+    def _standby_heard(
+        self, peer: Peer, link: Link, result: HandshakeResult, *, same: bool
+    ) -> None:
+        """Something arrived on the peer's standby ``link``."""
+        st = link.conn.stats()
+        if same:
+            if st["rx_msgs"]:
+                self._promote(peer, retire_old=True)
+        elif st["rx_packets"] and not link.conn.is_closed:
+            # Its dialler holds it: an ordinary duplicate now.
+            entry = self._standby.pop(id(peer))
+            entry[3].cancel()
+            self._resolve_duplicate(peer, link, result, incoming=True)
 
     def _standby_expired(self, peer: Peer) -> None:
         entry = self._standby.pop(id(peer), None)
@@ -959,7 +999,7 @@ class Node(abc.ABC):
         """The peer is closing: its standby goes with it."""
         entry = self._standby.pop(id(peer), None)
         if entry is not None:
-            entry[2].cancel()
+            entry[3].cancel()
             self._by_link.pop(id(entry[0]), None)
             self._close_link(entry[0], code, graceful=False)
             self._retired[id(entry[0])] = entry[0]
@@ -970,10 +1010,11 @@ class Node(abc.ABC):
         entry = self._standby.pop(id(peer), None)
         if entry is None:
             return False
-        link, result, timer = entry
+        link, result, _same, timer = entry
         timer.cancel()
         old, old_result = peer.link, peer.extra
         peer._link = link
+        peer.incoming = True  # a standby is always one the peer dialled
         peer.extra = result
         if retire_old:
             self._by_link.pop(id(old), None)

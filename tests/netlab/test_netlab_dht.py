@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from capability import missing
+from figures import figure
 from lab import BOOTSTRAP_IP, Lab, Node, Proc
 
 AGENT = Path(__file__).with_name("dht_agent.py")
@@ -39,12 +40,6 @@ TRIALS = max(1, int(os.environ.get("CRUST_NETLAB_DHT_TRIALS", "5")))
 DHT_NODES = 50
 
 
-def figure(name: str, **values: Any) -> None:
-    print(f"\nFIGURE {name}: {json.dumps(values)}")
-    path = os.environ.get("CRUST_FIGURES")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps({"figure": name, **values}) + "\n")
 
 
 class Agent:

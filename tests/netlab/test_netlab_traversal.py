@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import figures
 import pytest
 from lab import BOOTSTRAP_IP, Lab, Node, Proc
 
@@ -162,6 +163,7 @@ def test_traversal_matrix(netlab: Lab) -> None:
     print("\nNAT traversal matrix:")
     for k, v in table.items():
         print(f"  {k:28s} {json.dumps(v)}")
+    figures.append({"figure": "nat_traversal_matrix", "trials": TRIALS, "table": table})
 
     def check(name: str, paths: set[str], min_ok: int = TRIALS) -> None:
         v = table[name]

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from capability import missing
+from figures import figure
 
 try:
     from dht_lab import LAB_SETTINGS, PrivateDht, sockets_off_loopback
@@ -35,14 +36,6 @@ from crust.identity import Identity
 TRIALS = int(os.environ.get("CRUST_DHT_TRIALS", "2"))
 
 
-def figure(name: str, **values: Any) -> None:
-    """A measured figure: printed (pytest -s) and appended to
-    ``$CRUST_FIGURES`` as a JSON line when set."""
-    print(f"\nFIGURE {name}: {json.dumps(values)}")
-    path = os.environ.get("CRUST_FIGURES")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps({"figure": name, **values}) + "\n")
 
 
 @pytest.fixture(scope="module")

@@ -205,3 +205,49 @@ def test_a_replayed_initiation_cannot_take_over_a_live_connection(
             rec.inside.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_an_abandoned_ik_dial_does_not_displace_a_working_connection() -> None:
+    """An IK responder holds its connection one message before the dialler,
+    which may still give it up (its dial timed out, or its retransmission
+    was refused by the reflection budget): the responder must not switch a
+    working connection to that one, though the rule of 0025 prefers it (the
+    smaller initiator id). Seen in the 100-node mesh: a gossip dial given up
+    after its first initiation; the responder moved the peer to a connection
+    nobody else held, and its messages never left."""
+    import os
+    import socket
+
+    from crust.handshake import Initiator
+    from crust.peer import now_us
+
+    ids = sorted((Identity.generate() for _ in range(2)), key=lambda i: bytes(i.peer_id))
+    small, large = ids  # the dialler's id must be the smaller: its connection "wins"
+
+    async def main() -> None:
+        cfg_a = _cfg(tcp=False).replace(identity=large)
+        cfg_b = _cfg(tcp=False).replace(identity=small)
+        async with Service(cfg_a) as a, Service(cfg_b) as b:
+            pa = await a.connect(b.endpoints[0], peer_id=b.id)  # initiator: a (larger id)
+            a.maintain(pa)
+            await asyncio.sleep(0.2)
+            pb = b.peers[0]
+            # b's identity dials a by IK and gives up after the initiation.
+            ini = Initiator(
+                small, cfg_b.network, remote=a.id, local_cid=os.urandom(8), now=now_us()
+            )
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                for d in ini.datagrams_to_send(now_us()):
+                    s.sendto(d, a.endpoints[0])
+                for _ in range(100):
+                    if a.stats()["live"]["standby"]:
+                        break
+                    await asyncio.sleep(0.01)
+                await pa.send(b"after the abandoned dial")
+                got = await asyncio.wait_for(pb.recv(), 5)
+                assert got.data == b"after the abandoned dial"
+                assert pa.is_connected and pb.is_connected and a.peers == [pa]
+                assert a.stats()["live"]["standby"] == 1, a.stats()["live"]
+
+    asyncio.run(asyncio.wait_for(main(), 60))
