@@ -141,8 +141,8 @@ def test_hundred_nodes_all_to_all() -> None:
                 )
             except TimeoutError:
                 missing = [
-                    f"{index[a.id]}->{index[b.id]}: {p!r} closed: {p.closed_reason!r} why: {p.why!r} "
-                    f"{p.stats}, receiver has "
+                    f"{index[a.id]}->{index[b.id]}: {p!r} closed: {p.closed_reason!r} "
+                    f"why: {p.why!r} {p.stats}, receiver has "
                     f"{[q for q in b.peers if q.id == a.id]}"
                     for p, (a, b) in zip(peers, pairs, strict=True)
                     if index[a.id] not in senders[index[b.id]]
