@@ -89,13 +89,13 @@ logger = logging.getLogger("crust.service")
 
 _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 
-# A second connection with the same initiator (design note 0075): the
-# initiator decides which one it uses; the other end holds the newcomer as
-# the peer's standby (one per peer) until a message on it shows the choice,
-# and lets it go after _STANDBY_WAIT seconds if none comes (a replayed
-# handshake never sends one). Longer than the initiator's RETIRE_WAIT: an
-# initiator that switched to the new one but sends nothing closes the old
-# one by then, and that promotes the standby here.
+# A second connection its dialler may not hold (design note 0075: it dialled
+# twice, or gave up an IK dial after the initiation): the responder holds
+# it as the peer's standby (one per peer) until the dialler shows what it
+# does with it, and lets it go after _STANDBY_WAIT seconds if nothing shows
+# (a replayed handshake never does). Longer than RETIRE_WAIT: a dialler
+# that switched to the new one but sends nothing closes the old one by
+# then, and that promotes the standby here.
 _STANDBY_WAIT = RETIRE_WAIT + 5.0
 
 _RETIRE_KIND = bytes((control.ControlKind.RETIRE,))
