@@ -554,6 +554,11 @@ class Node(abc.ABC):
                 # refused a retransmission): decide once it is heard from.
                 same = self._same_key(existing, link, incoming)
                 self._hold_standby(existing, link, result, same=same)
+            elif self.unheard(existing):
+                # The other way round: the peer's link is such a connection
+                # and this one is held at both ends. Use this one; the
+                # other stands by until it is heard from.
+                self._switch_to_standby(existing, link, result, incoming)
             else:
                 self._resolve_duplicate(existing, link, result, incoming)
             return existing
@@ -721,10 +726,8 @@ class Node(abc.ABC):
                     self._report_violation(link, peer)
                 why = _CODE_REASONS.get(code) if code else None
                 self.on_link_lost(link, why or _CLOSE_REASONS.get(reason, f"closed ({reason})"))
-        if peer is not None and retiring is None and peer.link is not link:
-            entry = self._standby.get(id(peer))
-            if entry is not None and entry[0] is link:
-                self._standby_heard(peer, link, entry[1], same=entry[2])
+        if peer is not None and retiring is None and id(peer) in self._standby:
+            self._standby_heard(peer, link)
         if delivered and peer is not None:
             peer.last_used = time.monotonic()
             if peer._inbox and not peer._direct:
@@ -902,6 +905,34 @@ class Node(abc.ABC):
 
     # -- duplicate connections (design notes 0025, 0075) --------------------------
 
+    def unheard(self, peer: Peer) -> bool:
+        """Whether the peer's link is an IK connection it dialled that has
+        not heard from it yet: the dialler may have given it up (design
+        note 0075), so a connect() dials again rather than reuse it."""
+        result = peer.extra
+        return (
+            peer.incoming
+            and isinstance(result, HandshakeResult)
+            and result.pattern == "IK"
+            and not peer.link.conn.stats()["rx_packets"]
+        )
+
+    def _switch_to_standby(
+        self, peer: Peer, link: Link, result: HandshakeResult, incoming: bool
+    ) -> None:
+        """Make ``link`` the peer's link and its unheard one the standby."""
+        old, old_result = peer.link, peer.extra
+        assert isinstance(old_result, HandshakeResult)
+        same = self._same_key(peer, link, incoming)
+        peer._link = link
+        peer.incoming = incoming
+        peer.extra = result
+        self._by_link[id(link)] = peer
+        self._hold_standby(peer, old, old_result, same=same)
+        peer._on_writable()
+        peer.why = _path_why(link, incoming) + " (replaced an unconfirmed connection)"
+        self.discovery.on_link_replaced(peer)
+
     def _same_key(self, existing: Peer, link: Link, incoming: bool) -> bool:
         """Whether ``link`` and the peer's link have the same transport
         class and initiator (the rule of 0025 cannot tell them apart)."""
@@ -976,18 +1007,24 @@ class Node(abc.ABC):
                 link.conn.probe_path(now_us())
             link.kick()
 
-    def _standby_heard(
-        self, peer: Peer, link: Link, result: HandshakeResult, *, same: bool
-    ) -> None:
-        """Something arrived on the peer's standby ``link``."""
-        st = link.conn.stats()
+    def _standby_heard(self, peer: Peer, link: Link) -> None:
+        """Something arrived on ``link``, the peer's link or its standby."""
+        link_, result, same, timer = self._standby[id(peer)]
         if same:
-            if st["rx_msgs"]:
+            # The dialler retires the one it does not keep (a RETIRE): the
+            # messages on either one say nothing, some were sent before it
+            # chose.
+            if link is peer.link and self._retiring.retired_by_peer(link):
                 self._promote(peer, retire_old=True)
-        elif st["rx_packets"] and not link.conn.is_closed:
+            elif link is link_ and self._retiring.retired_by_peer(link):
+                del self._standby[id(peer)]
+                timer.cancel()
+                self._by_link.pop(id(link), None)
+                self._retiring.begin(link, peer, result)
+        elif link is link_ and link.conn.stats()["rx_packets"] and not link.conn.is_closed:
             # Its dialler holds it: an ordinary duplicate now.
-            entry = self._standby.pop(id(peer))
-            entry[3].cancel()
+            del self._standby[id(peer)]
+            timer.cancel()
             self._resolve_duplicate(peer, link, result, incoming=True)
 
     def _standby_expired(self, peer: Peer) -> None:

@@ -97,6 +97,10 @@ class Retirements:
         if r is not None and not r.sent:
             self._send(r)
 
+    def retired_by_peer(self, link: Link) -> bool:
+        """Whether the peer's RETIRE came on ``link`` before we retired it."""
+        return id(link) in self._heard_early
+
     def on_retire(self, link: Link) -> None:
         """The peer's RETIRE arrived on ``link``."""
         r = self._by_link.get(id(link))

@@ -474,7 +474,7 @@ class Service(Node):
                 self._app_dialling.discard(pid)
         if remote is not None:
             existing = self._peers.get(remote)
-            if existing is not None and existing.is_connected:
+            if existing is not None and existing.is_connected and not self.unheard(existing):
                 return existing
         if self.is_blacklisted_address(addr) or (remote and remote in self._blacklist_ids):
             raise ConnectError(f"{target} is blacklisted")
@@ -500,7 +500,7 @@ class Service(Node):
 
     async def _connect_by_id(self, pid: PeerId, limit: float) -> Peer:
         existing = self._peers.get(pid)
-        if existing is not None and existing.is_connected:
+        if existing is not None and existing.is_connected and not self.unheard(existing):
             return existing
         if pid in self._blacklist_ids:
             raise ConnectError(f"{pid} is blacklisted")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import crust
 from crust import Identity, LostPeer, NewMessage, NewPeer, Service, ServiceConfig
 
 
@@ -207,22 +208,38 @@ def test_a_replayed_initiation_cannot_take_over_a_live_connection(
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
-def test_an_abandoned_ik_dial_does_not_displace_a_working_connection() -> None:
-    """An IK responder holds its connection one message before the dialler,
-    which may still give it up (its dial timed out, or its retransmission
-    was refused by the reflection budget): the responder must not switch a
-    working connection to that one, though the rule of 0025 prefers it (the
-    smaller initiator id). Seen in the 100-node mesh: a gossip dial given up
-    after its first initiation; the responder moved the peer to a connection
-    nobody else held, and its messages never left."""
+def _abandoned_ik_dial(
+    dialler: Identity, network: str, to: tuple[str, int], remote: crust.PeerId
+) -> None:
+    """One IK initiation under ``dialler``'s identity, then nothing: a dial
+    given up after its first datagram (timed out, or refused its
+    retransmission by the reflection budget)."""
     import os
     import socket
 
     from crust.handshake import Initiator
     from crust.peer import now_us
 
-    ids = sorted((Identity.generate() for _ in range(2)), key=lambda i: bytes(i.peer_id))
-    small, large = ids  # the dialler's id must be the smaller: its connection "wins"
+    ini = Initiator(dialler, network, remote=remote, local_cid=os.urandom(8), now=now_us())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        for d in ini.datagrams_to_send(now_us()):
+            s.sendto(d, to)
+
+
+def _small_and_large() -> tuple[Identity, Identity]:
+    a, b = sorted((Identity.generate() for _ in range(2)), key=lambda i: bytes(i.peer_id))
+    return a, b
+
+
+def test_an_abandoned_ik_dial_does_not_displace_a_working_connection() -> None:
+    """An IK responder holds its connection one message before the dialler,
+    which may still give it up: the responder must not switch a working
+    connection to that one, though the rule of 0025 prefers it (the smaller
+    initiator id). Seen in the 100-node mesh: a gossip dial given up after
+    its first initiation; the responder moved the peer to a connection
+    nobody else held, and its messages never left."""
+    small, large = _small_and_large()  # the dialler's id is the smaller: it "wins"
 
     async def main() -> None:
         cfg_a = _cfg(tcp=False).replace(identity=large)
@@ -232,22 +249,49 @@ def test_an_abandoned_ik_dial_does_not_displace_a_working_connection() -> None:
             a.maintain(pa)
             await asyncio.sleep(0.2)
             pb = b.peers[0]
-            # b's identity dials a by IK and gives up after the initiation.
-            ini = Initiator(
-                small, cfg_b.network, remote=a.id, local_cid=os.urandom(8), now=now_us()
-            )
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                for d in ini.datagrams_to_send(now_us()):
-                    s.sendto(d, a.endpoints[0])
-                for _ in range(100):
-                    if a.stats()["live"]["standby"]:
-                        break
-                    await asyncio.sleep(0.01)
-                await pa.send(b"after the abandoned dial")
-                got = await asyncio.wait_for(pb.recv(), 5)
-                assert got.data == b"after the abandoned dial"
-                assert pa.is_connected and pb.is_connected and a.peers == [pa]
-                assert a.stats()["live"]["standby"] == 1, a.stats()["live"]
+            _abandoned_ik_dial(small, cfg_b.network, a.endpoints[0], a.id)
+            for _ in range(100):
+                if a.stats()["live"]["standby"]:
+                    break
+                await asyncio.sleep(0.01)
+            await pa.send(b"after the abandoned dial")
+            got = await asyncio.wait_for(pb.recv(), 5)
+            assert got.data == b"after the abandoned dial"
+            assert pa.is_connected and pb.is_connected and a.peers == [pa]
+            assert a.stats()["live"]["standby"] == 1, a.stats()["live"]
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@pytest.mark.parametrize("by", ["address", "id"])
+def test_a_connect_after_an_abandoned_ik_dial_gets_a_working_peer(by: str) -> None:
+    """The other order: the abandoned IK dial came first, so the responder
+    has a peer on a connection its dialler never held; the application's
+    connect() must still give it a working peer (it returned that one, by
+    id, or kept it against its own dial, by address, and the message sat
+    there until the idle timeout: the rest of the 100-node flake)."""
+    small, large = _small_and_large()
+
+    async def main() -> None:
+        cfg_a = _cfg(tcp=False).replace(identity=large)
+        cfg_b = _cfg(tcp=False).replace(identity=small)
+        async with Service(cfg_a) as a, Service(cfg_b) as b:
+            _abandoned_ik_dial(small, cfg_b.network, a.endpoints[0], a.id)
+            for _ in range(200):
+                if a.peers:
+                    break
+                await asyncio.sleep(0.01)
+            assert [p.id for p in a.peers] == [b.id]
+            pid = b.id if by == "id" else None
+            pa = await a.connect(b.endpoints[0], peer_id=pid)
+            await pa.send(b"hello")
+            for _ in range(500):
+                if b.peers:
+                    break
+                await asyncio.sleep(0.01)
+            pb = b.peers[0]
+            got = await asyncio.wait_for(pb.recv(), 5)
+            assert got.data == b"hello"
+            assert pa.is_connected and pb.is_connected and a.peers == [pa]
 
     asyncio.run(asyncio.wait_for(main(), 60))
