@@ -97,6 +97,11 @@ _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 # that switched to the new one but sends nothing closes the old one by
 # then, and that promotes the standby here.
 _STANDBY_WAIT = RETIRE_WAIT + 5.0
+# Our own second dial that replaced one never heard from closes the old one
+# once the peer used the new one (polled every _RETIRE_POLL s), or after
+# _RETIRE_WAIT s: the peer's standby then becomes its link.
+_RETIRE_POLL = 0.02
+_RETIRE_WAIT = 5.0
 
 _RETIRE_KIND = bytes((control.ControlKind.RETIRE,))
 
@@ -951,14 +956,9 @@ class Node(abc.ABC):
         old_key = (not existing.path.endswith("-tcp"), bytes(old_init))
         # Same transport and initiator: one side dialled twice (a gossip
         # dial while the application's own was in flight, or a redial
-        # because its copy of the old one is gone). The initiator decides:
-        # the new one when the old never heard a packet, else the old one.
-        # The other end cannot tell what the initiator saw, so it follows
-        # what the initiator does (a standby, design note 0075).
+        # because its copy of the old one is gone): the new one when the
+        # old never heard a packet, else the old one.
         same = new_key == old_key
-        if same and incoming:
-            self._hold_standby(existing, link, result, same=True)
-            return
         orphan = existing.link.conn.stats()["rx_packets"] == 0
         if new_key < old_key or (same and orphan):
             old, old_result = existing.link, existing.extra
@@ -966,7 +966,12 @@ class Node(abc.ABC):
             existing.incoming = incoming
             existing.extra = result
             self._by_link[id(link)] = existing
-            if isinstance(old_result, HandshakeResult):
+            if same:
+                # Our own second dial, the old one never heard from: the
+                # peer holds the new one as a standby (or never got the
+                # old one); closing the old one makes the standby its link.
+                self._retire_when_confirmed(old, link)
+            elif isinstance(old_result, HandshakeResult):
                 # Each may have sent on the old one: the RETIRE exchange
                 # delivers what is in flight there first.
                 self._by_link.pop(id(old), None)
@@ -1000,9 +1005,10 @@ class Node(abc.ABC):
         timer = asyncio.get_running_loop().call_later(_STANDBY_WAIT, self._standby_expired, peer)
         self._standby[id(peer)] = (link, result, same, timer)
         self._by_link[id(link)] = peer
-        if result.pattern == "XX":
+        if result.pattern == "XX" and not link.path.endswith("-tcp"):
             # The dialler counts an XX finish lost until it hears a packet
-            # under the new keys; the peer's link would have sent one.
+            # under the new keys (over UDP; a stream loses nothing); the
+            # peer's link would have sent one.
             with contextlib.suppress(CrustError):
                 link.conn.probe_path(now_us())
             link.kick()
@@ -1062,6 +1068,19 @@ class Node(abc.ABC):
         peer._on_writable()  # a sender blocked on the old one retries
         self.discovery.on_link_replaced(peer)
         return True
+
+    def _retire_when_confirmed(self, old: Link, new: Link, waited: float = 0.0) -> None:
+        """Retire ``old`` once the peer has shown, by a packet on ``new``,
+        that it holds the new connection too, or after _RETIRE_WAIT. Until
+        then what still arrives on ``old`` is delivered as before."""
+        if id(old) not in self._by_link or self._closing:
+            return  # gone meanwhile
+        if new.conn.is_closed or new.conn.stats()["rx_packets"] or waited >= _RETIRE_WAIT:
+            self._retire(old)
+            return
+        asyncio.get_running_loop().call_later(
+            _RETIRE_POLL, self._retire_when_confirmed, old, new, waited + _RETIRE_POLL
+        )
 
     def _retire(self, link: Link) -> None:
         """A connection replaced by a better one: close it gracefully (its
