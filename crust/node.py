@@ -89,13 +89,13 @@ logger = logging.getLogger("crust.service")
 
 _CIPHER_NAMES = {aead: name for name, aead in CIPHERS.items()}
 
-# A second connection its dialler may not hold (design note 0075: it dialled
-# twice, or gave up an IK dial after the initiation): the responder holds
-# it as the peer's standby (one per peer) until the dialler shows what it
-# does with it, and lets it go after _STANDBY_WAIT seconds if nothing shows
-# (a replayed handshake never does). Longer than RETIRE_WAIT: a dialler
-# that switched to the new one but sends nothing closes the old one by
-# then, and that promotes the standby here.
+# A second connection its dialler may not hold (design note 0075: an IK
+# connection not heard from yet, its dial perhaps given up after the
+# initiation): held as the peer's standby (one per peer) until the dialler
+# shows what it does with it, and let go after _STANDBY_WAIT seconds if
+# nothing shows (a replayed handshake never does). Longer than RETIRE_WAIT:
+# a dialler that switched to the new one but sends nothing closes the old
+# one by then, and that promotes the standby here.
 _STANDBY_WAIT = RETIRE_WAIT + 5.0
 # Our own second dial that replaced one never heard from closes the old one
 # once the peer used the new one (polled every _RETIRE_POLL s), or after
@@ -994,10 +994,11 @@ class Node(abc.ABC):
         self, peer: Peer, link: Link, result: HandshakeResult, *, same: bool
     ) -> None:
         """Keep ``link`` beside the peer's link until its dialler shows what
-        it does: what arrives on it is the peer's. ``same`` (the peer
-        dialled us twice): the first message on it makes it the peer's link.
-        Otherwise (an IK connection not heard from yet) the first packet
-        on it shows the dialler holds it, and the rule of 0025 decides."""
+        it does: what arrives on it is the peer's. ``same`` (it and the
+        peer's link have one initiator: the peer dialled us twice): the
+        peer's RETIRE on one of them, or the close of one, decides.
+        Otherwise the first packet on it shows the dialler holds it, and
+        the rule of 0025 decides."""
         old = self._standby.pop(id(peer), None)
         if old is not None:
             old[3].cancel()
