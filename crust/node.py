@@ -967,9 +967,10 @@ class Node(abc.ABC):
             existing.extra = result
             self._by_link[id(link)] = existing
             if same:
-                # Our own second dial, the old one never heard from: the
-                # peer holds the new one as a standby (or never got the
-                # old one); closing the old one makes the standby its link.
+                # Our own second dial, the old one never heard from: close
+                # the old one once the peer used the new one (or after
+                # _RETIRE_WAIT); if the peer holds the new one as a standby,
+                # that close makes it the peer's link there.
                 self._retire_when_confirmed(old, link)
             elif isinstance(old_result, HandshakeResult):
                 # Each may have sent on the old one: the RETIRE exchange
