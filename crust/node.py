@@ -29,7 +29,7 @@ import resource
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from crust import _core, control
 from crust.admission import PreAuthTcp
@@ -215,6 +215,16 @@ class MapperPart(Protocol):
     def mappings(self) -> tuple[UpnpMapping, ...]: ...
 
 
+class _Standby(NamedTuple):
+    """A peer's second connection its dialler may not hold (0075)."""
+
+    link: Link
+    result: HandshakeResult
+    #: It and the peer's link have one initiator (the peer dialled twice).
+    same: bool
+    expiry: asyncio.TimerHandle
+
+
 class Node(abc.ABC):
     """The node core (see the module's docstring). Not made directly: a
     :class:`crust.Service` is one (it implements ``_connect``, the work of
@@ -263,9 +273,8 @@ class Node(abc.ABC):
         # Duplicate connections on their way out (crust.retirement).
         self._retiring = Retirements(self._retire)
         # A peer's second connection, until its dialler shows what it does
-        # with it (_hold_standby): at most one per peer, by id(peer):
-        # (link, its handshake, same initiator as the peer's link, expiry).
-        self._standby: dict[int, tuple[Link, HandshakeResult, bool, asyncio.TimerHandle]] = {}
+        # with it (_hold_standby): at most one per peer, by id(peer).
+        self._standby: dict[int, _Standby] = {}
         # Where each peer we dialled was (connect(peer_id) dials it again):
         # the most recent _KNOWN_ADDRESSES, as gossip can make us dial
         # any number of ids over a node's life.
@@ -781,10 +790,10 @@ class Node(abc.ABC):
         peer = self._by_link.pop(id(link), None)
         if peer is None:
             return
-        entry = self._standby.get(id(peer))
-        if entry is not None and entry[0] is link:
+        sb = self._standby.get(id(peer))
+        if sb is not None and sb.link is link:
             del self._standby[id(peer)]
-            entry[3].cancel()
+            sb.expiry.cancel()
             return
         if peer.link is not link:
             return
@@ -910,6 +919,14 @@ class Node(abc.ABC):
 
     # -- duplicate connections (design notes 0025, 0075) --------------------------
 
+    def connected_peer(self, pid: PeerId) -> Peer | None:
+        """The peer ``pid`` when a connect() may reuse it: connected, on a
+        link it is known to hold (:meth:`unheard`)."""
+        peer = self._peers.get(pid)
+        if peer is None or not peer.is_connected or self.unheard(peer):
+            return None
+        return peer
+
     def unheard(self, peer: Peer) -> bool:
         """Whether the peer's link is an IK connection it dialled that has
         not heard from it yet: the dialler may have given it up (design
@@ -929,14 +946,9 @@ class Node(abc.ABC):
         old, old_result = peer.link, peer.extra
         assert isinstance(old_result, HandshakeResult)
         same = self._same_key(peer, link, incoming)
-        peer._link = link
-        peer.incoming = incoming
-        peer.extra = result
-        self._by_link[id(link)] = peer
+        self._take_link(peer, link, result, incoming)
         self._hold_standby(peer, old, old_result, same=same)
-        peer._on_writable()
         peer.why = _path_why(link, incoming) + " (replaced an unconfirmed connection)"
-        self.discovery.on_link_replaced(peer)
 
     def _same_key(self, existing: Peer, link: Link, incoming: bool) -> bool:
         """Whether ``link`` and the peer's link have the same transport
@@ -944,6 +956,26 @@ class Node(abc.ABC):
         return link.path.endswith("-tcp") == existing.path.endswith("-tcp") and (
             incoming == existing.incoming
         )
+
+    def _take_link(self, peer: Peer, link: Link, result: HandshakeResult, incoming: bool) -> None:
+        """Make ``link`` (with its handshake) the one the peer's messages
+        go out on; what to do with the old one is the caller's."""
+        peer._link = link
+        peer.incoming = incoming
+        peer.extra = result
+        self._by_link[id(link)] = peer
+        peer._on_writable()  # a sender blocked on the old one retries
+        self.discovery.on_link_replaced(peer)
+
+    def _retire_duplicate(self, old: Link, peer: Peer, old_result: object) -> None:
+        """Retire a link the peer no longer uses: by the RETIRE exchange
+        (what either side sent on it is delivered first) when it has its
+        own handshake's keys, else by closing it."""
+        self._by_link.pop(id(old), None)
+        if isinstance(old_result, HandshakeResult):
+            self._retiring.begin(old, peer, old_result)
+        else:
+            self._retire(old)
 
     def _resolve_duplicate(
         self, existing: Peer, link: Link, result: HandshakeResult, incoming: bool
@@ -962,26 +994,17 @@ class Node(abc.ABC):
         orphan = existing.link.conn.stats()["rx_packets"] == 0
         if new_key < old_key or (same and orphan):
             old, old_result = existing.link, existing.extra
-            existing._link = link
-            existing.incoming = incoming
-            existing.extra = result
-            self._by_link[id(link)] = existing
+            self._take_link(existing, link, result, incoming)
             if same:
                 # Our own second dial, the old one never heard from: close
                 # the old one once the peer used the new one (or after
                 # _RETIRE_WAIT); if the peer holds the new one as a standby,
                 # that close makes it the peer's link there.
                 self._retire_when_confirmed(old, link)
-            elif isinstance(old_result, HandshakeResult):
-                # Each may have sent on the old one: the RETIRE exchange
-                # delivers what is in flight there first.
-                self._by_link.pop(id(old), None)
-                self._retiring.begin(old, existing, old_result)
             else:
-                self._retire(old)
-            existing._on_writable()  # a sender blocked on the old one retries
+                # Each may have sent on the old one.
+                self._retire_duplicate(old, existing, old_result)
             existing.why = _path_why(link, incoming) + " (replaced a duplicate connection)"
-            self.discovery.on_link_replaced(existing)
         elif not same:
             # The peer may have sent on this one (its first) already.
             self._by_link.pop(id(link), None)
@@ -991,9 +1014,7 @@ class Node(abc.ABC):
             # sent on it.
             self._retire(link)
 
-    def _hold_standby(
-        self, peer: Peer, link: Link, result: HandshakeResult, *, same: bool
-    ) -> None:
+    def _hold_standby(self, peer: Peer, link: Link, result: HandshakeResult, *, same: bool) -> None:
         """Keep ``link`` beside the peer's link until its dialler shows what
         it does: what arrives on it is the peer's. ``same`` (it and the
         peer's link have one initiator: the peer dialled us twice): the
@@ -1002,10 +1023,10 @@ class Node(abc.ABC):
         the rule of 0025 decides."""
         old = self._standby.pop(id(peer), None)
         if old is not None:
-            old[3].cancel()
-            self._retire(old[0])
-        timer = asyncio.get_running_loop().call_later(_STANDBY_WAIT, self._standby_expired, peer)
-        self._standby[id(peer)] = (link, result, same, timer)
+            old.expiry.cancel()
+            self._retire(old.link)
+        expiry = asyncio.get_running_loop().call_later(_STANDBY_WAIT, self._standby_expired, peer)
+        self._standby[id(peer)] = _Standby(link, result, same, expiry)
         self._by_link[id(link)] = peer
         if result.pattern == "XX" and not link.path.endswith("-tcp"):
             # The dialler counts an XX finish lost until it hears a packet
@@ -1017,64 +1038,58 @@ class Node(abc.ABC):
 
     def _standby_heard(self, peer: Peer, link: Link) -> None:
         """Something arrived on ``link``, the peer's link or its standby."""
-        link_, result, same, timer = self._standby[id(peer)]
-        if same:
+        sb = self._standby[id(peer)]
+        if sb.same:
             # The dialler retires the one it does not keep (a RETIRE): the
             # messages on either one say nothing, some were sent before it
             # chose.
             if link is peer.link and self._retiring.retired_by_peer(link):
                 self._promote(peer, retire_old=True)
-            elif link is link_ and self._retiring.retired_by_peer(link):
+            elif link is sb.link and self._retiring.retired_by_peer(link):
                 del self._standby[id(peer)]
-                timer.cancel()
-                self._by_link.pop(id(link), None)
-                self._retiring.begin(link, peer, result)
-        elif link is link_ and link.conn.stats()["rx_packets"] and not link.conn.is_closed:
+                sb.expiry.cancel()
+                self._retire_duplicate(link, peer, sb.result)
+        elif link is sb.link and link.conn.stats()["rx_packets"] and not link.conn.is_closed:
             # Its dialler holds it: an ordinary duplicate now.
             del self._standby[id(peer)]
-            timer.cancel()
-            self._resolve_duplicate(peer, link, result, incoming=True)
+            sb.expiry.cancel()
+            self._resolve_duplicate(peer, link, sb.result, incoming=True)
 
     def _standby_expired(self, peer: Peer) -> None:
-        entry = self._standby.pop(id(peer), None)
-        if entry is not None:
-            self._retire(entry[0])
+        sb = self._standby.pop(id(peer), None)
+        if sb is not None:
+            self._retire(sb.link)
 
     def _drop_standby(self, peer: Peer, code: int) -> None:
         """The peer is closing: its standby goes with it."""
-        entry = self._standby.pop(id(peer), None)
-        if entry is not None:
-            entry[3].cancel()
-            self._by_link.pop(id(entry[0]), None)
-            self._close_link(entry[0], code, graceful=False)
-            self._retired[id(entry[0])] = entry[0]
+        sb = self._standby.pop(id(peer), None)
+        if sb is not None:
+            sb.expiry.cancel()
+            self._by_link.pop(id(sb.link), None)
+            self._close_link(sb.link, code, graceful=False)
+            self._retired[id(sb.link)] = sb.link
 
     def _promote(self, peer: Peer, *, retire_old: bool) -> bool:
         """Make the peer's standby its link (the initiator uses it, or the
         old one is gone); True when there was one."""
-        entry = self._standby.pop(id(peer), None)
-        if entry is None:
+        sb = self._standby.pop(id(peer), None)
+        if sb is None:
             return False
-        link, result, _same, timer = entry
-        timer.cancel()
+        sb.expiry.cancel()
         old, old_result = peer.link, peer.extra
-        peer._link = link
-        peer.incoming = True  # a standby is always one the peer dialled
-        peer.extra = result
+        # A standby is always one the peer dialled (incoming).
+        self._take_link(peer, sb.link, sb.result, incoming=True)
         if retire_old:
-            self._by_link.pop(id(old), None)
-            if isinstance(old_result, HandshakeResult):
-                self._retiring.begin(old, peer, old_result)
-            else:
-                self._retire(old)
-        peer._on_writable()  # a sender blocked on the old one retries
-        self.discovery.on_link_replaced(peer)
+            self._retire_duplicate(old, peer, old_result)
         return True
 
     def _retire_when_confirmed(self, old: Link, new: Link, waited: float = 0.0) -> None:
         """Retire ``old`` once the peer has shown, by a packet on ``new``,
-        that it holds the new connection too, or after _RETIRE_WAIT. Until
-        then what still arrives on ``old`` is delivered as before."""
+        that it holds the new connection too, or after _RETIRE_WAIT. Closed
+        earlier, the close could reach the peer before its own copy of the
+        new connection exists (another socket, or a lost finish), and it
+        would report us lost. Until then what still arrives on ``old`` is
+        delivered as before."""
         if id(old) not in self._by_link or self._closing:
             return  # gone meanwhile
         if new.conn.is_closed or new.conn.stats()["rx_packets"] or waited >= _RETIRE_WAIT:

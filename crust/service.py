@@ -472,10 +472,8 @@ class Service(Node):
                 return await self._connect_by_id(pid, limit)
             finally:
                 self._app_dialling.discard(pid)
-        if remote is not None:
-            existing = self._peers.get(remote)
-            if existing is not None and existing.is_connected and not self.unheard(existing):
-                return existing
+        if remote is not None and (existing := self.connected_peer(remote)) is not None:
+            return existing
         if self.is_blacklisted_address(addr) or (remote and remote in self._blacklist_ids):
             raise ConnectError(f"{target} is blacklisted")
         if charge is not None:
@@ -499,8 +497,7 @@ class Service(Node):
         return peer
 
     async def _connect_by_id(self, pid: PeerId, limit: float) -> Peer:
-        existing = self._peers.get(pid)
-        if existing is not None and existing.is_connected and not self.unheard(existing):
+        if (existing := self.connected_peer(pid)) is not None:
             return existing
         if pid in self._blacklist_ids:
             raise ConnectError(f"{pid} is blacklisted")

@@ -78,7 +78,7 @@ STATS_DOC: dict[str, str] = {
     "live": "objects held now, per kind (a leak check: each returns to 0 once every "
     "connection ended): `peers`, `links` (connections in use), `closing` (ended, "
     "draining), `retiring` (duplicates being retired), `standby` (second connections "
-    "from the same initiator, waiting for it to use one: at most one per peer), "
+    "their dialler may not hold, waiting for it to show: at most one per peer), "
     "`prune_watch` (peers watched for pruning), `tcp_streams`, "
     "`udp_connections`, `udp_dials` (outgoing UDP handshakes), "
     "`engine_connections` (C connections alive in the whole process)",

@@ -4,12 +4,17 @@ that both sides keep: the Peer objects connect() returned stay connected."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from typing import Any
 
 import pytest
+from test_service_stress import _Rebinder
 
 import crust
 from crust import Identity, LostPeer, NewMessage, NewPeer, Service, ServiceConfig
+from crust.handshake import Initiator
+from crust.peer import now_us
 
 
 def _cfg(**kw: Any) -> ServiceConfig:
@@ -135,26 +140,18 @@ def test_one_node_dialling_a_peer_twice_at_once_keeps_one_connection() -> None:
     asyncio.run(asyncio.wait_for(main(), 120))
 
 
-class _Recorder(asyncio.DatagramProtocol):
-    """A UDP relay between one client and a server that keeps the first
-    datagram the client sent (its handshake initiation) for replaying."""
+class _Recorder(_Rebinder):
+    """test_service_stress's NAT in miniature, keeping the first datagram
+    its client sent (a handshake initiation) for replaying."""
 
     def __init__(self, server: tuple[str, int]) -> None:
-        self.server = server
-        self.client: tuple[str, int] | None = None
+        super().__init__(server)
         self.first: bytes | None = None
-        self.inside: asyncio.DatagramTransport | None = None
-        self.outside: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inside = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.client = addr
         if self.first is None:
             self.first = data
-        if self.outside is not None:
-            self.outside.sendto(data, self.server)
+        super().datagram_received(data, addr)
 
 
 def test_a_replayed_initiation_cannot_take_over_a_live_connection(
@@ -163,8 +160,9 @@ def test_a_replayed_initiation_cannot_take_over_a_live_connection(
     """An attacker on the path replays a peer's IK initiation once the
     responder forgot it (15 s): the responder completes a second handshake
     with the same initiator. It stands by beside the live connection (at
-    most one per peer) and, since no message can come on it, is let go
-    after the standby wait; the live connection carries on untouched."""
+    most one per peer) and, since the peer neither retires nor closes the
+    live one, is let go after the standby wait; the live connection
+    carries on untouched."""
     import crust.node
 
     monkeypatch.setattr(crust.node, "_STANDBY_WAIT", 1.0)
@@ -175,14 +173,8 @@ def test_a_replayed_initiation_cannot_take_over_a_live_connection(
             _, rec = await loop.create_datagram_endpoint(
                 lambda: _Recorder(b.endpoints[0]), local_addr=("127.0.0.1", 0)
             )
-
-            class Back(asyncio.DatagramProtocol):
-                def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                    if rec.client is not None and rec.inside is not None:
-                        rec.inside.sendto(data, rec.client)
-
-            rec.outside, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
-            assert rec.inside is not None
+            await rec.rebind()  # its outside socket
+            assert rec.inside is not None and rec.outside is not None
             proxy = rec.inside.get_extra_info("sockname")
             pa = await a.connect(proxy[:2], peer_id=b.id)
             a.maintain(pa)
@@ -214,12 +206,6 @@ def _abandoned_ik_dial(
     """One IK initiation under ``dialler``'s identity, then nothing: a dial
     given up after its first datagram (timed out, or refused its
     retransmission by the reflection budget)."""
-    import os
-    import socket
-
-    from crust.handshake import Initiator
-    from crust.peer import now_us
-
     ini = Initiator(dialler, network, remote=remote, local_cid=os.urandom(8), now=now_us())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
