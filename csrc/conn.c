@@ -224,7 +224,6 @@ crust_conn *crust_conn_new(const crust_config *cfg, const uint8_t local_cid[CRUS
     c->rx_max_data = cfg->recv_window;
     c->max_data_pending = cfg->recv_window > CRUST_INITIAL_MAX_DATA;
     c->last_rx_us = c->last_tx_us = c->rec.last_ack_eliciting_sent = now_us;
-    c->key_since_us = now_us;
     c->st.cc = cfg->cc;
     return c;
 }
@@ -291,9 +290,9 @@ static void switch_tx_keys(crust_conn *c, uint64_t now, int by_peer)
     unsigned old = c->tx_phase;
     c->tx_phase ^= 1u;
     c->key_gen++;
-    c->key_since_us = now;
     c->key_first_pn = c->rec.next_pn;
     c->key_acked = 0;
+    c->key_data = 0;
     wipe_keys(&c->tx[old]); /* never sent with again */
     c->old_keys = c->rx[old].valid;
     c->old_discard_us = by_peer ? now + 3 * crust_rec_pto(&c->rec) : 0;
@@ -327,8 +326,14 @@ static int rekey_due(const crust_conn *c, uint64_t now)
     uint64_t limit = c->cfg.rekey_packets;
     if (c->aead_packet_limit && (!limit || limit > c->aead_packet_limit))
         limit = c->aead_packet_limit;
+    /* The interval bounds how long keys that protected messages live
+     * (forward secrecy, 0008); keys that only ever sealed keepalives and
+     * ACKs protect nothing, so an idle connection keeps them: 100,000 idle
+     * peers rekeyed 833 times a second, each update a key derivation in
+     * Python on both ends and a discard timer (0077). */
     int due = (limit && c->rec.next_pn - c->key_first_pn >= limit) ||
-              (c->cfg.rekey_interval_us && now - c->key_since_us >= c->cfg.rekey_interval_us);
+              (c->cfg.rekey_interval_us && c->key_data &&
+               now - c->key_data_us >= c->cfg.rekey_interval_us);
     return due && now >= c->key_acked_us + 3 * crust_rec_pto(&c->rec);
 }
 
@@ -1168,6 +1173,16 @@ static uint64_t put_stream_from_ring(crust_conn *c, builder *b, unsigned prio, u
     return n;
 }
 
+/* Message bytes are about to go out under the current keys: from now the
+ * rekey interval runs for them (rekey_due). */
+static void key_protects_data(crust_conn *c, uint64_t now)
+{
+    if (!c->key_data) {
+        c->key_data = 1;
+        c->key_data_us = now;
+    }
+}
+
 static void put_streams(crust_conn *c, builder *b, uint64_t now)
 {
     int droppable_from = c->cfg.drop_deadline_us ? (int)c->cfg.drop_min_prio : CRUST_NUM_PRIO;
@@ -1178,6 +1193,7 @@ static void put_streams(crust_conn *c, builder *b, uint64_t now)
             uint64_t n = put_stream(c, b, p, r.lo, r.hi - r.lo);
             if (!n)
                 return;
+            key_protects_data(c, now);
             crust_rs_remove(&s->lost, r.lo, r.lo + n);
         }
         while (s->sent_hi < s->end) {
@@ -1207,6 +1223,7 @@ static void put_streams(crust_conn *c, builder *b, uint64_t now)
                 return;
             s->sent_hi += n;
             c->tx_data += n;
+            key_protects_data(c, now);
             crust_send_stream_sent(s);
             if (n < avail || sealed_from_ring)
                 return; /* packet full, or its plaintext is in the ring */

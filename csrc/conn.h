@@ -73,10 +73,11 @@ struct crust_conn {
     crust_msg_alloc msg_alloc;  /* large messages assembled in the embedder's memory */
     uint64_t aead_packet_limit; /* crust_aead_packet_limit; 0: none */
     uint64_t key_gen;           /* generation we send with (tx_phase = key_gen & 1) */
-    uint64_t key_since_us;      /* when the current phase began */
     uint64_t key_first_pn;      /* first packet number of the current phase */
     uint64_t key_acked_us;      /* first ACK of a current-phase packet ... */
     int key_acked;              /* ... once there was one */
+    int key_data;               /* message data went out under the current phase, */
+    uint64_t key_data_us;       /* first at this time */
     int old_keys;               /* the other slot holds the previous generation */
     uint64_t old_discard_us;    /* when to wipe them; 0 until the peer uses the new ones */
     int key_update_pending, keys_needed_pending;

@@ -48,8 +48,9 @@
     X(uint32_t, pacing, 1, 0, 1, 0)                                                     \
     X(uint32_t, initial_cwnd_pkts, 10, 2, 1000, 0)                                      \
     /* Automatic key updates (docs/design/0008-rekey.md): the send keys                 \
-     * change once the current key phase has been used this long or for                \
-     * this many packets. 0 turns a trigger off (both 0: never, for tests).             \
+     * change this long after they first sealed message data (keys that                 \
+     * sealed only keepalives and ACKs stay, 0077), or once used for this               \
+     * many packets. 0 turns a trigger off (both 0: never, for tests).                  \
      * Tiny values would only be capped by the 3-PTO spacing of updates:                \
      * they are refused as the mistakes they are. */                                    \
     X(uint64_t, rekey_interval_us, UINT64_C(120000000), 1000, UINT64_MAX, 1)            \

@@ -180,14 +180,15 @@ static uint64_t wire_next(const wire *w)
 }
 
 /* a sends `nmsg` messages (as the send buffer allows) to b until b has them
- * all or `until` passes; `gap_us` spaces the messages out. */
+ * all or `until` passes; `gap_us` spaces the messages out. With `nmsg` 0
+ * the two just idle (keepalives, if configured) until `until`. */
 static uint64_t run(side *a, side *b, wire *ab, wire *ba, uint64_t now, uint64_t until,
                     unsigned nmsg, uint64_t gap_us)
 {
     static uint8_t out[CRUST_MAX_PACKET], m[MSG_LEN];
     unsigned sent = 0;
     uint64_t next_send = now;
-    while (now < until && b->got < nmsg) {
+    while (now < until && (!nmsg || b->got < nmsg)) {
         while (sent < nmsg && now >= next_send) {
             fill_msg(m, sent);
             if (crust_conn_send(a->c, now, m, MSG_LEN, 0, NULL) != CRUST_OK)
@@ -285,6 +286,41 @@ static void test_updates_by_time(void)
         fprintf(stderr, "time: %llu/%llu updates, phase %u/%u\n",
                 (unsigned long long)sa.key_updates, (unsigned long long)sb.key_updates,
                 sa.key_phase, sb.key_phase);
+    teardown(&a, &b);
+    free(ab);
+    free(ba);
+}
+
+/* Keys that only sealed keepalives and ACKs protect nothing: an idle
+ * connection keeps them past any number of intervals (100,000 idle peers
+ * rekeyed 833 times a second, issue 22). Keys that sealed a message are
+ * still replaced once the interval has passed since (design note 0077). */
+static void test_idle_connection_keeps_its_keys(void)
+{
+    crust_config cfg = rekey_config(0, 1000000);
+    cfg.keepalive_us = 1000000; /* so the idle pair does send */
+    side a, b;
+    setup(&a, &b, &cfg);
+    wire *ab = new_wire(20000), *ba = new_wire(20000);
+    uint64_t now = run(&a, &b, ab, ba, 0, 20000000ull, 0, 0);
+    crust_stats sa, sb;
+    crust_conn_get_stats(a.c, &sa);
+    crust_conn_get_stats(b.c, &sb);
+    CHECK(sa.tx_packets + sb.tx_packets >= 20); /* keepalives went both ways */
+    CHECK(sa.key_updates == 0 && sb.key_updates == 0);
+    /* One message, then 20 s idle again: one update, started by a within
+     * about an interval plus a keepalive of the message, none after. */
+    now = run(&a, &b, ab, ba, now, now + 1000000ull, 1, 0);
+    CHECK(b.got == 1);
+    run(&a, &b, ab, ba, now, now + 20000000ull, 0, 0);
+    crust_conn_get_stats(a.c, &sa);
+    crust_conn_get_stats(b.c, &sb);
+    CHECK(sa.key_updates == 1 && sb.key_updates == 1 && a.updates_seen == 1);
+    CHECK(b.bad == 0 && a.bad_events == 0 && b.bad_events == 0);
+    if (getenv("VERBOSE"))
+        fprintf(stderr, "idle: %llu/%llu updates, %llu/%llu packets\n",
+                (unsigned long long)sa.key_updates, (unsigned long long)sb.key_updates,
+                (unsigned long long)sa.tx_packets, (unsigned long long)sb.tx_packets);
     teardown(&a, &b);
     free(ab);
     free(ba);
@@ -499,6 +535,7 @@ int main(void)
 {
     test_updates_by_packets();
     test_updates_by_time();
+    test_idle_connection_keeps_its_keys();
     test_reorder_across_switch_and_wipe();
     test_no_update_before_ack();
     test_empty_slot_and_config();
