@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["Pruner"]
 
 
+# Forgotten heap slots beyond twice the live ones (and this many) make the
+# heap be rebuilt: linear work, paid for by the forgets that made it due.
+_REBUILD_MIN = 64
+
+
 class _Entry:
     """A peer's place in the heap; ``peer`` is None once it is forgotten."""
 
@@ -63,11 +68,17 @@ class Pruner:
         self._push(peer.last_used + self._after, entry)
 
     def forget(self, peer: Peer) -> None:
-        """``peer`` is gone: drop its entry (the heap slot, a few bytes, goes
-        when it comes due; the peer itself is released now)."""
+        """``peer`` is gone, or maintained: drop its entry (the peer itself
+        is released now; its heap slot goes when it comes due, or when
+        forgotten slots are the heap's majority: then the heap is rebuilt
+        without them, so that 100,000 peers maintained at once do not each
+        cost a pop later, in a heap that large)."""
         entry = self._entries.pop(id(peer), None)
         if entry is not None:
             entry.peer = None
+            if len(self._heap) > 2 * len(self._entries) + _REBUILD_MIN:
+                self._heap = [slot for slot in self._heap if slot[2].peer is not None]
+                heapq.heapify(self._heap)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -98,9 +109,9 @@ class Pruner:
     def _due(self) -> None:
         self._timer = None
         now = time.monotonic()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, entry = heapq.heappop(heap)
+        # self._heap, not a local: forget() may rebuild it.
+        while self._heap and self._heap[0][0] <= now:
+            _, _, entry = heapq.heappop(self._heap)
             peer = entry.peer
             if peer is None:
                 continue
@@ -116,9 +127,9 @@ class Pruner:
                 # pruner nothing.
                 self.forget(peer)
             elif due > now:
-                heapq.heappush(heap, (due, next(self._seq), entry))
+                heapq.heappush(self._heap, (due, next(self._seq), entry))
             else:
                 self.forget(peer)
                 self._prune(peer)
-        if heap:
-            self._arm(heap[0][0])
+        if self._heap:
+            self._arm(self._heap[0][0])

@@ -58,3 +58,26 @@ def test_a_forgotten_peer_is_released_at_once() -> None:
         pruner.close()
 
     asyncio.run(main())
+
+
+def test_forgotten_slots_do_not_outnumber_live_ones() -> None:
+    """Maintaining 10,000 peers at once (a node that keeps every peer it
+    is handed) leaves no heap of dead slots to pop one by one later; the
+    peers still watched are pruned as before."""
+
+    async def main() -> None:
+        pruned: list[Any] = []
+        pruner = Pruner(0.2, pruned.append)
+        peers = [FakePeer() for _ in range(10_000)]
+        for p in peers:
+            pruner.watch(p)  # type: ignore[arg-type]
+        for p in peers[10:]:
+            pruner.forget(p)  # type: ignore[arg-type]
+        assert len(pruner) == 10
+        # _REBUILD_MIN (64) and twice the live slots bound the dead ones.
+        assert len(pruner._heap) <= 3 * len(pruner) + 64
+        await asyncio.sleep(0.5)
+        assert sorted(map(id, pruned)) == sorted(map(id, peers[:10]))
+        pruner.close()
+
+    asyncio.run(main())
