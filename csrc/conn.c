@@ -1452,9 +1452,11 @@ size_t crust_conn_poll_transmit(crust_conn *c, uint64_t now, uint8_t *out, size_
         if (!b.eliciting && (c->ping_pending || probe)) {
             b.p[b.len++] = CRUST_FT_PING;
             b.eliciting = 1;
+            /* pto_deadline gives a lone keepalive PING more time */
+            c->keepalive_pn1 = c->keepalive_pending && !probe ? c->rec.next_pn + 1 : 0;
         }
         if (b.eliciting)
-            c->ping_pending = 0;
+            c->ping_pending = c->keepalive_pending = 0;
         if (probe && b.eliciting)
             c->probes_pending--;
     }
@@ -1532,6 +1534,26 @@ static uint64_t lost_deadline(const crust_conn *c)
     return c->unanswered_since + wait;
 }
 
+/* The probe timer, but for a keepalive PING that is the last packet sent
+ * and alone in flight: no sooner than CRUST_KEEPALIVE_PROBE_WAIT_US (or a
+ * quarter of the keepalive) after it. Its loss matters only against the
+ * peer's idle timeout, half an interval away; probing it a round trip
+ * later cost a node with 100,000 idle peers a probe and a timer for every
+ * peer slower than that to answer (issue 22), and probes after the first
+ * go at the usual pace. */
+static uint64_t pto_deadline(const crust_conn *c)
+{
+    uint64_t t = crust_rec_timer(&c->rec);
+    if (t == UINT64_MAX || c->rec.loss_time || !c->keepalive_pn1 ||
+        c->rec.next_pn != c->keepalive_pn1 || c->rec.ack_eliciting_in_flight != 1)
+        return t;
+    uint64_t wait = CRUST_KEEPALIVE_PROBE_WAIT_US;
+    if (wait > c->cfg.keepalive_us / 4)
+        wait = c->cfg.keepalive_us / 4;
+    uint64_t floor = c->rec.last_ack_eliciting_sent + wait;
+    return t > floor ? t : floor;
+}
+
 uint64_t crust_conn_next_timeout(const crust_conn *c)
 {
     if (c->state == ST_CLOSED)
@@ -1541,7 +1563,7 @@ uint64_t crust_conn_next_timeout(const crust_conn *c)
     if (quiet(c)) /* nothing can go out: only the idle timer runs */
         return c->cfg.idle_timeout_us ? c->last_rx_us + c->cfg.idle_timeout_us : UINT64_MAX;
     /* A stream loses nothing: no loss or PTO timer. */
-    uint64_t t = c->cfg.stream_transport ? UINT64_MAX : crust_rec_timer(&c->rec);
+    uint64_t t = c->cfg.stream_transport ? UINT64_MAX : pto_deadline(c);
     if (c->ack_pending)
         t = min64(t, c->ack_immediate ? c->last_rx_us : c->ack_deadline);
     if (c->cfg.idle_timeout_us)
@@ -1608,7 +1630,7 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
         begin_close(c, now, ST_CLOSED, CRUST_CLOSE_UNREACHABLE, 0);
         return;
     }
-    if (!c->cfg.stream_transport && crust_rec_on_timeout(&c->rec, now))
+    if (!c->cfg.stream_transport && now >= pto_deadline(c) && crust_rec_on_timeout(&c->rec, now))
         on_pto(c);
     if (lost_deadline(c) && now >= lost_deadline(c)) {
         begin_close(c, now, ST_CLOSED, CRUST_CLOSE_LOST, 0);
@@ -1617,7 +1639,7 @@ void crust_conn_handle_timeout(crust_conn *c, uint64_t now)
     if (c->ack_pending && c->ack_deadline && now >= c->ack_deadline)
         c->ack_immediate = 1;
     if (c->cfg.keepalive_us && now >= keepalive_at(c))
-        c->ping_pending = 1;
+        c->ping_pending = c->keepalive_pending = 1;
     if (!c->cfg.stream_transport && now >= rx_stall_deadline(c)) {
         c->ping_pending = 1;
         c->st.rx_stall_pings++;

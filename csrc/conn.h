@@ -29,6 +29,9 @@
 #define CRUST_RX_STALL_MIN_US 50000ull
 #define CRUST_RX_STALL_MAX_US 200000ull
 #define CRUST_INITIAL_MAX_DATA (256u * 1024u)
+/* A lone keepalive PING is probed no sooner than this after it went (or a
+ * quarter of the keepalive, if shorter): see pto_deadline in conn.c. */
+#define CRUST_KEEPALIVE_PROBE_WAIT_US 1000000ull
 
 typedef enum { ST_OPEN = 0, ST_CLOSING = 1, ST_DRAINING = 2, ST_CLOSED = 3 } conn_state;
 
@@ -99,6 +102,8 @@ struct crust_conn {
     int want_send_ready, all_acked_armed;
     uint32_t probes_pending;    /* PTO probe packets to send */
     int ping_pending;
+    int keepalive_pending;      /* ... and it is a keepalive */
+    uint64_t keepalive_pn1;     /* 1 + packet number of the last bare keepalive PING; 0 none */
     int max_data_pending;
     int path_challenge_pending, path_response_pending;
     uint8_t path_challenge[8], path_response[8];

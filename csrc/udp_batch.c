@@ -95,6 +95,16 @@ int udp_init(crust_udp *u, int fd, unsigned batch, int gso, int gro)
      * Failure only means dead peers are noticed by timeout. */
     (void)setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof one);
     (void)setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof one);
+    /* Don't-fragment on every datagram, and the kernel's own path-MTU cache
+     * ignored: the engine finds the path MTU itself (0005, RFC 8899), which
+     * needs a too-large probe to be dropped, not fragmented by a router on
+     * the way (IPv4 did until now, so a smaller path MTU was never found
+     * and every full packet travelled as two fragments). DF packets also
+     * skip the kernel's per-datagram IP id hash. As quinn and ngtcp2 do.
+     * Failure (an old kernel) leaves the old behaviour. */
+    int probe = IP_PMTUDISC_PROBE, probe6 = IPV6_PMTUDISC_PROBE;
+    (void)setsockopt(fd, SOL_IP, IP_MTU_DISCOVER, &probe, sizeof probe);
+    (void)setsockopt(fd, SOL_IPV6, IPV6_MTU_DISCOVER, &probe6, sizeof probe6);
     u->fd = fd;
     u->batch = batch;
     u->gso = gso;

@@ -204,6 +204,70 @@ static void test_quiet_link_keeps_the_idle_timeout(void)
     crust_conn_free(b);
 }
 
+/* Both directions delayed by `delay_us` from t on, for `span_us`: the
+ * PTOs both ends count meanwhile. */
+static uint64_t idle_with_delay(crust_conn *a, crust_conn *b, uint64_t t, uint64_t span_us,
+                                uint64_t delay_us)
+{
+    enum { Q = 64 };
+    static struct {
+        uint64_t at;
+        size_t len;
+        int to_b;
+        uint8_t d[CRUST_MAX_PACKET];
+    } q[Q];
+    unsigned n = 0;
+    uint64_t ptos = a->st.pto_count + b->st.pto_count;
+    for (uint64_t end = t + span_us; t < end; t += STEP) {
+        timers(a, t);
+        timers(b, t);
+        for (int side = 0; side < 2; side++) {
+            size_t len;
+            while (n < Q && (len = crust_conn_poll_transmit(side ? b : a, t, q[n].d,
+                                                              CRUST_MAX_PACKET))) {
+                q[n].at = t + delay_us;
+                q[n].len = len;
+                q[n].to_b = !side;
+                n++;
+            }
+        }
+        for (unsigned i = 0; i < n;)
+            if (q[i].at <= t) {
+                crust_conn_recv(q[i].to_b ? b : a, t, q[i].d, q[i].len);
+                q[i] = q[--n];
+            } else {
+                i++;
+            }
+    }
+    CHECK(!crust_conn_is_closed(a) && !crust_conn_is_closed(b));
+    return a->st.pto_count + b->st.pto_count - ptos;
+}
+
+/* A keepalive answered late (the peer busy: 300 ms against a round trip of
+ * a few ms) is not probed: its loss would matter only against the idle
+ * timeout, and a node with 100,000 idle peers probed every one slower than
+ * its PTO (issue 22). One unanswered past CRUST_KEEPALIVE_PROBE_WAIT_US is. */
+static void test_late_keepalive_answer_is_not_probed(void)
+{
+    crust_config cfg = config(0);
+    crust_conn *a, *b;
+    setup(&a, &b, &cfg);
+    uint64_t t = converse(a, b, 0, 1 * SEC);
+    t = converse(a, b, t, t + 100 * MS);
+    uint64_t pings = a->st.tx_packets + b->st.tx_packets;
+    CHECK(idle_with_delay(a, b, t, 70 * SEC, 150 * MS) == 0);
+    CHECK(a->st.tx_packets + b->st.tx_packets >= pings + 4); /* keepalives went */
+    crust_conn_free(a);
+    crust_conn_free(b);
+
+    setup(&a, &b, &cfg);
+    t = converse(a, b, 0, 1 * SEC);
+    t = converse(a, b, t, t + 100 * MS);
+    CHECK(idle_with_delay(a, b, t, 70 * SEC, 1500 * MS) >= 1);
+    crust_conn_free(a);
+    crust_conn_free(b);
+}
+
 static void test_unreachable_unanswered(void)
 {
     crust_config cfg = config(0);
@@ -325,6 +389,7 @@ int main(void)
     test_silent_peer_while_sending();
     test_slow_path_gets_its_probes();
     test_quiet_link_keeps_the_idle_timeout();
+    test_late_keepalive_answer_is_not_probed();
     test_unreachable_unanswered();
     test_forged_unreachable_is_harmless();
     test_stream_lost_without_ptos();

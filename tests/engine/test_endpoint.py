@@ -588,6 +588,25 @@ def test_ipv4_peer_on_an_ipv6_socket() -> None:
     sb.close()
 
 
+# Linux's values (the socket module lacks some of them).
+_IP_MTU_DISCOVER, _IPV6_MTU_DISCOVER, _PMTUDISC_PROBE = 10, 23, 3
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_datagrams_are_sent_with_dont_fragment(family: str) -> None:
+    """Path MTU discovery (design note 0005) needs a too-large probe to be
+    dropped, not fragmented by an IPv4 router: every datagram goes with DF,
+    and the kernel's own path-MTU cache does not shrink them."""
+    fam, host = FAMILIES[family]
+    sock = udp(fam, host)
+    _core.Endpoint(sock)
+    if fam == socket.AF_INET:
+        assert sock.getsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER) == _PMTUDISC_PROBE
+    else:
+        assert sock.getsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER) == _PMTUDISC_PROBE
+    sock.close()
+
+
 def early_packets(
     i: int, handshake: bool
 ) -> tuple[_core.Endpoint, _core.Connection, list[socket.socket]]:
