@@ -434,6 +434,11 @@ cdef extern from "noise.h" nogil:
     int crust_noise_hkdf(const uint8_t *ck, size_t cklen, const uint8_t *ikm, size_t ikmlen,
                          uint8_t *out1, uint8_t *out2, uint8_t *out3)
 
+    enum:
+        CRUST_NOISE_EXPAND_MAX
+    int crust_noise_hkdf_expand(const uint8_t *secret, size_t secret_len, const uint8_t *info,
+                                size_t info_len, uint8_t *out, size_t len)
+
     ctypedef struct crust_noise_cipher:
         uint8_t k[32]
         uint64_t n

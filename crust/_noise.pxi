@@ -175,6 +175,29 @@ def noise_hkdf(chaining_key, input_key_material, int num_outputs):
             PyBytes_FromStringAndSize(<char *>o3, 64))
 
 
+def noise_hkdf_expand(secret, info, Py_ssize_t length):
+    """HKDF-Expand (RFC 5869) with HMAC-BLAKE2b: ``length`` bytes."""
+    cdef Py_buffer k, d
+    cdef int rc
+    if length < 1 or length > C.CRUST_NOISE_EXPAND_MAX:
+        raise NoiseError(f"HKDF-Expand makes 1 to {C.CRUST_NOISE_EXPAND_MAX} bytes, not {length}")
+    out = PyBytes_FromStringAndSize(NULL, length)
+    _noise_buffer(secret, &k)
+    try:
+        _noise_buffer(info, &d)
+        try:
+            rc = C.crust_noise_hkdf_expand(<const uint8_t *>k.buf, <size_t>k.len,
+                                           <const uint8_t *>d.buf, <size_t>d.len,
+                                           <uint8_t *>PyBytes_AS_STRING(out), <size_t>length)
+        finally:
+            PyBuffer_Release(&d)
+    finally:
+        PyBuffer_Release(&k)
+    if rc < 0:
+        _noise_raise(rc)
+    return out
+
+
 cdef object _noise_cipher(object key, uint64_t n, object ad, object data, bint encrypt):
     cdef C.crust_noise_cipher cs
     cdef Py_buffer k, a, d

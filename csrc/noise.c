@@ -219,6 +219,32 @@ int crust_noise_hkdf(const uint8_t *ck, size_t cklen, const uint8_t *ikm, size_t
     return rc;
 }
 
+int crust_noise_hkdf_expand(const uint8_t *secret, size_t secret_len, const uint8_t *info,
+                            size_t info_len, uint8_t *out, size_t len)
+{
+    if (!sodium_ready)
+        return CRUST_NOISE_ENOSODIUM;
+    if (len == 0 || len > CRUST_NOISE_EXPAND_MAX)
+        return CRUST_NOISE_EINVAL;
+    /* The secret's pads once for all blocks. */
+    hmac_key hk;
+    uint8_t block[CRUST_NOISE_HASHLEN];
+    size_t prev = 0, done = 0;
+    int rc = hmac_key_init(&hk, secret, secret_len);
+    for (uint8_t counter = 1; !rc && done < len; counter++) {
+        rc = hmac_with(&hk, block, block, prev, info, info_len, &counter, 1);
+        if (rc)
+            break;
+        size_t n = len - done < CRUST_NOISE_HASHLEN ? len - done : CRUST_NOISE_HASHLEN;
+        memcpy(out + done, block, n);
+        done += n;
+        prev = CRUST_NOISE_HASHLEN;
+    }
+    crust_noise_wipe(&hk, sizeof hk);
+    crust_noise_wipe(block, sizeof block);
+    return rc;
+}
+
 /* ---- CipherState --------------------------------------------------------- */
 
 static void nonce_bytes(uint8_t nonce[12], uint64_t n)

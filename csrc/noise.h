@@ -113,6 +113,15 @@ int crust_noise_hkdf(const uint8_t *ck, size_t cklen, const uint8_t *ikm, size_t
                      uint8_t out1[CRUST_NOISE_HASHLEN], uint8_t out2[CRUST_NOISE_HASHLEN],
                      uint8_t *out3);
 
+/* HKDF-Expand (RFC 5869) over the same HMAC: len bytes (at most
+ * CRUST_NOISE_EXPAND_MAX) of T(1) || T(2) || ..., where
+ * T(i) = HMAC(secret, T(i-1) || info || i). Not part of Noise: crust's
+ * packet-key schedule (crust/handshake/keys.py) is built on it.
+ * CRUST_NOISE_EINVAL when len is 0 or too large. */
+#define CRUST_NOISE_EXPAND_MAX (255 * CRUST_NOISE_HASHLEN)
+int crust_noise_hkdf_expand(const uint8_t *secret, size_t secret_len, const uint8_t *info,
+                            size_t info_len, uint8_t *out, size_t len);
+
 /* ---- CipherState ---- */
 typedef struct crust_noise_cipher {
     uint8_t k[CRUST_NOISE_KEYLEN];

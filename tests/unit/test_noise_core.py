@@ -92,3 +92,22 @@ def test_x25519_counts_count_the_core_operations() -> None:
     dh1, eph1 = _core.noise_x25519_counts()
     # XX: each side makes one ephemeral key and does ee, es, se (3 DHs).
     assert (dh1 - dh0, eph1 - eph0) == (6, 2)
+
+
+def _expand_reference(secret: bytes, info: bytes, length: int) -> bytes:
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.digest(secret, block + info + bytes((counter,)), hashlib.blake2b)
+        out += block
+        counter += 1
+    return out[:length]
+
+
+@pytest.mark.parametrize("length", [1, 12, 32, 63, 64, 65, 200, 255 * 64])
+def test_hkdf_expand_is_rfc5869_over_hmac_blake2b(length: int) -> None:
+    secret, info = os.urandom(64), b"crust/1 key"
+    assert _core.noise_hkdf_expand(secret, info, length) == _expand_reference(secret, info, length)
+    assert _core.noise_hkdf_expand(b"", b"", length) == _expand_reference(b"", b"", length)
+    for bad in (0, -1, 255 * 64 + 1):
+        with pytest.raises(NoiseError):
+            _core.noise_hkdf_expand(secret, info, bad)
