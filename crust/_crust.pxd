@@ -368,3 +368,111 @@ cdef extern from "bench/crust_bench.h" nogil:
                              size_t msg_len, uint64_t *elapsed_ns)
     int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
                              uint64_t *elapsed_ns)
+
+
+# ---- the Noise handshake (csrc/noise.h) ----
+cdef extern from "noise.h" nogil:
+    enum:
+        CRUST_NOISE_DHLEN
+        CRUST_NOISE_HASHLEN
+        CRUST_NOISE_KEYLEN
+        CRUST_NOISE_TAGLEN
+        CRUST_NOISE_MAX_MESSAGE
+        CRUST_NOISE_B2B_STATEBYTES
+
+    enum:
+        CRUST_NOISE_OK
+        CRUST_NOISE_EINVAL
+        CRUST_NOISE_ESTATE
+        CRUST_NOISE_ESHORT
+        CRUST_NOISE_ETOOBIG
+        CRUST_NOISE_EDECRYPT
+        CRUST_NOISE_ELOWORDER
+        CRUST_NOISE_ENONCE
+        CRUST_NOISE_ENOSODIUM
+        CRUST_NOISE_ENOTDONE
+        CRUST_NOISE_EBUFFER
+
+    ctypedef int (*crust_noise_scalarmult_fn)(unsigned char *q, const unsigned char *n,
+                                              const unsigned char *p)
+    ctypedef int (*crust_noise_scalarmult_base_fn)(unsigned char *q, const unsigned char *n)
+    ctypedef int (*crust_noise_b2b_init_fn)(void *state, const unsigned char *key,
+                                            size_t keylen, size_t outlen,
+                                            const unsigned char *salt,
+                                            const unsigned char *personal)
+    ctypedef int (*crust_noise_b2b_update_fn)(void *state, const unsigned char *inp,
+                                              unsigned long long inlen)
+    ctypedef int (*crust_noise_b2b_final_fn)(void *state, unsigned char *out, size_t outlen)
+    ctypedef int (*crust_noise_seal_fn)(unsigned char *c, unsigned long long *clen,
+                                        const unsigned char *m, unsigned long long mlen,
+                                        const unsigned char *ad, unsigned long long adlen,
+                                        const unsigned char *nsec, const unsigned char *npub,
+                                        const unsigned char *k)
+    ctypedef int (*crust_noise_open_fn)(unsigned char *m, unsigned long long *mlen,
+                                        unsigned char *nsec, const unsigned char *c,
+                                        unsigned long long clen, const unsigned char *ad,
+                                        unsigned long long adlen, const unsigned char *npub,
+                                        const unsigned char *k)
+
+    ctypedef struct crust_noise_sodium:
+        crust_noise_scalarmult_fn scalarmult
+        crust_noise_scalarmult_base_fn scalarmult_base
+        crust_noise_b2b_init_fn b2b_init
+        crust_noise_b2b_update_fn b2b_update
+        crust_noise_b2b_final_fn b2b_final
+        crust_noise_seal_fn seal
+        crust_noise_open_fn open
+        size_t b2b_statebytes
+
+    int crust_noise_use_sodium(const crust_noise_sodium *fns)
+
+    int crust_noise_public_key(uint8_t *pub, const uint8_t *priv)
+    int crust_noise_dh(uint8_t *out, const uint8_t *priv, const uint8_t *pub)
+    int crust_noise_hash(uint8_t *out, const uint8_t *data, size_t len)
+    int crust_noise_hmac(uint8_t *out, const uint8_t *key, size_t keylen,
+                         const uint8_t *data, size_t len)
+    int crust_noise_hkdf(const uint8_t *ck, size_t cklen, const uint8_t *ikm, size_t ikmlen,
+                         uint8_t *out1, uint8_t *out2, uint8_t *out3)
+
+    enum:
+        CRUST_NOISE_EXPAND_MAX
+    int crust_noise_hkdf_expand(const uint8_t *secret, size_t secret_len, const uint8_t *info,
+                                size_t info_len, uint8_t *out, size_t len)
+
+    ctypedef struct crust_noise_cipher:
+        uint8_t k[32]
+        uint64_t n
+        uint8_t has_key
+
+    int crust_noise_encrypt(crust_noise_cipher *cs, const uint8_t *ad, size_t adlen,
+                            const uint8_t *plaintext, size_t len, uint8_t *out)
+    int crust_noise_decrypt(crust_noise_cipher *cs, const uint8_t *ad, size_t adlen,
+                            const uint8_t *ciphertext, size_t len, uint8_t *out)
+    int crust_noise_rekey(crust_noise_cipher *cs)
+
+    ctypedef enum crust_noise_pattern:
+        CRUST_NOISE_XX
+        CRUST_NOISE_IK
+
+    ctypedef struct crust_noise_hs:
+        uint8_t ck[64]
+        uint8_t h[64]
+        crust_noise_cipher cs
+        uint8_t rs[32]
+        uint8_t has_rs
+        uint8_t k1[32]
+        uint8_t k2[32]
+
+    int crust_noise_init(crust_noise_hs *hs, crust_noise_pattern pattern, int initiator,
+                         const uint8_t *prologue, size_t prologue_len,
+                         const uint8_t *s, const uint8_t *s_pub,
+                         const uint8_t *rs, const uint8_t *e)
+    int crust_noise_complete(const crust_noise_hs *hs)
+    int crust_noise_my_turn(const crust_noise_hs *hs)
+    size_t crust_noise_write_len(const crust_noise_hs *hs, size_t payload_len)
+    int crust_noise_write(crust_noise_hs *hs, const uint8_t *payload, size_t payload_len,
+                          uint8_t *out, size_t cap, size_t *out_len)
+    int crust_noise_read(crust_noise_hs *hs, const uint8_t *msg, size_t len,
+                         uint8_t *payload, size_t cap, size_t *payload_len)
+    void crust_noise_x25519_counts(uint64_t *dh, uint64_t *ephemeral)
+    void crust_noise_wipe(void *p, size_t len)

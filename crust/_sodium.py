@@ -1,10 +1,12 @@
-"""Hand the libsodium inside PyNaCl to the C core's AEAD table.
+"""Hand the libsodium inside PyNaCl to the C core: its AEAD table and the
+Noise handshake (csrc/noise.h).
 
 PyNaCl links libsodium into its cffi module, so crust needs no system
 library. cffi's ``addressof`` gives a C function pointer with libsodium's
 own signature (the combined-mode ``crypto_aead_*_encrypt``/``_decrypt``),
 which the core then calls per packet without going through Python.
-Importing this module registers the ciphers; ``crust/__init__.py`` does
+Importing this module registers the ciphers and the Noise primitives
+(X25519, streaming BLAKE2b, ChaCha20-Poly1305); ``crust/__init__.py`` does
 that once.
 """
 
@@ -54,6 +56,24 @@ def _register() -> tuple[int, ...]:
             done.append(_core.AEAD_AEGIS128L)
     return tuple(done)
 
+
+def _register_noise() -> None:
+    # Only these BLAKE2b entry points are reachable through cffi (no plain
+    # _init, no one-shot without salt): _init_salt_personal with NULL salt
+    # and personalisation is plain BLAKE2b, as the specification uses it.
+    _core.noise_use_sodium(
+        _address("crypto_scalarmult"),
+        _address("crypto_scalarmult_base"),
+        _address("crypto_generichash_blake2b_init_salt_personal"),
+        _address("crypto_generichash_blake2b_update"),
+        _address("crypto_generichash_blake2b_final"),
+        _address("crypto_aead_chacha20poly1305_ietf_encrypt"),
+        _address("crypto_aead_chacha20poly1305_ietf_decrypt"),
+        lib.crypto_generichash_statebytes(),
+    )
+
+
+_register_noise()
 
 #: AEAD ids usable on this machine (the built-in null one included).
 registered: tuple[int, ...] = _register()

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 # The combined-mode AEAD signature crust's C core calls through a pointer
-# (csrc/aead.c's table) and crust/noise.py calls through cffi.
+# (csrc/aead.c's table and csrc/noise.c).
 _ENCRYPT = (
     "int(*)(unsigned char *, unsigned long long *, unsigned char *, unsigned long long, "
     "unsigned char *, unsigned long long, unsigned char *, unsigned char *, unsigned char *)"
@@ -40,6 +40,13 @@ NEEDED = {
     "crypto_aead_aes256gcm_is_available": "int(*)()",
     "crypto_scalarmult_base": "int(*)(unsigned char *, unsigned char *)",
     "crypto_scalarmult": "int(*)(unsigned char *, unsigned char *, unsigned char *)",
+    # csrc/noise.c's BLAKE2b (crust_noise_b2b_*_fn), streaming.
+    "crypto_generichash_blake2b_init_salt_personal": (
+        "int(*)(void *, unsigned char *, size_t, size_t, unsigned char *, unsigned char *)"
+    ),
+    "crypto_generichash_blake2b_update": "int(*)(void *, unsigned char *, unsigned long long)",
+    "crypto_generichash_blake2b_final": "int(*)(void *, unsigned char *, size_t)",
+    "crypto_generichash_statebytes": "size_t(*)()",
 }
 #: Used when present (libsodium >= 1.0.19).
 OPTIONAL = {"crypto_aead_aegis128l_encrypt": _ENCRYPT, "crypto_aead_aegis128l_decrypt": _DECRYPT}

@@ -1,0 +1,63 @@
+"""csrc/noise.c under AddressSanitizer and UBSan with the real libsodium
+(tests/fuzz/noise_sanitized.c): hostile handshake messages read into
+buffers of exactly the promised size, refused reads leaving the state
+untouched. Needs a C compiler with the sanitizers (CI has gcc)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
+import nacl._sodium
+import pytest
+from capability import missing
+from cbuild import build, run
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRC = ROOT / "csrc"
+
+pytestmark = pytest.mark.skipif(not CSRC.joinpath("noise.h").exists(), reason="no source tree")
+
+
+def test_noise_under_sanitizers(tmp_path: Path) -> None:
+    cc = shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        missing("no C compiler for the sanitizer build")
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        # PyNaCl's module refers to the interpreter's symbols: dlopen()
+        # outside Python needs them from a shared libpython.
+        missing("this Python has no shared libpython to load PyNaCl's module with")
+    libdir = str(sysconfig.get_config_var("LIBDIR"))
+    exe = tmp_path / "noise_sanitized"
+    build(
+        [
+            [
+                cc,
+                "-std=gnu11",
+                "-g",
+                "-O1",
+                "-fsanitize=address,undefined",
+                "-fno-sanitize-recover=all",
+                "-fno-omit-frame-pointer",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                f"-I{CSRC}",
+                str(ROOT / "tests" / "fuzz" / "noise_sanitized.c"),
+                str(CSRC / "noise.c"),
+                "-o",
+                str(exe),
+                "-ldl",
+                f"-L{libdir}",
+                f"-Wl,-rpath,{libdir}",
+                f"-lpython{sysconfig.get_config_var('LDVERSION')}",
+            ]
+        ],
+        "the Noise sanitizer harness",
+    )
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    proc = run([str(exe), nacl._sodium.__file__, "400", "19"], env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "400 handshakes" in proc.stdout
