@@ -175,7 +175,13 @@ async def _idle(svc: Service, seconds: float) -> dict[str, Any]:
     # What the endpoint did meanwhile, per second: keepalive packets each
     # way, drives (each a pass through Python) and connection timers run.
     rates = {k: (ep1[k] - ep0[k]) / wall for k in ep0}
+    # Outside the window: probe timeouts and key updates over every
+    # connection's life (why a node sends more than one PING or ACK per
+    # keepalive per peer).
+    conns = [p.link.conn.stats() for p in svc.peers if p.link is not None]
     return {
+        "ptos": sum(int(st["pto_count"]) for st in conns),
+        "key_updates": sum(int(st["key_updates"]) for st in conns),
         "peers": len(svc.peers),
         "cpu_share": cpu / wall,
         "rss": _rss(),
@@ -589,6 +595,8 @@ def idle_connections(
         "per_second": idle["rates"],
         "peers_after_dial": first["peers"],
         "lost": idle["lost"],
+        "ptos": idle["ptos"],
+        "key_updates": idle["key_updates"],
         # One-way delays of single messages sent to the idling service,
         # each after a quiet spell (reads coalesced: at most a tick).
         "message_delays_s": delays,
