@@ -134,6 +134,8 @@ _KNOWN_ADDRESSES = 4096
 # Ended peers whose unread messages (no reader took them) are kept for a
 # later events() subscription.
 _UNCLAIMED_ENDED_PEERS = 256
+# Dropping ended peers' unread messages is said at most this often (seconds).
+_UNREAD_REPORT_S = 10.0
 
 #: Whom :meth:`Node.connect` and :meth:`Node.dial` take: ``(host, port)``,
 #: ``"host:port"``, or a peer id (or its string).
@@ -265,6 +267,8 @@ class Node(abc.ABC):
         # Of those, the ones that ended (oldest first): kept for a later
         # subscription, but only so many (_UNCLAIMED_ENDED_PEERS).
         self._unclaimed_ended: deque[Peer] = deque()
+        self._unread_msgs = self._unread_peers = 0
+        self._unread_reported_at = float("-inf")
         self._peers: dict[PeerId, Peer] = {}
         self._by_link: dict[int, Peer] = {}
         # Connections closing (ours lost, or duplicates retired) until their
@@ -825,13 +829,27 @@ class Node(abc.ABC):
             if old in self._unclaimed:
                 self._unclaimed.discard(old)
                 if old._inbox and not old._direct:
-                    logger.warning(
-                        "%d messages from %s, which disconnected, were never read "
-                        "(no events() subscription took them): dropped",
-                        len(old._inbox),
-                        old.id.short,
-                    )
+                    self._report_unread(old)
                     old._inbox.clear()
+
+    def _report_unread(self, peer: Peer) -> None:
+        """Say that ``peer``'s unread messages are dropped: at once the first
+        time, then at most every _UNREAD_REPORT_S with the count since (a
+        node closing 10,000 unread peers said so in 10,000 lines)."""
+        self._unread_msgs += len(peer._inbox)
+        self._unread_peers += 1
+        now = time.monotonic()
+        if now - self._unread_reported_at < _UNREAD_REPORT_S:
+            return
+        logger.warning(
+            "%d messages from %d disconnected peers (the last %s) were never read "
+            "(no events() subscription took them): dropped",
+            self._unread_msgs,
+            self._unread_peers,
+            peer.id.short,
+        )
+        self._unread_msgs = self._unread_peers = 0
+        self._unread_reported_at = now
 
     def on_link_done(self, link: Link, reason: str) -> None:
         """The transport is done with ``link``: its connection finished

@@ -398,4 +398,14 @@ def test_ended_peers_unread_messages_are_kept_within_a_bound(
         peers.append(peer)
     assert len(svc._unclaimed) == bound
     assert all(not p._inbox for p in peers[:3]) and all(p._inbox for p in peers[3:])
-    assert caplog.text.count("were never read") == 3
+    # Said once, not once per peer: more drops within _UNREAD_REPORT_S are
+    # counted into the next report.
+    assert caplog.text.count("were never read") == 1
+    assert "1 messages from 1 disconnected peers" in caplog.text
+    svc._unread_reported_at -= node_mod._UNREAD_REPORT_S
+    peer = Peer(Identity.generate().peer_id, None, incoming=True)  # type: ignore[arg-type]
+    peer._own_inbox().append(Inbound(NewMessage(peer, b"x", 0), 2, None, peer, 0))  # type: ignore[arg-type]
+    svc._unclaimed.add(peer)
+    svc._keep_unclaimed(peer)
+    assert caplog.text.count("were never read") == 2
+    assert "3 messages from 3 disconnected peers" in caplog.text
