@@ -283,7 +283,10 @@ class Node(abc.ABC):
         # the most recent _KNOWN_ADDRESSES, as gossip can make us dial
         # any number of ids over a node's life.
         self._addresses: OrderedDict[PeerId, Address] = OrderedDict()
-        self._blacklist_ids: set[PeerId] = set()
+        # Blacklisted peer ids by their X25519 key: an Ed25519 key and its
+        # sign-flipped twin are two valid peer ids with one X25519 key, and
+        # the key's holder can complete a handshake as either.
+        self._blacklist_keys: set[bytes] = set()
         self._blacklist_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._failures: OrderedDict[Address, int] = OrderedDict()
         self._engine_configs: dict[tuple[tuple[str, Any], ...], _core.Config] = {}
@@ -447,18 +450,20 @@ class Node(abc.ABC):
         dropped at once; blacklisted sources get no answer."""
         for t in targets:
             if isinstance(t, PeerId):
-                self._blacklist_ids.add(t)
+                self._blacklist_keys.add(t.x25519_public())
                 continue
             try:
                 self._blacklist_nets.append(ipaddress.ip_network(t, strict=False))
             except ValueError:
-                self._blacklist_ids.add(PeerId.parse(t))
+                self._blacklist_keys.add(PeerId.parse(t).x25519_public())
         for p in list(self._peers.values()):
-            if p.id in self._blacklist_ids or self.is_blacklisted_address(p.address):
+            if self.is_blacklisted_id(p.id) or self.is_blacklisted_address(p.address):
                 self._close_peer(p, CODE_BLACKLISTED, graceful=False)
 
     def is_blacklisted_id(self, peer_id: PeerId) -> bool:
-        return peer_id in self._blacklist_ids
+        """Whether ``peer_id``, or the other peer id of its X25519 key, is
+        blacklisted."""
+        return peer_id.x25519_public() in self._blacklist_keys
 
     def is_blacklisted_address(self, addr: Address) -> bool:
         if not self._blacklist_nets:
@@ -557,7 +562,7 @@ class Node(abc.ABC):
             # flight, or a peer that reconnected): no new peer now.
             self._close_link(link, CODE_SHUTDOWN, graceful=False)
             return None
-        if pid in self._blacklist_ids or self.is_blacklisted_address(link.address):
+        if self.is_blacklisted_id(pid) or self.is_blacklisted_address(link.address):
             self._close_link(link, CODE_BLACKLISTED, graceful=False)
             return None
         if pid == self.id:

@@ -474,7 +474,7 @@ class Service(Node):
                 self._app_dialling.discard(pid)
         if remote is not None and (existing := self.connected_peer(remote)) is not None:
             return existing
-        if self.is_blacklisted_address(addr) or (remote and remote in self._blacklist_ids):
+        if self.is_blacklisted_address(addr) or (remote and self.is_blacklisted_id(remote)):
             raise ConnectError(f"{target} is blacklisted")
         if charge is not None:
             # Bounded, so that TCP's SYN retransmissions stay within what
@@ -499,7 +499,7 @@ class Service(Node):
     async def _connect_by_id(self, pid: PeerId, limit: float) -> Peer:
         if (existing := self.connected_peer(pid)) is not None:
             return existing
-        if pid in self._blacklist_ids:
+        if self.is_blacklisted_id(pid):
             raise ConnectError(f"{pid} is blacklisted")
         try:
             try:

@@ -647,7 +647,7 @@ def test_junk_with_a_live_connection_id_flags_the_peer(auto_blacklist: bool) -> 
             if auto_blacklist:
                 lost = await ra.wait(LostPeer, lambda ev: ev.peer.id == b.id)
                 assert lost.reason == "blacklisted" and not a.peers
-                assert b.id in a._blacklist_ids
+                assert a.is_blacklisted_id(b.id)
                 await rb.wait(LostPeer, lambda ev: ev.peer.id == a.id)
             else:
                 await still_talking(a, ra, pa, b, rb, pb, b"still friends")

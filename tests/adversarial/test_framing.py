@@ -55,7 +55,7 @@ def test_junk_with_a_sniffed_id_is_charged_to_its_sender(auto_blacklist: bool) -
             st = pa._link.conn.stats()
             assert st["rx_dropped_decrypt"] == st["rx_dropped_malformed"] == 0
             assert st["rx_dropped_offpath"] >= 3 * THRESHOLD * 0.9
-            assert pa.is_connected and b.id not in a._blacklist_ids
+            assert pa.is_connected and not a.is_blacklisted_id(b.id)
             await pa.send(b"still friends")
             await pb.send(b"indeed")
             await asyncio.sleep(0.3)

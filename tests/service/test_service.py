@@ -183,6 +183,32 @@ def test_blacklist_disconnects_and_refuses() -> None:
     run(main())
 
 
+def test_a_blacklisted_key_cannot_come_back_under_its_twin_id() -> None:
+    """An Ed25519 key and its sign-flipped twin are two valid peer ids with
+    one X25519 key, and the key's holder completes a handshake as either
+    (it proves the X25519 key). Blacklisting one id refuses both."""
+    from crust.identity import PeerId
+
+    async def main() -> None:
+        attacker = Identity.generate()
+        key = bytearray(attacker.peer_id.key)
+        key[31] ^= 0x80  # the sign of x
+        twin = PeerId(bytes(key))
+        assert twin != attacker.peer_id and twin.x25519_public() == attacker.x25519_public()
+        async with node() as b:
+            b.blacklist(attacker.peer_id)
+            attacker._peer_id = twin  # the attacker's own code presents the twin
+            cfg = ServiceConfig(hosts=("127.0.0.1",), identity=attacker)
+            async with Service(cfg) as a:
+                peer = await a.connect(b.endpoints[0])
+                assert peer.id == b.id
+                await asyncio.wait_for(peer.wait_closed(), 5)
+                assert peer.closed_reason == "blacklisted"
+                assert not b.peers
+
+    run(main())
+
+
 def test_wrong_network_never_connects() -> None:
     async def main() -> None:
         async with node(network="blue") as a, node(network="green") as b:
