@@ -101,6 +101,15 @@ static uint64_t converse(crust_conn *a, crust_conn *b, uint64_t t, uint64_t unti
     return t;
 }
 
+/* A fresh pair that talked for 1.1 s (an RTT estimate, everything
+ * acknowledged): returns the time reached. */
+static uint64_t talked(crust_conn **a, crust_conn **b, const crust_config *cfg)
+{
+    setup(a, b, cfg);
+    uint64_t t = converse(*a, *b, 0, 1 * SEC);
+    return converse(*a, *b, t, t + 100 * MS);
+}
+
 /* Only a runs from t on, and nothing it sends arrives; returns the time it
  * closed (0 if it did not by `limit`) and its close reason. */
 static uint64_t alone(crust_conn *a, uint64_t t, uint64_t limit, uint32_t *reason)
@@ -176,11 +185,9 @@ static void test_quiet_link_keeps_the_idle_timeout(void)
 {
     crust_config cfg = config(0);
     crust_conn *a, *b;
-    setup(&a, &b, &cfg);
-    uint64_t t = converse(a, b, 0, 1 * SEC);
     /* Everything was acknowledged; b vanishes and a sends no more data:
      * only keepalive PINGs go unanswered, which is the idle timeout's job. */
-    t = converse(a, b, t, t + 100 * MS);
+    uint64_t t = talked(&a, &b, &cfg);
     uint64_t heard = a->last_rx_us;
     uint32_t reason;
     uint64_t closed = alone(a, t, t + 120 * SEC, &reason);
@@ -251,18 +258,14 @@ static void test_late_keepalive_answer_is_not_probed(void)
 {
     crust_config cfg = config(0);
     crust_conn *a, *b;
-    setup(&a, &b, &cfg);
-    uint64_t t = converse(a, b, 0, 1 * SEC);
-    t = converse(a, b, t, t + 100 * MS);
+    uint64_t t = talked(&a, &b, &cfg);
     uint64_t pings = a->st.tx_packets + b->st.tx_packets;
     CHECK(idle_with_delay(a, b, t, 70 * SEC, 150 * MS) == 0);
     CHECK(a->st.tx_packets + b->st.tx_packets >= pings + 4); /* keepalives went */
     crust_conn_free(a);
     crust_conn_free(b);
 
-    setup(&a, &b, &cfg);
-    t = converse(a, b, 0, 1 * SEC);
-    t = converse(a, b, t, t + 100 * MS);
+    t = talked(&a, &b, &cfg);
     CHECK(idle_with_delay(a, b, t, 70 * SEC, 1500 * MS) >= 1);
     crust_conn_free(a);
     crust_conn_free(b);
