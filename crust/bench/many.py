@@ -35,6 +35,7 @@ import socket
 import struct
 import time
 import tracemalloc
+from collections import Counter
 from typing import Any
 
 from crust import _core
@@ -166,29 +167,49 @@ async def _idle(svc: Service, seconds: float) -> dict[str, Any]:
     """The service's own CPU time (every thread) and memory while its
     connections idle for ``seconds``: keepalives, timers and the service's
     own periodic work are all it does."""
+    # Outside the window: each connection's packets so far, to tell how
+    # many each sent and received in it.
+    before = {id(p): _packets(p) for p in svc.peers}
     gc.collect()
     ep0 = _endpoint_counts(svc)
     wall0, cpu0 = time.monotonic(), _cpu()
     await asyncio.sleep(seconds)
     cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
     ep1 = _endpoint_counts(svc)
+    rss = _rss()
     # What the endpoint did meanwhile, per second: keepalive packets each
     # way, drives (each a pass through Python) and connection timers run.
     rates = {k: (ep1[k] - ep0[k]) / wall for k in ep0}
-    # Outside the window: probe timeouts and key updates over every
-    # connection's life (why a node sends more than one PING or ACK per
-    # keepalive per peer).
-    conns = [p.link.conn.stats() for p in svc.peers if p.link is not None]
+    # After the window: probe timeouts and key updates over every
+    # connection's life, and how many connections sent and received how
+    # many packets in the window (why a node moves more than one PING and
+    # one ACK per keepalive interval per peer).
+    ptos = updates = 0
+    window: Counter[tuple[int, int]] = Counter()
+    for p in svc.peers:
+        st = p.link.conn.stats()
+        ptos += int(st["pto_count"])
+        updates += int(st["key_updates"])
+        tx0, rx0 = before.get(id(p), (0, 0))
+        window[(int(st["tx_packets"]) - tx0, int(st["rx_packets"]) - rx0)] += 1
     return {
-        "ptos": sum(int(st["pto_count"]) for st in conns),
-        "key_updates": sum(int(st["key_updates"]) for st in conns),
+        "ptos": ptos,
+        "key_updates": updates,
+        "packets_in_window": [
+            f"{n} connections sent {tx}, received {rx}" for (tx, rx), n in window.most_common(8)
+        ],
         "peers": len(svc.peers),
         "cpu_share": cpu / wall,
-        "rss": _rss(),
+        "rss": rss,
         "rates": rates,
         # Why peers ended, since the start (none should have).
         "lost": svc.stats()["lost_reasons"],
     }
+
+
+def _packets(peer: Any) -> tuple[int, int]:
+    st = peer.link.conn.stats()
+    return int(st["tx_packets"]), int(st["rx_packets"])
 
 
 _COUNTED = ("rx_datagrams", "tx_datagrams", "rx_batches", "tx_batches", "drives", "timers")
@@ -597,6 +618,7 @@ def idle_connections(
         "lost": idle["lost"],
         "ptos": idle["ptos"],
         "key_updates": idle["key_updates"],
+        "packets_in_window": idle["packets_in_window"],
         # One-way delays of single messages sent to the idling service,
         # each after a quiet spell (reads coalesced: at most a tick).
         "message_delays_s": delays,
