@@ -21,6 +21,23 @@ static void wipe(void *p, size_t n)
         *b++ = 0;
 }
 
+/* Zero the 32 bytes unless keep is 1, without branching on keep: whether a
+ * key has a representative is revealed by the return code only, so that
+ * tests/engine/test_elligator_ct.py can follow every secret under
+ * Valgrind and find no branch on one. */
+static void keep_or_zero(uint8_t b[CRUST_ELLIGATOR_BYTES], unsigned keep)
+{
+    uint8_t mask = (uint8_t)(0 - (keep & 1));
+    for (int i = 0; i < CRUST_ELLIGATOR_BYTES; i++)
+        b[i] &= mask;
+}
+
+/* code when ok is 0, CRUST_ELLIGATOR_OK (0) when it is 1, as arithmetic. */
+static int code_unless(unsigned ok, int code)
+{
+    return (int)(0u - (1u - (ok & 1))) & code;
+}
+
 /*
  * The forward map, one exponentiation. With t1 = 2r^2 and xd = 1 + t1
  * (never 0: -1/2 is not a square), the candidate x1 = -A/xd, and
@@ -92,11 +109,10 @@ int crust_elligator_rev(uint8_t representative[CRUST_ELLIGATOR_BYTES],
     crust_fe_abs(&r, &r);
     crust_fe_tobytes(representative, &r);
     representative[31] |= (uint8_t)(tweak & 0xc0);
-    if (!ok) { /* not secret: such a key is discarded */
-        wipe(representative, CRUST_ELLIGATOR_BYTES);
-        return CRUST_ELLIGATOR_ENOREP;
-    }
-    return CRUST_ELLIGATOR_OK;
+    /* Whether there is one is revealed (such a key is discarded), but only
+     * through the return value. */
+    keep_or_zero(representative, (unsigned)ok);
+    return code_unless((unsigned)ok, CRUST_ELLIGATOR_ENOREP);
 }
 
 /*
@@ -169,17 +185,16 @@ int crust_elligator_public_key(uint8_t public_key[CRUST_ELLIGATOR_BYTES],
     if (scalarmult_base == NULL)
         return CRUST_ELLIGATOR_EINVAL;
     uint8_t clean[CRUST_ELLIGATOR_BYTES];
-    if (scalarmult_base(clean, private_key) != 0)
+    if (scalarmult_base(clean, private_key) != 0) { /* libsodium's X25519 never fails */
+        memset(public_key, 0, CRUST_ELLIGATOR_BYTES);
         return CRUST_ELLIGATOR_ESODIUM;
+    }
     crust_fe u0, v0, g, t, isr, ut, vt, lam, u3;
     crust_fe_frombytes(&u0, clean);
     /* The identity (u = 0 from a scalar that is a multiple of the group
      * order) has no affine form; it does not happen for a clamped scalar
      * but a broken scalarmult_base must not pass unnoticed. */
-    if (crust_fe_iszero(&u0)) {
-        wipe(clean, sizeof clean);
-        return CRUST_ELLIGATOR_ESODIUM;
-    }
+    int identity = crust_fe_iszero(&u0);
     crust_fe_add(&g, &u0, &fe_A);
     crust_fe_mul(&g, &g, &u0);
     crust_fe_1(&t);
@@ -204,12 +219,10 @@ int crust_elligator_public_key(uint8_t public_key[CRUST_ELLIGATOR_BYTES],
     wipe(clean, sizeof clean);
     wipe(&v0, sizeof v0);
     wipe(&lam, sizeof lam);
-    /* Not on the curve: scalarmult_base is not X25519. */
-    if (!on_curve) {
-        wipe(public_key, CRUST_ELLIGATOR_BYTES);
-        return CRUST_ELLIGATOR_ESODIUM;
-    }
-    return CRUST_ELLIGATOR_OK;
+    /* Off the curve: scalarmult_base is not X25519. */
+    unsigned ok = (unsigned)(on_curve & (1 - identity));
+    keep_or_zero(public_key, ok);
+    return code_unless(ok, CRUST_ELLIGATOR_ESODIUM);
 }
 
 int crust_elligator_key_pair(uint8_t representative[CRUST_ELLIGATOR_BYTES],
@@ -217,12 +230,19 @@ int crust_elligator_key_pair(uint8_t representative[CRUST_ELLIGATOR_BYTES],
                              const uint8_t private_key[CRUST_ELLIGATOR_BYTES], uint8_t tweak,
                              crust_elligator_scalarmult_base_fn scalarmult_base)
 {
-    int rc = crust_elligator_public_key(public_key, private_key, scalarmult_base);
-    if (rc == CRUST_ELLIGATOR_OK)
-        rc = crust_elligator_rev(representative, public_key, tweak);
-    if (rc != CRUST_ELLIGATOR_OK) {
-        wipe(representative, CRUST_ELLIGATOR_BYTES);
-        wipe(public_key, CRUST_ELLIGATOR_BYTES);
-    }
-    return rc;
+    /* Both steps run whatever the first gives (a zeroed public key has
+     * the representative 0), and the outcome is combined without a branch
+     * (see keep_or_zero). */
+    if (scalarmult_base == NULL)
+        return CRUST_ELLIGATOR_EINVAL;
+    int pub_rc = crust_elligator_public_key(public_key, private_key, scalarmult_base);
+    int rep_rc = crust_elligator_rev(representative, public_key, tweak);
+    /* rc == 0 as 0/1: (x | -x) has its top bit set exactly when x != 0 */
+    unsigned pub_ok = ((((unsigned)pub_rc | (0u - (unsigned)pub_rc)) >> 31) & 1u) ^ 1u;
+    unsigned rep_ok = ((((unsigned)rep_rc | (0u - (unsigned)rep_rc)) >> 31) & 1u) ^ 1u;
+    keep_or_zero(public_key, pub_ok & rep_ok);
+    keep_or_zero(representative, pub_ok & rep_ok);
+    /* pub_rc when it failed, else rep_rc */
+    int pub_mask = (int)(0u - (1u - pub_ok));
+    return (pub_rc & pub_mask) | (rep_rc & ~pub_mask);
 }
