@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from statistics import NormalDist
 
 import pytest
 from nacl.bindings import (
@@ -208,6 +209,30 @@ def test_every_bit_of_dirty_representatives_is_fair(dirty: tuple[list[bytes], in
     assert len(set(samples)) == len(samples)
 
 
+def _byte_chi2(samples: list[bytes], position: int) -> float:
+    counts = [0] * 256
+    for s in samples:
+        counts[s[position]] += 1
+    expected = len(samples) / 256
+    return sum((c - expected) ** 2 / expected for c in counts)
+
+
+def _chi2_bound(df: int, tail: float) -> float:
+    """The chi-square quantile with upper tail ``tail`` (Wilson-Hilferty's
+    normal approximation, close to exact at 255 degrees of freedom)."""
+    z = NormalDist().inv_cdf(1 - tail)
+    h = 2 / (9 * df)
+    return float(df * (1 - h + z * math.sqrt(h)) ** 3)
+
+
+def test_every_byte_of_dirty_representatives_is_uniform(dirty: tuple[list[bytes], int]) -> None:
+    # 256 values per position, 32 positions: ~1e-6 overall for a fair source.
+    samples, _ = dirty
+    bound = _chi2_bound(255, 1e-6 / 32)
+    worst = max(range(32), key=lambda i: _byte_chi2(samples, i))
+    assert _byte_chi2(samples, worst) < bound, (worst, _byte_chi2(samples, worst), bound)
+
+
 def test_the_bit_test_catches_missing_padding() -> None:
     # Without the random top bits, bits 254 and 255 are always 0.
     samples = _clean_samples(random.Random(24), 2_000, pad=False)
@@ -215,6 +240,7 @@ def test_the_bit_test_catches_missing_padding() -> None:
     bound = _bit_bound(len(samples))
     assert freqs[254] == freqs[255] == 0.0
     assert abs(freqs[254] - 0.5) > bound
+    assert _byte_chi2(samples, 31) > _chi2_bound(255, 1e-6 / 32)
 
 
 def test_decoded_points_of_dirty_keys_sit_in_the_subgroup_one_time_in_eight(
