@@ -121,8 +121,9 @@ int crust_elligator_rev(uint8_t representative[CRUST_ELLIGATOR_BYTES],
  * x^2 = (sqrt(d+1)+1)/d carried to Montgomery form), T_4 = (0, 0) has
  * order 2, T_2 and T_6 order 4. The u-coordinates are the well-known
  * low-order X25519 inputs (e0eb7a7c..., 5f9c95bc..., 1, 0).
- * tests/c/test_elligator.c checks each is on the curve and that
- * T_{k+1} = T_k + T_1 and [8]T_1 = O.
+ * tests/c/test_elligator.c derives the u's from T_1 by the affine law
+ * ([8]T_1 = O), and checks through the dirty keys that each entry is
+ * right: P + T_k is on the curve and [ell](P + T_k) = T_{5k}.
  */
 static const uint8_t low_order[7][2][32] = {
     {{0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a,

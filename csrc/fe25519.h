@@ -11,6 +11,8 @@
  * are summed in unsigned __int128. Limbs are kept "loosely reduced" (each
  * below 2^52) between operations, so every operation accepts the output of
  * any other; only crust_fe_tobytes produces the canonical value (< p).
+ * So an element must come from these functions (crust_fe_frombytes for
+ * constants too), not from limbs written by hand beyond 2^51.
  *
  * Constant time: no branch and no memory index depends on an element's
  * value. The exponentiations run a fixed addition chain; selections are
