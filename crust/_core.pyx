@@ -921,3 +921,4 @@ def bench_aead(int aead_id, size_t pkt_len, uint64_t count):
 
 include "_endpoint.pxi"
 include "_noise.pxi"
+include "_elligator.pxi"

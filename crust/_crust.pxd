@@ -476,3 +476,25 @@ cdef extern from "noise.h" nogil:
                          uint8_t *payload, size_t cap, size_t *payload_len)
     void crust_noise_x25519_counts(uint64_t *dh, uint64_t *ephemeral)
     void crust_noise_wipe(void *p, size_t len)
+
+
+# ---- Elligator 2 representatives (csrc/elligator.h) ----
+cdef extern from "elligator.h" nogil:
+    enum:
+        CRUST_ELLIGATOR_BYTES
+
+    enum:
+        CRUST_ELLIGATOR_OK
+        CRUST_ELLIGATOR_ENOREP
+        CRUST_ELLIGATOR_EINVAL
+        CRUST_ELLIGATOR_ESODIUM
+
+    ctypedef int (*crust_elligator_scalarmult_base_fn)(unsigned char *q, const unsigned char *n)
+
+    void crust_elligator_map(uint8_t *u, const uint8_t *representative)
+    int crust_elligator_rev(uint8_t *representative, const uint8_t *u, uint8_t tweak)
+    int crust_elligator_public_key(uint8_t *public_key, const uint8_t *private_key,
+                                   crust_elligator_scalarmult_base_fn scalarmult_base)
+    int crust_elligator_key_pair(uint8_t *representative, uint8_t *public_key,
+                                 const uint8_t *private_key, uint8_t tweak,
+                                 crust_elligator_scalarmult_base_fn scalarmult_base)

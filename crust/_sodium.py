@@ -1,5 +1,6 @@
-"""Hand the libsodium inside PyNaCl to the C core: its AEAD table and the
-Noise handshake (csrc/noise.h).
+"""Hand the libsodium inside PyNaCl to the C core: its AEAD table, the
+Noise handshake (csrc/noise.h) and Elligator key generation
+(csrc/elligator.h).
 
 PyNaCl links libsodium into its cffi module, so crust needs no system
 library. cffi's ``addressof`` gives a C function pointer with libsodium's
@@ -73,7 +74,14 @@ def _register_noise() -> None:
     )
 
 
+def _register_elligator() -> None:
+    # The dirty-key generation of csrc/elligator.h needs X25519's base
+    # point multiplication only.
+    _core.elligator_use_sodium(_address("crypto_scalarmult_base"))
+
+
 _register_noise()
+_register_elligator()
 
 #: AEAD ids usable on this machine (the built-in null one included).
 registered: tuple[int, ...] = _register()
