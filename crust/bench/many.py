@@ -135,7 +135,7 @@ async def _serve(pipe: Any, transport: str, most: int, overrides: dict[str, Any]
                 elif cmd == "settle":
                     pipe.send(await _settle(svc, counts))
                 elif cmd == "idle":
-                    pipe.send(await _idle(svc, arg))
+                    pipe.send(await _idle(svc, *arg))
                 elif cmd == "arrival":
                     # When the first message since "messages" came (the
                     # clock is the system's monotonic one, shared with the
@@ -163,17 +163,32 @@ async def _settle(svc: Service, counts: _Counts) -> dict[str, Any]:
     return await _wait_peers(svc, counts, counts.peers)
 
 
-async def _idle(svc: Service, seconds: float) -> dict[str, Any]:
+async def _idle(svc: Service, warmup: float, seconds: float) -> dict[str, Any]:
     """The service's own CPU time (every thread) and memory while its
     connections idle for ``seconds``: keepalives, timers and the service's
-    own periodic work are all it does."""
+    own periodic work are all it does. The window opens ``warmup`` seconds
+    after the last handshake: until then the young connections finish
+    setting up (their path MTU search, first round-trip samples, probes of
+    answers the dialler, just out of its dialling, gave late), which is
+    the cost of new connections, not of idle ones; its CPU is reported
+    apart."""
+    wall0, cpu0 = time.monotonic(), _cpu()
+    await asyncio.sleep(warmup)
+    warm_share = (_cpu() - cpu0) / (time.monotonic() - wall0) if warmup else None
     # Outside the window: each connection's packets so far, to tell how
     # many each sent and received in it.
-    before = {id(p): _packets(p) for p in svc.peers}
+    before = {id(p): _window_counters(p) for p in svc.peers}
     gc.collect()
     ep0 = _endpoint_counts(svc)
     wall0, cpu0 = time.monotonic(), _cpu()
-    await asyncio.sleep(seconds)
+    # The share in slices: keepalives come in waves where connections were
+    # dialled in bursts, and one slice's figure says nothing alone.
+    slices = []
+    end = wall0 + seconds
+    while (left := end - time.monotonic()) > 0:
+        t, c = time.monotonic(), _cpu()
+        await asyncio.sleep(min(_SLICE_S, left))
+        slices.append((_cpu() - c) / (time.monotonic() - t))
     cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
     ep1 = _endpoint_counts(svc)
     rss = _rss()
@@ -186,20 +201,27 @@ async def _idle(svc: Service, seconds: float) -> dict[str, Any]:
     # one ACK per keepalive interval per peer).
     ptos = updates = 0
     window: Counter[tuple[int, int]] = Counter()
+    moved: Counter[str] = Counter()  # the window's counts, summed
     for p in svc.peers:
         st = p.link.conn.stats()
         ptos += int(st["pto_count"])
         updates += int(st["key_updates"])
-        tx0, rx0 = before.get(id(p), (0, 0))
-        window[(int(st["tx_packets"]) - tx0, int(st["rx_packets"]) - rx0)] += 1
+        now = _window_counters(p)
+        then = before.get(id(p), (0,) * len(now))
+        for name, a, b in zip(_WINDOW_COUNTERS, then, now, strict=True):
+            moved[name] += b - a
+        window[(now[0] - then[0], now[1] - then[1])] += 1
     return {
         "ptos": ptos,
         "key_updates": updates,
         "packets_in_window": [
             f"{n} connections sent {tx}, received {rx}" for (tx, rx), n in window.most_common(8)
         ],
+        "window_counts": dict(moved),
         "peers": len(svc.peers),
         "cpu_share": cpu / wall,
+        "cpu_share_slices": slices,
+        "warmup_cpu_share": warm_share,
         "rss": rss,
         "rates": rates,
         # Why peers ended, since the start (none should have).
@@ -207,10 +229,30 @@ async def _idle(svc: Service, seconds: float) -> dict[str, Any]:
     }
 
 
-def _packets(peer: Any) -> tuple[int, int]:
-    st = peer.link.conn.stats()
-    return int(st["tx_packets"]), int(st["rx_packets"])
+# Per-connection counters whose change over the idle window is reported
+# (summed): which of them move tells why a connection sent more than a
+# keepalive's PING and ACK. Packets first (the histogram reads them).
+_WINDOW_COUNTERS = (
+    "tx_packets",
+    "rx_packets",
+    "tx_bytes",
+    "rx_bytes",
+    "pto_count",
+    "lost_packets",
+    "spurious_losses",
+    "rx_stall_pings",
+    "rx_dropped_duplicate",
+    "rx_dropped_old",
+    "unreachable_reports",
+)
 
+
+def _window_counters(peer: Any) -> tuple[int, ...]:
+    st = peer.link.conn.stats()
+    return tuple(int(st[k]) for k in _WINDOW_COUNTERS)
+
+
+_SLICE_S = 5.0  # the idle window's CPU share is also given per slice this long
 
 _COUNTED = ("rx_datagrams", "tx_datagrams", "rx_batches", "tx_batches", "drives", "timers")
 
@@ -566,7 +608,11 @@ def _measure(
 
 
 def idle_connections(
-    n: int, seconds: float, keepalive: float | None = None, probes: int = 5
+    n: int,
+    seconds: float,
+    keepalive: float | None = None,
+    probes: int = 5,
+    warmup: float | None = None,
 ) -> dict[str, Any]:
     """``n`` idle UDP connections to one service (keepalives, idle timeout
     and pruning at their defaults, every peer maintained), held for
@@ -574,8 +620,12 @@ def idle_connections(
     ``probes`` single messages, each after a quiet spell, timed to the
     service. ``keepalive`` (both ends) instead of the default: a short one
     packs the keepalives of many more connections into a short run (the
-    tests)."""
+    tests). The measured window opens ``warmup`` seconds after the last
+    handshake (default: a keepalive interval and 5 s, so that every
+    connection is past its setup and its first keepalive)."""
     defaults = ServiceConfig()
+    if warmup is None:
+        warmup = (defaults.keepalive if keepalive is None else keepalive) + 5.0
     overrides: dict[str, Any] = {"prune_after": defaults.prune_after}
     ends: dict[str, Any] = {} if keepalive is None else {"keepalive": keepalive}
     overrides.update(ends)
@@ -593,10 +643,15 @@ def idle_connections(
             dial_s = (first["last_ns"] - t0) / 1e9
             # The dialler keeps answering keepalives in a thread of its own
             # while the service idles.
-            pipe.send(("idle", seconds))
-            stop = time.monotonic() + seconds + 300
+            pipe.send(("idle", (warmup, seconds)))
+            stop = time.monotonic() + warmup + seconds + 300
+            wall0, cpu0 = time.monotonic(), _cpu()
             while not pipe.poll() and time.monotonic() < stop:
                 dialer.idle(0.2)
+            # The dialler's own share (it runs as many connections): a
+            # dialler near a full core answers late, and the service's
+            # probes of late answers are then the bench's doing.
+            dial_cpu = (_cpu() - cpu0) / (time.monotonic() - wall0)
             idle = _check(pipe.recv(timeout=5))
             delays = [_message_delay(pipe, dialer, i) for i in range(probes)]
         finally:
@@ -611,6 +666,10 @@ def idle_connections(
         "finish_never_confirmed": dialer.unconfirmed,
         "idle_seconds": seconds,
         "idle_cpu_share": idle["cpu_share"],
+        "idle_cpu_share_slices": idle["cpu_share_slices"],
+        "warmup_seconds": warmup,
+        "warmup_cpu_share": idle["warmup_cpu_share"],
+        "dialler_idle_cpu_share": dial_cpu,
         "rss_per_conn": (idle["rss"] - rss0) / idle["peers"],
         "c_per_conn": first["c_bytes"] / first["peers"],
         "per_second": idle["rates"],
@@ -619,6 +678,7 @@ def idle_connections(
         "ptos": idle["ptos"],
         "key_updates": idle["key_updates"],
         "packets_in_window": idle["packets_in_window"],
+        "window_counts": idle["window_counts"],
         # One-way delays of single messages sent to the idling service,
         # each after a quiet spell (reads coalesced: at most a tick).
         "message_delays_s": delays,
