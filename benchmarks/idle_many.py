@@ -1,6 +1,6 @@
 """Idle cost of many connections at one node (issue 22).
 
-    python benchmarks/idle_many.py [connections] [idle seconds]
+    python benchmarks/idle_many.py [connections] [idle seconds] [keepalive seconds]
 
 Dials ``connections`` UDP connections (default 100,000) to a ``Service`` in
 a child process (``crust.bench.many``: sans-IO handshakes from 256 source
@@ -25,7 +25,8 @@ from crust.bench.many import idle_connections
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
-    out = idle_connections(n, seconds)
+    keepalive = float(sys.argv[3]) if len(sys.argv) > 3 else None
+    out = idle_connections(n, seconds, keepalive=keepalive)
     print(json.dumps(out, indent=1))
     slices = sorted(out["idle_cpu_share_slices"])
     print(
