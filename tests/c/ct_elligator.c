@@ -25,17 +25,7 @@
 #define SECRET(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
 #define PUBLIC(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
 
-static uint64_t rng = 0x9E3779B97F4A7C15ULL;
-
-static void fill(uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        rng ^= rng >> 12;
-        rng ^= rng << 25;
-        rng ^= rng >> 27;
-        b[i] = (uint8_t)((rng * 0x2545F4914F6CDD1DULL) >> 56);
-    }
-}
+#include "test_rng.h"
 
 static int ref_base(unsigned char *q, const unsigned char *n)
 {

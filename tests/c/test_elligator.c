@@ -49,17 +49,7 @@ static void hex_be(uint8_t out[32], const char *h)
         out[i] = be[31 - i];
 }
 
-static uint64_t rng = 0x2545F4914F6CDD1DULL;
-
-static void fill(uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        rng ^= rng >> 12;
-        rng ^= rng << 25;
-        rng ^= rng >> 27;
-        b[i] = (uint8_t)((rng * 0x2545F4914F6CDD1DULL) >> 56);
-    }
-}
+#include "test_rng.h"
 
 static void fe_hex(crust_fe *f, const char *h)
 {
