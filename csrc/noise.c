@@ -46,8 +46,7 @@ enum { T_END = 0, T_E, T_S, T_EE, T_ES, T_SE, T_SS };
 #define NAME_IK_MASKED "Noise_IK_25519elligator2_ChaChaPoly_BLAKE2b"
 _Static_assert(sizeof NAME_XX_MASKED - 1 <= CRUST_NOISE_HASHLEN, "names are padded, not hashed");
 _Static_assert(sizeof NAME_IK_MASKED - 1 <= CRUST_NOISE_HASHLEN, "names are padded, not hashed");
-/* The Elligator key generation takes libsodium's crypto_scalarmult_base
- * as noise.h's table holds it. */
+/* A representative fills the "e" token's DHLEN bytes, as a key does. */
 _Static_assert(CRUST_ELLIGATOR_BYTES == CRUST_NOISE_DHLEN, "one key size");
 
 typedef struct pattern_def {
