@@ -392,6 +392,7 @@ cdef extern from "noise.h" nogil:
         CRUST_NOISE_ENOSODIUM
         CRUST_NOISE_ENOTDONE
         CRUST_NOISE_EBUFFER
+        CRUST_NOISE_ENOREP
 
     ctypedef int (*crust_noise_scalarmult_fn)(unsigned char *q, const unsigned char *n,
                                               const unsigned char *p)
@@ -460,6 +461,7 @@ cdef extern from "noise.h" nogil:
         crust_noise_cipher cs
         uint8_t rs[32]
         uint8_t has_rs
+        uint8_t masked
         uint8_t k1[32]
         uint8_t k2[32]
 
@@ -467,6 +469,11 @@ cdef extern from "noise.h" nogil:
                          const uint8_t *prologue, size_t prologue_len,
                          const uint8_t *s, const uint8_t *s_pub,
                          const uint8_t *rs, const uint8_t *e)
+    int crust_noise_init_masked(crust_noise_hs *hs, crust_noise_pattern pattern, int initiator,
+                                const uint8_t *prologue, size_t prologue_len,
+                                const uint8_t *s, const uint8_t *s_pub,
+                                const uint8_t *rs, const uint8_t *e, uint8_t tweak)
+    int crust_noise_set_ephemeral(crust_noise_hs *hs, const uint8_t *e, uint8_t tweak)
     int crust_noise_complete(const crust_noise_hs *hs)
     int crust_noise_my_turn(const crust_noise_hs *hs)
     size_t crust_noise_write_len(const crust_noise_hs *hs, size_t payload_len)

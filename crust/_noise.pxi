@@ -26,6 +26,7 @@ _NOISE_MESSAGES = {
     C.CRUST_NOISE_ENOSODIUM: "libsodium functions not registered (import crust._sodium)",
     C.CRUST_NOISE_ENOTDONE: "split() before the handshake is complete",
     C.CRUST_NOISE_EBUFFER: "output buffer too small",
+    C.CRUST_NOISE_ENOREP: "the ephemeral key has no Elligator representative",
 }
 
 
@@ -274,17 +275,23 @@ def noise_rekey(key):
 @cython.final
 cdef class NoiseHandshake:
     """One side of a Noise_XX or Noise_IK handshake (crust_noise_hs):
-    crust.noise.HandshakeState is the documented wrapper."""
+    crust.noise.HandshakeState is the documented wrapper. With ``masked``,
+    ephemeral keys travel as Elligator representatives (``tweak`` goes with
+    ``e``) and write_message returns None for an ``e`` without one:
+    set_ephemeral, then write again."""
 
     cdef C.crust_noise_hs hs
 
-    def __cinit__(self, int pattern, bint initiator, prologue, s, s_pub, rs, e):
+    def __cinit__(self, int pattern, bint initiator, prologue, s, s_pub, rs, e,
+                  bint masked=False, int tweak=0):
         cdef Py_buffer pv, sv, spv, rsv, ev
         cdef const uint8_t *sp = NULL
         cdef const uint8_t *rp = NULL
         cdef int rc
         if pattern != C.CRUST_NOISE_XX and pattern != C.CRUST_NOISE_IK:
             raise NoiseError(f"unsupported handshake pattern {pattern}")
+        if not 0 <= tweak <= 255:
+            raise NoiseError(f"tweak must be a byte, got {tweak}")
         _noise_buffer(prologue, &pv)
         try:
             _noise_key(s, &sv, "X25519 private key")
@@ -299,10 +306,17 @@ cdef class NoiseHandshake:
                             _noise_key(rs, &rsv, "remote static key")
                             rp = <const uint8_t *>rsv.buf
                         try:
-                            rc = C.crust_noise_init(&self.hs, <C.crust_noise_pattern>pattern,
-                                                    initiator, <const uint8_t *>pv.buf,
-                                                    <size_t>pv.len, <const uint8_t *>sv.buf,
-                                                    sp, rp, <const uint8_t *>ev.buf)
+                            if masked:
+                                rc = C.crust_noise_init_masked(
+                                    &self.hs, <C.crust_noise_pattern>pattern, initiator,
+                                    <const uint8_t *>pv.buf, <size_t>pv.len,
+                                    <const uint8_t *>sv.buf, sp, rp, <const uint8_t *>ev.buf,
+                                    <uint8_t>tweak)
+                            else:
+                                rc = C.crust_noise_init(
+                                    &self.hs, <C.crust_noise_pattern>pattern, initiator,
+                                    <const uint8_t *>pv.buf, <size_t>pv.len,
+                                    <const uint8_t *>sv.buf, sp, rp, <const uint8_t *>ev.buf)
                         finally:
                             if rp != NULL:
                                 PyBuffer_Release(&rsv)
@@ -341,6 +355,26 @@ cdef class NoiseHandshake:
             return None
         return PyBytes_FromStringAndSize(<char *>self.hs.rs, 32)
 
+    @property
+    def masked(self):
+        return self.hs.masked != 0
+
+    def set_ephemeral(self, e, int tweak):
+        """Another ephemeral private key (and tweak), before "e" is sent."""
+        cdef Py_buffer v
+        cdef int rc
+        if not 0 <= tweak <= 255:
+            raise NoiseError(f"tweak must be a byte, got {tweak}")
+        _noise_key(e, &v, "X25519 ephemeral private key")
+        try:
+            rc = C.crust_noise_set_ephemeral(&self.hs, <const uint8_t *>v.buf, <uint8_t>tweak)
+        finally:
+            PyBuffer_Release(&v)
+        if rc == C.CRUST_NOISE_ESTATE:
+            raise NoiseError("the ephemeral key has already been sent")
+        if rc < 0:
+            _noise_raise(rc)
+
     def split_keys(self):
         """Split()'s two cipher keys (initiator->responder, responder->initiator)."""
         if not C.crust_noise_complete(&self.hs):
@@ -367,6 +401,8 @@ cdef class NoiseHandshake:
                                      <uint8_t *>PyBytes_AS_STRING(out), need, &out_len)
         finally:
             PyBuffer_Release(&v)
+        if rc == C.CRUST_NOISE_ENOREP:
+            return None
         if rc < 0:
             _noise_raise(rc)
         if out_len != need:  # write_len and write disagree: a bug, not a peer

@@ -19,6 +19,11 @@ Two deliberate strengthenings over the bare specification:
 
 Whatever bytes ``read_message`` and ``CipherState.decrypt_with_ad`` are
 given, the only exception they raise is :class:`NoiseError`.
+
+``HandshakeState(..., masked=True)`` sends ephemeral keys as Elligator 2
+representatives, 32 bytes that cannot be told from random ones
+(docs/design/0082): a protocol of its own name, which only a masked peer
+completes.
 """
 
 from __future__ import annotations
@@ -63,8 +68,16 @@ Pattern = Literal["XX", "IK"]
 _PATTERNS: dict[str, int] = {"XX": 0, "IK": 1}
 
 
-def protocol_name(pattern: Pattern) -> bytes:
-    return b"Noise_" + pattern.encode() + b"_25519_ChaChaPoly_BLAKE2b"
+#: Tries at a representable ephemeral key (each succeeds with probability
+#: 1/2) before the random source is deemed broken.
+_MAX_EPHEMERAL_DRAWS = 128
+
+
+def protocol_name(pattern: Pattern, *, masked: bool = False) -> bytes:
+    """The Noise protocol name. Masked ephemerals have no name in the
+    specification: crust marks them in the DH field (csrc/noise.c)."""
+    dh_name = b"25519elligator2" if masked else b"25519"
+    return b"Noise_" + pattern.encode() + b"_" + dh_name + b"_ChaChaPoly_BLAKE2b"
 
 
 # ---- DH functions (Curve25519) ---------------------------------------------
@@ -218,9 +231,18 @@ class HandshakeState:
     Messages alternate, initiator first: call ``write_message`` when it is
     our turn and ``read_message`` when it is the peer's, until
     ``complete``; then ``split``.
+
+    ``masked``: the ephemeral key goes on the wire as the Elligator 2
+    representative of a dirty public key (crust.elligator), under the
+    protocol name ``protocol_name(pattern, masked=True)``; both ends must
+    say so, or the handshake fails at its first authenticated message.
+    About half the private keys have no representative: ``write_message``
+    draws new ones (and tweaks) from ``os.urandom`` until one has. A fixed
+    ``e`` (tests) comes with ``tweak`` (default 0) and is never replaced:
+    without a representative, writing "e" raises NoiseError.
     """
 
-    __slots__ = ("_c", "_split", "initiator", "pattern")
+    __slots__ = ("_c", "_fixed_e", "_split", "initiator", "pattern")
 
     def __init__(
         self,
@@ -232,6 +254,8 @@ class HandshakeState:
         e: bytes | None = None,
         *,
         s_pub: bytes | None = None,
+        masked: bool = False,
+        tweak: int = 0,
     ) -> None:
         number = _PATTERNS.get(pattern) if isinstance(pattern, str) else None
         if number is None:
@@ -239,9 +263,15 @@ class HandshakeState:
         self.pattern: Pattern = pattern
         self.initiator = bool(initiator)
         # The ephemeral key is drawn here (the C core draws no randomness);
-        # its public half is computed only when the "e" token is written.
+        # its public half is computed only when the "e" token is written,
+        # so a responder that never answers spends nothing on it.
+        self._fixed_e = e is not None
+        if e is None:
+            e = os.urandom(DHLEN)
+            if masked:
+                tweak = os.urandom(1)[0]
         self._c = _core.NoiseHandshake(
-            number, self.initiator, prologue, s, s_pub, rs, os.urandom(DHLEN) if e is None else e
+            number, self.initiator, prologue, s, s_pub, rs, e, bool(masked), tweak
         )
         self._split: tuple[CipherState, CipherState] | None = None
 
@@ -268,8 +298,23 @@ class HandshakeState:
 
     # -- messages ------------------------------------------------------------------
 
+    @property
+    def masked(self) -> bool:
+        """True when ephemeral keys travel as Elligator representatives."""
+        return self._c.masked
+
     def write_message(self, payload: bytes = b"") -> bytes:
-        return self._c.write_message(payload)
+        for _ in range(_MAX_EPHEMERAL_DRAWS):
+            message = self._c.write_message(payload)
+            if message is not None:
+                return message
+            # Masked, and this ephemeral key has no representative: the
+            # write changed nothing; try another key.
+            if self._fixed_e:
+                raise NoiseError("the given ephemeral key has no Elligator representative")
+            seed = os.urandom(DHLEN + 1)
+            self._c.set_ephemeral(seed[:DHLEN], seed[DHLEN])
+        raise NoiseError(f"no representable ephemeral key in {_MAX_EPHEMERAL_DRAWS} draws")
 
     def read_message(self, message: bytes) -> bytes:
         """Process the peer's message and return its payload. On NoiseError

@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "elligator.h"
+
 static crust_noise_sodium sodium;
 static int sodium_ready;
 /* Relaxed atomics: counts, not synchronisation. */
@@ -34,17 +36,30 @@ enum { T_END = 0, T_E, T_S, T_EE, T_ES, T_SE, T_SS };
 #define MAX_TOKENS 5
 #define MAX_MESSAGES 3
 
+/* Protocol names. Masked ephemerals change how the DH function's public
+ * keys travel, so the DH field carries the change; no Noise document names
+ * it. Each name is at most HASHLEN bytes, so InitializeSymmetric pads
+ * instead of hashing. */
+#define NAME_XX "Noise_XX_25519_ChaChaPoly_BLAKE2b"
+#define NAME_IK "Noise_IK_25519_ChaChaPoly_BLAKE2b"
+#define NAME_XX_MASKED "Noise_XX_25519elligator2_ChaChaPoly_BLAKE2b"
+#define NAME_IK_MASKED "Noise_IK_25519elligator2_ChaChaPoly_BLAKE2b"
+_Static_assert(sizeof NAME_XX_MASKED - 1 <= CRUST_NOISE_HASHLEN, "names are padded, not hashed");
+_Static_assert(sizeof NAME_IK_MASKED - 1 <= CRUST_NOISE_HASHLEN, "names are padded, not hashed");
+/* A representative fills the "e" token's DHLEN bytes, as a key does. */
+_Static_assert(CRUST_ELLIGATOR_BYTES == CRUST_NOISE_DHLEN, "one key size");
+
 typedef struct pattern_def {
-    const char *name;
+    const char *name, *masked_name;
     uint8_t nmsgs;
     uint8_t responder_pre_s; /* IK: the responder's static key is a pre-message */
     uint8_t msgs[MAX_MESSAGES][MAX_TOKENS];
 } pattern_def;
 
 static const pattern_def PATTERNS[2] = {
-    [CRUST_NOISE_XX] = {"Noise_XX_25519_ChaChaPoly_BLAKE2b", 3, 0,
+    [CRUST_NOISE_XX] = {NAME_XX, NAME_XX_MASKED, 3, 0,
                         {{T_E}, {T_E, T_EE, T_S, T_ES}, {T_S, T_SE}}},
-    [CRUST_NOISE_IK] = {"Noise_IK_25519_ChaChaPoly_BLAKE2b", 2, 1,
+    [CRUST_NOISE_IK] = {NAME_IK, NAME_IK_MASKED, 2, 1,
                         {{T_E, T_ES, T_S, T_SS}, {T_E, T_EE, T_SE}}},
 };
 
@@ -363,10 +378,11 @@ static int decrypt_and_hash(crust_noise_hs *hs, const uint8_t *ciphertext, size_
 
 /* ---- HandshakeState ------------------------------------------------------ */
 
-int crust_noise_init(crust_noise_hs *hs, crust_noise_pattern pattern, int initiator,
-                     const uint8_t *prologue, size_t prologue_len,
-                     const uint8_t s[CRUST_NOISE_DHLEN], const uint8_t *s_pub,
-                     const uint8_t *rs, const uint8_t e[CRUST_NOISE_DHLEN])
+static int init_state(crust_noise_hs *hs, crust_noise_pattern pattern, int initiator,
+                      const uint8_t *prologue, size_t prologue_len,
+                      const uint8_t s[CRUST_NOISE_DHLEN], const uint8_t *s_pub,
+                      const uint8_t *rs, const uint8_t e[CRUST_NOISE_DHLEN], int masked,
+                      uint8_t tweak)
 {
     if (!sodium_ready)
         return CRUST_NOISE_ENOSODIUM;
@@ -378,6 +394,8 @@ int crust_noise_init(crust_noise_hs *hs, crust_noise_pattern pattern, int initia
     memset(hs, 0, sizeof *hs);
     hs->pattern = (uint8_t)pattern;
     hs->initiator = initiator ? 1 : 0;
+    hs->masked = masked ? 1 : 0;
+    hs->tweak = tweak;
     memcpy(hs->s, s, CRUST_NOISE_DHLEN);
     memcpy(hs->e, e, CRUST_NOISE_DHLEN);
     int rc = 0;
@@ -389,10 +407,10 @@ int crust_noise_init(crust_noise_hs *hs, crust_noise_pattern pattern, int initia
         memcpy(hs->rs, rs, CRUST_NOISE_DHLEN);
         hs->has_rs = 1;
     }
-    /* InitializeSymmetric: both names are 33 bytes, <= HASHLEN, so h is
-     * the name zero-padded and no hash is needed. */
-    size_t nlen = strlen(p->name);
-    memcpy(hs->h, p->name, nlen);
+    /* InitializeSymmetric: every name fits in HASHLEN (asserted above), so
+     * h is the name zero-padded and no hash is needed. */
+    const char *name = masked ? p->masked_name : p->name;
+    memcpy(hs->h, name, strlen(name));
     memcpy(hs->ck, hs->h, CRUST_NOISE_HASHLEN);
     if (!rc) rc = mix_hash(hs, prologue, prologue_len);
     if (!rc && p->responder_pre_s)
@@ -400,6 +418,36 @@ int crust_noise_init(crust_noise_hs *hs, crust_noise_pattern pattern, int initia
     if (rc)
         crust_noise_wipe(hs, sizeof *hs);
     return rc;
+}
+
+int crust_noise_init(crust_noise_hs *hs, crust_noise_pattern pattern, int initiator,
+                     const uint8_t *prologue, size_t prologue_len,
+                     const uint8_t s[CRUST_NOISE_DHLEN], const uint8_t *s_pub,
+                     const uint8_t *rs, const uint8_t e[CRUST_NOISE_DHLEN])
+{
+    return init_state(hs, pattern, initiator, prologue, prologue_len, s, s_pub, rs, e, 0, 0);
+}
+
+int crust_noise_init_masked(crust_noise_hs *hs, crust_noise_pattern pattern, int initiator,
+                            const uint8_t *prologue, size_t prologue_len,
+                            const uint8_t s[CRUST_NOISE_DHLEN], const uint8_t *s_pub,
+                            const uint8_t *rs, const uint8_t e[CRUST_NOISE_DHLEN],
+                            uint8_t tweak)
+{
+    return init_state(hs, pattern, initiator, prologue, prologue_len, s, s_pub, rs, e, 1, tweak);
+}
+
+int crust_noise_set_ephemeral(crust_noise_hs *hs, const uint8_t e[CRUST_NOISE_DHLEN],
+                              uint8_t tweak)
+{
+    if (!e)
+        return CRUST_NOISE_EINVAL;
+    /* Once sent, the key is part of the transcript and of the DHs. */
+    if (hs->has_e_pub)
+        return CRUST_NOISE_ESTATE;
+    memcpy(hs->e, e, CRUST_NOISE_DHLEN);
+    hs->tweak = tweak;
+    return CRUST_NOISE_OK;
 }
 
 int crust_noise_complete(const crust_noise_hs *hs)
@@ -471,6 +519,29 @@ static int advance(crust_noise_hs *hs)
     return crust_noise_complete(hs) ? split(hs) : 0;
 }
 
+/* The ephemeral public key and the 32 bytes the "e" token sends: the key
+ * itself, or (masked) the representative of the dirty key, which the
+ * peer's crust_elligator_map turns back into e_pub. */
+static int ephemeral(crust_noise_hs *hs, uint8_t wire[CRUST_NOISE_DHLEN])
+{
+    __atomic_fetch_add(&count_ephemeral, 1, __ATOMIC_RELAXED);
+    int rc;
+    if (hs->masked) {
+        rc = crust_elligator_key_pair(wire, hs->e_pub, hs->e, hs->tweak, sodium.scalarmult_base);
+        if (rc == CRUST_ELLIGATOR_ENOREP)
+            return CRUST_NOISE_ENOREP;
+        if (rc != CRUST_ELLIGATOR_OK)
+            return CRUST_NOISE_EINVAL; /* scalarmult_base failed, as in crust_noise_public_key */
+    } else {
+        rc = crust_noise_public_key(hs->e_pub, hs->e);
+        if (rc)
+            return rc;
+        memcpy(wire, hs->e_pub, CRUST_NOISE_DHLEN);
+    }
+    hs->has_e_pub = 1;
+    return CRUST_NOISE_OK;
+}
+
 static int write_tokens(crust_noise_hs *hs, const uint8_t *payload, size_t payload_len,
                         uint8_t *out, size_t *out_len)
 {
@@ -480,16 +551,12 @@ static int write_tokens(crust_noise_hs *hs, const uint8_t *payload, size_t paylo
     for (int i = 0; !rc && i < MAX_TOKENS && tok[i] != T_END; i++) {
         switch (tok[i]) {
         case T_E:
-            if (!hs->has_e_pub) {
-                __atomic_fetch_add(&count_ephemeral, 1, __ATOMIC_RELAXED);
-                rc = crust_noise_public_key(hs->e_pub, hs->e);
-                if (rc)
-                    break;
-                hs->has_e_pub = 1;
-            }
-            memcpy(out + pos, hs->e_pub, CRUST_NOISE_DHLEN);
+            /* Each side sends "e" once: there is no key yet to reuse. */
+            rc = ephemeral(hs, out + pos);
+            if (rc)
+                break;
+            rc = mix_hash(hs, out + pos, CRUST_NOISE_DHLEN);
             pos += CRUST_NOISE_DHLEN;
-            rc = mix_hash(hs, hs->e_pub, CRUST_NOISE_DHLEN);
             break;
         case T_S:
             rc = encrypt_and_hash(hs, hs->s_pub, CRUST_NOISE_DHLEN, out + pos, &n);
@@ -537,10 +604,16 @@ static int read_tokens(crust_noise_hs *hs, const uint8_t *msg, size_t len, uint8
         case T_E:
             if (len - pos < CRUST_NOISE_DHLEN)
                 return CRUST_NOISE_ESHORT;
-            memcpy(hs->re, msg + pos, CRUST_NOISE_DHLEN);
+            /* The wire bytes are hashed as they came; masked, the key
+             * for DH is what they decode to (any 32 bytes decode; a
+             * low-order result fails the DH's all-zero check). */
+            if (hs->masked)
+                crust_elligator_map(hs->re, msg + pos);
+            else
+                memcpy(hs->re, msg + pos, CRUST_NOISE_DHLEN);
             hs->has_re = 1;
+            rc = mix_hash(hs, msg + pos, CRUST_NOISE_DHLEN);
             pos += CRUST_NOISE_DHLEN;
-            rc = mix_hash(hs, hs->re, CRUST_NOISE_DHLEN);
             break;
         case T_S:
             n = CRUST_NOISE_DHLEN + (hs->cs.has_key ? CRUST_NOISE_TAGLEN : 0);

@@ -16,6 +16,21 @@
  * (32 random bytes) when it creates a handshake, so the code draws no
  * randomness and is deterministic under test vectors.
  *
+ * Masked ephemerals (crust_noise_init_masked; docs/design/0082): the 32
+ * bytes of each "e" token are the Elligator 2 representative of a dirty
+ * ephemeral public key (elligator.h), which cannot be told from random
+ * bytes, instead of the key itself. MixHash takes those wire bytes, as
+ * received (padding bits included), and the reader decodes them with
+ * crust_elligator_map to the u-coordinate it uses in DH. Everything else
+ * (static keys, the DH tokens, the key schedule) is unchanged. Both ends
+ * must be masked: the protocol name is another one (its DH field reads
+ * "25519elligator2"), so a masked end and a plain one never agree on a key
+ * and the first authenticated message fails with CRUST_NOISE_EDECRYPT. Only
+ * about half the private keys have a representative: the write of the
+ * "e" token then fails with CRUST_NOISE_ENOREP, the state untouched, and
+ * the caller installs another private key (crust_noise_set_ephemeral) and
+ * writes again, as lazily as the plain mode computes its ephemeral key.
+ *
  * Two strengthenings over the bare specification (kept from the Python
  * implementation this replaces):
  * - crust_noise_write and crust_noise_read are atomic: when they fail the
@@ -53,6 +68,7 @@
 #define CRUST_NOISE_ENOSODIUM (-8)  /* crust_noise_use_sodium() not called (or a hash call failed) */
 #define CRUST_NOISE_ENOTDONE (-9)   /* split before the handshake is complete */
 #define CRUST_NOISE_EBUFFER (-10)   /* the caller's output buffer is too small */
+#define CRUST_NOISE_ENOREP (-11)    /* masked: the ephemeral key has no representative */
 
 /* ---- libsodium's functions, with libsodium's own signatures ---- */
 typedef int (*crust_noise_scalarmult_fn)(unsigned char *q, const unsigned char *n,
@@ -155,6 +171,8 @@ typedef struct crust_noise_hs {
     uint8_t re[CRUST_NOISE_DHLEN], rs[CRUST_NOISE_DHLEN];
     uint8_t has_e_pub, has_re, has_rs;
     uint8_t pattern, initiator, index;
+    /* Masked ephemerals, and the Elligator tweak that goes with e. */
+    uint8_t masked, tweak;
     /* Split()'s two keys (initiator->responder, responder->initiator),
      * valid once complete. */
     uint8_t k1[CRUST_NOISE_KEYLEN], k2[CRUST_NOISE_KEYLEN];
@@ -171,6 +189,24 @@ int crust_noise_init(crust_noise_hs *hs, crust_noise_pattern pattern, int initia
                      const uint8_t s[CRUST_NOISE_DHLEN], const uint8_t *s_pub,
                      const uint8_t *rs, const uint8_t e[CRUST_NOISE_DHLEN]);
 
+/* crust_noise_init for masked ephemerals (see the top of this file):
+ * the protocol name is Noise_XX_25519elligator2_ChaChaPoly_BLAKE2b (or
+ * _IK_), e must come with a random tweak byte (elligator.h:
+ * crust_elligator_key_pair's), and e's public key is the dirty one
+ * whose representative goes on the wire. */
+int crust_noise_init_masked(crust_noise_hs *hs, crust_noise_pattern pattern, int initiator,
+                            const uint8_t *prologue, size_t prologue_len,
+                            const uint8_t s[CRUST_NOISE_DHLEN], const uint8_t *s_pub,
+                            const uint8_t *rs, const uint8_t e[CRUST_NOISE_DHLEN],
+                            uint8_t tweak);
+
+/* Replace the ephemeral private key (and, masked, its tweak) before the
+ * "e" token is written: what a masked writer does after
+ * CRUST_NOISE_ENOREP, with fresh random bytes. CRUST_NOISE_ESTATE once
+ * the key has been sent. */
+int crust_noise_set_ephemeral(crust_noise_hs *hs, const uint8_t e[CRUST_NOISE_DHLEN],
+                              uint8_t tweak);
+
 int crust_noise_complete(const crust_noise_hs *hs);
 /* True when the next message is ours to write. */
 int crust_noise_my_turn(const crust_noise_hs *hs);
@@ -179,7 +215,9 @@ int crust_noise_my_turn(const crust_noise_hs *hs);
 size_t crust_noise_write_len(const crust_noise_hs *hs, size_t payload_len);
 
 /* Write the next message with the payload into out (cap bytes, at least
- * crust_noise_write_len). *out_len gets its length. Atomic. */
+ * crust_noise_write_len). *out_len gets its length. Atomic.
+ * CRUST_NOISE_ENOREP (masked only): the ephemeral key has no
+ * representative; crust_noise_set_ephemeral, then write again. */
 int crust_noise_write(crust_noise_hs *hs, const uint8_t *payload, size_t payload_len,
                       uint8_t *out, size_t cap, size_t *out_len);
 /* Read the peer's message; its payload goes to payload (cap bytes; len
@@ -188,7 +226,8 @@ int crust_noise_read(crust_noise_hs *hs, const uint8_t *msg, size_t len, uint8_t
                      size_t cap, size_t *payload_len);
 
 /* X25519 operations done in this process so far: DHs (crust_noise_dh, each
- * DH token) and ephemeral public keys (each "e" token written). Tests use
+ * DH token) and ephemeral public keys (each "e" token written; masked,
+ * each attempt, so about two per token). Tests use
  * them to check that junk costs a responder no Diffie-Hellman. */
 void crust_noise_x25519_counts(uint64_t *dh, uint64_t *ephemeral);
 

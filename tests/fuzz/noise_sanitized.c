@@ -6,14 +6,18 @@
  *
  *     noise_sanitized PATH/TO/nacl/_sodium.abi3.so HANDSHAKES SEED
  *
- * Runs XX and IK handshakes with random keys and payloads; before each
+ * Runs XX and IK handshakes, plain and with masked ephemerals (Elligator
+ * representatives on the wire, docs/design/0082), with random keys and
+ * payloads; before each
  * genuine message the reader gets hostile copies of it (truncated,
  * extended, one bit flipped, random bytes), each read from a copy that
  * ends at a PROT_NONE page into a buffer of exactly the size
  * crust_noise_read is promised, ending at another: an overrun faults even
  * inside libsodium, which ASan does not instrument. A refused read must leave the state byte for byte as it was;
  * an accepted one may only be XX's first message (it carries no MAC) or
- * the genuine bytes. Both sides must end with the same keys and hash.
+ * the genuine bytes. Both sides must end with the same keys and hash; a
+ * masked "e" field must be the representative crust_elligator_key_pair
+ * gives for the writer's key, and decode to the key the reader uses.
  * tests/engine/test_noise_sanitized.py builds and runs it.
  */
 #include <dlfcn.h>
@@ -23,6 +27,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "elligator.h"
 #include "noise.h"
 
 #define CHECK(cond)                                                               \
@@ -123,17 +128,25 @@ int main(int argc, char **argv)
     rng_state = strtoull(argv[3], NULL, 10) | 1;
 
     static uint8_t msgs[3][1024], buf[1200], payload[256], got_payload[1024];
-    long refused = 0, accepted = 0;
+    long refused = 0, accepted = 0, redrawn = 0;
     for (int it = 0; it < handshakes; it++) {
         crust_noise_pattern pat = (it & 1) ? CRUST_NOISE_IK : CRUST_NOISE_XX;
+        int masked = (it & 2) != 0;
         uint8_t si[32], sr[32], ei[32], er[32], sr_pub[32], prologue[40];
         size_t plen = rnd() % sizeof prologue;
         fill(si, 32), fill(sr, 32), fill(ei, 32), fill(er, 32), fill(prologue, plen);
         CHECK(crust_noise_public_key(sr_pub, sr) == 0);
         crust_noise_hs a, b;
-        CHECK(crust_noise_init(&a, pat, 1, prologue, plen, si, NULL,
-                               pat == CRUST_NOISE_IK ? sr_pub : NULL, ei) == 0);
-        CHECK(crust_noise_init(&b, pat, 0, prologue, plen, sr, sr_pub, NULL, er) == 0);
+        const uint8_t *rs = pat == CRUST_NOISE_IK ? sr_pub : NULL;
+        if (masked) {
+            CHECK(crust_noise_init_masked(&a, pat, 1, prologue, plen, si, NULL, rs, ei,
+                                          (uint8_t)rnd()) == 0);
+            CHECK(crust_noise_init_masked(&b, pat, 0, prologue, plen, sr, sr_pub, NULL, er,
+                                          (uint8_t)rnd()) == 0);
+        } else {
+            CHECK(crust_noise_init(&a, pat, 1, prologue, plen, si, NULL, rs, ei) == 0);
+            CHECK(crust_noise_init(&b, pat, 0, prologue, plen, sr, sr_pub, NULL, er) == 0);
+        }
         crust_noise_hs *w = &a, *r = &b;
         for (int n = 0; !crust_noise_complete(&a); n++) {
             size_t pl = rnd() % sizeof payload, len, got;
@@ -143,7 +156,31 @@ int main(int argc, char **argv)
             crust_noise_hs saved = *w;
             CHECK(crust_noise_write(w, payload, pl, msgs[n], need - 1, &len) == CRUST_NOISE_EBUFFER);
             CHECK(memcmp(&saved, w, sizeof saved) == 0);
-            CHECK(crust_noise_write(w, payload, pl, msgs[n], need, &len) == 0 && len == need);
+            int rc;
+            /* Masked: a key without a representative is refused without a
+             * trace, and another one installed, until one has. */
+            while ((rc = crust_noise_write(w, payload, pl, msgs[n], need, &len)) ==
+                   CRUST_NOISE_ENOREP) {
+                CHECK(masked && memcmp(&saved, w, sizeof saved) == 0);
+                uint8_t e[32];
+                fill(e, 32);
+                CHECK(crust_noise_set_ephemeral(w, e, (uint8_t)rnd()) == 0);
+                saved = *w;
+                redrawn++;
+            }
+            CHECK(rc == 0 && len == need);
+            int has_e = n < 2; /* XX and IK: "e" in the first two messages */
+            if (masked && has_e) {
+                uint8_t rep[32], pub[32], u[32];
+                CHECK(crust_elligator_key_pair(rep, pub, w->e, w->tweak,
+                                               fns.scalarmult_base) == 0);
+                CHECK(memcmp(rep, msgs[n], 32) == 0 && memcmp(pub, w->e_pub, 32) == 0);
+                crust_elligator_map(u, msgs[n]);
+                CHECK(memcmp(u, w->e_pub, 32) == 0);
+                CHECK(crust_noise_set_ephemeral(w, w->e, 0) == CRUST_NOISE_ESTATE);
+            } else if (has_e) {
+                CHECK(memcmp(msgs[n], w->e_pub, 32) == 0);
+            }
             CHECK(!crust_noise_my_turn(r) && !crust_noise_complete(r)); /* r must read now */
             for (int k = 0; k < 24; k++) {
                 size_t blen = len;
@@ -167,6 +204,8 @@ int main(int argc, char **argv)
             }
             CHECK(read_exact(r, msgs[n], len, got_payload, &got) == 0);
             CHECK(got == pl && memcmp(got_payload, payload, pl) == 0);
+            if (has_e)
+                CHECK(memcmp(r->re, w->e_pub, 32) == 0);
             crust_noise_hs *t = w;
             w = r;
             r = t;
@@ -178,8 +217,9 @@ int main(int argc, char **argv)
         crust_noise_wipe(&a, sizeof a);
         crust_noise_wipe(&b, sizeof b);
     }
-    printf("noise_sanitized: %d handshakes, %ld hostile reads refused, %ld accepted\n",
-           handshakes, refused, accepted);
+    printf("noise_sanitized: %d handshakes, %ld hostile reads refused, %ld accepted, "
+           "%ld masked ephemeral keys redrawn\n",
+           handshakes, refused, accepted, redrawn);
     dlclose(lib);
     return 0;
 }

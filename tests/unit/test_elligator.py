@@ -15,19 +15,23 @@ from __future__ import annotations
 import math
 import os
 import random
-from statistics import NormalDist
 
 import pytest
-from nacl.bindings import (
-    crypto_core_ed25519_is_valid_point,
-    crypto_scalarmult,
-    crypto_scalarmult_base,
+from distinguishers import (
+    BYTE_CHI2_BOUND_32,
+    P,
+    bit_bound,
+    bit_frequencies,
+    byte_chi2,
+    in_prime_order_subgroup,
+    subgroup_band,
+    u_int,
+    worst_byte_chi2,
 )
+from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
 
 from crust import _core, elligator
 
-P = 2**255 - 19
-A = 486662
 #: The order of the prime-order subgroup; 5 (mod 8).
 ELL = 2**252 + 27742317777372353535851937790883648493
 
@@ -64,37 +68,6 @@ def _ladder(k: int, u: int) -> int:
         if (k >> t) & 1:
             x2, x3, z2, z3 = x3, x2, z3, z2
     return x2 * pow(z2, P - 2, P) % P
-
-
-def _u(b: bytes) -> int:
-    return int.from_bytes(b, "little") % P
-
-
-def _in_prime_order_subgroup(u: bytes) -> bool:
-    """The distinguisher an observer runs on a decoded representative:
-    libsodium's Edwards point check (on the curve, not of small order, in
-    the prime-order subgroup) on the birationally equivalent point
-    y = (u - 1)/(u + 1). Either sign of x does: -Q is in the subgroup
-    exactly when Q is."""
-    x = _u(u)
-    y = (x - 1) * pow(x + 1, P - 2, P) % P
-    return bool(crypto_core_ed25519_is_valid_point(y.to_bytes(32, "little")))
-
-
-def _bit_frequencies(samples: list[bytes]) -> list[float]:
-    counts = [0] * 256
-    for s in samples:
-        n = int.from_bytes(s, "little")
-        for i in range(256):
-            counts[i] += (n >> i) & 1
-    return [c / len(samples) for c in counts]
-
-
-def _bit_bound(n: int) -> float:
-    """Largest |frequency - 1/2| a uniform source shows in any of 256 bit
-    positions but with probability ~1e-6 (z = 6.3: two-sided tail
-    1e-6/256 per position)."""
-    return 6.3 * 0.5 / math.sqrt(n)
 
 
 def _dirty_samples(rng: random.Random, n: int) -> tuple[list[bytes], int]:
@@ -157,9 +130,9 @@ def test_dirty_key_carries_the_low_order_point_its_private_key_names() -> None:
     rng = random.Random(22)
     for k in range(8):
         private = bytes([(rng.randrange(256) & ~7) | k]) + rng.randbytes(31)
-        assert _ladder(ELL, _u(elligator.public_key(private))) == LOW_ORDER_U[5 * k % 8]
-        assert _ladder(ELL, _u(crypto_scalarmult_base(private))) == 0
-        assert _ladder(8 * ELL, _u(elligator.public_key(private))) == 0
+        assert _ladder(ELL, u_int(elligator.public_key(private))) == LOW_ORDER_U[5 * k % 8]
+        assert _ladder(ELL, u_int(crypto_scalarmult_base(private))) == 0
+        assert _ladder(8 * ELL, u_int(elligator.public_key(private))) == 0
 
 
 def test_generate_gives_a_usable_key_pair() -> None:
@@ -202,45 +175,28 @@ def test_representable_fraction_is_one_half(dirty: tuple[list[bytes], int]) -> N
 
 def test_every_bit_of_dirty_representatives_is_fair(dirty: tuple[list[bytes], int]) -> None:
     samples, _ = dirty
-    bound = _bit_bound(len(samples))
-    freqs = _bit_frequencies(samples)
+    bound = bit_bound(len(samples))
+    freqs = bit_frequencies(samples)
     worst = max(range(256), key=lambda i: abs(freqs[i] - 0.5))
     assert abs(freqs[worst] - 0.5) < bound, (worst, freqs[worst], bound)
     assert len(set(samples)) == len(samples)
 
 
-def _byte_chi2(samples: list[bytes], position: int) -> float:
-    counts = [0] * 256
-    for s in samples:
-        counts[s[position]] += 1
-    expected = len(samples) / 256
-    return sum((c - expected) ** 2 / expected for c in counts)
-
-
-def _chi2_bound(df: int, tail: float) -> float:
-    """The chi-square quantile with upper tail ``tail`` (Wilson-Hilferty's
-    normal approximation, close to exact at 255 degrees of freedom)."""
-    z = NormalDist().inv_cdf(1 - tail)
-    h = 2 / (9 * df)
-    return float(df * (1 - h + z * math.sqrt(h)) ** 3)
-
-
 def test_every_byte_of_dirty_representatives_is_uniform(dirty: tuple[list[bytes], int]) -> None:
     # 256 values per position, 32 positions: ~1e-6 overall for a fair source.
     samples, _ = dirty
-    bound = _chi2_bound(255, 1e-6 / 32)
-    worst = max(range(32), key=lambda i: _byte_chi2(samples, i))
-    assert _byte_chi2(samples, worst) < bound, (worst, _byte_chi2(samples, worst), bound)
+    worst, chi2 = worst_byte_chi2(samples)
+    assert chi2 < BYTE_CHI2_BOUND_32, (worst, chi2)
 
 
 def test_the_bit_test_catches_missing_padding() -> None:
     # Without the random top bits, bits 254 and 255 are always 0.
     samples = _clean_samples(random.Random(24), 2_000, pad=False)
-    freqs = _bit_frequencies(samples)
-    bound = _bit_bound(len(samples))
+    freqs = bit_frequencies(samples)
+    bound = bit_bound(len(samples))
     assert freqs[254] == freqs[255] == 0.0
     assert abs(freqs[254] - 0.5) > bound
-    assert _byte_chi2(samples, 31) > _chi2_bound(255, 1e-6 / 32)
+    assert byte_chi2(samples, 31) > BYTE_CHI2_BOUND_32
 
 
 def test_decoded_points_of_dirty_keys_sit_in_the_subgroup_one_time_in_eight(
@@ -253,17 +209,16 @@ def test_decoded_points_of_dirty_keys_sit_in_the_subgroup_one_time_in_eight(
     # (their bits pass the test above; docs/design/0081 reports it).
     n = 2_000
     samples = dirty[0][:n]
-    sd = math.sqrt(n * (1 / 8) * (7 / 8))
-    in_dirty = sum(_in_prime_order_subgroup(elligator.decode(r)) for r in samples)
-    in_random = sum(_in_prime_order_subgroup(elligator.decode(os.urandom(32))) for _ in range(n))
-    assert abs(in_dirty - n / 8) < 6 * sd, in_dirty
-    assert abs(in_random - n / 8) < 6 * sd, in_random
+    in_dirty = sum(in_prime_order_subgroup(elligator.decode(r)) for r in samples)
+    in_random = sum(in_prime_order_subgroup(elligator.decode(os.urandom(32))) for _ in range(n))
+    assert abs(in_dirty - n / 8) < subgroup_band(n), in_dirty
+    assert abs(in_random - n / 8) < subgroup_band(n), in_random
     clean = _clean_samples(random.Random(25), 200, pad=True)
-    assert all(_in_prime_order_subgroup(elligator.decode(r)) for r in clean)
+    assert all(in_prime_order_subgroup(elligator.decode(r)) for r in clean)
     # The padded clean representatives pass the bit test all the same.
     more_clean = clean + _clean_samples(random.Random(26), 1_800, pad=True)
-    freqs = _bit_frequencies(more_clean)
-    assert max(abs(f - 0.5) for f in freqs) < _bit_bound(len(more_clean))
+    freqs = bit_frequencies(more_clean)
+    assert max(abs(f - 0.5) for f in freqs) < bit_bound(len(more_clean))
 
 
 # ---- the binding ----
@@ -273,7 +228,7 @@ def test_decode_takes_any_32_bytes_and_ignores_the_padding() -> None:
     for _ in range(200):
         r = bytearray(os.urandom(32))
         u = elligator.decode(bytes(r))
-        assert _u(u) == int.from_bytes(u, "little")  # canonical
+        assert u_int(u) == int.from_bytes(u, "little")  # canonical
         for pad in range(4):
             r[31] = (r[31] & 0x3F) | (pad << 6)
             assert _core.elligator_map(memoryview(r)) == u
