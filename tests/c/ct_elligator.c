@@ -10,7 +10,7 @@
  *
  * "ct" must run clean; "leaky" branches on a secret and indexes a table
  * with one, and must be reported: the check can fail.
- * tests/engine/test_elligator_ct.py builds and runs it. Not a test_*.c:
+ * tests/engine/test_constant_time.py builds and runs it. Not a test_*.c:
  * it needs Valgrind's header and is meaningless outside Valgrind.
  */
 #include <stdio.h>
