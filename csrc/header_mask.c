@@ -42,7 +42,13 @@ static void apply(uint8_t *pkt, const uint8_t *m, unsigned pnlen)
     }
 }
 
-int crust_header_mask(const uint8_t key[CRUST_HM_KEY_LEN], uint8_t *pkt, size_t len)
+/* Both directions: the packet-number length comes from the plain flags,
+ * which the sender has and the receiver gets by unmasking byte 0 first.
+ * The status (public: it depends on the length only) is returned apart
+ * from the length (secret): a caller branching on one value carrying both
+ * would branch on the secret. */
+static int run(const uint8_t key[CRUST_HM_KEY_LEN], uint8_t *pkt, size_t len, int unmasking,
+               unsigned *pnlen)
 {
     if (!key || !pkt)
         return CRUST_EINVAL;
@@ -50,24 +56,26 @@ int crust_header_mask(const uint8_t key[CRUST_HM_KEY_LEN], uint8_t *pkt, size_t 
         return CRUST_EMALFORMED;
     uint8_t m[CRUST_CHACHA20_BLOCK_LEN];
     block_mask(m, key, pkt);
-    unsigned pnlen = (pkt[0] & 3u) + 1;
+    uint8_t plain_flags = unmasking ? (uint8_t)(pkt[0] ^ m[0]) : pkt[0];
+    *pnlen = (plain_flags & 3u) + 1;
     pkt[0] ^= m[0];
-    apply(pkt, m, pnlen);
+    apply(pkt, m, *pnlen);
     return CRUST_OK;
+}
+
+int crust_header_mask(const uint8_t key[CRUST_HM_KEY_LEN], uint8_t *pkt, size_t len)
+{
+    unsigned pnlen;
+    return run(key, pkt, len, 0, &pnlen);
 }
 
 int crust_header_unmask(const uint8_t key[CRUST_HM_KEY_LEN], uint8_t *pkt, size_t len,
                         uint8_t cid[CRUST_CID_LEN])
 {
-    if (!key || !pkt)
-        return CRUST_EINVAL;
-    if (len < CRUST_HM_MIN_PACKET)
-        return CRUST_EMALFORMED;
-    uint8_t m[CRUST_CHACHA20_BLOCK_LEN];
-    block_mask(m, key, pkt);
-    pkt[0] ^= m[0];
-    unsigned pnlen = (pkt[0] & 3u) + 1;
-    apply(pkt, m, pnlen);
+    unsigned pnlen;
+    int rc = run(key, pkt, len, 1, &pnlen);
+    if (rc != CRUST_OK)
+        return rc;
     if (cid)
         memcpy(cid, pkt + 1, CRUST_CID_LEN);
     return (int)pnlen;

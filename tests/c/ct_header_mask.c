@@ -14,17 +14,9 @@
  * check sees exactly what header_mask.c's selects avoid.
  * tests/engine/test_constant_time.py builds and runs it.
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <valgrind/memcheck.h>
-
 #include "chacha20.h"
+#include "ct_harness.h"
 #include "header_mask.h"
-
-#define SECRET(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
-#define PUBLIC(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
-
 #include "test_rng.h"
 
 static int round_ct(void)
@@ -61,26 +53,5 @@ static void round_leaky(void)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "leaky") == 0) {
-        round_leaky();
-        printf("leaky round done\n");
-        return 0;
-    }
-    if (argc < 2 || strcmp(argv[1], "ct") != 0) {
-        fprintf(stderr, "usage: %s ct ROUNDS | leaky\n", argv[0]);
-        return 2;
-    }
-    if (!RUNNING_ON_VALGRIND) {
-        fprintf(stderr, "run me under valgrind\n");
-        return 2;
-    }
-    int rounds = argc >= 3 ? atoi(argv[2]) : 8;
-    for (int i = 0; i < rounds; i++) {
-        if (round_ct() < 0) {
-            fprintf(stderr, "round %d: unexpected result\n", i);
-            return 1;
-        }
-    }
-    printf("%d rounds\n", rounds);
-    return 0;
+    return ct_main(argc, argv, round_ct, round_leaky, NULL);
 }
