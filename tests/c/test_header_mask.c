@@ -85,7 +85,7 @@ static void test_rfc9001_a5(void)
     hex(hp, A5_HP, 32);
     /* The RFC's mask: counter = 5e5cd55c little-endian, nonce the rest. */
     uint8_t nonce[12];
-    hex(nonce, A5_SAMPLE + 8, 12);
+    hex(nonce, &A5_SAMPLE[8], 12); /* the sample's last 12 bytes, in hex */
     crust_chacha20_block(m, hp, 0x5cd55c5eu, nonce);
     uint8_t rfc_mask[5];
     hex(rfc_mask, "aefefe7d03", 5);
