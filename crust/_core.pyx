@@ -919,6 +919,19 @@ def bench_aead(int aead_id, size_t pkt_len, uint64_t count):
     return rc, elapsed
 
 
+def bench_header_mask(size_t pkt_len, uint64_t count):
+    """Mask and unmask ``count`` packets of ``pkt_len`` bytes (the masked
+    short header alone, csrc/header_mask.h). Returns (packets, elapsed_ns)."""
+    cdef uint64_t elapsed = 0
+    cdef int64_t rc
+    with nogil:
+        rc = C.crust_bench_header_mask(pkt_len, count, &elapsed)
+    if rc < 0:
+        _raise(<int>rc, "bench_header_mask")
+    return rc, elapsed
+
+
 include "_endpoint.pxi"
 include "_noise.pxi"
 include "_elligator.pxi"
+include "_header_mask.pxi"

@@ -368,6 +368,7 @@ cdef extern from "bench/crust_bench.h" nogil:
                              size_t msg_len, uint64_t *elapsed_ns)
     int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
                              uint64_t *elapsed_ns)
+    int64_t crust_bench_header_mask(size_t pkt_len, uint64_t count, uint64_t *elapsed_ns)
 
 
 # ---- the Noise handshake (csrc/noise.h) ----
@@ -505,3 +506,17 @@ cdef extern from "elligator.h" nogil:
     int crust_elligator_key_pair(uint8_t *representative, uint8_t *public_key,
                                  const uint8_t *private_key, uint8_t tweak,
                                  crust_elligator_scalarmult_base_fn scalarmult_base)
+
+
+# ---- masked short header (csrc/header_mask.h) ----
+cdef extern from "header_mask.h" nogil:
+    enum:
+        CRUST_HM_KEY_LEN
+        CRUST_HM_PN_OFFSET
+        CRUST_HM_SAMPLE_OFFSET
+        CRUST_HM_SAMPLE_LEN
+        CRUST_HM_MIN_PACKET
+        CRUST_HM_MASKED_MAX
+
+    int crust_header_mask(const uint8_t *key, uint8_t *pkt, size_t len)
+    int crust_header_unmask(const uint8_t *key, uint8_t *pkt, size_t len, uint8_t *cid)

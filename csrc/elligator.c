@@ -23,7 +23,7 @@ static void wipe(void *p, size_t n)
 
 /* Zero the 32 bytes unless keep is 1, without branching on keep: whether a
  * key has a representative is revealed by the return code only, so that
- * tests/engine/test_elligator_ct.py can follow every secret under
+ * tests/engine/test_constant_time.py can follow every secret under
  * Valgrind and find no branch on one. */
 static void keep_or_zero(uint8_t b[CRUST_ELLIGATOR_BYTES], unsigned keep)
 {

@@ -19,7 +19,7 @@ section() { printf '\n==== %s ====\n' "$*"; }
 # rather than writing another install step.
 SYSTEM_TOOLS=(
     "clang clang"   # libFuzzer targets (tests/engine/test_fuzz_c.py)
-    "valgrind valgrind"   # constant-time check (tests/engine/test_elligator_ct.py)
+    "valgrind valgrind"   # constant-time checks (tests/engine/test_constant_time.py)
     # The NAT lab (tests/netlab): namespaces, NAT rules, STUN and UPnP
     # servers. miniupnpd-iptables, not the nftables build: the lab's UPnP
     # NAT runs on iptables-legacy (docs/design/0017-nat-lab.md).

@@ -2,7 +2,7 @@
  * crust_bench.h - in-process benchmark drivers (csrc/bench/bench.c).
  * Not part of the engine or its public header: the engine reads no clock,
  * these do. Built into the Python extension only (crust._core.bench_pair,
- * bench_aead), never into the crust_core library the C tests link.
+ * bench_aead, bench_header_mask), never into the crust_core library the C tests link.
  */
 #ifndef CRUST_BENCH_H
 #define CRUST_BENCH_H
@@ -20,5 +20,8 @@ int64_t crust_bench_pair(crust_conn *a, crust_conn *b, uint64_t bytes,
 /* Seal and open `count` packets of pkt_len bytes with the AEAD alone. */
 int64_t crust_bench_aead(crust_aead_id aead, size_t pkt_len, uint64_t count,
                          uint64_t *elapsed_ns);
+/* Mask and unmask (header_mask.h) `count` packets of pkt_len bytes, each
+ * with another sample, as a sender and its receiver would. */
+int64_t crust_bench_header_mask(size_t pkt_len, uint64_t count, uint64_t *elapsed_ns);
 
 #endif

@@ -10,22 +10,14 @@
  *
  * "ct" must run clean; "leaky" branches on a secret and indexes a table
  * with one, and must be reported: the check can fail.
- * tests/engine/test_elligator_ct.py builds and runs it. Not a test_*.c:
+ * tests/engine/test_constant_time.py builds and runs it. Not a test_*.c:
  * it needs Valgrind's header and is meaningless outside Valgrind.
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <valgrind/memcheck.h>
-
+#include "ct_harness.h"
 #include "elligator.h"
 #include "fe25519.h"
-#include "x25519_ref.h"
-
-#define SECRET(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
-#define PUBLIC(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
-
 #include "test_rng.h"
+#include "x25519_ref.h"
 
 static int ref_base(unsigned char *q, const unsigned char *n)
 {
@@ -97,29 +89,5 @@ static void round_leaky(void)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "leaky") == 0) {
-        round_leaky();
-        printf("leaky round done\n");
-        return 0;
-    }
-    if (argc < 2 || strcmp(argv[1], "ct") != 0) {
-        fprintf(stderr, "usage: %s ct ROUNDS | leaky\n", argv[0]);
-        return 2;
-    }
-    if (!RUNNING_ON_VALGRIND) {
-        fprintf(stderr, "run me under valgrind\n");
-        return 2;
-    }
-    int rounds = argc >= 3 ? atoi(argv[2]) : 8;
-    int representable = 0;
-    for (int i = 0; i < rounds; i++) {
-        int r = round_ct();
-        if (r < 0) {
-            fprintf(stderr, "round %d: unexpected result\n", i);
-            return 1;
-        }
-        representable += r;
-    }
-    printf("%d rounds, %d representable keys\n", rounds, representable);
-    return 0;
+    return ct_main(argc, argv, round_ct, round_leaky, "representable keys");
 }

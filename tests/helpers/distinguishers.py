@@ -1,8 +1,10 @@
 """What an observer runs on 32-byte strings to tell X25519 keys (or badly
 made Elligator representatives) from random bytes, and the bounds a
 uniform source stays within but with probability ~1e-6. Shared by the
-Elligator tests (tests/unit/test_elligator.py) and the masked handshake's
-(tests/unit/test_noise_masked.py); docs/design/0081 reports the figures.
+Elligator tests (tests/unit/test_elligator.py), the masked handshake's
+(tests/unit/test_noise_masked.py) and the masked header's
+(tests/unit/test_header_mask.py, on 13-byte headers); docs/design/0081
+reports the figures.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ def in_prime_order_subgroup(u: bytes) -> bool:
 
 
 def bit_frequencies(samples: list[bytes]) -> list[float]:
-    """The frequency of 1 at each of the 256 bit positions."""
-    counts = [0] * 256
+    """The frequency of 1 at each bit position (256 for 32-byte samples),
+    bit i being bit i % 8 of byte i // 8."""
+    bits = 8 * len(samples[0])
+    counts = [0] * bits
     for s in samples:
         n = int.from_bytes(s, "little")
-        for i in range(256):
+        for i in range(bits):
             counts[i] += (n >> i) & 1
     return [c / len(samples) for c in counts]
 
