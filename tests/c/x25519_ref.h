@@ -11,6 +11,18 @@
 
 #include "fe25519.h"
 
+/* Swap (x2, z2) with (x3, z3) when swap is 1, by masked moves. */
+static void cswap(crust_fe *x2, crust_fe *z2, crust_fe *x3, crust_fe *z3, unsigned swap)
+{
+    crust_fe t;
+    crust_fe_copy(&t, x2);
+    crust_fe_cmov(x2, x3, swap);
+    crust_fe_cmov(x3, &t, swap);
+    crust_fe_copy(&t, z2);
+    crust_fe_cmov(z2, z3, swap);
+    crust_fe_cmov(z3, &t, swap);
+}
+
 /* u([k]P), k little-endian of nbits bits, unclamped (RFC 7748's ladder). */
 static void ladder(uint8_t out[32], const uint8_t *k, int nbits, const uint8_t u[32])
 {
@@ -24,12 +36,7 @@ static void ladder(uint8_t out[32], const uint8_t *k, int nbits, const uint8_t u
     for (int i = nbits - 1; i >= 0; i--) {
         unsigned bit = (k[i / 8] >> (i % 8)) & 1;
         swap ^= bit;
-        crust_fe_copy(&t, &x2);
-        crust_fe_cmov(&x2, &x3, swap);
-        crust_fe_cmov(&x3, &t, swap);
-        crust_fe_copy(&t, &z2);
-        crust_fe_cmov(&z2, &z3, swap);
-        crust_fe_cmov(&z3, &t, swap);
+        cswap(&x2, &z2, &x3, &z3, swap);
         swap = bit;
         crust_fe_add(&a, &x2, &z2);
         crust_fe_sq(&aa, &a);
@@ -50,12 +57,7 @@ static void ladder(uint8_t out[32], const uint8_t *k, int nbits, const uint8_t u
         crust_fe_add(&t, &aa, &t);
         crust_fe_mul(&z2, &e, &t);
     }
-    crust_fe_copy(&t, &x2);
-    crust_fe_cmov(&x2, &x3, swap);
-    crust_fe_cmov(&x3, &t, swap);
-    crust_fe_copy(&t, &z2);
-    crust_fe_cmov(&z2, &z3, swap);
-    crust_fe_cmov(&z3, &t, swap);
+    cswap(&x2, &z2, &x3, &z3, swap);
     crust_fe_invert(&z2, &z2);
     crust_fe_mul(&x2, &x2, &z2);
     crust_fe_tobytes(out, &x2);
