@@ -50,8 +50,8 @@
  * Constant time: the mask is one ChaCha20 block (no tables, no branches),
  * and unmask applies the packet-number mask with selects, never a branch or
  * a loop bound on the unmasked length. Its time depends on the packet's
- * length only (tests/c/ct_header_mask.c checks it under Valgrind). Sans-IO, no allocation, no global state: safe from any
- * thread.
+ * length only (tests/c/ct_header_mask.c checks it under Valgrind).
+ * Sans-IO, no allocation, no global state: safe from any thread.
  */
 #ifndef CRUST_HEADER_MASK_H
 #define CRUST_HEADER_MASK_H
