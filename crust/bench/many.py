@@ -180,6 +180,8 @@ async def _idle(svc: Service, warmup: float, seconds: float) -> dict[str, Any]:
     before = {id(p): _window_counters(p) for p in svc.peers}
     gc.collect()
     ep0 = _endpoint_counts(svc)
+    collector = _GcTime()
+    gc.callbacks.append(collector)
     wall0, cpu0 = time.monotonic(), _cpu()
     # The share in slices: keepalives come in waves where connections were
     # dialled in bursts, and one slice's figure says nothing alone.
@@ -190,6 +192,7 @@ async def _idle(svc: Service, warmup: float, seconds: float) -> dict[str, Any]:
         await asyncio.sleep(min(_SLICE_S, left))
         slices.append((_cpu() - c) / (time.monotonic() - t))
     cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
+    gc.callbacks.remove(collector)
     ep1 = _endpoint_counts(svc)
     rss = _rss()
     # What the endpoint did meanwhile, per second: keepalive packets each
@@ -221,6 +224,9 @@ async def _idle(svc: Service, warmup: float, seconds: float) -> dict[str, Any]:
         "peers": len(svc.peers),
         "cpu_share": cpu / wall,
         "cpu_share_slices": slices,
+        # The garbage collector's share of the window, by generation.
+        "gc_share": {g: t / wall for g, t in collector.seconds.items()},
+        "gc_collections": dict(collector.count),
         "warmup_cpu_share": warm_share,
         "rss": rss,
         "rates": rates,
@@ -245,6 +251,25 @@ _WINDOW_COUNTERS = (
     "rx_dropped_old",
     "unreachable_reports",
 )
+
+
+class _GcTime:
+    """A ``gc.callbacks`` entry: the time each collection took (wall
+    clock, the collector holds the GIL: the process does nothing else
+    meanwhile), summed by generation."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}
+        self.count: Counter[int] = Counter()
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            g = info["generation"]
+            self.seconds[g] = self.seconds.get(g, 0.0) + time.perf_counter() - self._start
+            self.count[g] += 1
 
 
 def _window_counters(peer: Any) -> tuple[int, ...]:
@@ -667,6 +692,8 @@ def idle_connections(
         "idle_seconds": seconds,
         "idle_cpu_share": idle["cpu_share"],
         "idle_cpu_share_slices": idle["cpu_share_slices"],
+        "idle_gc_share": idle["gc_share"],
+        "idle_gc_collections": idle["gc_collections"],
         "warmup_seconds": warmup,
         "warmup_cpu_share": idle["warmup_cpu_share"],
         "dialler_idle_cpu_share": dial_cpu,
