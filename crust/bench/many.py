@@ -177,7 +177,7 @@ async def _idle(svc: Service, warmup: float, seconds: float) -> dict[str, Any]:
     warm_share = (_cpu() - cpu0) / (time.monotonic() - wall0) if warmup else None
     # Outside the window: each connection's packets so far, to tell how
     # many each sent and received in it.
-    before = {id(p): _window_counters(p) for p in svc.peers}
+    before = {id(p): _window_counters(p.link.conn.stats()) for p in svc.peers}
     gc.collect()
     ep0 = _endpoint_counts(svc)
     collector = _GcTime()
@@ -209,7 +209,7 @@ async def _idle(svc: Service, warmup: float, seconds: float) -> dict[str, Any]:
         st = p.link.conn.stats()
         ptos += int(st["pto_count"])
         updates += int(st["key_updates"])
-        now = _window_counters(p)
+        now = _window_counters(st)
         then = before.get(id(p), (0,) * len(now))
         for name, a, b in zip(_WINDOW_COUNTERS, then, now, strict=True):
             moved[name] += b - a
@@ -272,8 +272,7 @@ class _GcTime:
             self.count[g] += 1
 
 
-def _window_counters(peer: Any) -> tuple[int, ...]:
-    st = peer.link.conn.stats()
+def _window_counters(st: dict[str, Any]) -> tuple[int, ...]:
     return tuple(int(st[k]) for k in _WINDOW_COUNTERS)
 
 
